@@ -1,0 +1,136 @@
+// Checkpointer: the store of one training run's checkpoints. Start here.
+//
+//   auto ckpt = ckptdb::Checkpointer::Open("/runs/a/checkpoints", options);
+//   if (!ckpt.ok()) { ... ckpt.status().ToString() ... }
+//   Result<bool> saved = (*ckpt)->Save(state, step);
+//   Status s = (*ckpt)->Restore(&state);          // latest step, into `state`
+//
+// Each step's tensors are cut into chunks addressed by a keyed XXH3-128 digest
+// of their bytes and compressed with zstd, so identical bytes are stored once
+// across tensors and steps. A step is committed when its manifest is durably
+// written; a crash at any moment leaves either the whole step or none of it.
+//
+// Thread safety: all methods may be called from several threads; calls are
+// serialized internally. One process at a time may open a store for writing
+// (others get Busy); any number may open it read-only (create = false).
+
+#ifndef CKPTDB_CHECKPOINTER_H_
+#define CKPTDB_CHECKPOINTER_H_
+
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "ckptdb/options.h"
+#include "ckptdb/status.h"
+#include "ckptdb/tensor.h"
+#include "ckptdb/tree.h"
+
+namespace ckptdb {
+
+// Pass as `step` to mean the largest step stored.
+inline constexpr int64_t kLatestStep = -1;
+
+// One leaf of a stored step, without its data.
+struct LeafMetadata {
+  std::string path;
+  Tree::Kind kind = Tree::Kind::kTensor;
+  // Tensor leaves only.
+  DType dtype = DType::kFloat32;
+  std::vector<int64_t> shape;
+  uint64_t logical_bytes = 0;  // dtype size x elements
+  uint64_t stored_bytes = 0;   // sum of the chunks' stored sizes (before dedup)
+  uint32_t chunk_count = 0;
+};
+
+// What a step holds, read from its manifest alone (no tensor data is read).
+struct StepMetadata {
+  int64_t step = 0;
+  std::chrono::system_clock::time_point commit_time;
+  std::map<std::string, double> metrics;
+  std::map<std::string, std::string> user_metadata;
+  std::vector<LeafMetadata> leaves;  // pre-order, as Tree::ForEachLeaf
+  uint64_t logical_bytes = 0;        // sum over tensor leaves
+};
+
+class Checkpointer {
+ public:
+  // Opens the store in `workdir` (see CheckpointerOptions::create).
+  // Errors: InvalidArgument (an option, named), NotSupported (an option this
+  // build lacks; a store of a newer format), NotFound (create = false and no
+  // store), FailedPrecondition (the directory holds something that is not a
+  // ckptdb store; nothing is modified), Busy (another process writes to it).
+  static Result<std::unique_ptr<Checkpointer>> Open(const std::string& workdir,
+                                                    CheckpointerOptions options);
+
+  // Closes, ignoring errors; call Close() to see them.
+  ~Checkpointer();
+
+  Checkpointer(const Checkpointer&) = delete;
+  Checkpointer& operator=(const Checkpointer&) = delete;
+
+  // The save decision: false when read-only or step <= LatestStep(); else
+  // true when step % save_interval_steps == 0, step is in save_on_steps, a
+  // preemption was signalled, or no step is stored yet.
+  bool ShouldSave(int64_t step) const;
+
+  // Saves `state` as `step` if due (options.force skips the due check) and
+  // returns whether it saved. Returns once the step is committed and retention
+  // has run. Errors: AlreadyExists (forced save of a stored step),
+  // InvalidArgument (negative step, bad tree or metrics), FailedPrecondition
+  // (read-only store), IOError. On error nothing of the step is visible.
+  Result<bool> Save(const Tree& state, int64_t step, const SaveOptions& options = {});
+
+  // Save(state, step, {.force = force}) only if ShouldSave(step); a step that
+  // is not due is not saved even when forced (Kauldron's rule).
+  Result<bool> MaybeSave(const Tree& state, int64_t step, bool force = false);
+
+  // Marks that the job is being preempted: the next step above LatestStep()
+  // becomes due whatever the interval. Cleared by the next save.
+  void SignalPreemption();
+
+  // Restores `step` (kLatestStep: the largest) into the template `state`,
+  // whose structure, kinds, dtypes and shapes must match the stored step's
+  // exactly; scalars take the stored values. On a mismatch, InvalidArgument
+  // lists every missing, extra and mismatching path and nothing is written.
+  // NotFound if the step (or any step) is missing, unless noop_if_missing and
+  // the store is empty. Corruption names the tensor whose bytes fail their
+  // digest; the template's contents are then unspecified.
+  Status Restore(Tree* state, int64_t step = kLatestStep, const RestoreOptions& options = {});
+
+  // Restores the whole tree of `step` with owned buffers (no template needed).
+  Result<Tree> RestoreTree(int64_t step = kLatestStep);
+
+  // The tree of `step` without its data: paths, kinds, dtypes, shapes, sizes.
+  Result<StepMetadata> ItemMetadata(int64_t step = kLatestStep);
+
+  // The steps held, ascending; and the largest, if any.
+  std::vector<int64_t> AllSteps() const;
+  std::optional<int64_t> LatestStep() const;
+
+  // Removes `step` (its manifest; chunks no other step uses become garbage).
+  // NotFound if absent; FailedPrecondition when read-only.
+  Status Delete(int64_t step);
+
+  // Read-only stores: catch up with the writer's commits and deletions.
+  // Writable stores: re-read the step list.
+  Status Reload();
+
+  // Finishes pending work and closes; later calls fail with
+  // FailedPrecondition. Idempotent.
+  Status Close();
+
+  class Impl;
+
+ private:
+  explicit Checkpointer(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace ckptdb
+
+#endif  // CKPTDB_CHECKPOINTER_H_

@@ -1,0 +1,130 @@
+// Options of a Checkpointer, after Kauldron's kd.ckpts.Checkpointer and
+// Orbax's CheckpointManagerOptions. Every field documents its default.
+// Invalid values make Checkpointer::Open fail with InvalidArgument naming the
+// field; values this build does not implement fail with NotSupported.
+
+#ifndef CKPTDB_OPTIONS_H_
+#define CKPTDB_OPTIONS_H_
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace ckptdb {
+
+// Which end of best_metric_path is better. Default: kMax.
+enum class BestMode { kMax, kMin };
+
+// Multi-host training (one checkpoint written by many processes). This build
+// writes from one process only: any value other than the defaults makes Open
+// return NotSupported.
+struct MultiprocessingOptions {
+  // The process that commits manifests and runs retention. Default: 0.
+  int primary_host = 0;
+  // Processes taking part in barriers; empty means all. Default: empty.
+  std::vector<int> active_processes;
+};
+
+struct CheckpointerOptions {
+  // ---- Save decision (ShouldSave) ----
+
+  // A step is due when step % save_interval_steps == 0 (absolute alignment:
+  // 0, n, 2n, ... whatever step the run resumed at). Must be >= 1. Default: 1.
+  int64_t save_interval_steps = 1;
+
+  // Steps that are due whatever the interval. Default: none.
+  std::vector<int64_t> save_on_steps;
+
+  // ---- Retention: runs after each committed save ----
+
+  // Keep the latest max_to_keep steps (or, with best_metric_path, the best
+  // max_to_keep). std::nullopt keeps every step; 0 keeps none (the step just
+  // saved is deleted once committed, unless another rule keeps it). Must be
+  // >= 0. Default: 3 (Kauldron's default).
+  std::optional<int64_t> max_to_keep = 3;
+
+  // Also keep a chain of steps at least this far apart in commit time: the
+  // oldest step, then every step at least the interval after the last one
+  // kept (inclusive). Must be positive. Default: unset.
+  std::optional<std::chrono::seconds> keep_time_interval;
+
+  // Also keep every step with step % keep_period == 0. Must be >= 1.
+  // Default: unset.
+  std::optional<int64_t> keep_period;
+
+  // The metric (a key of SaveOptions::metrics, e.g. "eval/accuracy") that ranks
+  // steps for max_to_keep instead of recency. Empty: rank by recency.
+  // Default: empty.
+  std::string best_metric_path;
+
+  // Whether a larger or a smaller best metric is better. Default: kMax.
+  BestMode best_mode = BestMode::kMax;
+
+  // With best_metric_path, keep steps saved without that metric (true) or let
+  // them be deleted as if they ranked worst (false). Default: true.
+  bool keep_checkpoints_without_metrics = true;
+
+  // ---- Opening ----
+
+  // true: open the store for writing, creating it (and the directory) when
+  // missing. false: open an existing store read-only, as an evaluator does,
+  // alongside a writer in another process; Save and Delete then fail with
+  // FailedPrecondition. Default: true.
+  bool create = true;
+
+  // Multi-process writing; see MultiprocessingOptions. Default: one process.
+  MultiprocessingOptions multiprocessing;
+
+  // ---- Storage ----
+
+  // true: spend little CPU on compression (zstd level 1). false: compress
+  // harder (zstd level 9) for smaller stores at several times the CPU cost.
+  // Default: true.
+  bool fast = true;
+
+  // Tensors are cut into chunks of this many bytes (the last one shorter);
+  // the chunk is the unit of dedup and compression. Between 4 KiB and 64 MiB.
+  // Only affects new saves. Default: 4 MiB.
+  uint32_t chunk_size_bytes = 4u << 20;
+
+  // The time recorded as each step's commit time, used by keep_time_interval.
+  // Empty: std::chrono::system_clock::now. Tests inject a fake clock.
+  std::function<std::chrono::system_clock::time_point()> clock;
+};
+
+// Options of one Save call.
+struct SaveOptions {
+  // Save even when ShouldSave(step) is false. A step already stored is never
+  // overwritten: forcing it fails with AlreadyExists. Default: false.
+  bool force = false;
+
+  // Metrics stored with the step, e.g. {"eval/accuracy", 0.91}; the one named
+  // by best_metric_path drives best-N retention. NaN is refused. Default: none.
+  std::map<std::string, double> metrics;
+
+  // Free-form key/value strings stored with the step (e.g. a config hash).
+  // Default: none.
+  std::map<std::string, std::string> user_metadata;
+};
+
+// Options of one Restore call.
+struct RestoreOptions {
+  // When no step is stored at all, return OK and leave the template untouched
+  // instead of NotFound. (A specific step that is missing is still NotFound.)
+  // Default: false.
+  bool noop_if_missing = false;
+
+  // true: decode straight into the template's tensor buffers (memory stays at
+  // 1x the state; the template must be writable). false: leave the template's
+  // buffers untouched and give each tensor leaf a new owned buffer.
+  // Default: true.
+  bool donate = true;
+};
+
+}  // namespace ckptdb
+
+#endif  // CKPTDB_OPTIONS_H_

@@ -1,0 +1,106 @@
+// DType and Tensor: the leaves of a training state.
+//
+// A Tensor is a dtype, a shape and a byte buffer in row-major (C) order. It
+// either borrows memory the caller owns (a view, which must outlive every use
+// of the tensor) or owns its buffer (allocated by ckptdb). Which one is
+// explicit: View()/ConstView() borrow, Allocate()/CopyOf() own.
+//
+// Copying a Tensor copies the handle, not the bytes: copies of an owned tensor
+// share one buffer (freed with the last copy), copies of a view borrow the same
+// memory. Use CopyOf() for a deep copy.
+//
+// Thread safety: distinct Tensors may be used from distinct threads; a shared
+// buffer needs external synchronization for writes.
+
+#ifndef CKPTDB_TENSOR_H_
+#define CKPTDB_TENSOR_H_
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string_view>
+#include <vector>
+
+#include "ckptdb/status.h"
+
+namespace ckptdb {
+
+// Element types. The numeric values are persisted in manifests: never change
+// the value of an existing entry.
+enum class DType : uint8_t {
+  kBool = 1,
+  kInt8 = 2,
+  kInt16 = 3,
+  kInt32 = 4,
+  kInt64 = 5,
+  kUInt8 = 6,
+  kUInt16 = 7,
+  kUInt32 = 8,
+  kUInt64 = 9,
+  kFloat16 = 10,
+  kBFloat16 = 11,
+  kFloat32 = 12,
+  kFloat64 = 13,
+  kFloat8E4M3FN = 14,
+  kFloat8E5M2 = 15,
+};
+
+// Bytes per element; 0 for a value that is not a known DType.
+size_t DTypeSize(DType dtype);
+// True for the floating-point dtypes (float8 to float64).
+bool DTypeIsFloat(DType dtype);
+// "float32", "bfloat16", "float8_e4m3fn", ... ("unknown" for anything else).
+std::string_view DTypeName(DType dtype);
+// Inverse of DTypeName: NotFound for an unknown name.
+Result<DType> DTypeFromName(std::string_view name);
+// True when `raw` is the numeric value of a DType.
+bool IsKnownDType(uint8_t raw);
+
+// Elements in `shape` (1 for rank 0). InvalidArgument for a negative dimension
+// or when the element count or the byte size of `dtype` overflows 2^62.
+Result<uint64_t> ElementCount(const std::vector<int64_t>& shape);
+Result<uint64_t> TensorByteSize(DType dtype, const std::vector<int64_t>& shape);
+
+class Tensor {
+ public:
+  // An empty float32 tensor of shape [0], owning nothing.
+  Tensor();
+
+  // Borrows `data` (at least the tensor's byte size, writable): restore may
+  // decode straight into it. The caller keeps ownership.
+  static Result<Tensor> View(DType dtype, std::vector<int64_t> shape, void* data);
+  // Borrows read-only `data`: can be saved, but restore into it is refused.
+  static Result<Tensor> ConstView(DType dtype, std::vector<int64_t> shape, const void* data);
+  // A new zero-filled buffer owned by the tensor.
+  static Result<Tensor> Allocate(DType dtype, std::vector<int64_t> shape);
+  // A new owned buffer holding a copy of `source`'s bytes.
+  static Tensor CopyOf(const Tensor& source);
+
+  DType dtype() const { return dtype_; }
+  const std::vector<int64_t>& shape() const { return shape_; }
+  uint64_t element_count() const { return byte_size_ / DTypeSize(dtype_); }
+  uint64_t byte_size() const { return byte_size_; }
+  // True when ckptdb owns the buffer (Allocate, CopyOf).
+  bool owns_data() const { return owner_ != nullptr; }
+  // False for ConstView tensors.
+  bool writable() const { return mutable_data_ != nullptr || byte_size_ == 0; }
+
+  const std::byte* data() const { return data_; }
+  // nullptr when the tensor is not writable.
+  std::byte* mutable_data() const { return mutable_data_; }
+
+  // Same dtype, shape and bytes.
+  bool ContentEquals(const Tensor& other) const;
+
+ private:
+  DType dtype_ = DType::kFloat32;
+  std::vector<int64_t> shape_;
+  uint64_t byte_size_ = 0;
+  const std::byte* data_ = nullptr;
+  std::byte* mutable_data_ = nullptr;
+  std::shared_ptr<std::byte[]> owner_;
+};
+
+}  // namespace ckptdb
+
+#endif  // CKPTDB_TENSOR_H_

@@ -1,0 +1,99 @@
+// Tree: the training state, a nested structure of string-keyed maps and lists
+// whose leaves are tensors or scalars (int, float, bool, string).
+//
+// Paths name nodes: map keys and list indices joined by '/', for example
+// "params/encoder/layers/0/kernel". The root's path is "". Map keys are
+// non-empty and contain no '/'; map children are kept sorted by key so a
+// tree's order does not depend on insertion order.
+//
+// Thread safety: a const Tree may be read from many threads.
+
+#ifndef CKPTDB_TREE_H_
+#define CKPTDB_TREE_H_
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "ckptdb/status.h"
+#include "ckptdb/tensor.h"
+
+namespace ckptdb {
+
+class Tree {
+ public:
+  // Node kinds. The numeric values are persisted: never change them.
+  enum class Kind : uint8_t {
+    kMap = 0,
+    kList = 1,
+    kTensor = 2,
+    kInt = 3,
+    kFloat = 4,
+    kBool = 5,
+    kString = 6,
+  };
+
+  // An empty map.
+  Tree() = default;
+
+  static Tree Map() { return Tree(); }
+  static Tree List();
+  static Tree Leaf(Tensor tensor);
+  static Tree Int(int64_t value);
+  static Tree Float(double value);
+  static Tree Bool(bool value);
+  static Tree String(std::string value);
+
+  Kind kind() const { return kind_; }
+  bool is_container() const { return kind_ == Kind::kMap || kind_ == Kind::kList; }
+
+  // Map: inserts or replaces the child under `key` and returns it.
+  // InvalidArgument if this is not a map or the key is empty or holds '/'.
+  Result<Tree*> Set(std::string_view key, Tree child);
+  // List: appends a child and returns it. InvalidArgument if this is not a list.
+  Result<Tree*> Append(Tree child);
+
+  // Children of a map (sorted by key) or a list (in order); empty for leaves.
+  size_t child_count() const { return children_.size(); }
+  Tree& child(size_t i) { return children_[i]; }
+  const Tree& child(size_t i) const { return children_[i]; }
+  // Map keys, parallel to the children; empty for lists and leaves.
+  const std::vector<std::string>& keys() const { return keys_; }
+
+  // The node at `path` ("" is this node), or nullptr.
+  const Tree* Find(std::string_view path) const;
+  Tree* Find(std::string_view path);
+
+  // Leaf values; calling the accessor of another kind is a bug (asserted).
+  const Tensor& tensor() const;
+  Tensor& tensor();
+  int64_t int_value() const;
+  double float_value() const;
+  bool bool_value() const;
+  const std::string& string_value() const;
+
+  // Calls `visit(path, leaf)` for every leaf in pre-order (maps by key, lists
+  // by index).
+  void ForEachLeaf(const std::function<void(const std::string& path, const Tree& leaf)>& visit) const;
+  void ForEachMutableLeaf(const std::function<void(const std::string& path, Tree& leaf)>& visit);
+
+  // Same structure, kinds, scalar values, dtypes, shapes and tensor bytes.
+  bool ContentEquals(const Tree& other) const;
+
+ private:
+  Kind kind_ = Kind::kMap;
+  std::vector<std::string> keys_;  // maps only, sorted, parallel to children_
+  std::vector<Tree> children_;
+  Tensor tensor_;
+  int64_t int_value_ = 0;
+  double float_value_ = 0;
+  std::string string_value_;
+};
+
+std::string_view KindName(Tree::Kind kind);
+
+}  // namespace ckptdb
+
+#endif  // CKPTDB_TREE_H_
