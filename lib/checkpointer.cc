@@ -1,0 +1,631 @@
+// Checkpointer: the save decision, the save and restore flows, retention.
+// Storage details live in store.h; the manifest encoding in manifest.h.
+
+#include "ckptdb/checkpointer.h"
+
+#include <algorithm>
+#include <cmath>
+#include <map>
+#include <mutex>
+#include <set>
+
+#include "chunk_codec.h"
+#include "manifest.h"
+#include "parallel.h"
+#include "retention.h"
+#include "store.h"
+
+namespace ckptdb {
+namespace {
+
+constexpr uint32_t kMinChunkSize = 4u << 10;
+
+std::string StepName(int64_t step) { return "step " + std::to_string(step); }
+
+Status ValidateOptions(const CheckpointerOptions& options) {
+  if (options.save_interval_steps < 1) {
+    return Status::InvalidArgument("save_interval_steps must be >= 1, got " +
+                                   std::to_string(options.save_interval_steps));
+  }
+  for (int64_t step : options.save_on_steps) {
+    if (step < 0) {
+      return Status::InvalidArgument("save_on_steps holds a negative step " +
+                                     std::to_string(step));
+    }
+  }
+  if (options.max_to_keep.has_value() && *options.max_to_keep < 0) {
+    return Status::InvalidArgument("max_to_keep must be unset or >= 0, got " +
+                                   std::to_string(*options.max_to_keep));
+  }
+  if (options.keep_period.has_value() && *options.keep_period < 1) {
+    return Status::InvalidArgument("keep_period must be >= 1, got " +
+                                   std::to_string(*options.keep_period));
+  }
+  if (options.keep_time_interval.has_value() && options.keep_time_interval->count() <= 0) {
+    return Status::InvalidArgument("keep_time_interval must be positive, got " +
+                                   std::to_string(options.keep_time_interval->count()) + " s");
+  }
+  if (options.best_mode != BestMode::kMax && options.best_mode != BestMode::kMin) {
+    return Status::InvalidArgument("best_mode must be kMax or kMin");
+  }
+  if (options.chunk_size_bytes < kMinChunkSize || options.chunk_size_bytes > kMaxChunkRawSize ||
+      options.chunk_size_bytes % 8 != 0) {
+    return Status::InvalidArgument(
+        "chunk_size_bytes must be a multiple of 8 between 4 KiB and 64 MiB, got " +
+        std::to_string(options.chunk_size_bytes));
+  }
+  if (options.multiprocessing.primary_host != 0 ||
+      !options.multiprocessing.active_processes.empty()) {
+    return Status::NotSupported(
+        "multiprocessing: this build writes from a single process (primary_host 0, "
+        "active_processes empty)");
+  }
+  return Status::OK();
+}
+
+// A chunk first seen in this save, not yet in the store.
+struct NewChunk {
+  const std::byte* data = nullptr;
+  uint32_t size = 0;
+  size_t element_width = 0;
+  std::vector<ChunkRef*> refs;  // manifest entries that point at it
+};
+
+// A tensor to decode: where its chunks go.
+struct DecodeTarget {
+  const ManifestNode* node;
+  std::byte* dest;
+};
+
+}  // namespace
+
+class Checkpointer::Impl {
+ public:
+  Impl(std::string workdir, CheckpointerOptions options, std::unique_ptr<Store> store)
+      : workdir_(std::move(workdir)), options_(std::move(options)), store_(std::move(store)) {}
+
+  Status LoadSteps();
+  bool ShouldSaveLocked(int64_t step) const;
+  Result<bool> Save(const Tree& state, int64_t step, const SaveOptions& options);
+  Status RestoreInto(Tree* state, int64_t step, const RestoreOptions& options);
+  Result<Tree> RestoreTree(int64_t step);
+  Result<StepMetadata> ItemMetadata(int64_t step);
+  Status Delete(int64_t step);
+  Status Reload();
+  Status Close();
+
+  std::mutex mu_;
+  std::string workdir_;
+  CheckpointerOptions options_;
+  std::unique_ptr<Store> store_;
+  std::map<int64_t, RetainedStep> steps_;  // the steps held, as retention sees them
+  bool preempted_ = false;
+  bool closed_ = false;
+
+ private:
+  Status CheckOpen() const {
+    if (closed_) return Status::FailedPrecondition("the checkpointer of " + workdir_ + " is closed");
+    return Status::OK();
+  }
+  Status CheckWritable() const {
+    if (store_->read_only()) {
+      return Status::FailedPrecondition(workdir_ + " is open read-only (create = false)");
+    }
+    return Status::OK();
+  }
+  std::chrono::system_clock::time_point Now() const {
+    return options_.clock ? options_.clock() : std::chrono::system_clock::now();
+  }
+  RetainedStep Retained(const Manifest& manifest) const;
+  Result<int64_t> ResolveStep(int64_t step) const;
+  Result<Manifest> ReadManifest(int64_t step) const;
+  Status WriteNewChunks(std::map<ChunkDigest, NewChunk>* new_chunks,
+                        std::vector<IndexEntry>* index_entries);
+  Status DecodeTensors(int64_t step, const std::vector<DecodeTarget>& targets) const;
+  Status ApplyRetention();
+};
+
+RetainedStep Checkpointer::Impl::Retained(const Manifest& manifest) const {
+  RetainedStep retained;
+  retained.step = manifest.step;
+  retained.commit_time = std::chrono::system_clock::time_point(
+      std::chrono::duration_cast<std::chrono::system_clock::duration>(
+          std::chrono::nanoseconds(manifest.commit_time_ns)));
+  if (!options_.best_metric_path.empty()) {
+    auto found = manifest.metrics.find(options_.best_metric_path);
+    if (found != manifest.metrics.end()) retained.metric = found->second;
+  }
+  return retained;
+}
+
+Result<Manifest> Checkpointer::Impl::ReadManifest(int64_t step) const {
+  Result<std::optional<std::string>> bytes = store_->ReadManifest(step);
+  if (!bytes.ok()) return bytes.status();
+  if (!bytes->has_value()) {
+    return Status::NotFound(StepName(step) + " is not in " + workdir_);
+  }
+  Result<Manifest> manifest = DecodeManifest(**bytes);
+  if (!manifest.ok()) {
+    return manifest.status().WithContext("manifest of " + StepName(step) + " in " + workdir_);
+  }
+  if (manifest->step != step) {
+    return Status::Corruption("manifest stored under " + StepName(step) + " in " + workdir_ +
+                              " describes step " + std::to_string(manifest->step));
+  }
+  return manifest;
+}
+
+Status Checkpointer::Impl::LoadSteps() {
+  Result<std::vector<int64_t>> listed = store_->ListSteps();
+  if (!listed.ok()) return listed.status();
+  std::map<int64_t, RetainedStep> steps;
+  for (int64_t step : *listed) {
+    Result<Manifest> manifest = ReadManifest(step);
+    // A reader may race the writer's retention: a step deleted since the
+    // listing is simply gone.
+    if (manifest.status().IsNotFound()) continue;
+    if (!manifest.ok()) return manifest.status();
+    steps[step] = Retained(*manifest);
+  }
+  steps_ = std::move(steps);
+  return Status::OK();
+}
+
+bool Checkpointer::Impl::ShouldSaveLocked(int64_t step) const {
+  if (closed_ || store_->read_only() || step < 0) return false;
+  if (!steps_.empty() && step <= steps_.rbegin()->first) return false;
+  if (step % options_.save_interval_steps == 0) return true;
+  if (std::find(options_.save_on_steps.begin(), options_.save_on_steps.end(), step) !=
+      options_.save_on_steps.end()) {
+    return true;
+  }
+  return preempted_ || steps_.empty();
+}
+
+Result<bool> Checkpointer::Impl::Save(const Tree& state, int64_t step,
+                                      const SaveOptions& options) {
+  Status status = CheckOpen();
+  if (status.ok()) status = CheckWritable();
+  if (!status.ok()) return status;
+  if (step < 0) return Status::InvalidArgument("cannot save negative " + StepName(step));
+  if (steps_.count(step) != 0) {
+    if (!options.force) return false;
+    return Status::AlreadyExists(StepName(step) + " is already in " + workdir_);
+  }
+  if (!options.force && !ShouldSaveLocked(step)) return false;
+  for (const auto& [name, value] : options.metrics) {
+    if (std::isnan(value)) {
+      return Status::InvalidArgument("metric '" + name + "' of " + StepName(step) + " is NaN");
+    }
+  }
+
+  Manifest manifest;
+  Result<std::vector<ManifestNode>> nodes = FlattenTree(state);
+  if (!nodes.ok()) return nodes.status().WithContext("saving " + StepName(step));
+  manifest.nodes = std::move(*nodes);
+
+  // Hash every chunk; only chunks the store lacks are compressed and written.
+  const uint32_t chunk_size = options_.chunk_size_bytes;
+  std::map<ChunkDigest, NewChunk> new_chunks;  // ordered: a generation is written in digest order
+  std::vector<std::pair<const Tensor*, ManifestNode*>> tensors;
+  for (ManifestNode& node : manifest.nodes) {
+    if (node.kind != Tree::Kind::kTensor) continue;
+    const Tree* leaf = state.Find(node.path);
+    tensors.emplace_back(&leaf->tensor(), &node);
+    node.chunks.resize((node.byte_size + chunk_size - 1) / chunk_size);
+  }
+  for (auto& [tensor, node] : tensors) {
+    for (size_t k = 0; k < node->chunks.size(); ++k) {
+      const uint64_t offset = uint64_t{k} * chunk_size;
+      ChunkRef& ref = node->chunks[k];
+      ref.raw_size = static_cast<uint32_t>(std::min<uint64_t>(chunk_size, node->byte_size - offset));
+      ref.digest = store_->hasher().Digest(tensor->data() + offset, ref.raw_size);
+      auto pending = new_chunks.find(ref.digest);
+      if (pending != new_chunks.end()) {
+        pending->second.refs.push_back(&ref);
+        continue;
+      }
+      Result<std::optional<ChunkLocation>> stored = store_->FindChunk(ref.digest);
+      if (!stored.ok()) return stored.status().WithContext("saving " + StepName(step));
+      if (stored->has_value()) {
+        ref.stored_size = (*stored)->stored_size;
+        continue;
+      }
+      NewChunk& chunk = new_chunks[ref.digest];
+      chunk.data = tensor->data() + offset;
+      chunk.size = ref.raw_size;
+      chunk.element_width = DTypeIsFloat(tensor->dtype()) ? DTypeSize(tensor->dtype()) : 0;
+      chunk.refs.push_back(&ref);
+    }
+  }
+
+  std::vector<IndexEntry> index_entries;
+  status = WriteNewChunks(&new_chunks, &index_entries);
+  if (!status.ok()) return status.WithContext("saving " + StepName(step) + " in " + workdir_);
+
+  manifest.step = step;
+  manifest.commit_time_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                Now().time_since_epoch())
+                                .count();
+  manifest.metrics = options.metrics;
+  manifest.user_metadata = options.user_metadata;
+  status = store_->CommitStep(step, EncodeManifest(manifest), index_entries);
+  if (!status.ok()) return status.WithContext("saving " + StepName(step) + " in " + workdir_);
+  steps_[step] = Retained(manifest);
+  preempted_ = false;
+
+  status = ApplyRetention();
+  if (!status.ok()) return status.WithContext("retention after " + StepName(step));
+  return true;
+}
+
+Status Checkpointer::Impl::WriteNewChunks(std::map<ChunkDigest, NewChunk>* new_chunks,
+                                          std::vector<IndexEntry>* index_entries) {
+  if (new_chunks->empty()) return Status::OK();
+  Result<std::unique_ptr<GenerationWriter>> writer = store_->NewGeneration();
+  if (!writer.ok()) return writer.status();
+  const ChunkEncoding base{0, options_.fast ? 1 : 9};
+
+  // Compress a window of chunks in parallel, then append them in digest
+  // order; the window bounds the memory held by compressed chunks.
+  std::vector<std::pair<const ChunkDigest*, NewChunk*>> ordered;
+  ordered.reserve(new_chunks->size());
+  for (auto& [digest, chunk] : *new_chunks) ordered.emplace_back(&digest, &chunk);
+  const size_t threads = WorkerThreads();
+  const size_t window = 2 * threads;
+  std::vector<std::string> encoded(window);
+  for (size_t begin = 0; begin < ordered.size(); begin += window) {
+    const size_t count = std::min(window, ordered.size() - begin);
+    Status status = ParallelFor(count, threads, [&](size_t i) {
+      const NewChunk& chunk = *ordered[begin + i].second;
+      ChunkEncoding encoding = base;
+      encoding.element_width = chunk.element_width;
+      EncodeChunk(chunk.data, chunk.size, encoding, &encoded[i]);
+      return Status::OK();
+    });
+    if (!status.ok()) return status;
+    for (size_t i = 0; i < count; ++i) {
+      const auto& [digest, chunk] = ordered[begin + i];
+      status = (*writer)->Add(*digest, encoded[i]);
+      if (!status.ok()) return status;
+      const auto stored_size = static_cast<uint32_t>(encoded[i].size());
+      for (ChunkRef* ref : chunk->refs) ref->stored_size = stored_size;
+      index_entries->push_back({*digest, {(*writer)->generation(), chunk->size, stored_size}});
+    }
+  }
+  return (*writer)->Finish();
+}
+
+Status Checkpointer::Impl::ApplyRetention() {
+  std::vector<RetainedStep> held;
+  held.reserve(steps_.size());
+  for (const auto& [step, retained] : steps_) held.push_back(retained);
+  std::vector<int64_t> doomed = StepsToDelete(held, RetentionRulesFrom(options_));
+  if (doomed.empty()) return Status::OK();
+  Status status = store_->DeleteManifests(doomed);
+  if (!status.ok()) return status;
+  for (int64_t step : doomed) steps_.erase(step);
+  return Status::OK();
+}
+
+Result<int64_t> Checkpointer::Impl::ResolveStep(int64_t step) const {
+  if (step == kLatestStep) {
+    if (steps_.empty()) return Status::NotFound("no checkpoint in " + workdir_);
+    return steps_.rbegin()->first;
+  }
+  if (step < 0) return Status::InvalidArgument("invalid " + StepName(step));
+  return step;
+}
+
+Status Checkpointer::Impl::DecodeTensors(int64_t step,
+                                         const std::vector<DecodeTarget>& targets) const {
+  struct ChunkTask {
+    const ManifestNode* node;
+    size_t chunk;
+    std::byte* dest;
+  };
+  std::vector<ChunkTask> tasks;
+  for (const DecodeTarget& target : targets) {
+    uint64_t offset = 0;
+    for (size_t k = 0; k < target.node->chunks.size(); ++k) {
+      tasks.push_back({target.node, k, target.dest + offset});
+      offset += target.node->chunks[k].raw_size;
+    }
+  }
+  return ParallelFor(tasks.size(), WorkerThreads(), [&](size_t i) -> Status {
+    const ChunkTask& task = tasks[i];
+    const ChunkRef& ref = task.node->chunks[task.chunk];
+    auto where = [&] {
+      return StepName(step) + ", tensor '" + task.node->path + "', chunk " +
+             std::to_string(task.chunk) + " (" + ref.digest.ToHex() + ")";
+    };
+    Result<std::optional<ChunkLocation>> location = store_->FindChunk(ref.digest);
+    if (!location.ok()) return location.status().WithContext(where());
+    if (!location->has_value()) {
+      return Status::Corruption(where() + ": the chunk is missing from the store");
+    }
+    Status status = store_->ReadChunk(ref.digest, **location, [&](std::string_view stored) {
+      return DecodeChunk(stored, ref.raw_size, task.dest);
+    });
+    if (status.IsNotFound()) return Status::Corruption(where() + ": " + status.message());
+    if (!status.ok()) return status.WithContext(where());
+    if (store_->hasher().Digest(task.dest, ref.raw_size) != ref.digest) {
+      return Status::Corruption(where() + ": the bytes read fail their digest check");
+    }
+    return Status::OK();
+  });
+}
+
+namespace {
+
+// Every difference between the stored tree and a template, one per line.
+std::vector<std::string> TemplateMismatches(const std::vector<ManifestNode>& stored,
+                                            const std::vector<ManifestNode>& wanted,
+                                            const Tree& state, bool donate) {
+  std::map<std::string_view, const ManifestNode*> by_path;
+  for (const ManifestNode& node : stored) by_path[node.path] = &node;
+  std::vector<std::string> problems;
+  std::set<std::string_view> seen;
+  for (const ManifestNode& node : wanted) {
+    const std::string shown = node.path.empty() ? "(root)" : node.path;
+    auto found = by_path.find(node.path);
+    if (found == by_path.end()) {
+      problems.push_back("extra: '" + shown + "' is in the template, not in the checkpoint");
+      continue;
+    }
+    seen.insert(node.path);
+    const ManifestNode& have = *found->second;
+    if (have.kind != node.kind) {
+      problems.push_back("kind: '" + shown + "' is a " + std::string(KindName(have.kind)) +
+                         " in the checkpoint, a " + std::string(KindName(node.kind)) +
+                         " in the template");
+      continue;
+    }
+    if (node.kind != Tree::Kind::kTensor) continue;
+    if (have.dtype != node.dtype) {
+      problems.push_back("dtype: '" + shown + "' is " + std::string(DTypeName(have.dtype)) +
+                         " in the checkpoint, " + std::string(DTypeName(node.dtype)) +
+                         " in the template");
+    }
+    if (have.shape != node.shape) {
+      auto text = [](const std::vector<int64_t>& shape) {
+        std::string out = "[";
+        for (size_t i = 0; i < shape.size(); ++i) {
+          out += (i ? ", " : "") + std::to_string(shape[i]);
+        }
+        return out + "]";
+      };
+      problems.push_back("shape: '" + shown + "' is " + text(have.shape) +
+                         " in the checkpoint, " + text(node.shape) + " in the template");
+    }
+    if (donate && !state.Find(node.path)->tensor().writable()) {
+      problems.push_back("read-only: '" + shown +
+                         "' is a ConstView; restore with donate needs a writable buffer");
+    }
+  }
+  for (const ManifestNode& node : stored) {
+    if (seen.count(node.path) == 0) {
+      problems.push_back("missing: '" + (node.path.empty() ? "(root)" : node.path) +
+                         "' is in the checkpoint, not in the template");
+    }
+  }
+  return problems;
+}
+
+}  // namespace
+
+Status Checkpointer::Impl::RestoreInto(Tree* state, int64_t step, const RestoreOptions& options) {
+  Status status = CheckOpen();
+  if (!status.ok()) return status;
+  if (state == nullptr) return Status::InvalidArgument("Restore into a null tree");
+  if (step == kLatestStep && steps_.empty() && options.noop_if_missing) return Status::OK();
+  Result<int64_t> resolved = ResolveStep(step);
+  if (!resolved.ok()) return resolved.status();
+  Result<Manifest> manifest = ReadManifest(*resolved);
+  if (!manifest.ok()) return manifest.status();
+  Result<std::vector<ManifestNode>> wanted = FlattenTree(*state);
+  if (!wanted.ok()) return wanted.status().WithContext("restore template");
+  std::vector<std::string> problems =
+      TemplateMismatches(manifest->nodes, *wanted, *state, options.donate);
+  if (!problems.empty()) {
+    std::string message = "the template does not match " + StepName(*resolved) + " in " +
+                          workdir_ + " (" + std::to_string(problems.size()) + " problems):";
+    for (const std::string& problem : problems) message += "\n  " + problem;
+    return Status::InvalidArgument(message);
+  }
+
+  // Without donation, tensors decode into new buffers that replace the
+  // template's only once everything decoded.
+  std::vector<DecodeTarget> targets;
+  std::vector<std::pair<Tree*, Tensor>> replacements;
+  for (const ManifestNode& node : manifest->nodes) {
+    if (node.kind != Tree::Kind::kTensor) continue;
+    Tree* leaf = state->Find(node.path);
+    if (options.donate) {
+      targets.push_back({&node, leaf->tensor().mutable_data()});
+    } else {
+      Result<Tensor> fresh = Tensor::Allocate(node.dtype, node.shape);
+      if (!fresh.ok()) return fresh.status().WithContext(node.path);
+      targets.push_back({&node, fresh->mutable_data()});
+      replacements.emplace_back(leaf, std::move(*fresh));
+    }
+  }
+  status = DecodeTensors(*resolved, targets);
+  if (!status.ok()) return status;
+  for (auto& [leaf, tensor] : replacements) *leaf = Tree::Leaf(std::move(tensor));
+  for (const ManifestNode& node : manifest->nodes) {
+    Tree* leaf = state->Find(node.path);
+    switch (node.kind) {
+      case Tree::Kind::kInt: *leaf = Tree::Int(node.int_value); break;
+      case Tree::Kind::kBool: *leaf = Tree::Bool(node.int_value != 0); break;
+      case Tree::Kind::kFloat: *leaf = Tree::Float(node.float_value); break;
+      case Tree::Kind::kString: *leaf = Tree::String(node.string_value); break;
+      default: break;
+    }
+  }
+  return Status::OK();
+}
+
+Result<Tree> Checkpointer::Impl::RestoreTree(int64_t step) {
+  Status status = CheckOpen();
+  if (!status.ok()) return status;
+  Result<int64_t> resolved = ResolveStep(step);
+  if (!resolved.ok()) return resolved.status();
+  Result<Manifest> manifest = ReadManifest(*resolved);
+  if (!manifest.ok()) return manifest.status();
+  Result<Tree> tree = BuildTree(*manifest);
+  if (!tree.ok()) return tree.status();
+  std::vector<DecodeTarget> targets;
+  for (const ManifestNode& node : manifest->nodes) {
+    if (node.kind == Tree::Kind::kTensor) {
+      targets.push_back({&node, tree->Find(node.path)->tensor().mutable_data()});
+    }
+  }
+  status = DecodeTensors(*resolved, targets);
+  if (!status.ok()) return status;
+  return tree;
+}
+
+Result<StepMetadata> Checkpointer::Impl::ItemMetadata(int64_t step) {
+  Status status = CheckOpen();
+  if (!status.ok()) return status;
+  Result<int64_t> resolved = ResolveStep(step);
+  if (!resolved.ok()) return resolved.status();
+  Result<Manifest> manifest = ReadManifest(*resolved);
+  if (!manifest.ok()) return manifest.status();
+  StepMetadata metadata;
+  metadata.step = manifest->step;
+  metadata.commit_time = Retained(*manifest).commit_time;
+  metadata.metrics = manifest->metrics;
+  metadata.user_metadata = manifest->user_metadata;
+  for (const ManifestNode& node : manifest->nodes) {
+    if (node.kind == Tree::Kind::kMap || node.kind == Tree::Kind::kList) continue;
+    LeafMetadata leaf;
+    leaf.path = node.path;
+    leaf.kind = node.kind;
+    if (node.kind == Tree::Kind::kTensor) {
+      leaf.dtype = node.dtype;
+      leaf.shape = node.shape;
+      leaf.logical_bytes = node.byte_size;
+      for (const ChunkRef& chunk : node.chunks) leaf.stored_bytes += chunk.stored_size;
+      leaf.chunk_count = static_cast<uint32_t>(node.chunks.size());
+      metadata.logical_bytes += node.byte_size;
+    }
+    metadata.leaves.push_back(std::move(leaf));
+  }
+  return metadata;
+}
+
+Status Checkpointer::Impl::Delete(int64_t step) {
+  Status status = CheckOpen();
+  if (status.ok()) status = CheckWritable();
+  if (!status.ok()) return status;
+  if (steps_.count(step) == 0) return Status::NotFound(StepName(step) + " is not in " + workdir_);
+  status = store_->DeleteManifests({step});
+  if (!status.ok()) return status;
+  steps_.erase(step);
+  return Status::OK();
+}
+
+Status Checkpointer::Impl::Reload() {
+  Status status = CheckOpen();
+  if (status.ok()) status = store_->CatchUp();
+  if (status.ok()) status = LoadSteps();
+  return status;
+}
+
+Status Checkpointer::Impl::Close() {
+  if (closed_) return Status::OK();
+  closed_ = true;
+  return store_->Close();
+}
+
+// ---- Public API: lock, then forward ----
+
+Checkpointer::Checkpointer(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+
+Checkpointer::~Checkpointer() {
+  Status ignored = Close();  // errors are reported by an explicit Close()
+  (void)ignored;
+}
+
+Result<std::unique_ptr<Checkpointer>> Checkpointer::Open(const std::string& workdir,
+                                                         CheckpointerOptions options) {
+  Status status = ValidateOptions(options);
+  if (!status.ok()) return status.WithContext("opening " + workdir);
+  Result<std::unique_ptr<Store>> store =
+      Store::Open(workdir, options.create ? Store::Mode::kWrite : Store::Mode::kReadOnly);
+  if (!store.ok()) return store.status();
+  auto impl = std::make_unique<Impl>(workdir, std::move(options), std::move(*store));
+  status = impl->LoadSteps();
+  if (!status.ok()) return status;
+  return std::unique_ptr<Checkpointer>(new Checkpointer(std::move(impl)));
+}
+
+bool Checkpointer::ShouldSave(int64_t step) const {
+  std::lock_guard<std::mutex> lock(impl_->mu_);
+  return impl_->ShouldSaveLocked(step);
+}
+
+Result<bool> Checkpointer::Save(const Tree& state, int64_t step, const SaveOptions& options) {
+  std::lock_guard<std::mutex> lock(impl_->mu_);
+  return impl_->Save(state, step, options);
+}
+
+Result<bool> Checkpointer::MaybeSave(const Tree& state, int64_t step, bool force) {
+  std::lock_guard<std::mutex> lock(impl_->mu_);
+  if (!impl_->ShouldSaveLocked(step)) return false;
+  SaveOptions options;
+  options.force = force;
+  return impl_->Save(state, step, options);
+}
+
+void Checkpointer::SignalPreemption() {
+  std::lock_guard<std::mutex> lock(impl_->mu_);
+  impl_->preempted_ = true;
+}
+
+Status Checkpointer::Restore(Tree* state, int64_t step, const RestoreOptions& options) {
+  std::lock_guard<std::mutex> lock(impl_->mu_);
+  return impl_->RestoreInto(state, step, options);
+}
+
+Result<Tree> Checkpointer::RestoreTree(int64_t step) {
+  std::lock_guard<std::mutex> lock(impl_->mu_);
+  return impl_->RestoreTree(step);
+}
+
+Result<StepMetadata> Checkpointer::ItemMetadata(int64_t step) {
+  std::lock_guard<std::mutex> lock(impl_->mu_);
+  return impl_->ItemMetadata(step);
+}
+
+std::vector<int64_t> Checkpointer::AllSteps() const {
+  std::lock_guard<std::mutex> lock(impl_->mu_);
+  std::vector<int64_t> steps;
+  for (const auto& [step, retained] : impl_->steps_) steps.push_back(step);
+  return steps;
+}
+
+std::optional<int64_t> Checkpointer::LatestStep() const {
+  std::lock_guard<std::mutex> lock(impl_->mu_);
+  if (impl_->steps_.empty()) return std::nullopt;
+  return impl_->steps_.rbegin()->first;
+}
+
+Status Checkpointer::Delete(int64_t step) {
+  std::lock_guard<std::mutex> lock(impl_->mu_);
+  return impl_->Delete(step);
+}
+
+Status Checkpointer::Reload() {
+  std::lock_guard<std::mutex> lock(impl_->mu_);
+  return impl_->Reload();
+}
+
+Status Checkpointer::Close() {
+  std::lock_guard<std::mutex> lock(impl_->mu_);
+  return impl_->Close();
+}
+
+}  // namespace ckptdb

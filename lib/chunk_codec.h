@@ -1,0 +1,54 @@
+// The stored form of one chunk: a 6-byte header and a payload.
+//
+//   byte 0     codec: 0 raw, 1 zstd, 2 byte-grouped zstd
+//   byte 1     element width of the byte grouping (2, 4 or 8), 0 otherwise
+//   bytes 2-5  raw (decoded) length, little-endian uint32
+//   bytes 6-   payload
+//
+// Byte grouping (codec 2) stores byte k of every element together before
+// zstd, as Blosc's shuffle does: the exponent bytes of floats are
+// compressible, the mantissa bytes mostly are not. The encoder keeps raw when
+// compression saves less than kMinSavings of the bytes.
+
+#ifndef CKPTDB_LIB_CHUNK_CODEC_H_
+#define CKPTDB_LIB_CHUNK_CODEC_H_
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+#include "ckptdb/status.h"
+
+namespace ckptdb {
+
+enum class ChunkCodec : uint8_t { kRaw = 0, kZstd = 1, kByteGroupedZstd = 2 };
+
+inline constexpr size_t kChunkHeaderSize = 6;
+// Compressed payloads must be at most this fraction of the raw size.
+inline constexpr double kMinSavings = 0.05;
+// No chunk decodes to more than this; bounds what a lying header can ask for.
+inline constexpr uint32_t kMaxChunkRawSize = 64u << 20;
+
+struct ChunkEncoding {
+  // Element width for byte grouping; 0 or 1 disables it.
+  size_t element_width = 0;
+  int zstd_level = 1;
+};
+
+// Encodes `size` raw bytes into `out` (replacing its contents).
+void EncodeChunk(const std::byte* raw, size_t size, const ChunkEncoding& encoding,
+                 std::string* out);
+
+// Decodes `stored` into exactly `expected_size` bytes at `dest`. Corruption
+// when the header is malformed, disagrees with `expected_size`, or the payload
+// does not decode to exactly that many bytes. Never allocates more than
+// `expected_size` bytes of scratch.
+Status DecodeChunk(std::string_view stored, size_t expected_size, std::byte* dest);
+
+// The codec byte of a stored chunk (for statistics); kRaw when too short.
+ChunkCodec StoredChunkCodec(std::string_view stored);
+
+}  // namespace ckptdb
+
+#endif  // CKPTDB_LIB_CHUNK_CODEC_H_

@@ -1,0 +1,61 @@
+// ChunkDigest: the identity of a chunk, the XXH3-128 digest of its raw bytes
+// keyed with the store's secret. The key stops crafted inputs (an imported
+// file) from colliding with stored chunks on purpose: without the secret an
+// attacker cannot predict digests.
+
+#ifndef CKPTDB_LIB_CHUNK_DIGEST_H_
+#define CKPTDB_LIB_CHUNK_DIGEST_H_
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace ckptdb {
+
+struct ChunkDigest {
+  uint64_t low = 0;
+  uint64_t high = 0;
+
+  friend bool operator==(const ChunkDigest&, const ChunkDigest&) = default;
+  friend auto operator<=>(const ChunkDigest& a, const ChunkDigest& b) {
+    return a.high != b.high ? a.high <=> b.high : a.low <=> b.low;
+  }
+
+  // 32 lower-case hex digits, high half first.
+  std::string ToHex() const;
+  // 16 bytes: high half then low half, each big-endian, so that byte order
+  // equals digest order.
+  std::string ToBytes() const;
+  static ChunkDigest FromBytes(const char* sixteen_bytes);
+};
+
+struct ChunkDigestHash {
+  size_t operator()(const ChunkDigest& d) const { return static_cast<size_t>(d.low); }
+};
+
+// Computes digests with one store's secret. Thread-safe (immutable).
+class ChunkHasher {
+ public:
+  static constexpr size_t kSecretSize = 192;
+
+  // `secret` must be kSecretSize bytes of random data.
+  explicit ChunkHasher(std::string_view secret);
+
+  ChunkDigest Digest(const void* data, size_t size) const;
+
+  // kSecretSize fresh random bytes for a new store.
+  static std::string NewSecret();
+
+ private:
+  std::vector<unsigned char> secret_;
+};
+
+// Fixed-width big-endian integers: keys sort as the numbers they hold.
+void AppendBigEndian64(std::string* out, uint64_t value);
+uint64_t ReadBigEndian64(const char* eight_bytes);
+
+}  // namespace ckptdb
+
+#endif  // CKPTDB_LIB_CHUNK_DIGEST_H_

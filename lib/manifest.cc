@@ -1,0 +1,292 @@
+#include "manifest.h"
+
+#include <flatbuffers/flatbuffers.h>
+
+#include <bit>
+
+#include "chunk_codec.h"
+#include "manifest_generated.h"
+
+namespace ckptdb {
+namespace {
+
+std::string JoinPath(const std::string& parent, std::string_view part) {
+  std::string path = parent;
+  if (!path.empty()) path += '/';
+  path += part;
+  return path;
+}
+
+Status FlattenNode(const Tree& node, std::string key, std::string path, uint32_t depth,
+                   std::vector<ManifestNode>* out) {
+  if (depth > kMaxTreeDepth) {
+    return Status::InvalidArgument("tree deeper than " + std::to_string(kMaxTreeDepth) +
+                                   " levels at '" + path + "'");
+  }
+  ManifestNode flat;
+  flat.kind = node.kind();
+  flat.key = std::move(key);
+  flat.path = path;
+  flat.depth = depth;
+  switch (node.kind()) {
+    case Tree::Kind::kMap:
+    case Tree::Kind::kList: flat.child_count = static_cast<uint32_t>(node.child_count()); break;
+    case Tree::Kind::kTensor:
+      flat.dtype = node.tensor().dtype();
+      flat.shape = node.tensor().shape();
+      flat.byte_size = node.tensor().byte_size();
+      break;
+    case Tree::Kind::kInt: flat.int_value = node.int_value(); break;
+    case Tree::Kind::kBool: flat.int_value = node.bool_value() ? 1 : 0; break;
+    case Tree::Kind::kFloat: flat.float_value = node.float_value(); break;
+    case Tree::Kind::kString: flat.string_value = node.string_value(); break;
+  }
+  out->push_back(std::move(flat));
+  for (size_t i = 0; i < node.child_count(); ++i) {
+    const bool is_map = node.kind() == Tree::Kind::kMap;
+    std::string part = is_map ? node.keys()[i] : std::to_string(i);
+    Status status = FlattenNode(node.child(i), is_map ? part : std::string(),
+                                JoinPath(path, part), depth + 1, out);
+    if (!status.ok()) return status;
+  }
+  return Status::OK();
+}
+
+// The frame of a container whose children are still being read.
+struct OpenContainer {
+  size_t node_index;
+  uint32_t remaining;
+  uint32_t next_index;
+  const std::string* last_key;
+};
+
+Status Invalid(size_t index, const std::string& what) {
+  return Status::Corruption("manifest node " + std::to_string(index) + ": " + what);
+}
+
+Status CheckTensorNode(size_t index, ManifestNode* node) {
+  if (!IsKnownDType(static_cast<uint8_t>(node->dtype))) {
+    return Invalid(index, "unknown dtype " + std::to_string(static_cast<int>(node->dtype)));
+  }
+  Result<uint64_t> byte_size = TensorByteSize(node->dtype, node->shape);
+  if (!byte_size.ok()) return Invalid(index, byte_size.status().message());
+  uint64_t covered = 0;
+  for (const ChunkRef& chunk : node->chunks) {
+    if (chunk.raw_size == 0 || chunk.raw_size > kMaxChunkRawSize) {
+      return Invalid(index, "chunk of " + std::to_string(chunk.raw_size) + " raw bytes");
+    }
+    covered += chunk.raw_size;
+  }
+  if (covered != *byte_size) {
+    return Invalid(index, "chunks cover " + std::to_string(covered) + " bytes of a " +
+                              std::to_string(*byte_size) + "-byte tensor");
+  }
+  node->byte_size = *byte_size;
+  return Status::OK();
+}
+
+// Checks that the pre-order node list forms one tree with valid keys, and
+// fills in paths and depths.
+Status CheckTree(std::vector<ManifestNode>* nodes) {
+  if (nodes->empty()) return Status::Corruption("manifest has no root node");
+  std::vector<OpenContainer> open;
+  for (size_t i = 0; i < nodes->size(); ++i) {
+    ManifestNode& node = (*nodes)[i];
+    if (i > 0) {
+      if (open.empty()) return Invalid(i, "follows a complete tree");
+      OpenContainer& parent = open.back();
+      const ManifestNode& parent_node = (*nodes)[parent.node_index];
+      if (parent_node.kind == Tree::Kind::kMap) {
+        if (node.key.empty() || node.key.find('/') != std::string::npos) {
+          return Invalid(i, "bad map key '" + node.key + "'");
+        }
+        if (parent.last_key != nullptr && node.key <= *parent.last_key) {
+          return Invalid(i, "map key '" + node.key + "' out of order or repeated");
+        }
+        parent.last_key = &node.key;
+        node.path = JoinPath(parent_node.path, node.key);
+      } else {
+        if (!node.key.empty()) return Invalid(i, "list element with a key");
+        node.path = JoinPath(parent_node.path, std::to_string(parent.next_index));
+      }
+      node.depth = parent_node.depth + 1;
+      ++parent.next_index;
+      if (--parent.remaining == 0) open.pop_back();
+    } else if (!node.key.empty()) {
+      return Invalid(i, "root with a key");
+    }
+    if (node.depth > kMaxTreeDepth) return Invalid(i, "tree too deep");
+    switch (node.kind) {
+      case Tree::Kind::kMap:
+      case Tree::Kind::kList:
+        if (node.child_count > nodes->size() - i - 1) {
+          return Invalid(i, std::to_string(node.child_count) + " children, too few nodes left");
+        }
+        if (node.child_count > 0) open.push_back({i, node.child_count, 0, nullptr});
+        break;
+      case Tree::Kind::kTensor: {
+        Status status = CheckTensorNode(i, &node);
+        if (!status.ok()) return status;
+        break;
+      }
+      case Tree::Kind::kBool:
+        if (node.int_value != 0 && node.int_value != 1) return Invalid(i, "bool not 0 or 1");
+        break;
+      case Tree::Kind::kInt:
+      case Tree::Kind::kFloat:
+      case Tree::Kind::kString: break;
+      default: return Invalid(i, "unknown kind " + std::to_string(static_cast<int>(node.kind)));
+    }
+    if (node.kind != Tree::Kind::kMap && node.kind != Tree::Kind::kList && node.child_count != 0) {
+      return Invalid(i, "leaf with children");
+    }
+  }
+  if (!open.empty()) return Status::Corruption("manifest tree is truncated");
+  return Status::OK();
+}
+
+}  // namespace
+
+Result<std::vector<ManifestNode>> FlattenTree(const Tree& tree) {
+  std::vector<ManifestNode> nodes;
+  Status status = FlattenNode(tree, "", "", 0, &nodes);
+  if (!status.ok()) return status;
+  return nodes;
+}
+
+Result<Tree> BuildTree(const Manifest& manifest) {
+  // Parents are found through a stack of open containers, as in CheckTree.
+  Tree root;
+  std::vector<std::pair<Tree*, uint32_t>> open;  // container, children still to add
+  for (const ManifestNode& node : manifest.nodes) {
+    Tree built;
+    switch (node.kind) {
+      case Tree::Kind::kMap: built = Tree::Map(); break;
+      case Tree::Kind::kList: built = Tree::List(); break;
+      case Tree::Kind::kTensor: {
+        Result<Tensor> tensor = Tensor::Allocate(node.dtype, node.shape);
+        if (!tensor.ok()) return tensor.status().WithContext(node.path);
+        built = Tree::Leaf(std::move(*tensor));
+        break;
+      }
+      case Tree::Kind::kInt: built = Tree::Int(node.int_value); break;
+      case Tree::Kind::kBool: built = Tree::Bool(node.int_value != 0); break;
+      case Tree::Kind::kFloat: built = Tree::Float(node.float_value); break;
+      case Tree::Kind::kString: built = Tree::String(node.string_value); break;
+    }
+    Tree* placed = nullptr;
+    if (open.empty()) {
+      root = std::move(built);
+      placed = &root;
+    } else {
+      Tree* parent = open.back().first;
+      Result<Tree*> child = parent->kind() == Tree::Kind::kMap
+                                ? parent->Set(node.key, std::move(built))
+                                : parent->Append(std::move(built));
+      if (!child.ok()) return child.status().WithContext(node.path);
+      placed = *child;
+      if (--open.back().second == 0) open.pop_back();
+    }
+    if (node.child_count > 0) open.emplace_back(placed, node.child_count);
+  }
+  return root;
+}
+
+std::string EncodeManifest(const Manifest& manifest) {
+  flatbuffers::FlatBufferBuilder builder(1024 + manifest.nodes.size() * 96);
+  std::vector<flatbuffers::Offset<fb::Node>> nodes;
+  nodes.reserve(manifest.nodes.size());
+  std::vector<fb::ChunkRef> chunks;
+  for (const ManifestNode& node : manifest.nodes) {
+    chunks.clear();
+    for (const ChunkRef& chunk : node.chunks) {
+      chunks.emplace_back(chunk.digest.low, chunk.digest.high, chunk.raw_size, chunk.stored_size);
+    }
+    const bool is_tensor = node.kind == Tree::Kind::kTensor;
+    nodes.push_back(fb::CreateNodeDirect(
+        builder, static_cast<fb::NodeKind>(node.kind),
+        node.key.empty() ? nullptr : node.key.c_str(), node.child_count,
+        is_tensor ? static_cast<uint8_t>(node.dtype) : 0, is_tensor ? &node.shape : nullptr,
+        is_tensor ? &chunks : nullptr, node.kind == Tree::Kind::kInt ? node.int_value : 0,
+        node.kind == Tree::Kind::kFloat ? std::bit_cast<uint64_t>(node.float_value) : 0,
+        node.kind == Tree::Kind::kBool && node.int_value != 0,
+        node.kind == Tree::Kind::kString ? node.string_value.c_str() : nullptr));
+  }
+  std::vector<flatbuffers::Offset<fb::Metric>> metrics;
+  for (const auto& [name, value] : manifest.metrics) {
+    metrics.push_back(fb::CreateMetricDirect(builder, name.c_str(), value));
+  }
+  std::vector<flatbuffers::Offset<fb::KeyValue>> user_metadata;
+  for (const auto& [key, value] : manifest.user_metadata) {
+    user_metadata.push_back(fb::CreateKeyValueDirect(builder, key.c_str(), value.c_str()));
+  }
+  auto root = fb::CreateManifestDirect(builder, kManifestFormatVersion, manifest.step,
+                                       manifest.commit_time_ns, &metrics, &nodes, &user_metadata);
+  fb::FinishManifestBuffer(builder, root);
+  return std::string(reinterpret_cast<const char*>(builder.GetBufferPointer()),
+                     builder.GetSize());
+}
+
+Result<Manifest> DecodeManifest(std::string_view bytes) {
+  const auto* data = reinterpret_cast<const uint8_t*>(bytes.data());
+  if (bytes.size() < 8 || !fb::ManifestBufferHasIdentifier(data)) {
+    return Status::Corruption("not a manifest (identifier 'CKPT' missing)");
+  }
+  flatbuffers::Verifier verifier(data, bytes.size());
+  if (!fb::VerifyManifestBuffer(verifier)) {
+    return Status::Corruption("manifest fails FlatBuffers verification");
+  }
+  const fb::Manifest* stored = fb::GetManifest(data);
+  if (stored->format_version() > kManifestFormatVersion) {
+    return Status::NotSupported("manifest format version " +
+                                std::to_string(stored->format_version()) +
+                                " is newer than this build reads (" +
+                                std::to_string(kManifestFormatVersion) + ")");
+  }
+  if (stored->format_version() == 0) return Status::Corruption("manifest format version 0");
+  Manifest manifest;
+  manifest.step = stored->step();
+  manifest.commit_time_ns = stored->commit_time_ns();
+  if (stored->metrics() != nullptr) {
+    for (const fb::Metric* metric : *stored->metrics()) {
+      manifest.metrics[metric->name()->str()] = metric->value();
+    }
+  }
+  if (stored->user_metadata() != nullptr) {
+    for (const fb::KeyValue* entry : *stored->user_metadata()) {
+      manifest.user_metadata[entry->key()->str()] = entry->value()->str();
+    }
+  }
+  if (stored->nodes() != nullptr) {
+    manifest.nodes.reserve(stored->nodes()->size());
+    for (const fb::Node* stored_node : *stored->nodes()) {
+      ManifestNode node;
+      node.kind = static_cast<Tree::Kind>(stored_node->kind());
+      if (stored_node->key() != nullptr) node.key = stored_node->key()->str();
+      node.child_count = stored_node->child_count();
+      node.dtype = static_cast<DType>(stored_node->dtype());
+      if (stored_node->shape() != nullptr) {
+        node.shape.assign(stored_node->shape()->begin(), stored_node->shape()->end());
+      }
+      if (stored_node->chunks() != nullptr) {
+        node.chunks.reserve(stored_node->chunks()->size());
+        for (const fb::ChunkRef* chunk : *stored_node->chunks()) {
+          node.chunks.push_back({ChunkDigest{chunk->digest_low(), chunk->digest_high()},
+                                 chunk->raw_size(), chunk->stored_size()});
+        }
+      }
+      node.int_value = node.kind == Tree::Kind::kBool ? (stored_node->bool_value() ? 1 : 0)
+                                                       : stored_node->int_value();
+      node.float_value = std::bit_cast<double>(stored_node->float_bits());
+      if (stored_node->string_value() != nullptr) {
+        node.string_value = stored_node->string_value()->str();
+      }
+      manifest.nodes.push_back(std::move(node));
+    }
+  }
+  Status status = CheckTree(&manifest.nodes);
+  if (!status.ok()) return status;
+  return manifest;
+}
+
+}  // namespace ckptdb

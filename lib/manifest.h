@@ -1,0 +1,73 @@
+// Manifest: the metadata of one committed step (the tree, its chunk lists,
+// metrics), and its FlatBuffers encoding (schema/manifest.fbs). Every decode
+// verifies the buffer and the tree's invariants before anything uses it.
+
+#ifndef CKPTDB_LIB_MANIFEST_H_
+#define CKPTDB_LIB_MANIFEST_H_
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "chunk_digest.h"
+#include "ckptdb/status.h"
+#include "ckptdb/tensor.h"
+#include "ckptdb/tree.h"
+
+namespace ckptdb {
+
+// The manifest format this build writes and the newest it reads.
+inline constexpr uint32_t kManifestFormatVersion = 1;
+// Deeper trees are refused: bounds recursion on hostile input.
+inline constexpr size_t kMaxTreeDepth = 128;
+
+struct ChunkRef {
+  ChunkDigest digest;
+  uint32_t raw_size = 0;
+  uint32_t stored_size = 0;
+};
+
+struct ManifestNode {
+  Tree::Kind kind = Tree::Kind::kMap;
+  std::string key;           // the key under a map parent; empty otherwise
+  uint32_t child_count = 0;  // containers only
+  DType dtype = DType::kFloat32;
+  std::vector<int64_t> shape;
+  std::vector<ChunkRef> chunks;  // tensors only, in byte order
+  int64_t int_value = 0;         // kInt, and kBool as 0/1
+  double float_value = 0;
+  std::string string_value;
+  // Not stored: filled by FlattenTree and DecodeManifest.
+  std::string path;
+  uint64_t byte_size = 0;  // tensors only
+  uint32_t depth = 0;
+};
+
+struct Manifest {
+  int64_t step = 0;
+  int64_t commit_time_ns = 0;
+  std::map<std::string, double> metrics;
+  std::map<std::string, std::string> user_metadata;
+  std::vector<ManifestNode> nodes;  // pre-order; nodes[0] is the root
+};
+
+// The nodes of `tree` in pre-order, with paths and byte sizes, chunk lists
+// empty. InvalidArgument for a tree deeper than kMaxTreeDepth.
+Result<std::vector<ManifestNode>> FlattenTree(const Tree& tree);
+
+// A tree with the manifest's structure and scalar values, and tensors
+// allocated (zero-filled, owned) with the stored dtypes and shapes.
+Result<Tree> BuildTree(const Manifest& manifest);
+
+std::string EncodeManifest(const Manifest& manifest);
+
+// Corruption for anything that is not a well-formed manifest (failed
+// verifier, wrong identifier, inconsistent tree); NotSupported for a newer
+// format version.
+Result<Manifest> DecodeManifest(std::string_view bytes);
+
+}  // namespace ckptdb
+
+#endif  // CKPTDB_LIB_MANIFEST_H_

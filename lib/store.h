@@ -1,0 +1,130 @@
+// Store: the RocksDB database of one workdir, and the only code that speaks
+// RocksDB. Layout (byte-level contract in doc/format.md):
+//
+//   column family  key                              value
+//   default        "ckptdb.format_version" etc.     store metadata
+//   chunks         generation (8, BE) + digest (16)  encoded chunk (chunk_codec.h)
+//   chunk_index    digest (16)                       generation, raw and stored size
+//   manifests      step (8, BE)                      FlatBuffers Manifest
+//
+// Each save writes its new chunks as one new *generation*: a single SST file
+// built in digest order and ingested, so chunk bytes are written once (no WAL,
+// no compaction rewrite: the file's key range is new, so it lands in the
+// bottom level). The step then commits with one synced write batch holding its
+// manifest and the index entries of its new chunks. A crash before that batch
+// leaves only an unreferenced generation, which garbage collection reclaims.
+//
+// Thread safety: reads may run concurrently; writes must be serialized by the
+// caller (the Checkpointer does).
+
+#ifndef CKPTDB_LIB_STORE_H_
+#define CKPTDB_LIB_STORE_H_
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "chunk_digest.h"
+#include "ckptdb/status.h"
+
+namespace ckptdb {
+
+// The store format this build writes and the newest it opens.
+inline constexpr uint32_t kStoreFormatVersion = 1;
+
+struct ChunkLocation {
+  uint64_t generation = 0;
+  uint32_t raw_size = 0;
+  uint32_t stored_size = 0;
+};
+
+struct IndexEntry {
+  ChunkDigest digest;
+  ChunkLocation location;
+};
+
+class GenerationWriter;
+
+class Store {
+ public:
+  enum class Mode {
+    kWrite,     // create if missing; takes the single-writer lock
+    kReadOnly,  // follows a writer in another process (a RocksDB secondary)
+  };
+
+  static Result<std::unique_ptr<Store>> Open(const std::string& dir, Mode mode);
+  ~Store();
+
+  const std::string& dir() const { return dir_; }
+  bool read_only() const { return mode_ == Mode::kReadOnly; }
+  const ChunkHasher& hasher() const { return *hasher_; }
+
+  // Where a chunk is stored, or nullopt if the index does not know it.
+  Result<std::optional<ChunkLocation>> FindChunk(const ChunkDigest& digest) const;
+
+  // Calls `use` with the stored (encoded) bytes of a chunk; the bytes are
+  // valid only during the call. NotFound if the chunk is absent.
+  Status ReadChunk(const ChunkDigest& digest, const ChunkLocation& location,
+                   const std::function<Status(std::string_view stored)>& use) const;
+
+  // Starts writing a new generation of chunks (write mode only).
+  Result<std::unique_ptr<GenerationWriter>> NewGeneration();
+
+  // The commit point of a step: writes the manifest and the index entries of
+  // the step's new chunks in one synced batch.
+  Status CommitStep(int64_t step, std::string_view manifest,
+                    const std::vector<IndexEntry>& new_chunks);
+
+  // Steps with a manifest, ascending.
+  Result<std::vector<int64_t>> ListSteps() const;
+  // The manifest bytes of `step`, or nullopt.
+  Result<std::optional<std::string>> ReadManifest(int64_t step) const;
+  // Deletes manifests in one synced batch (chunks are left to GC).
+  Status DeleteManifests(const std::vector<int64_t>& steps);
+
+  // Read-only mode: catch up with the writer. Write mode: no-op.
+  Status CatchUp();
+
+  // Closes the database; idempotent.
+  Status Close();
+
+  class Rep;  // RocksDB handles, private to store.cc
+
+ private:
+  Store(std::string dir, Mode mode);
+
+  friend class GenerationWriter;
+  std::string dir_;
+  Mode mode_;
+  std::unique_ptr<ChunkHasher> hasher_;
+  std::unique_ptr<Rep> rep_;
+};
+
+// Writes one generation's chunks into an SST file, then ingests it.
+class GenerationWriter {
+ public:
+  ~GenerationWriter();  // abandons (deletes the staging file) unless finished
+
+  uint64_t generation() const { return generation_; }
+  // Adds a chunk; digests must be strictly increasing.
+  Status Add(const ChunkDigest& digest, std::string_view stored);
+  // Makes the generation durable in the store (no-op when nothing was added).
+  Status Finish();
+
+  class Rep;
+
+ private:
+  friend class Store;
+  GenerationWriter(Store* store, uint64_t generation);
+  Store* store_;
+  uint64_t generation_;
+  std::unique_ptr<Rep> rep_;
+};
+
+}  // namespace ckptdb
+
+#endif  // CKPTDB_LIB_STORE_H_

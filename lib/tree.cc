@@ -1,0 +1,196 @@
+#include "ckptdb/tree.h"
+
+#include <algorithm>
+#include <cassert>
+#include <cstring>
+
+namespace ckptdb {
+
+std::string_view KindName(Tree::Kind kind) {
+  switch (kind) {
+    case Tree::Kind::kMap: return "map";
+    case Tree::Kind::kList: return "list";
+    case Tree::Kind::kTensor: return "tensor";
+    case Tree::Kind::kInt: return "int";
+    case Tree::Kind::kFloat: return "float";
+    case Tree::Kind::kBool: return "bool";
+    case Tree::Kind::kString: return "string";
+  }
+  return "unknown";
+}
+
+Tree Tree::List() {
+  Tree tree;
+  tree.kind_ = Kind::kList;
+  return tree;
+}
+
+Tree Tree::Leaf(Tensor tensor) {
+  Tree tree;
+  tree.kind_ = Kind::kTensor;
+  tree.tensor_ = std::move(tensor);
+  return tree;
+}
+
+Tree Tree::Int(int64_t value) {
+  Tree tree;
+  tree.kind_ = Kind::kInt;
+  tree.int_value_ = value;
+  return tree;
+}
+
+Tree Tree::Float(double value) {
+  Tree tree;
+  tree.kind_ = Kind::kFloat;
+  tree.float_value_ = value;
+  return tree;
+}
+
+Tree Tree::Bool(bool value) {
+  Tree tree;
+  tree.kind_ = Kind::kBool;
+  tree.int_value_ = value ? 1 : 0;
+  return tree;
+}
+
+Tree Tree::String(std::string value) {
+  Tree tree;
+  tree.kind_ = Kind::kString;
+  tree.string_value_ = std::move(value);
+  return tree;
+}
+
+Result<Tree*> Tree::Set(std::string_view key, Tree child) {
+  if (kind_ != Kind::kMap) {
+    return Status::InvalidArgument("Set('" + std::string(key) + "') on a " +
+                                   std::string(KindName(kind_)) + " node");
+  }
+  if (key.empty() || key.find('/') != std::string_view::npos) {
+    return Status::InvalidArgument("map key '" + std::string(key) +
+                                   "' must be non-empty and contain no '/'");
+  }
+  auto at = std::lower_bound(keys_.begin(), keys_.end(), key);
+  size_t index = static_cast<size_t>(at - keys_.begin());
+  if (at != keys_.end() && *at == key) {
+    children_[index] = std::move(child);
+  } else {
+    keys_.insert(at, std::string(key));
+    children_.insert(children_.begin() + static_cast<std::ptrdiff_t>(index), std::move(child));
+  }
+  return &children_[index];
+}
+
+Result<Tree*> Tree::Append(Tree child) {
+  if (kind_ != Kind::kList) {
+    return Status::InvalidArgument("Append on a " + std::string(KindName(kind_)) + " node");
+  }
+  children_.push_back(std::move(child));
+  return &children_.back();
+}
+
+const Tree* Tree::Find(std::string_view path) const {
+  const Tree* node = this;
+  while (!path.empty()) {
+    size_t slash = path.find('/');
+    std::string_view part = path.substr(0, slash);
+    path = slash == std::string_view::npos ? std::string_view() : path.substr(slash + 1);
+    if (node->kind_ == Kind::kMap) {
+      auto at = std::lower_bound(node->keys_.begin(), node->keys_.end(), part);
+      if (at == node->keys_.end() || *at != part) return nullptr;
+      node = &node->children_[static_cast<size_t>(at - node->keys_.begin())];
+    } else if (node->kind_ == Kind::kList) {
+      size_t index = 0;
+      if (part.empty() || part.size() > 18) return nullptr;
+      for (char c : part) {
+        if (c < '0' || c > '9') return nullptr;
+        index = index * 10 + static_cast<size_t>(c - '0');
+      }
+      if (index >= node->children_.size()) return nullptr;
+      node = &node->children_[index];
+    } else {
+      return nullptr;
+    }
+  }
+  return node;
+}
+
+Tree* Tree::Find(std::string_view path) {
+  return const_cast<Tree*>(static_cast<const Tree*>(this)->Find(path));
+}
+
+const Tensor& Tree::tensor() const {
+  assert(kind_ == Kind::kTensor);
+  return tensor_;
+}
+Tensor& Tree::tensor() {
+  assert(kind_ == Kind::kTensor);
+  return tensor_;
+}
+int64_t Tree::int_value() const {
+  assert(kind_ == Kind::kInt);
+  return int_value_;
+}
+double Tree::float_value() const {
+  assert(kind_ == Kind::kFloat);
+  return float_value_;
+}
+bool Tree::bool_value() const {
+  assert(kind_ == Kind::kBool);
+  return int_value_ != 0;
+}
+const std::string& Tree::string_value() const {
+  assert(kind_ == Kind::kString);
+  return string_value_;
+}
+
+namespace {
+
+std::string ChildPath(const std::string& parent, const std::string& part) {
+  return parent.empty() ? part : parent + "/" + part;
+}
+
+template <typename TreeT, typename Visit>
+void VisitLeaves(TreeT& node, const std::string& path, const Visit& visit) {
+  if (!node.is_container()) {
+    visit(path, node);
+    return;
+  }
+  for (size_t i = 0; i < node.child_count(); ++i) {
+    std::string part = node.kind() == Tree::Kind::kMap ? node.keys()[i] : std::to_string(i);
+    VisitLeaves(node.child(i), ChildPath(path, part), visit);
+  }
+}
+
+}  // namespace
+
+void Tree::ForEachLeaf(
+    const std::function<void(const std::string& path, const Tree& leaf)>& visit) const {
+  VisitLeaves(*this, "", visit);
+}
+
+void Tree::ForEachMutableLeaf(
+    const std::function<void(const std::string& path, Tree& leaf)>& visit) {
+  VisitLeaves(*this, "", visit);
+}
+
+bool Tree::ContentEquals(const Tree& other) const {
+  if (kind_ != other.kind_) return false;
+  switch (kind_) {
+    case Kind::kMap:
+    case Kind::kList:
+      if (keys_ != other.keys_ || children_.size() != other.children_.size()) return false;
+      for (size_t i = 0; i < children_.size(); ++i) {
+        if (!children_[i].ContentEquals(other.children_[i])) return false;
+      }
+      return true;
+    case Kind::kTensor: return tensor_.ContentEquals(other.tensor_);
+    case Kind::kInt:
+    case Kind::kBool: return int_value_ == other.int_value_;
+    // Bitwise, so NaN equals the same NaN and -0.0 differs from 0.0.
+    case Kind::kFloat: return std::memcmp(&float_value_, &other.float_value_, sizeof(double)) == 0;
+    case Kind::kString: return string_value_ == other.string_value_;
+  }
+  return false;
+}
+
+}  // namespace ckptdb

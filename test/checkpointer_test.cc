@@ -1,0 +1,497 @@
+// End-to-end tests through the public API: round trips, reopen, dedup,
+// template restore, and every error the foundation promises.
+
+#include "ckptdb/checkpointer.h"
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <limits>
+#include <random>
+
+#include "store.h"
+#include "test_util.h"
+
+namespace ckptdb {
+namespace {
+
+using testing::MakeStepState;
+using testing::TempDir;
+
+constexpr DType kAllDTypes[] = {
+    DType::kBool,    DType::kInt8,     DType::kInt16,    DType::kInt32,
+    DType::kInt64,   DType::kUInt8,    DType::kUInt16,   DType::kUInt32,
+    DType::kUInt64,  DType::kFloat16,  DType::kBFloat16, DType::kFloat32,
+    DType::kFloat64, DType::kFloat8E4M3FN, DType::kFloat8E5M2,
+};
+
+Tensor RandomTensor(DType dtype, std::vector<int64_t> shape, uint64_t seed) {
+  Tensor tensor = Tensor::Allocate(dtype, std::move(shape)).value();
+  std::mt19937_64 rng(seed);
+  for (uint64_t i = 0; i < tensor.byte_size(); ++i) {
+    // bool elements must be 0 or 1 to be meaningful; other dtypes take any bits.
+    tensor.mutable_data()[i] = static_cast<std::byte>(dtype == DType::kBool ? rng() & 1 : rng());
+  }
+  return tensor;
+}
+
+std::unique_ptr<Checkpointer> OpenOrDie(const std::string& dir, CheckpointerOptions options = {}) {
+  auto opened = Checkpointer::Open(dir, std::move(options));
+  EXPECT_TRUE(opened.ok()) << opened.status().ToString();
+  return opened.ok() ? std::move(*opened) : nullptr;
+}
+
+CheckpointerOptions KeepAll() {
+  CheckpointerOptions options;
+  options.max_to_keep = std::nullopt;
+  return options;
+}
+
+// A template with the structure of `tree` and zeroed tensors of the same
+// dtypes and shapes, and scalar values different from any test's.
+Tree ZeroedLike(const Tree& tree) {
+  Tree copy;
+  switch (tree.kind()) {
+    case Tree::Kind::kMap:
+      for (size_t i = 0; i < tree.child_count(); ++i) {
+        (void)copy.Set(tree.keys()[i], ZeroedLike(tree.child(i)));
+      }
+      return copy;
+    case Tree::Kind::kList:
+      copy = Tree::List();
+      for (size_t i = 0; i < tree.child_count(); ++i) (void)copy.Append(ZeroedLike(tree.child(i)));
+      return copy;
+    case Tree::Kind::kTensor:
+      return Tree::Leaf(Tensor::Allocate(tree.tensor().dtype(), tree.tensor().shape()).value());
+    case Tree::Kind::kInt: return Tree::Int(-7);
+    case Tree::Kind::kFloat: return Tree::Float(-7.5);
+    case Tree::Kind::kBool: return Tree::Bool(!tree.bool_value());
+    case Tree::Kind::kString: return Tree::String("placeholder");
+  }
+  return copy;
+}
+
+TEST(CheckpointerTest, RoundTripsEveryDTypeWithScalarAndEmptyShapes) {
+  TempDir dir;
+  Tree state;
+  for (DType dtype : kAllDTypes) {
+    Tree* group = state.Set(std::string(DTypeName(dtype)), Tree::Map()).value();
+    uint64_t seed = static_cast<uint64_t>(dtype);
+    (void)group->Set("matrix", Tree::Leaf(RandomTensor(dtype, {3, 5}, seed)));
+    (void)group->Set("scalar", Tree::Leaf(RandomTensor(dtype, {}, seed + 100)));
+    (void)group->Set("empty", Tree::Leaf(RandomTensor(dtype, {0, 4}, seed + 200)));
+    (void)group->Set("rank4", Tree::Leaf(RandomTensor(dtype, {2, 1, 3, 2}, seed + 300)));
+  }
+  {
+    auto checkpointer = OpenOrDie(dir.path());
+    ASSERT_TRUE(checkpointer->Save(state, 0).value());
+    ASSERT_OK(checkpointer->Close());
+  }
+  auto checkpointer = OpenOrDie(dir.path());
+  Result<Tree> restored = checkpointer->RestoreTree(0);
+  ASSERT_OK(restored.status());
+  EXPECT_TRUE(restored->ContentEquals(state));
+
+  Tree into = ZeroedLike(state);
+  ASSERT_OK(checkpointer->Restore(&into, 0));
+  EXPECT_TRUE(into.ContentEquals(state));
+
+  Result<StepMetadata> metadata = checkpointer->ItemMetadata(0);
+  ASSERT_OK(metadata.status());
+  ASSERT_EQ(metadata->leaves.size(), std::size(kAllDTypes) * 4);
+  const LeafMetadata& first = metadata->leaves[0];  // "bfloat16/empty" sorts first
+  EXPECT_EQ(first.path, "bfloat16/empty");
+  EXPECT_EQ(first.dtype, DType::kBFloat16);
+  EXPECT_EQ(first.shape, (std::vector<int64_t>{0, 4}));
+  EXPECT_EQ(first.logical_bytes, 0u);
+  EXPECT_EQ(first.chunk_count, 0u);
+}
+
+TEST(CheckpointerTest, MultiChunkTensorsRoundTripAndReportTheirChunks) {
+  TempDir dir;
+  CheckpointerOptions options;
+  options.chunk_size_bytes = 4096;
+  auto checkpointer = OpenOrDie(dir.path(), options);
+  Tree state;
+  // 10000 float32 = 40000 bytes: 9 full chunks and one of 3136 bytes.
+  (void)state.Set("weights", Tree::Leaf(RandomTensor(DType::kFloat32, {100, 100}, 1)));
+  (void)state.Set("exact", Tree::Leaf(RandomTensor(DType::kUInt8, {8192}, 2)));
+  ASSERT_TRUE(checkpointer->Save(state, 0).value());
+  Result<StepMetadata> metadata = checkpointer->ItemMetadata(0);
+  ASSERT_OK(metadata.status());
+  ASSERT_EQ(metadata->leaves.size(), 2u);
+  EXPECT_EQ(metadata->leaves[0].chunk_count, 2u);   // exact: 8192 = 2 x 4096
+  EXPECT_EQ(metadata->leaves[1].chunk_count, 10u);  // weights
+  EXPECT_EQ(metadata->logical_bytes, 48192u);
+  Result<Tree> restored = checkpointer->RestoreTree();
+  ASSERT_OK(restored.status());
+  EXPECT_TRUE(restored->ContentEquals(state));
+}
+
+TEST(CheckpointerTest, DeepTreesWithListsScalarsAndStrings) {
+  TempDir dir;
+  Tree state;
+  Tree* node = &state;
+  for (int depth = 0; depth < 20; ++depth) {
+    Tree* list = node->Set("level" + std::to_string(depth), Tree::List()).value();
+    (void)list->Append(Tree::Int(depth));
+    (void)list->Append(Tree::String(std::string(depth, 'x')));
+    node = list->Append(Tree::Map()).value();
+  }
+  (void)node->Set("leaf", Tree::Leaf(RandomTensor(DType::kFloat64, {7}, 3)));
+  (void)state.Set("int_min", Tree::Int(std::numeric_limits<int64_t>::min()));
+  (void)state.Set("int_max", Tree::Int(std::numeric_limits<int64_t>::max()));
+  (void)state.Set("negative_zero", Tree::Float(-0.0));
+  (void)state.Set("nan", Tree::Float(std::numeric_limits<double>::quiet_NaN()));
+  (void)state.Set("true", Tree::Bool(true));
+  (void)state.Set("false", Tree::Bool(false));
+  (void)state.Set("utf8", Tree::String("Grüße, 世界"));
+  (void)state.Set("empty_string", Tree::String(""));
+  (void)state.Set("empty_map", Tree::Map());
+  (void)state.Set("empty_list", Tree::List());
+  auto checkpointer = OpenOrDie(dir.path());
+  ASSERT_TRUE(checkpointer->Save(state, 3).value());
+  Result<Tree> restored = checkpointer->RestoreTree(3);
+  ASSERT_OK(restored.status());
+  EXPECT_TRUE(restored->ContentEquals(state));
+  Tree into = ZeroedLike(state);
+  ASSERT_OK(checkpointer->Restore(&into));
+  EXPECT_TRUE(into.ContentEquals(state));
+}
+
+TEST(CheckpointerTest, ReopenSeesEveryStepAndMetadata) {
+  TempDir dir;
+  {
+    auto checkpointer = OpenOrDie(dir.path(), KeepAll());
+    for (int64_t step : {0, 5, 10}) {
+      SaveOptions save;
+      save.metrics = {{"loss", 1.0 / (1.0 + step)}};
+      save.user_metadata = {{"config", "mlp"}};
+      ASSERT_TRUE(checkpointer->Save(MakeStepState(step), step, save).value());
+    }
+    ASSERT_OK(checkpointer->Close());
+    EXPECT_EQ(checkpointer->Save(MakeStepState(11), 11).status().code(),
+              Status::Code::kFailedPrecondition);
+  }
+  auto checkpointer = OpenOrDie(dir.path(), KeepAll());
+  EXPECT_EQ(checkpointer->AllSteps(), (std::vector<int64_t>{0, 5, 10}));
+  EXPECT_EQ(checkpointer->LatestStep(), 10);
+  for (int64_t step : {0, 5, 10}) {
+    Result<Tree> restored = checkpointer->RestoreTree(step);
+    ASSERT_OK(restored.status());
+    EXPECT_TRUE(restored->ContentEquals(MakeStepState(step))) << "step " << step;
+  }
+  Result<StepMetadata> metadata = checkpointer->ItemMetadata(5);
+  ASSERT_OK(metadata.status());
+  EXPECT_EQ(metadata->metrics.at("loss"), 1.0 / 6.0);
+  EXPECT_EQ(metadata->user_metadata.at("config"), "mlp");
+}
+
+// Size of the manifest of `step` as stored.
+size_t StoredManifestBytes(const std::string& dir, int64_t step) {
+  auto store = Store::Open(dir, Store::Mode::kReadOnly);
+  EXPECT_TRUE(store.ok()) << store.status().ToString();
+  auto manifest = (*store)->ReadManifest(step);
+  EXPECT_TRUE(manifest.ok() && manifest->has_value());
+  return (*manifest)->size();
+}
+
+TEST(CheckpointerTest, SavingTheSameStateAgainAddsOnlyTheManifest) {
+  TempDir dir;
+  const std::string store_dir = dir.Sub("store");
+  Tree state = MakeStepState(1, 8);
+  uint64_t after_first = 0;
+  uint64_t after_second = 0;
+  {
+    auto checkpointer = OpenOrDie(store_dir, KeepAll());
+    ASSERT_TRUE(checkpointer->Save(state, 1).value());
+    after_first = testing::DirectoryBytes(store_dir);
+    ASSERT_TRUE(checkpointer->Save(state, 2).value());
+    after_second = testing::DirectoryBytes(store_dir);
+  }
+  const size_t manifest = StoredManifestBytes(store_dir, 2);
+  // The write-ahead log frames the manifest with a few bytes of headers.
+  constexpr uint64_t kLogFraming = 64;
+  EXPECT_LE(after_second - after_first, manifest + kLogFraming)
+      << "first save " << after_first << " bytes, manifest " << manifest;
+  EXPECT_GT(after_first, 4u << 20) << "the first save should hold the state's bytes";
+}
+
+TEST(CheckpointerTest, IdenticalTensorsAreStoredOnce) {
+  TempDir dir;
+  Tensor block = RandomTensor(DType::kUInt8, {1 << 20}, 9);  // incompressible
+  Tree one;
+  (void)one.Set("a", Tree::Leaf(block));
+  Tree three;
+  (void)three.Set("a", Tree::Leaf(block));
+  (void)three.Set("b", Tree::Leaf(Tensor::CopyOf(block)));
+  (void)three.Set("c", Tree::Leaf(Tensor::CopyOf(block)));
+  auto checkpointer_one = OpenOrDie(dir.Sub("one"));
+  auto checkpointer_three = OpenOrDie(dir.Sub("three"));
+  ASSERT_TRUE(checkpointer_one->Save(one, 0).value());
+  ASSERT_TRUE(checkpointer_three->Save(three, 0).value());
+  const uint64_t one_bytes = testing::DirectoryBytes(dir.Sub("one"));
+  const uint64_t three_bytes = testing::DirectoryBytes(dir.Sub("three"));
+  EXPECT_LT(three_bytes, one_bytes + (64u << 10)) << one_bytes << " vs " << three_bytes;
+  Result<Tree> restored = checkpointer_three->RestoreTree();
+  ASSERT_OK(restored.status());
+  EXPECT_TRUE(restored->ContentEquals(three));
+}
+
+TEST(CheckpointerTest, RestoreOfAMissingStepNamesStepAndWorkdir) {
+  TempDir dir;
+  auto checkpointer = OpenOrDie(dir.path());
+  Tree state = MakeStepState(0);
+  Status empty = checkpointer->Restore(&state);
+  EXPECT_TRUE(empty.IsNotFound()) << empty.ToString();
+  EXPECT_NE(empty.message().find(dir.path()), std::string::npos) << empty.ToString();
+  EXPECT_TRUE(checkpointer->RestoreTree().status().IsNotFound());
+  EXPECT_TRUE(checkpointer->ItemMetadata().status().IsNotFound());
+
+  ASSERT_TRUE(checkpointer->Save(state, 0).value());
+  Status missing = checkpointer->Restore(&state, 7);
+  EXPECT_TRUE(missing.IsNotFound()) << missing.ToString();
+  EXPECT_NE(missing.message().find("step 7"), std::string::npos) << missing.ToString();
+  EXPECT_NE(missing.message().find(dir.path()), std::string::npos) << missing.ToString();
+}
+
+TEST(CheckpointerTest, NoopIfMissingLeavesTheTemplateUntouched) {
+  TempDir dir;
+  auto checkpointer = OpenOrDie(dir.path());
+  Tree state = MakeStepState(4);
+  const Tree original = ZeroedLike(state);
+  Tree untouched = ZeroedLike(state);
+  RestoreOptions options;
+  options.noop_if_missing = true;
+  ASSERT_OK(checkpointer->Restore(&untouched, kLatestStep, options));
+  EXPECT_TRUE(untouched.ContentEquals(original));
+  // A specific missing step is still an error.
+  ASSERT_TRUE(checkpointer->Save(state, 4).value());
+  EXPECT_TRUE(checkpointer->Restore(&untouched, 9, options).IsNotFound());
+}
+
+TEST(CheckpointerTest, TemplateMismatchListsEveryProblemAndWritesNothing) {
+  TempDir dir;
+  auto checkpointer = OpenOrDie(dir.path());
+  Tree state;
+  (void)state.Set("kept", Tree::Leaf(RandomTensor(DType::kFloat32, {4}, 1)));
+  (void)state.Set("wrong_dtype", Tree::Leaf(RandomTensor(DType::kFloat32, {4}, 2)));
+  (void)state.Set("wrong_shape", Tree::Leaf(RandomTensor(DType::kFloat32, {4}, 3)));
+  (void)state.Set("only_stored", Tree::Leaf(RandomTensor(DType::kInt8, {2}, 4)));
+  (void)state.Set("wrong_kind", Tree::Int(3));
+  ASSERT_TRUE(checkpointer->Save(state, 0).value());
+
+  Tree wanted;
+  (void)wanted.Set("kept", Tree::Leaf(Tensor::Allocate(DType::kFloat32, {4}).value()));
+  (void)wanted.Set("wrong_dtype", Tree::Leaf(Tensor::Allocate(DType::kBFloat16, {4}).value()));
+  (void)wanted.Set("wrong_shape", Tree::Leaf(Tensor::Allocate(DType::kFloat32, {2, 2}).value()));
+  (void)wanted.Set("only_template", Tree::Leaf(Tensor::Allocate(DType::kInt8, {2}).value()));
+  (void)wanted.Set("wrong_kind", Tree::String("3"));
+  Status status = checkpointer->Restore(&wanted);
+  ASSERT_TRUE(status.IsInvalidArgument()) << status.ToString();
+  for (const char* expected :
+       {"dtype: 'wrong_dtype'", "shape: 'wrong_shape'", "missing: 'only_stored'",
+        "extra: 'only_template'", "kind: 'wrong_kind'", "5 problems"}) {
+    EXPECT_NE(status.message().find(expected), std::string::npos)
+        << expected << " not in: " << status.message();
+  }
+  EXPECT_EQ(status.message().find("'kept'"), std::string::npos) << status.message();
+  // Nothing was written: the matching tensor is still zero.
+  const Tensor& kept = wanted.Find("kept")->tensor();
+  for (uint64_t i = 0; i < kept.byte_size(); ++i) ASSERT_EQ(kept.data()[i], std::byte{0});
+}
+
+TEST(CheckpointerTest, DonatedRestoreWritesIntoCallerBuffers) {
+  TempDir dir;
+  auto checkpointer = OpenOrDie(dir.path());
+  Tree state = MakeStepState(2);
+  ASSERT_TRUE(checkpointer->Save(state, 2).value());
+  std::vector<float> caller_buffer(state.Find("params/kernel")->tensor().element_count());
+  Tree into = ZeroedLike(state);
+  Tree* kernel = into.Find("params/kernel");
+  *kernel = Tree::Leaf(Tensor::View(DType::kFloat32, kernel->tensor().shape(),
+                                    caller_buffer.data()).value());
+  ASSERT_OK(checkpointer->Restore(&into));
+  EXPECT_EQ(into.Find("params/kernel")->tensor().data(),
+            reinterpret_cast<std::byte*>(caller_buffer.data()));
+  EXPECT_EQ(std::memcmp(caller_buffer.data(), state.Find("params/kernel")->tensor().data(),
+                        caller_buffer.size() * sizeof(float)),
+            0);
+  EXPECT_TRUE(into.ContentEquals(state));
+}
+
+TEST(CheckpointerTest, RestoreWithoutDonationLeavesTemplateBuffersAlone) {
+  TempDir dir;
+  auto checkpointer = OpenOrDie(dir.path());
+  Tree state = MakeStepState(2);
+  ASSERT_TRUE(checkpointer->Save(state, 2).value());
+  std::vector<float> caller_buffer(state.Find("params/kernel")->tensor().element_count(), 0.5f);
+  Tree into = ZeroedLike(state);
+  Tree* kernel = into.Find("params/kernel");
+  // A read-only view is fine without donation.
+  *kernel = Tree::Leaf(Tensor::ConstView(DType::kFloat32, kernel->tensor().shape(),
+                                         caller_buffer.data()).value());
+  Tree donating = into;
+  Status refused = checkpointer->Restore(&donating);
+  EXPECT_TRUE(refused.IsInvalidArgument()) << refused.ToString();
+  EXPECT_NE(refused.message().find("read-only: 'params/kernel'"), std::string::npos);
+
+  RestoreOptions options;
+  options.donate = false;
+  ASSERT_OK(checkpointer->Restore(&into, kLatestStep, options));
+  EXPECT_TRUE(into.ContentEquals(state));
+  EXPECT_TRUE(into.Find("params/kernel")->tensor().owns_data());
+  for (float value : caller_buffer) ASSERT_EQ(value, 0.5f);
+}
+
+TEST(CheckpointerTest, SavingAStoredStepIsNotDueAndForcingItFails) {
+  TempDir dir;
+  auto checkpointer = OpenOrDie(dir.path());
+  Tree state = MakeStepState(0);
+  ASSERT_TRUE(checkpointer->Save(state, 0).value());
+  Result<bool> again = checkpointer->Save(state, 0);
+  ASSERT_OK(again.status());
+  EXPECT_FALSE(*again);
+  Result<bool> forced = checkpointer->Save(state, 0, {.force = true});
+  EXPECT_EQ(forced.status().code(), Status::Code::kAlreadyExists) << forced.status().ToString();
+  EXPECT_NE(forced.status().message().find("step 0"), std::string::npos);
+  EXPECT_TRUE(checkpointer->Save(state, -3, {.force = true}).status().IsInvalidArgument());
+}
+
+TEST(CheckpointerTest, NaNMetricsAreRefusedAndNothingIsSaved) {
+  TempDir dir;
+  auto checkpointer = OpenOrDie(dir.path());
+  SaveOptions options;
+  options.metrics = {{"loss", std::nan("")}};
+  Result<bool> saved = checkpointer->Save(MakeStepState(0), 0, options);
+  EXPECT_TRUE(saved.status().IsInvalidArgument()) << saved.status().ToString();
+  EXPECT_TRUE(checkpointer->AllSteps().empty());
+}
+
+TEST(CheckpointerTest, ADirectoryThatIsNotAStoreIsLeftAlone) {
+  TempDir dir;
+  {
+    std::ofstream file(dir.Sub("notes.txt"));
+    file << "my data";
+  }
+  auto opened = Checkpointer::Open(dir.path(), CheckpointerOptions());
+  ASSERT_FALSE(opened.ok());
+  EXPECT_EQ(opened.status().code(), Status::Code::kFailedPrecondition)
+      << opened.status().ToString();
+  EXPECT_NE(opened.status().message().find("not a ckptdb store"), std::string::npos);
+  size_t entries = 0;
+  for (const auto& entry : std::filesystem::directory_iterator(dir.path())) {
+    EXPECT_EQ(entry.path().filename(), "notes.txt");
+    ++entries;
+  }
+  EXPECT_EQ(entries, 1u);
+}
+
+TEST(CheckpointerTest, ReadOnlyOpenOfAMissingStoreIsNotFound) {
+  TempDir dir;
+  CheckpointerOptions options;
+  options.create = false;
+  auto opened = Checkpointer::Open(dir.Sub("absent"), options);
+  EXPECT_TRUE(opened.status().IsNotFound()) << opened.status().ToString();
+  EXPECT_FALSE(std::filesystem::exists(dir.Sub("absent")));
+}
+
+TEST(CheckpointerTest, ReadOnlyStoresRefuseWrites) {
+  TempDir dir;
+  auto writer = OpenOrDie(dir.path());
+  ASSERT_TRUE(writer->Save(MakeStepState(0), 0).value());
+  CheckpointerOptions options;
+  options.create = false;
+  auto reader = OpenOrDie(dir.path(), options);
+  EXPECT_FALSE(reader->ShouldSave(10));
+  EXPECT_EQ(reader->Save(MakeStepState(1), 1, {.force = true}).status().code(),
+            Status::Code::kFailedPrecondition);
+  EXPECT_EQ(reader->Delete(0).code(), Status::Code::kFailedPrecondition);
+  Result<Tree> restored = reader->RestoreTree(0);
+  ASSERT_OK(restored.status());
+  EXPECT_TRUE(restored->ContentEquals(MakeStepState(0)));
+}
+
+TEST(CheckpointerTest, ANewerStoreFormatIsRefused) {
+  TempDir dir;
+  { auto checkpointer = OpenOrDie(dir.path()); }
+  // Rewrite the format version as a future build would.
+  ASSERT_OK(testing::SetStoreFormatVersion(dir.path(), kStoreFormatVersion + 1));
+  auto opened = Checkpointer::Open(dir.path(), CheckpointerOptions());
+  EXPECT_EQ(opened.status().code(), Status::Code::kNotSupported) << opened.status().ToString();
+  EXPECT_NE(opened.status().message().find("format version 2"), std::string::npos);
+}
+
+TEST(CheckpointerTest, ASecondWriterInTheSameProcessIsBusy) {
+  TempDir dir;
+  auto first = OpenOrDie(dir.path());
+  auto second = Checkpointer::Open(dir.path(), CheckpointerOptions());
+  EXPECT_EQ(second.status().code(), Status::Code::kBusy) << second.status().ToString();
+}
+
+TEST(CheckpointerTest, InvalidOptionsAreNamed) {
+  TempDir dir;
+  auto expect_invalid = [&](CheckpointerOptions options, const std::string& name,
+                            Status::Code code = Status::Code::kInvalidArgument) {
+    auto opened = Checkpointer::Open(dir.path(), std::move(options));
+    EXPECT_EQ(opened.status().code(), code) << opened.status().ToString();
+    EXPECT_NE(opened.status().message().find(name), std::string::npos)
+        << opened.status().ToString();
+  };
+  CheckpointerOptions options;
+  options.save_interval_steps = 0;
+  expect_invalid(options, "save_interval_steps");
+  options = {};
+  options.max_to_keep = -1;
+  expect_invalid(options, "max_to_keep");
+  options = {};
+  options.keep_period = 0;
+  expect_invalid(options, "keep_period");
+  options = {};
+  options.keep_time_interval = std::chrono::seconds(0);
+  expect_invalid(options, "keep_time_interval");
+  options = {};
+  options.chunk_size_bytes = 1000;
+  expect_invalid(options, "chunk_size_bytes");
+  options = {};
+  options.multiprocessing.primary_host = 1;
+  expect_invalid(options, "multiprocessing", Status::Code::kNotSupported);
+  EXPECT_TRUE(std::filesystem::is_empty(dir.path())) << "a refused open must create nothing";
+}
+
+TEST(CheckpointerTest, DeleteRemovesOneStep) {
+  TempDir dir;
+  auto checkpointer = OpenOrDie(dir.path(), KeepAll());
+  for (int64_t step : {1, 2, 3}) {
+    ASSERT_TRUE(checkpointer->Save(MakeStepState(step), step).value());
+  }
+  ASSERT_OK(checkpointer->Delete(2));
+  EXPECT_EQ(checkpointer->AllSteps(), (std::vector<int64_t>{1, 3}));
+  EXPECT_TRUE(checkpointer->Delete(2).IsNotFound());
+  EXPECT_TRUE(checkpointer->RestoreTree(2).status().IsNotFound());
+  Result<Tree> restored = checkpointer->RestoreTree(1);
+  ASSERT_OK(restored.status());
+  EXPECT_TRUE(restored->ContentEquals(MakeStepState(1)));
+}
+
+TEST(CheckpointerTest, MaxToKeepPrunesAfterEachSave) {
+  TempDir dir;
+  CheckpointerOptions options;
+  options.max_to_keep = 3;
+  auto checkpointer = OpenOrDie(dir.path(), options);
+  for (int64_t step = 0; step < 6; ++step) {
+    ASSERT_TRUE(checkpointer->Save(MakeStepState(step), step).value());
+  }
+  EXPECT_EQ(checkpointer->AllSteps(), (std::vector<int64_t>{3, 4, 5}));
+  for (int64_t step : {3, 4, 5}) {
+    Result<Tree> restored = checkpointer->RestoreTree(step);
+    ASSERT_OK(restored.status());
+    EXPECT_TRUE(restored->ContentEquals(MakeStepState(step)));
+  }
+}
+
+}  // namespace
+}  // namespace ckptdb

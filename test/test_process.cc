@@ -1,0 +1,83 @@
+// A helper program the tests run as a separate process, so that crashes,
+// locks and read-only readers are exercised across real process boundaries.
+//
+//   test_process save-loop DIR FIRST_STEP MEGABYTES LOG
+//       saves steps FIRST_STEP, FIRST_STEP+1, ... forever; after each save
+//       returns, appends the step to LOG. Meant to be killed.
+//   test_process verify DIR MEGABYTES STEP...
+//       opens DIR read-only; restores each step and checks every byte.
+//   test_process open-writer DIR
+//       opens DIR for writing. Exit 0: opened; 3: Busy; 1: other error.
+
+#include <cstdio>
+#include <fstream>
+#include <string>
+
+#include "ckptdb/ckptdb.h"
+#include "test_util.h"
+
+using ckptdb::Checkpointer;
+using ckptdb::CheckpointerOptions;
+
+namespace {
+
+int Fail(const std::string& what, const ckptdb::Status& status) {
+  std::fprintf(stderr, "test_process: %s: %s\n", what.c_str(), status.ToString().c_str());
+  return 1;
+}
+
+int SaveLoop(const std::string& dir, int64_t first_step, size_t megabytes,
+             const std::string& log_path) {
+  CheckpointerOptions options;
+  options.max_to_keep = std::nullopt;  // keep every step: the test checks them all
+  auto checkpointer = Checkpointer::Open(dir, options);
+  if (!checkpointer.ok()) return Fail("open " + dir, checkpointer.status());
+  std::ofstream log(log_path, std::ios::app);
+  for (int64_t step = first_step;; ++step) {
+    ckptdb::Tree state = ckptdb::testing::MakeStepState(step, megabytes);
+    auto saved = (*checkpointer)->Save(state, step, {.force = true});
+    if (!saved.ok()) return Fail("save", saved.status());
+    log << step << std::endl;  // flushed: the kernel keeps it when we are killed
+  }
+}
+
+int Verify(const std::string& dir, size_t megabytes, const std::vector<int64_t>& steps) {
+  CheckpointerOptions options;
+  options.create = false;
+  auto checkpointer = Checkpointer::Open(dir, options);
+  if (!checkpointer.ok()) return Fail("open read-only " + dir, checkpointer.status());
+  for (int64_t step : steps) {
+    auto restored = (*checkpointer)->RestoreTree(step);
+    if (!restored.ok()) return Fail("restore step " + std::to_string(step), restored.status());
+    if (!restored->ContentEquals(ckptdb::testing::MakeStepState(step, megabytes))) {
+      std::fprintf(stderr, "test_process: step %lld restored different bytes\n",
+                   static_cast<long long>(step));
+      return 2;
+    }
+  }
+  return 0;
+}
+
+int OpenWriter(const std::string& dir) {
+  auto checkpointer = Checkpointer::Open(dir, CheckpointerOptions());
+  if (checkpointer.ok()) return 0;
+  std::fprintf(stderr, "test_process: %s\n", checkpointer.status().ToString().c_str());
+  return checkpointer.status().code() == ckptdb::Status::Code::kBusy ? 3 : 1;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::vector<std::string> args(argv + 1, argv + argc);
+  if (args.size() == 5 && args[0] == "save-loop") {
+    return SaveLoop(args[1], std::stoll(args[2]), std::stoul(args[3]), args[4]);
+  }
+  if (args.size() >= 3 && args[0] == "verify") {
+    std::vector<int64_t> steps;
+    for (size_t i = 3; i < args.size(); ++i) steps.push_back(std::stoll(args[i]));
+    return Verify(args[1], std::stoul(args[2]), steps);
+  }
+  if (args.size() == 2 && args[0] == "open-writer") return OpenWriter(args[1]);
+  std::fprintf(stderr, "usage: see the comment at the top of test/test_process.cc\n");
+  return 2;
+}

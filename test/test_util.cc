@@ -1,0 +1,107 @@
+#include "test_util.h"
+
+#include <rocksdb/db.h>
+#include <spawn.h>
+#include <sys/wait.h>
+
+#include <cstring>
+#include <filesystem>
+#include <random>
+
+extern char** environ;
+
+namespace ckptdb::testing {
+namespace fs = std::filesystem;
+
+TempDir::TempDir() {
+  std::string pattern = (fs::temp_directory_path() / "ckptdb-test-XXXXXX").string();
+  if (mkdtemp(pattern.data()) == nullptr) std::abort();
+  path_ = pattern;
+}
+
+TempDir::~TempDir() {
+  std::error_code ec;
+  fs::remove_all(path_, ec);
+}
+
+namespace {
+
+Tensor FilledFloat32(std::vector<int64_t> shape, uint64_t seed) {
+  Tensor tensor = Tensor::Allocate(DType::kFloat32, std::move(shape)).value();
+  std::mt19937_64 rng(seed);
+  std::normal_distribution<float> normal(0.0f, 0.02f);
+  auto* values = reinterpret_cast<float*>(tensor.mutable_data());
+  for (uint64_t i = 0; i < tensor.element_count(); ++i) values[i] = normal(rng);
+  return tensor;
+}
+
+}  // namespace
+
+Tree MakeStepState(int64_t step, size_t megabytes) {
+  // Half frozen (seed independent of step), half trained (seed = step).
+  const int64_t rows = static_cast<int64_t>(megabytes) * 1024 * 1024 / 4 / 256 / 2;
+  Tree state;
+  Tree* params = state.Set("params", Tree::Map()).value();
+  (void)params->Set("frozen_embedding", Tree::Leaf(FilledFloat32({rows, 256}, 12345)));
+  (void)params->Set("kernel", Tree::Leaf(FilledFloat32({rows, 256}, 1000 + step)));
+  Tensor bias = Tensor::Allocate(DType::kBFloat16, {64}).value();
+  for (int i = 0; i < 64; ++i) {
+    reinterpret_cast<uint16_t*>(bias.mutable_data())[i] = static_cast<uint16_t>(step * 64 + i);
+  }
+  (void)params->Set("bias", Tree::Leaf(bias));
+  Tree* layers = state.Set("layers", Tree::List()).value();
+  for (int i = 0; i < 2; ++i) {
+    Tree* layer = layers->Append(Tree::Map()).value();
+    Tensor scale = Tensor::Allocate(DType::kInt32, {3}).value();
+    for (int j = 0; j < 3; ++j) {
+      reinterpret_cast<int32_t*>(scale.mutable_data())[j] = static_cast<int32_t>(step + i + j);
+    }
+    (void)layer->Set("scale", Tree::Leaf(scale));
+  }
+  (void)state.Set("step", Tree::Int(step));
+  (void)state.Set("learning_rate", Tree::Float(1e-3 / (1.0 + static_cast<double>(step))));
+  (void)state.Set("name", Tree::String("run-" + std::to_string(step)));
+  return state;
+}
+
+uint64_t DirectoryBytes(const std::string& dir) {
+  uint64_t total = 0;
+  for (const auto& entry : fs::recursive_directory_iterator(dir)) {
+    if (entry.is_regular_file()) total += entry.file_size();
+  }
+  return total;
+}
+
+Status SetStoreFormatVersion(const std::string& dir, uint32_t version) {
+  std::vector<std::string> names;
+  rocksdb::Status s = rocksdb::DB::ListColumnFamilies(rocksdb::DBOptions(), dir, &names);
+  if (!s.ok()) return Status::IOError(s.ToString());
+  std::vector<rocksdb::ColumnFamilyDescriptor> families;
+  for (const std::string& name : names) families.emplace_back(name, rocksdb::ColumnFamilyOptions());
+  std::vector<rocksdb::ColumnFamilyHandle*> handles;
+  rocksdb::DB* db = nullptr;
+  s = rocksdb::DB::Open(rocksdb::DBOptions(), dir, families, &handles, &db);
+  if (!s.ok()) return Status::IOError(s.ToString());
+  std::string bytes(4, '\0');
+  for (int i = 0; i < 4; ++i) bytes[i] = static_cast<char>((version >> (8 * i)) & 0xff);
+  s = db->Put(rocksdb::WriteOptions(), "ckptdb.format_version", bytes);
+  for (rocksdb::ColumnFamilyHandle* handle : handles) db->DestroyColumnFamilyHandle(handle);
+  delete db;
+  return s.ok() ? Status::OK() : Status::IOError(s.ToString());
+}
+
+std::string TestProcessPath() { return CKPTDB_TEST_PROCESS_PATH; }
+
+int RunProcess(const std::vector<std::string>& argv) {
+  std::vector<char*> args;
+  for (const std::string& arg : argv) args.push_back(const_cast<char*>(arg.c_str()));
+  args.push_back(nullptr);
+  pid_t pid = 0;
+  if (posix_spawn(&pid, args[0], nullptr, nullptr, args.data(), environ) != 0) return -1;
+  int status = 0;
+  if (waitpid(pid, &status, 0) != pid) return -1;
+  if (WIFSIGNALED(status)) return 128 + WTERMSIG(status);
+  return WEXITSTATUS(status);
+}
+
+}  // namespace ckptdb::testing

@@ -1,0 +1,65 @@
+// Helpers shared by the tests: temporary directories, generated states whose
+// content is a pure function of the step (so another process can verify a
+// restore), and gtest matchers for Status.
+
+#ifndef CKPTDB_TEST_TEST_UTIL_H_
+#define CKPTDB_TEST_TEST_UTIL_H_
+
+#include <gtest/gtest.h>
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "ckptdb/ckptdb.h"
+
+#define ASSERT_OK(expr)                                  \
+  do {                                                   \
+    const ::ckptdb::Status _status = (expr);             \
+    ASSERT_TRUE(_status.ok()) << _status.ToString();     \
+  } while (0)
+
+#define EXPECT_OK(expr)                                  \
+  do {                                                   \
+    const ::ckptdb::Status _status = (expr);             \
+    EXPECT_TRUE(_status.ok()) << _status.ToString();     \
+  } while (0)
+
+namespace ckptdb::testing {
+
+// A fresh empty directory under the system temp dir, removed on destruction.
+class TempDir {
+ public:
+  TempDir();
+  ~TempDir();
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+  const std::string& path() const { return path_; }
+  std::string Sub(const std::string& name) const { return path_ + "/" + name; }
+
+ private:
+  std::string path_;
+};
+
+// A training-like state for `step` of roughly `megabytes` MB: a frozen part
+// (the same bytes at every step), a part that changes every step, scalars and
+// a list. Every byte is a pure function of (step, megabytes).
+Tree MakeStepState(int64_t step, size_t megabytes = 2);
+
+// Sum of the sizes of all files under `dir`.
+uint64_t DirectoryBytes(const std::string& dir);
+
+// Rewrites the store format version of the (closed) store in `dir`, as a
+// future build would, by writing the metadata key directly.
+Status SetStoreFormatVersion(const std::string& dir, uint32_t version);
+
+// The path of the helper program test_process (built beside the tests).
+std::string TestProcessPath();
+
+// Runs `argv` as a child process and waits; returns its exit code, or
+// 128 + signal number when it was killed.
+int RunProcess(const std::vector<std::string>& argv);
+
+}  // namespace ckptdb::testing
+
+#endif  // CKPTDB_TEST_TEST_UTIL_H_
