@@ -553,7 +553,10 @@ void RunTrainerToCrash(const Flags& flags) {
 
 std::string FormatSteps(const std::vector<int64_t>& steps) {
   std::string text;
-  for (int64_t step : steps) text += (text.empty() ? "" : " ") + std::to_string(step);
+  for (int64_t step : steps) {
+    if (!text.empty()) text += ' ';
+    text += std::to_string(step);
+  }
   return text;
 }
 
