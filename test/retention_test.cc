@@ -6,6 +6,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdint>
 #include <optional>
@@ -53,6 +54,54 @@ std::vector<RetainedStep> AtSeconds(const std::vector<int64_t>& commit_seconds) 
     held.push_back(At(static_cast<int64_t>(i + 1), commit_seconds[i]));
   }
   return held;
+}
+
+// Rule builders (designated initializers would trip
+// -Wmissing-field-initializers).
+
+// max_to_keep by recency; std::nullopt keeps every step.
+RetentionRules Latest(std::optional<int64_t> max_to_keep) {
+  RetentionRules rules;
+  rules.max_to_keep = max_to_keep;
+  return rules;
+}
+
+// max_to_keep by best_metric_path.
+RetentionRules Best(std::optional<int64_t> max_to_keep, BestMode mode = BestMode::kMax,
+                    bool keep_without_metrics = true) {
+  RetentionRules rules;
+  rules.max_to_keep = max_to_keep;
+  rules.rank_by_metric = true;
+  rules.best_mode = mode;
+  rules.keep_checkpoints_without_metrics = keep_without_metrics;
+  return rules;
+}
+
+RetentionRules WithPeriod(RetentionRules rules, int64_t keep_period) {
+  rules.keep_period = keep_period;
+  return rules;
+}
+
+RetentionRules WithInterval(RetentionRules rules, int64_t interval_seconds) {
+  rules.keep_time_interval = seconds(interval_seconds);
+  return rules;
+}
+
+// Saves `saves` one at a time, running retention after each save as the
+// checkpointer does, and returns the steps left.
+std::vector<int64_t> SaveOneAtATime(const std::vector<RetainedStep>& saves,
+                                    const RetentionRules& rules) {
+  std::vector<RetainedStep> held;
+  for (const RetainedStep& saved : saves) {
+    held.push_back(saved);
+    const std::vector<int64_t> doomed = StepsToDelete(held, rules);
+    std::erase_if(held, [&](const RetainedStep& retained) {
+      return std::find(doomed.begin(), doomed.end(), retained.step) != doomed.end();
+    });
+  }
+  std::vector<int64_t> remaining;
+  for (const RetainedStep& retained : held) remaining.push_back(retained.step);
+  return remaining;
 }
 
 struct RetentionCase {
@@ -126,9 +175,9 @@ std::vector<RetentionCase> Cases() {
       // to the anchor before them.
       {"time_chain_keeps_0_10_20", AtSeconds({0, 5, 10, 12, 20}),
        {.max_to_keep = 0, .keep_time_interval = seconds(10)}, {2, 4}},
-      // Measured from the last kept step, not the previous one: 12 is 12 s
-      // after the anchor 0 (kept), although only 6 s after 6; 18 is 6 s after
-      // the new anchor 12 (deleted).
+      // Measured from the last kept step, not the previous step: 12 is 12 s
+      // after the anchor 0 (kept) though only 6 s after the step before it;
+      // 18 is 6 s after the new anchor 12 (deleted).
       {"time_chain_measured_from_anchor", AtSeconds({0, 6, 12, 18}),
        {.max_to_keep = 0, .keep_time_interval = seconds(10)}, {2, 4}},
       // The anchor is the oldest step held, not time zero: 105 is 5 s after 100.
@@ -239,42 +288,23 @@ TEST(StepsToDeleteTest, ManyStepsWithPeriodAndLatest) {
   EXPECT_EQ(StepsToDelete(Steps(steps), {.max_to_keep = 5, .keep_period = 10}), expected);
 }
 
-// Retention run after every save, as the checkpointer does: the chain is
-// recomputed over the steps still held each time.
+// Commit second = 3 x step. By hand: after save 3 held {1,3} (3 is 6 s after
+// 1); save 4 -> {1,4}; save 5 -> {1,5} (15 - 3 = 12 s: 5 joins the chain, 4
+// is neither chain nor latest); 6 -> {1,5,6}; 7 -> {1,5,7}; 8 -> {1,5,8};
+// 9 -> {1,5,9} (27 - 15 = 12 s); 10 -> {1,5,9,10}.
 TEST(StepsToDeleteTest, IncrementalSavesRecomputeTimeChain) {
-  const RetentionRules rules = {.max_to_keep = 1, .keep_time_interval = seconds(10)};
-  std::vector<RetainedStep> held;
-  for (int64_t step = 1; step <= 10; ++step) {
-    held.push_back(At(step, 3 * step));
-    const std::vector<int64_t> doomed = StepsToDelete(held, rules);
-    std::erase_if(held, [&](const RetainedStep& retained) {
-      return std::find(doomed.begin(), doomed.end(), retained.step) != doomed.end();
-    });
-  }
-  // Commit second = 3 x step. By hand: after save 3 held {1,3} (3 is 6 s after
-  // 1); save 4 -> {1,4}; save 5 -> {1,5} (15 - 3 = 12 s: 5 joins the chain,
-  // 4 is neither chain nor latest); 6 -> {1,5,6}; 7 -> {1,5,7}; 8 -> {1,5,8};
-  // 9 -> {1,5,9} (27 - 15 = 12 s); 10 -> {1,5,9,10}.
-  std::vector<int64_t> remaining;
-  for (const RetainedStep& retained : held) remaining.push_back(retained.step);
-  EXPECT_EQ(remaining, (std::vector<int64_t>{1, 5, 9, 10}));
+  std::vector<RetainedStep> saves;
+  for (int64_t step = 1; step <= 10; ++step) saves.push_back(At(step, 3 * step));
+  EXPECT_EQ(SaveOneAtATime(saves, {.max_to_keep = 1, .keep_time_interval = seconds(10)}),
+            (std::vector<int64_t>{1, 5, 9, 10}));
 }
 
-// Section 4.1: with max_to_keep 2, saving steps 1..10 one at a time with
-// keep_period 4 ends with the period steps and the latest two.
+// Each save deletes the step two below it unless it is a multiple of 4, so
+// 1..10 end as the period steps plus the latest two.
 TEST(StepsToDeleteTest, IncrementalSavesKeepPeriodAndLatest) {
-  const RetentionRules rules = {.max_to_keep = 2, .keep_period = 4};
-  std::vector<RetainedStep> held;
-  for (int64_t step = 1; step <= 10; ++step) {
-    held.push_back(At(step, step));
-    const std::vector<int64_t> doomed = StepsToDelete(held, rules);
-    std::erase_if(held, [&](const RetainedStep& retained) {
-      return std::find(doomed.begin(), doomed.end(), retained.step) != doomed.end();
-    });
-  }
-  std::vector<int64_t> remaining;
-  for (const RetainedStep& retained : held) remaining.push_back(retained.step);
-  EXPECT_EQ(remaining, (std::vector<int64_t>{4, 8, 9, 10}));
+  EXPECT_EQ(SaveOneAtATime(Steps({1, 2, 3, 4, 5, 6, 7, 8, 9, 10}),
+                           {.max_to_keep = 2, .keep_period = 4}),
+            (std::vector<int64_t>{4, 8, 9, 10}));
 }
 
 TEST(RetentionRulesFromTest, CopiesOptions) {
