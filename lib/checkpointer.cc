@@ -10,6 +10,7 @@
 #include <set>
 
 #include "chunk_codec.h"
+#include "garbage_collector.h"
 #include "manifest.h"
 #include "parallel.h"
 #include "retention.h"
@@ -54,6 +55,13 @@ Status ValidateOptions(const CheckpointerOptions& options) {
         "chunk_size_bytes must be a multiple of 8 between 4 KiB and 64 MiB, got " +
         std::to_string(options.chunk_size_bytes));
   }
+  for (auto [name, value] : {std::pair{"gc_garbage_threshold", options.gc_garbage_threshold},
+                             std::pair{"gc_rewrite_threshold", options.gc_rewrite_threshold}}) {
+    if (!(value >= 0.0 && value <= 1.0)) {
+      return Status::InvalidArgument(std::string(name) + " must be in [0, 1], got " +
+                                     std::to_string(value));
+    }
+  }
   if (options.multiprocessing.primary_host != 0 ||
       !options.multiprocessing.active_processes.empty()) {
     return Status::NotSupported(
@@ -91,6 +99,7 @@ class Checkpointer::Impl {
   Result<Tree> RestoreTree(int64_t step);
   Result<StepMetadata> ItemMetadata(int64_t step);
   Status Delete(int64_t step);
+  Result<GcStats> CollectGarbage(double min_garbage_fraction);
   Status Reload();
   Status Close();
 
@@ -122,7 +131,8 @@ class Checkpointer::Impl {
   Status WriteNewChunks(std::map<ChunkDigest, NewChunk>* new_chunks,
                         std::vector<IndexEntry>* index_entries);
   Status DecodeTensors(int64_t step, const std::vector<DecodeTarget>& targets) const;
-  Status ApplyRetention();
+  // Deletes the steps retention does not keep; returns whether it deleted any.
+  Result<bool> ApplyRetention();
 };
 
 RetainedStep Checkpointer::Impl::Retained(const Manifest& manifest) const {
@@ -254,8 +264,19 @@ Result<bool> Checkpointer::Impl::Save(const Tree& state, int64_t step,
   steps_[step] = Retained(manifest);
   preempted_ = false;
 
-  status = ApplyRetention();
-  if (!status.ok()) return status.WithContext("retention after " + StepName(step));
+  Result<bool> pruned = ApplyRetention();
+  if (pruned.ok() && *pruned && options_.gc_mode != GcMode::kOff) {
+    const double threshold =
+        options_.gc_mode == GcMode::kGarbageThreshold ? options_.gc_garbage_threshold : 0.0;
+    Result<GcStats> collected = CollectGarbage(threshold);
+    if (!collected.ok()) {
+      return collected.status().WithContext(StepName(step) +
+                                            " was committed; garbage collection after it failed");
+    }
+  }
+  if (!pruned.ok()) {
+    return pruned.status().WithContext(StepName(step) + " was committed; retention after it failed");
+  }
   return true;
 }
 
@@ -296,16 +317,28 @@ Status Checkpointer::Impl::WriteNewChunks(std::map<ChunkDigest, NewChunk>* new_c
   return (*writer)->Finish();
 }
 
-Status Checkpointer::Impl::ApplyRetention() {
+Result<bool> Checkpointer::Impl::ApplyRetention() {
   std::vector<RetainedStep> held;
   held.reserve(steps_.size());
   for (const auto& [step, retained] : steps_) held.push_back(retained);
   std::vector<int64_t> doomed = StepsToDelete(held, RetentionRulesFrom(options_));
-  if (doomed.empty()) return Status::OK();
+  if (doomed.empty()) return false;
   Status status = store_->DeleteManifests(doomed);
   if (!status.ok()) return status;
   for (int64_t step : doomed) steps_.erase(step);
-  return Status::OK();
+  return true;
+}
+
+Result<GcStats> Checkpointer::Impl::CollectGarbage(double min_garbage_fraction) {
+  Status status = CheckOpen();
+  if (status.ok()) status = CheckWritable();
+  if (!status.ok()) return status;
+  GcSettings settings;
+  settings.min_garbage_fraction = min_garbage_fraction;
+  settings.rewrite_below_live_fraction = options_.gc_rewrite_threshold;
+  // Saves run under the same mutex and are complete when they return, so no
+  // chunk of a save in flight needs pinning.
+  return ckptdb::CollectGarbage(store_.get(), settings, /*pinned=*/{});
 }
 
 Result<int64_t> Checkpointer::Impl::ResolveStep(int64_t step) const {
@@ -616,6 +649,11 @@ std::optional<int64_t> Checkpointer::LatestStep() const {
 Status Checkpointer::Delete(int64_t step) {
   std::lock_guard<std::mutex> lock(impl_->mu_);
   return impl_->Delete(step);
+}
+
+Result<GcStats> Checkpointer::CollectGarbage() {
+  std::lock_guard<std::mutex> lock(impl_->mu_);
+  return impl_->CollectGarbage(/*min_garbage_fraction=*/0.0);
 }
 
 Status Checkpointer::Reload() {

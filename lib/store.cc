@@ -1,5 +1,6 @@
 #include "store.h"
 
+#include <rocksdb/convenience.h>
 #include <rocksdb/db.h>
 #include <rocksdb/options.h>
 #include <rocksdb/sst_file_writer.h>
@@ -19,6 +20,7 @@ namespace {
 constexpr char kFormatVersionKey[] = "ckptdb.format_version";
 constexpr char kHashSecretKey[] = "ckptdb.hash_secret";
 constexpr char kStoreIdKey[] = "ckptdb.store_id";
+constexpr char kNextGenerationKey[] = "ckptdb.next_generation";
 
 constexpr char kChunksFamily[] = "chunks";
 constexpr char kIndexFamily[] = "chunk_index";
@@ -68,6 +70,12 @@ std::string EncodeLocation(const ChunkLocation& location) {
   AppendLittleEndian(&value, location.raw_size, 4);
   AppendLittleEndian(&value, location.stored_size, 4);
   return value;
+}
+
+std::string GenerationStart(uint64_t generation) {
+  std::string key;
+  AppendBigEndian64(&key, generation);
+  return key;
 }
 
 rocksdb::ColumnFamilyOptions ChunksFamilyOptions() {
@@ -245,8 +253,16 @@ Result<std::unique_ptr<Store>> Store::Open(const std::string& dir, Mode mode) {
     fs::remove_all(rep.staging_dir, ec);
     fs::create_directories(rep.staging_dir, ec);
     if (ec) return Status::IOError("cannot create " + rep.staging_dir + ": " + ec.message());
-    // New generations number above every generation present in a table file,
-    // including generations a crash left unreferenced.
+    // New generations number above every generation ever indexed and every
+    // generation present in a table file (a crash can leave one unindexed).
+    std::string high_water;
+    got = rep.db->Get(rocksdb::ReadOptions(), rep.meta(), kNextGenerationKey, &high_water);
+    if (got.ok() && high_water.size() == 8) {
+      rep.next_generation = std::max<uint64_t>(1, ReadLittleEndian(high_water.data(), 8));
+    } else if (!got.IsNotFound()) {
+      return got.ok() ? Status::Corruption("malformed generation high-water mark in " + dir)
+                      : FromRocksDb(got, "reading the generation high-water mark of " + dir);
+    }
     std::vector<rocksdb::LiveFileMetaData> files;
     rep.db->GetLiveFilesMetaData(&files);
     for (const rocksdb::LiveFileMetaData& file : files) {
@@ -346,17 +362,105 @@ Result<std::unique_ptr<GenerationWriter>> Store::NewGeneration() {
   return std::unique_ptr<GenerationWriter>(new GenerationWriter(this, rep_->next_generation++));
 }
 
+namespace {
+
+// Index changes always travel with the generation high-water mark, so that a
+// generation number is never reused once the index has pointed at it.
+rocksdb::WriteBatch IndexBatch(const Store::Rep& rep, const std::vector<IndexEntry>& put,
+                               const std::vector<ChunkDigest>& remove) {
+  rocksdb::ColumnFamilyHandle* index = rep.index();
+  rocksdb::WriteBatch batch;
+  if (put.empty() && remove.empty()) return batch;
+  std::string next_generation;
+  AppendLittleEndian(&next_generation, rep.next_generation, 8);
+  batch.Put(rep.meta(), kNextGenerationKey, next_generation);
+  for (const IndexEntry& entry : put) {
+    batch.Put(index, entry.digest.ToBytes(), EncodeLocation(entry.location));
+  }
+  for (const ChunkDigest& digest : remove) batch.Delete(index, digest.ToBytes());
+  return batch;
+}
+
+Status WriteSynced(rocksdb::DB* db, rocksdb::WriteBatch* batch, std::string_view what) {
+  rocksdb::WriteOptions sync;
+  sync.sync = true;
+  return FromRocksDb(db->Write(sync, batch), what);
+}
+
+}  // namespace
+
 Status Store::CommitStep(int64_t step, std::string_view manifest,
                          const std::vector<IndexEntry>& new_chunks) {
   if (read_only()) return Status::FailedPrecondition(dir_ + " is open read-only");
-  rocksdb::WriteBatch batch;
-  for (const IndexEntry& entry : new_chunks) {
-    batch.Put(rep_->index(), entry.digest.ToBytes(), EncodeLocation(entry.location));
-  }
+  rocksdb::WriteBatch batch = IndexBatch(*rep_, new_chunks, {});
   batch.Put(rep_->manifests(), StepKey(step), rocksdb::Slice(manifest.data(), manifest.size()));
-  rocksdb::WriteOptions sync;
-  sync.sync = true;
-  return FromRocksDb(rep_->db->Write(sync, &batch), "committing step " + std::to_string(step));
+  return WriteSynced(rep_->db.get(), &batch, "committing step " + std::to_string(step));
+}
+
+Status Store::UpdateIndex(const std::vector<IndexEntry>& put,
+                          const std::vector<ChunkDigest>& remove) {
+  if (read_only()) return Status::FailedPrecondition(dir_ + " is open read-only");
+  rocksdb::WriteBatch batch = IndexBatch(*rep_, put, remove);
+  return WriteSynced(rep_->db.get(), &batch, "updating the chunk index");
+}
+
+Status Store::ForEachIndexEntry(const std::function<Status(const IndexEntry&)>& visit) const {
+  rocksdb::ReadOptions read;
+  read.fill_cache = false;  // one pass over everything: keep the cache for lookups
+  std::unique_ptr<rocksdb::Iterator> it(rep_->db->NewIterator(read, rep_->index()));
+  for (it->SeekToFirst(); it->Valid(); it->Next()) {
+    if (it->key().size() != 16 || it->value().size() != kIndexValueSize) {
+      return Status::Corruption("malformed chunk index entry in " + dir_);
+    }
+    IndexEntry entry;
+    entry.digest = ChunkDigest::FromBytes(it->key().data());
+    const char* value = it->value().data();
+    entry.location.generation = ReadLittleEndian(value, 8);
+    entry.location.raw_size = static_cast<uint32_t>(ReadLittleEndian(value + 8, 4));
+    entry.location.stored_size = static_cast<uint32_t>(ReadLittleEndian(value + 12, 4));
+    Status status = visit(entry);
+    if (!status.ok()) return status;
+  }
+  return FromRocksDb(it->status(), "reading the chunk index of " + dir_);
+}
+
+std::vector<ChunkFile> Store::ChunkFiles() const {
+  std::vector<rocksdb::LiveFileMetaData> files;
+  rep_->db->GetLiveFilesMetaData(&files);
+  std::vector<ChunkFile> chunk_files;
+  for (const rocksdb::LiveFileMetaData& file : files) {
+    if (file.column_family_name != kChunksFamily || file.smallestkey.size() < 8 ||
+        file.largestkey.size() < 8) {
+      continue;
+    }
+    chunk_files.push_back({ReadBigEndian64(file.smallestkey.data()),
+                           ReadBigEndian64(file.largestkey.data()), file.size});
+  }
+  return chunk_files;
+}
+
+Status Store::DropGenerations(const std::vector<uint64_t>& generations) {
+  if (read_only()) return Status::FailedPrecondition(dir_ + " is open read-only");
+  if (generations.empty()) return Status::OK();
+  std::vector<std::string> bounds;
+  bounds.reserve(2 * generations.size());
+  for (uint64_t generation : generations) {
+    bounds.push_back(GenerationStart(generation));
+    bounds.push_back(GenerationStart(generation + 1));
+  }
+  std::vector<rocksdb::Slice> slices(bounds.begin(), bounds.end());
+  std::vector<rocksdb::RangePtr> ranges;
+  for (size_t i = 0; i < slices.size(); i += 2) ranges.emplace_back(&slices[i], &slices[i + 1]);
+  rocksdb::Status s = rocksdb::DeleteFilesInRanges(rep_->db.get(), rep_->chunks(), ranges.data(),
+                                                   ranges.size(), /*include_end=*/false);
+  if (!s.ok()) return FromRocksDb(s, "deleting chunk files of " + dir_);
+  // Keys of these generations in files that also hold live generations (only
+  // after a RocksDB compaction merged files) are hidden by range tombstones.
+  rocksdb::WriteBatch batch;
+  for (size_t i = 0; i < slices.size(); i += 2) {
+    batch.DeleteRange(rep_->chunks(), slices[i], slices[i + 1]);
+  }
+  return WriteSynced(rep_->db.get(), &batch, "dropping chunk generations of " + dir_);
 }
 
 Result<std::vector<int64_t>> Store::ListSteps() const {

@@ -47,6 +47,15 @@ struct IndexEntry {
   ChunkLocation location;
 };
 
+// One table file of the chunks family: the generations its keys span.
+// Ingested files hold one generation each; a file can span several only if
+// RocksDB compacted files of the family together.
+struct ChunkFile {
+  uint64_t first_generation = 0;
+  uint64_t last_generation = 0;
+  uint64_t bytes = 0;
+};
+
 class GenerationWriter;
 
 class Store {
@@ -78,6 +87,17 @@ class Store {
   // the step's new chunks in one synced batch.
   Status CommitStep(int64_t step, std::string_view manifest,
                     const std::vector<IndexEntry>& new_chunks);
+
+  // Calls `visit` for every chunk_index entry, in digest order.
+  Status ForEachIndexEntry(const std::function<Status(const IndexEntry&)>& visit) const;
+  // Puts and removes index entries in one synced batch.
+  Status UpdateIndex(const std::vector<IndexEntry>& put, const std::vector<ChunkDigest>& remove);
+  // The table files of the chunks family (from RocksDB's file metadata; no
+  // chunk is read).
+  std::vector<ChunkFile> ChunkFiles() const;
+  // Removes every chunk of these generations: whole files are deleted, any
+  // remaining keys get range tombstones. The index must no longer point at them.
+  Status DropGenerations(const std::vector<uint64_t>& generations);
 
   // Steps with a manifest, ascending.
   Result<std::vector<int64_t>> ListSteps() const;

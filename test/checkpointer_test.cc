@@ -355,10 +355,10 @@ TEST(CheckpointerTest, SavingAStoredStepIsNotDueAndForcingItFails) {
   Result<bool> again = checkpointer->Save(state, 0);
   ASSERT_OK(again.status());
   EXPECT_FALSE(*again);
-  Result<bool> forced = checkpointer->Save(state, 0, {.force = true});
+  Result<bool> forced = checkpointer->Save(state, 0, ckptdb::testing::Forced());
   EXPECT_EQ(forced.status().code(), Status::Code::kAlreadyExists) << forced.status().ToString();
   EXPECT_NE(forced.status().message().find("step 0"), std::string::npos);
-  EXPECT_TRUE(checkpointer->Save(state, -3, {.force = true}).status().IsInvalidArgument());
+  EXPECT_TRUE(checkpointer->Save(state, -3, ckptdb::testing::Forced()).status().IsInvalidArgument());
 }
 
 TEST(CheckpointerTest, NaNMetricsAreRefusedAndNothingIsSaved) {
@@ -407,7 +407,7 @@ TEST(CheckpointerTest, ReadOnlyStoresRefuseWrites) {
   options.create = false;
   auto reader = OpenOrDie(dir.path(), options);
   EXPECT_FALSE(reader->ShouldSave(10));
-  EXPECT_EQ(reader->Save(MakeStepState(1), 1, {.force = true}).status().code(),
+  EXPECT_EQ(reader->Save(MakeStepState(1), 1, ckptdb::testing::Forced()).status().code(),
             Status::Code::kFailedPrecondition);
   EXPECT_EQ(reader->Delete(0).code(), Status::Code::kFailedPrecondition);
   Result<Tree> restored = reader->RestoreTree(0);

@@ -95,7 +95,7 @@ TEST(ProcessTest, WriterKilledDuringSavesLosesNoCommittedStep) {
     next_step = held.back() + 1;
     // The store accepts new saves after the crash.
     Tree state = MakeStepState(next_step, kCrashStateMegabytes);
-    ASSERT_TRUE((*reopened)->Save(state, next_step, {.force = true}).value());
+    ASSERT_TRUE((*reopened)->Save(state, next_step, ckptdb::testing::Forced()).value());
     {
       std::ofstream append(log, std::ios::app);
       append << next_step << std::endl;

@@ -35,7 +35,7 @@ int SaveLoop(const std::string& dir, int64_t first_step, size_t megabytes,
   std::ofstream log(log_path, std::ios::app);
   for (int64_t step = first_step;; ++step) {
     ckptdb::Tree state = ckptdb::testing::MakeStepState(step, megabytes);
-    auto saved = (*checkpointer)->Save(state, step, {.force = true});
+    auto saved = (*checkpointer)->Save(state, step, ckptdb::testing::Forced());
     if (!saved.ok()) return Fail("save", saved.status());
     log << step << std::endl;  // flushed: the kernel keeps it when we are killed
   }

@@ -64,6 +64,12 @@ Tree MakeStepState(int64_t step, size_t megabytes) {
   return state;
 }
 
+SaveOptions Forced() {
+  SaveOptions options;
+  options.force = true;
+  return options;
+}
+
 uint64_t DirectoryBytes(const std::string& dir) {
   uint64_t total = 0;
   for (const auto& entry : fs::recursive_directory_iterator(dir)) {

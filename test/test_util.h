@@ -46,6 +46,9 @@ class TempDir {
 // a list. Every byte is a pure function of (step, megabytes).
 Tree MakeStepState(int64_t step, size_t megabytes = 2);
 
+// SaveOptions with force = true.
+SaveOptions Forced();
+
 // Sum of the sizes of all files under `dir`.
 uint64_t DirectoryBytes(const std::string& dir);
 

@@ -57,6 +57,22 @@ struct StepMetadata {
   uint64_t logical_bytes = 0;        // sum over tensor leaves
 };
 
+// What one garbage collection found and did. Sizes are stored (encoded) bytes.
+struct GcStats {
+  uint64_t manifests_scanned = 0;
+  uint64_t chunks_scanned = 0;  // chunk index entries read (no chunk bytes are)
+  uint64_t chunks_live = 0;
+  uint64_t chunks_deleted = 0;
+  uint64_t live_bytes = 0;
+  uint64_t garbage_bytes = 0;          // of the chunks deleted
+  uint64_t generations_dropped = 0;    // chunk files deleted whole
+  uint64_t generations_rewritten = 0;  // partly dead chunk files compacted
+  uint64_t bytes_freed = 0;            // size of the chunk files removed
+  uint64_t bytes_rewritten = 0;        // live bytes copied out of them
+  bool skipped = false;  // garbage below gc_garbage_threshold: nothing done
+  double seconds = 0;
+};
+
 class Checkpointer {
  public:
   // Opens the store in `workdir` (see CheckpointerOptions::create).
@@ -79,10 +95,12 @@ class Checkpointer {
   bool ShouldSave(int64_t step) const;
 
   // Saves `state` as `step` if due (options.force skips the due check) and
-  // returns whether it saved. Returns once the step is committed and retention
-  // has run. Errors: AlreadyExists (forced save of a stored step),
-  // InvalidArgument (negative step, bad tree or metrics), FailedPrecondition
-  // (read-only store), IOError. On error nothing of the step is visible.
+  // returns whether it saved. Returns once the step is committed, retention
+  // has run and (per gc_mode) garbage was collected. Errors: AlreadyExists
+  // (forced save of a stored step), InvalidArgument (negative step, bad tree
+  // or metrics), FailedPrecondition (read-only store), IOError. An error
+  // before the commit leaves nothing of the step visible; an error of
+  // retention or GC after it says "committed" in its message.
   Result<bool> Save(const Tree& state, int64_t step, const SaveOptions& options = {});
 
   // Save(state, step, {.force = force}) only if ShouldSave(step); a step that
@@ -115,6 +133,11 @@ class Checkpointer {
   // Removes `step` (its manifest; chunks no other step uses become garbage).
   // NotFound if absent; FailedPrecondition when read-only.
   Status Delete(int64_t step);
+
+  // Deletes the chunks no step references and gives their disk space back
+  // (see GcStats). Refuses with Corruption, deleting nothing, if a step
+  // references a chunk that is missing. FailedPrecondition when read-only.
+  Result<GcStats> CollectGarbage();
 
   // Read-only stores: catch up with the writer's commits and deletions.
   // Writable stores: re-read the step list.

@@ -19,6 +19,14 @@ namespace ckptdb {
 // Which end of best_metric_path is better. Default: kMax.
 enum class BestMode { kMax, kMin };
 
+// When garbage collection runs by itself. Default: kAfterRetention.
+enum class GcMode {
+  kOff,               // only when Checkpointer::CollectGarbage is called
+  kAfterRetention,    // after every save whose retention deleted a step
+  kGarbageThreshold,  // after retention deleted a step, if garbage reaches
+                      // gc_garbage_threshold of the stored chunk bytes
+};
+
 // Multi-host training (one checkpoint written by many processes). This build
 // writes from one process only: any value other than the defaults makes Open
 // return NotSupported.
@@ -67,6 +75,21 @@ struct CheckpointerOptions {
   // With best_metric_path, keep steps saved without that metric (true) or let
   // them be deleted as if they ranked worst (false). Default: true.
   bool keep_checkpoints_without_metrics = true;
+
+  // ---- Garbage collection: reclaims chunks no step references ----
+
+  // When it runs by itself; see GcMode. It runs inside Save, after the new
+  // step has committed. Default: kAfterRetention.
+  GcMode gc_mode = GcMode::kAfterRetention;
+
+  // kGarbageThreshold: collect once dead chunks reach this fraction of the
+  // stored chunk bytes. In [0, 1]. Default: 0.2.
+  double gc_garbage_threshold = 0.2;
+
+  // A chunk file (one save's new chunks) whose live bytes fall below this
+  // fraction is rewritten so the dead part's space comes back; wholly dead
+  // files are always deleted. In [0, 1]; 0 never rewrites. Default: 0.5.
+  double gc_rewrite_threshold = 0.5;
 
   // ---- Opening ----
 
