@@ -14,6 +14,7 @@
 #include "manifest.h"
 #include "parallel.h"
 #include "retention.h"
+#include "save_decision.h"
 #include "store.h"
 
 namespace ckptdb {
@@ -182,14 +183,12 @@ Status Checkpointer::Impl::LoadSteps() {
 }
 
 bool Checkpointer::Impl::ShouldSaveLocked(int64_t step) const {
-  if (closed_ || store_->read_only() || step < 0) return false;
-  if (!steps_.empty() && step <= steps_.rbegin()->first) return false;
-  if (step % options_.save_interval_steps == 0) return true;
-  if (std::find(options_.save_on_steps.begin(), options_.save_on_steps.end(), step) !=
-      options_.save_on_steps.end()) {
-    return true;
-  }
-  return preempted_ || steps_.empty();
+  SaveDecisionInput input;
+  input.step = step;
+  if (!steps_.empty()) input.latest_step = steps_.rbegin()->first;
+  input.preempted = preempted_;
+  input.read_only = closed_ || store_->read_only();
+  return IsSaveDue(input, options_);
 }
 
 Result<bool> Checkpointer::Impl::Save(const Tree& state, int64_t step,
@@ -203,6 +202,10 @@ Result<bool> Checkpointer::Impl::Save(const Tree& state, int64_t step,
     return Status::AlreadyExists(StepName(step) + " is already in " + workdir_);
   }
   if (!options.force && !ShouldSaveLocked(step)) return false;
+  if (options.metrics.size() + options.user_metadata.size() > kMaxTreeNodes) {
+    return Status::InvalidArgument("more than " + std::to_string(kMaxTreeNodes) +
+                                   " metrics and user metadata entries");
+  }
   for (const auto& [name, value] : options.metrics) {
     if (std::isnan(value)) {
       return Status::InvalidArgument("metric '" + name + "' of " + StepName(step) + " is NaN");

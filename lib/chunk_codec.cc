@@ -112,6 +112,7 @@ Status DecodeChunk(std::string_view stored, size_t expected_size, std::byte* des
   std::string_view payload = stored.substr(kChunkHeaderSize);
   switch (codec) {
     case ChunkCodec::kRaw:
+      if (width != 0) return Status::Corruption("raw chunk with byte-group width " + std::to_string(width));
       if (payload.size() != raw_size) {
         return Status::Corruption("raw chunk payload of " + std::to_string(payload.size()) +
                                   " bytes, expected " + std::to_string(raw_size));

@@ -151,6 +151,11 @@ Result<std::vector<ManifestNode>> FlattenTree(const Tree& tree) {
   std::vector<ManifestNode> nodes;
   Status status = FlattenNode(tree, "", "", 0, &nodes);
   if (!status.ok()) return status;
+  if (nodes.size() > kMaxTreeNodes) {
+    return Status::InvalidArgument("tree of " + std::to_string(nodes.size()) +
+                                   " nodes; at most " + std::to_string(kMaxTreeNodes) +
+                                   " are supported");
+  }
   return nodes;
 }
 
@@ -203,25 +208,31 @@ std::string EncodeManifest(const Manifest& manifest) {
       chunks.emplace_back(chunk.digest.low, chunk.digest.high, chunk.raw_size, chunk.stored_size);
     }
     const bool is_tensor = node.kind == Tree::Kind::kTensor;
-    nodes.push_back(fb::CreateNodeDirect(
-        builder, static_cast<fb::NodeKind>(node.kind),
-        node.key.empty() ? nullptr : node.key.c_str(), node.child_count,
-        is_tensor ? static_cast<uint8_t>(node.dtype) : 0, is_tensor ? &node.shape : nullptr,
-        is_tensor ? &chunks : nullptr, node.kind == Tree::Kind::kInt ? node.int_value : 0,
+    // Strings go in with their lengths: they may hold NUL bytes.
+    auto key = node.key.empty() ? 0 : builder.CreateString(node.key);
+    auto shape = is_tensor ? builder.CreateVector(node.shape) : 0;
+    auto chunk_refs = is_tensor ? builder.CreateVectorOfStructs(chunks) : 0;
+    auto string_value =
+        node.kind == Tree::Kind::kString ? builder.CreateString(node.string_value) : 0;
+    nodes.push_back(fb::CreateNode(
+        builder, static_cast<fb::NodeKind>(node.kind), key, node.child_count,
+        is_tensor ? static_cast<uint8_t>(node.dtype) : 0, shape, chunk_refs,
+        node.kind == Tree::Kind::kInt ? node.int_value : 0,
         node.kind == Tree::Kind::kFloat ? std::bit_cast<uint64_t>(node.float_value) : 0,
-        node.kind == Tree::Kind::kBool && node.int_value != 0,
-        node.kind == Tree::Kind::kString ? node.string_value.c_str() : nullptr));
+        node.kind == Tree::Kind::kBool && node.int_value != 0, string_value));
   }
   std::vector<flatbuffers::Offset<fb::Metric>> metrics;
   for (const auto& [name, value] : manifest.metrics) {
-    metrics.push_back(fb::CreateMetricDirect(builder, name.c_str(), value));
+    metrics.push_back(fb::CreateMetric(builder, builder.CreateString(name), value));
   }
   std::vector<flatbuffers::Offset<fb::KeyValue>> user_metadata;
   for (const auto& [key, value] : manifest.user_metadata) {
-    user_metadata.push_back(fb::CreateKeyValueDirect(builder, key.c_str(), value.c_str()));
+    user_metadata.push_back(
+        fb::CreateKeyValue(builder, builder.CreateString(key), builder.CreateString(value)));
   }
-  auto root = fb::CreateManifestDirect(builder, kManifestFormatVersion, manifest.step,
-                                       manifest.commit_time_ns, &metrics, &nodes, &user_metadata);
+  auto root = fb::CreateManifest(builder, kManifestFormatVersion, manifest.step,
+                                 manifest.commit_time_ns, builder.CreateVector(metrics),
+                                 builder.CreateVector(nodes), builder.CreateVector(user_metadata));
   fb::FinishManifestBuffer(builder, root);
   return std::string(reinterpret_cast<const char*>(builder.GetBufferPointer()),
                      builder.GetSize());
@@ -232,7 +243,7 @@ Result<Manifest> DecodeManifest(std::string_view bytes) {
   if (bytes.size() < 8 || !fb::ManifestBufferHasIdentifier(data)) {
     return Status::Corruption("not a manifest (identifier 'CKPT' missing)");
   }
-  flatbuffers::Verifier verifier(data, bytes.size());
+  flatbuffers::Verifier verifier(data, bytes.size(), /*max_depth=*/64, kMaxManifestTables);
   if (!fb::VerifyManifestBuffer(verifier)) {
     return Status::Corruption("manifest fails FlatBuffers verification");
   }

@@ -22,6 +22,11 @@ namespace ckptdb {
 inline constexpr uint32_t kManifestFormatVersion = 1;
 // Deeper trees are refused: bounds recursion on hostile input.
 inline constexpr size_t kMaxTreeDepth = 128;
+// Larger trees are refused at save, so that every saved manifest passes the
+// verifier's table limit below (a node is one table; metrics and metadata
+// entries are tables too, bounded by the margin).
+inline constexpr size_t kMaxTreeNodes = size_t{1} << 22;
+inline constexpr size_t kMaxManifestTables = size_t{1} << 24;
 
 struct ChunkRef {
   ChunkDigest digest;

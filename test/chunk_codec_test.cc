@@ -162,7 +162,7 @@ TEST(ChunkCodecTest, SizeNotMultipleOfWidthIsNotGrouped) {
   for (size_t width : {2, 4, 8}) {
     SCOPED_TRACE("width " + std::to_string(width));
     std::vector<std::byte> raw = TrainedValues<float>(64 << 10, 7);
-    raw.resize(raw.size() + width - 1);  // one element short of a whole one
+    raw.resize(raw.size() + width - 1);  // ends in a partial element
     const std::string stored = Encode(raw, width);
     EXPECT_NE(StoredChunkCodec(stored), ChunkCodec::kByteGroupedZstd);
     EXPECT_EQ(WidthByte(stored), 0);

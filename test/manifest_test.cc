@@ -512,7 +512,7 @@ Status DecodeNodes(const std::vector<ManifestNode>& nodes) {
   return DecodeManifest(EncodeManifest(manifest)).status();
 }
 
-constexpr uint32_t kMax = kMaxChunkRawSize;
+constexpr uint32_t kMaxRaw = kMaxChunkRawSize;
 
 // Valid neighbours of the invalid cases below: the node builders produce
 // decodable manifests, so those fail for the reason they name.
@@ -525,7 +525,7 @@ TEST(DecodeManifestTest, HandBuiltValidTreesDecode) {
       {"empty_tensor_without_chunks", Under(TensorNode("t", DType::kFloat32, {0, 5}, {}))},
       {"tensor_in_chunks", Under(TensorNode("t", DType::kFloat32, {4}, {8, 8}))},
       {"chunk_at_max_raw_size",
-       Under(TensorNode("t", DType::kUInt8, {int64_t{kMax} + 1}, {kMax, 1}))},
+       Under(TensorNode("t", DType::kUInt8, {int64_t{kMaxRaw} + 1}, {kMaxRaw, 1}))},
       {"max_depth", NestedMapNodes(kMaxTreeDepth)},
   };
   for (const TreeCase& test_case : cases) {
@@ -562,7 +562,7 @@ TEST(DecodeManifestTest, InconsistentTreesAreCorruption) {
       {"zero_size_chunk", Under(TensorNode("t", DType::kFloat32, {4}, {16, 0}))},
       {"chunk_for_empty_tensor", Under(TensorNode("t", DType::kFloat32, {0}, {1}))},
       {"chunk_above_max_raw_size",
-       Under(TensorNode("t", DType::kUInt8, {int64_t{kMax} + 1}, {kMax + 1}))},
+       Under(TensorNode("t", DType::kUInt8, {int64_t{kMaxRaw} + 1}, {kMaxRaw + 1}))},
       {"unknown_dtype_0", Under(TensorNode("t", static_cast<DType>(0), {4}, {4}))},
       {"unknown_dtype_16", Under(TensorNode("t", static_cast<DType>(16), {4}, {4}))},
       {"unknown_dtype_255", Under(TensorNode("t", static_cast<DType>(255), {4}, {4}))},
