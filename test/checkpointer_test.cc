@@ -495,3 +495,91 @@ TEST(CheckpointerTest, MaxToKeepPrunesAfterEachSave) {
 
 }  // namespace
 }  // namespace ckptdb
+
+namespace ckptdb {
+namespace {
+
+TEST(RetentionThroughCheckpointerTest, AReopenedStoreWithTooManyStepsPrunesAtItsFirstSave) {
+  testing::TempDir dir;
+  {
+    auto checkpointer = OpenOrDie(dir.path(), KeepAll());
+    for (int64_t step = 0; step < 6; ++step) {
+      ASSERT_TRUE(checkpointer->Save(testing::MakeStepState(step, 1), step).value());
+    }
+  }
+  CheckpointerOptions options;
+  options.max_to_keep = 2;
+  auto checkpointer = OpenOrDie(dir.path(), options);
+  EXPECT_EQ(checkpointer->AllSteps().size(), 6u) << "opening alone must not prune";
+  ASSERT_TRUE(checkpointer->Save(testing::MakeStepState(6, 1), 6).value());
+  EXPECT_EQ(checkpointer->AllSteps(), (std::vector<int64_t>{5, 6}));
+}
+
+TEST(RetentionThroughCheckpointerTest, BestMetricSurvivesARestart) {
+  testing::TempDir dir;
+  CheckpointerOptions options;
+  options.max_to_keep = 2;
+  options.best_metric_path = "eval/accuracy";
+  const double accuracy[] = {0.5, 0.9, 0.7, 0.8, 0.6};
+  {
+    auto checkpointer = OpenOrDie(dir.path(), options);
+    for (int64_t step = 0; step < 3; ++step) {
+      SaveOptions save;
+      save.metrics = {{"eval/accuracy", accuracy[step]}};
+      ASSERT_TRUE(checkpointer->Save(testing::MakeStepState(step, 1), step, save).value());
+    }
+    EXPECT_EQ(checkpointer->AllSteps(), (std::vector<int64_t>{1, 2}));
+  }
+  auto checkpointer = OpenOrDie(dir.path(), options);
+  for (int64_t step = 3; step < 5; ++step) {
+    SaveOptions save;
+    save.metrics = {{"eval/accuracy", accuracy[step]}};
+    ASSERT_TRUE(checkpointer->Save(testing::MakeStepState(step, 1), step, save).value());
+  }
+  // The best two of 0.9 (1), 0.7 (2), 0.8 (3), 0.6 (4): steps 1 and 3; the
+  // metrics of steps 1 and 2 came back from their manifests.
+  EXPECT_EQ(checkpointer->AllSteps(), (std::vector<int64_t>{1, 3}));
+  EXPECT_EQ(checkpointer->LatestStep(), 3);
+}
+
+TEST(RetentionThroughCheckpointerTest, KeepTimeIntervalUsesTheInjectedClock) {
+  testing::TempDir dir;
+  auto now = std::chrono::system_clock::time_point(std::chrono::hours(1000));
+  CheckpointerOptions options;
+  options.max_to_keep = 1;
+  options.keep_time_interval = std::chrono::seconds(60);
+  options.clock = [&now] { return now; };
+  auto checkpointer = OpenOrDie(dir.path(), options);
+  // Steps every 25 s: 0 (t=0, the anchor), 1 (25), 2 (50), 3 (75: 75 >= 60
+  // after the anchor, kept), 4 (100, the latest).
+  for (int64_t step = 0; step < 5; ++step) {
+    ASSERT_TRUE(checkpointer->Save(testing::MakeStepState(step, 1), step).value());
+    now += std::chrono::seconds(25);
+  }
+  EXPECT_EQ(checkpointer->AllSteps(), (std::vector<int64_t>{0, 3, 4}));
+  Result<StepMetadata> metadata = checkpointer->ItemMetadata(3);
+  ASSERT_OK(metadata.status());
+  EXPECT_EQ(metadata->commit_time,
+            std::chrono::system_clock::time_point(std::chrono::hours(1000)) +
+                std::chrono::seconds(75));
+}
+
+TEST(RetentionThroughCheckpointerTest, KeepPeriodKeepsMultiplesBeyondMaxToKeep) {
+  testing::TempDir dir;
+  CheckpointerOptions options;
+  options.max_to_keep = 2;
+  options.keep_period = 4;
+  auto checkpointer = OpenOrDie(dir.path(), options);
+  for (int64_t step = 0; step < 10; ++step) {
+    ASSERT_TRUE(checkpointer->Save(testing::MakeStepState(step, 1), step).value());
+  }
+  EXPECT_EQ(checkpointer->AllSteps(), (std::vector<int64_t>{0, 4, 8, 9}));
+  for (int64_t step : {0, 4, 8, 9}) {
+    Result<Tree> restored = checkpointer->RestoreTree(step);
+    ASSERT_OK(restored.status());
+    EXPECT_TRUE(restored->ContentEquals(testing::MakeStepState(step, 1)));
+  }
+}
+
+}  // namespace
+}  // namespace ckptdb

@@ -1,0 +1,53 @@
+// Shared pieces of the benchmarks: scratch directories, training-like float
+// states, and sizes on disk.
+
+#ifndef CKPTDB_BENCH_BENCH_UTIL_H_
+#define CKPTDB_BENCH_BENCH_UTIL_H_
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "ckptdb/ckptdb.h"
+
+namespace ckptdb::bench {
+
+// A fresh directory under $CKPTDB_BENCH_DIR (default: the system temp dir),
+// removed on destruction.
+class ScratchDir {
+ public:
+  ScratchDir();
+  ~ScratchDir();
+  ScratchDir(const ScratchDir&) = delete;
+  ScratchDir& operator=(const ScratchDir&) = delete;
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+};
+
+// Float32 tensors shaped like a model's weights: values drawn once from a
+// normal distribution (std 0.02), so exponents cluster as in trained weights.
+class FloatState {
+ public:
+  // `tensor_count` tensors of `floats_per_tensor` elements each.
+  FloatState(size_t tensor_count, size_t floats_per_tensor, uint64_t seed);
+
+  // Perturbs the low mantissa bits of every element of tensors
+  // [first, first + count), as an optimizer step does; `step` seeds it.
+  void Train(size_t first, size_t count, uint64_t step);
+
+  // A tree of views over the buffers ("layer_000/kernel", ...).
+  Tree View();
+  uint64_t bytes() const;
+  size_t tensor_count() const { return buffers_.size(); }
+
+ private:
+  std::vector<std::vector<float>> buffers_;
+};
+
+uint64_t DirectoryBytes(const std::string& dir);
+
+}  // namespace ckptdb::bench
+
+#endif  // CKPTDB_BENCH_BENCH_UTIL_H_
