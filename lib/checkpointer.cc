@@ -339,9 +339,7 @@ Result<GcStats> Checkpointer::Impl::CollectGarbage(double min_garbage_fraction) 
   GcSettings settings;
   settings.min_garbage_fraction = min_garbage_fraction;
   settings.rewrite_below_live_fraction = options_.gc_rewrite_threshold;
-  // Saves run under the same mutex and are complete when they return, so no
-  // chunk of a save in flight needs pinning.
-  return ckptdb::CollectGarbage(store_.get(), settings, /*pinned=*/{});
+  return ckptdb::CollectGarbage(store_.get(), settings);
 }
 
 Result<int64_t> Checkpointer::Impl::ResolveStep(int64_t step) const {

@@ -12,8 +12,7 @@ namespace {
 
 using DigestSet = std::unordered_set<ChunkDigest, ChunkDigestHash>;
 
-// The digests of every chunk a manifest references, and the first step that
-// references each (for error messages).
+// The digests of every chunk a manifest references.
 Status MarkLive(const Store& store, DigestSet* live, GcStats* stats) {
   Result<std::vector<int64_t>> steps = store.ListSteps();
   if (!steps.ok()) return steps.status();
@@ -67,11 +66,10 @@ Status RewriteGenerations(Store* store, const std::vector<uint64_t>& generations
 
 }  // namespace
 
-Result<GcStats> CollectGarbage(Store* store, const GcSettings& settings,
-                               const std::vector<ChunkDigest>& pinned) {
+Result<GcStats> CollectGarbage(Store* store, const GcSettings& settings) {
   const auto start = std::chrono::steady_clock::now();
   GcStats stats;
-  DigestSet live(pinned.begin(), pinned.end());
+  DigestSet live;
   Status status = MarkLive(*store, &live, &stats);
   if (!status.ok()) return status;
 

@@ -1,7 +1,6 @@
 // Garbage collection: reclaims the chunks no manifest references.
 //
-// Mark: the digests referenced by every manifest (and by `pinned`, the chunks
-// of saves in flight) are live; the chunk index lists every stored chunk with
+// Mark: the digests referenced by every manifest are live; the chunk index lists every stored chunk with
 // its generation and size. Neither step reads a chunk's bytes, so the cost
 // grows with the number of chunks and manifests, not with the bytes stored.
 //
@@ -15,15 +14,14 @@
 // Safety: a chunk referenced by a manifest is never removed from the index.
 // If a manifest references a chunk the index lacks, GC refuses to run and
 // reports it (Corruption): deleting anything then could make things worse.
-// Callers serialize GC with saves (the Checkpointer holds its mutex), so no
-// save can dedup against a chunk while it is being swept.
+// Callers serialize GC with saves (the Checkpointer holds its mutex, and a
+// save is committed when it returns), so no save in flight can dedup against
+// a chunk while it is being swept.
 
 #ifndef CKPTDB_LIB_GARBAGE_COLLECTOR_H_
 #define CKPTDB_LIB_GARBAGE_COLLECTOR_H_
 
-#include <vector>
 
-#include "chunk_digest.h"
 #include "ckptdb/checkpointer.h"
 #include "store.h"
 
@@ -38,8 +36,7 @@ struct GcSettings {
   double rewrite_below_live_fraction = 0.5;
 };
 
-Result<GcStats> CollectGarbage(Store* store, const GcSettings& settings,
-                               const std::vector<ChunkDigest>& pinned);
+Result<GcStats> CollectGarbage(Store* store, const GcSettings& settings);
 
 }  // namespace ckptdb
 
