@@ -252,8 +252,7 @@ class TeacherTask {
 // ---- Training math: plain loops, row-major [batch, features] activations ----
 
 // output[b] = activation(input[b] . kernel + bias) for every example b.
-void DenseForward(const Layer& layer, const std::vector<float>& input,
-                  std::vector<float>* output) {
+void DenseForward(const Layer& layer, const std::vector<float>& input, std::vector<float>* output) {
   const int64_t fan_in = layer.spec.fan_in;
   const int64_t fan_out = layer.spec.fan_out;
   for (int64_t b = 0; b < kBatchSize; ++b) {
@@ -598,7 +597,8 @@ void VerifyBitExact(int64_t step, TrainState* restored) {
     }
     compared_bytes += bytes;
   }
-  std::printf("  reference run: steps 0..%" PRId64 " recomputed in memory; memcmp of %zu tensors"
+  std::printf("  reference run: steps 0..%" PRId64
+              " recomputed in memory; memcmp of %zu tensors"
               " (%s)\n",
               step, expected.size(), FormatBytes(compared_bytes).c_str());
   std::printf("  restored step %" PRId64 " bit-exact: %s\n", step,
@@ -612,8 +612,7 @@ void VerifyBitExact(int64_t step, TrainState* restored) {
 
 // Prints the leaves of the latest step; returns its logical size.
 uint64_t PrintLatestStep(Checkpointer* checkpointer) {
-  const ckptdb::StepMetadata metadata =
-      ValueOrDie(checkpointer->ItemMetadata(ckptdb::kLatestStep));
+  const ckptdb::StepMetadata metadata = ValueOrDie(checkpointer->ItemMetadata(ckptdb::kLatestStep));
   std::printf("step %" PRId64 ":\n", metadata.step);
   constexpr char kRowFormat[] = "  %-28s %-8s %-13s %10s %10s\n";
   std::printf(kRowFormat, "leaf", "dtype", "shape", "logical", "stored");

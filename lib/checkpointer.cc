@@ -31,8 +31,7 @@ Status ValidateOptions(const CheckpointerOptions& options) {
   }
   for (int64_t step : options.save_on_steps) {
     if (step < 0) {
-      return Status::InvalidArgument("save_on_steps holds a negative step " +
-                                     std::to_string(step));
+      return Status::InvalidArgument("save_on_steps holds a negative step " + std::to_string(step));
     }
   }
   if (options.max_to_keep.has_value() && *options.max_to_keep < 0) {
@@ -114,7 +113,8 @@ class Checkpointer::Impl {
 
  private:
   Status CheckOpen() const {
-    if (closed_) return Status::FailedPrecondition("the checkpointer of " + workdir_ + " is closed");
+    if (closed_)
+      return Status::FailedPrecondition("the checkpointer of " + workdir_ + " is closed");
     return Status::OK();
   }
   Status CheckWritable() const {
@@ -129,6 +129,8 @@ class Checkpointer::Impl {
   RetainedStep Retained(const Manifest& manifest) const;
   Result<int64_t> ResolveStep(int64_t step) const;
   Result<Manifest> ReadManifest(int64_t step) const;
+  // The manifest of `step` (kLatestStep resolved) of an open checkpointer.
+  Result<Manifest> ReadStepManifest(int64_t step) const;
   Status WriteNewChunks(std::map<ChunkDigest, NewChunk>* new_chunks,
                         std::vector<IndexEntry>* index_entries);
   Status DecodeTensors(int64_t step, const std::vector<DecodeTarget>& targets) const;
@@ -166,6 +168,14 @@ Result<Manifest> Checkpointer::Impl::ReadManifest(int64_t step) const {
   return manifest;
 }
 
+Result<Manifest> Checkpointer::Impl::ReadStepManifest(int64_t step) const {
+  Status status = CheckOpen();
+  if (!status.ok()) return status;
+  Result<int64_t> resolved = ResolveStep(step);
+  if (!resolved.ok()) return resolved.status();
+  return ReadManifest(*resolved);
+}
+
 Status Checkpointer::Impl::LoadSteps() {
   Result<std::vector<int64_t>> listed = store_->ListSteps();
   if (!listed.ok()) return listed.status();
@@ -191,8 +201,7 @@ bool Checkpointer::Impl::ShouldSaveLocked(int64_t step) const {
   return IsSaveDue(input, options_);
 }
 
-Result<bool> Checkpointer::Impl::Save(const Tree& state, int64_t step,
-                                      const SaveOptions& options) {
+Result<bool> Checkpointer::Impl::Save(const Tree& state, int64_t step, const SaveOptions& options) {
   Status status = CheckOpen();
   if (status.ok()) status = CheckWritable();
   if (!status.ok()) return status;
@@ -231,7 +240,8 @@ Result<bool> Checkpointer::Impl::Save(const Tree& state, int64_t step,
     for (size_t k = 0; k < node->chunks.size(); ++k) {
       const uint64_t offset = uint64_t{k} * chunk_size;
       ChunkRef& ref = node->chunks[k];
-      ref.raw_size = static_cast<uint32_t>(std::min<uint64_t>(chunk_size, node->byte_size - offset));
+      ref.raw_size =
+          static_cast<uint32_t>(std::min<uint64_t>(chunk_size, node->byte_size - offset));
       ref.digest = store_->hasher().Digest(tensor->data() + offset, ref.raw_size);
       auto pending = new_chunks.find(ref.digest);
       if (pending != new_chunks.end()) {
@@ -257,9 +267,8 @@ Result<bool> Checkpointer::Impl::Save(const Tree& state, int64_t step,
   if (!status.ok()) return status.WithContext("saving " + StepName(step) + " in " + workdir_);
 
   manifest.step = step;
-  manifest.commit_time_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(
-                                Now().time_since_epoch())
-                                .count();
+  manifest.commit_time_ns =
+      std::chrono::duration_cast<std::chrono::nanoseconds>(Now().time_since_epoch()).count();
   manifest.metrics = options.metrics;
   manifest.user_metadata = options.user_metadata;
   status = store_->CommitStep(step, EncodeManifest(manifest), index_entries);
@@ -278,7 +287,8 @@ Result<bool> Checkpointer::Impl::Save(const Tree& state, int64_t step,
     }
   }
   if (!pruned.ok()) {
-    return pruned.status().WithContext(StepName(step) + " was committed; retention after it failed");
+    return pruned.status().WithContext(StepName(step) +
+                                       " was committed; retention after it failed");
   }
   return true;
 }
@@ -429,8 +439,8 @@ std::vector<std::string> TemplateMismatches(const std::vector<ManifestNode>& sto
         }
         return out + "]";
       };
-      problems.push_back("shape: '" + shown + "' is " + text(have.shape) +
-                         " in the checkpoint, " + text(node.shape) + " in the template");
+      problems.push_back("shape: '" + shown + "' is " + text(have.shape) + " in the checkpoint, " +
+                         text(node.shape) + " in the template");
     }
     if (donate && !state.Find(node.path)->tensor().writable()) {
       problems.push_back("read-only: '" + shown +
@@ -449,21 +459,20 @@ std::vector<std::string> TemplateMismatches(const std::vector<ManifestNode>& sto
 }  // namespace
 
 Status Checkpointer::Impl::RestoreInto(Tree* state, int64_t step, const RestoreOptions& options) {
-  Status status = CheckOpen();
-  if (!status.ok()) return status;
   if (state == nullptr) return Status::InvalidArgument("Restore into a null tree");
-  if (step == kLatestStep && steps_.empty() && options.noop_if_missing) return Status::OK();
-  Result<int64_t> resolved = ResolveStep(step);
-  if (!resolved.ok()) return resolved.status();
-  Result<Manifest> manifest = ReadManifest(*resolved);
+  if (!closed_ && step == kLatestStep && steps_.empty() && options.noop_if_missing) {
+    return Status::OK();
+  }
+  Result<Manifest> manifest = ReadStepManifest(step);
   if (!manifest.ok()) return manifest.status();
+  const int64_t resolved = manifest->step;
   Result<std::vector<ManifestNode>> wanted = FlattenTree(*state);
   if (!wanted.ok()) return wanted.status().WithContext("restore template");
   std::vector<std::string> problems =
       TemplateMismatches(manifest->nodes, *wanted, *state, options.donate);
   if (!problems.empty()) {
-    std::string message = "the template does not match " + StepName(*resolved) + " in " +
-                          workdir_ + " (" + std::to_string(problems.size()) + " problems):";
+    std::string message = "the template does not match " + StepName(resolved) + " in " + workdir_ +
+                          " (" + std::to_string(problems.size()) + " problems):";
     for (const std::string& problem : problems) message += "\n  " + problem;
     return Status::InvalidArgument(message);
   }
@@ -484,7 +493,7 @@ Status Checkpointer::Impl::RestoreInto(Tree* state, int64_t step, const RestoreO
       replacements.emplace_back(leaf, std::move(*fresh));
     }
   }
-  status = DecodeTensors(*resolved, targets);
+  Status status = DecodeTensors(resolved, targets);
   if (!status.ok()) return status;
   for (auto& [leaf, tensor] : replacements) *leaf = Tree::Leaf(std::move(tensor));
   for (const ManifestNode& node : manifest->nodes) {
@@ -501,11 +510,7 @@ Status Checkpointer::Impl::RestoreInto(Tree* state, int64_t step, const RestoreO
 }
 
 Result<Tree> Checkpointer::Impl::RestoreTree(int64_t step) {
-  Status status = CheckOpen();
-  if (!status.ok()) return status;
-  Result<int64_t> resolved = ResolveStep(step);
-  if (!resolved.ok()) return resolved.status();
-  Result<Manifest> manifest = ReadManifest(*resolved);
+  Result<Manifest> manifest = ReadStepManifest(step);
   if (!manifest.ok()) return manifest.status();
   Result<Tree> tree = BuildTree(*manifest);
   if (!tree.ok()) return tree.status();
@@ -515,17 +520,13 @@ Result<Tree> Checkpointer::Impl::RestoreTree(int64_t step) {
       targets.push_back({&node, tree->Find(node.path)->tensor().mutable_data()});
     }
   }
-  status = DecodeTensors(*resolved, targets);
+  Status status = DecodeTensors(manifest->step, targets);
   if (!status.ok()) return status;
   return tree;
 }
 
 Result<StepMetadata> Checkpointer::Impl::ItemMetadata(int64_t step) {
-  Status status = CheckOpen();
-  if (!status.ok()) return status;
-  Result<int64_t> resolved = ResolveStep(step);
-  if (!resolved.ok()) return resolved.status();
-  Result<Manifest> manifest = ReadManifest(*resolved);
+  Result<Manifest> manifest = ReadStepManifest(step);
   if (!manifest.ok()) return manifest.status();
   StepMetadata metadata;
   metadata.step = manifest->step;

@@ -76,8 +76,8 @@ void EncodeChunk(const std::byte* raw, size_t size, const ChunkEncoding& encodin
   out->resize(kChunkHeaderSize + bound);
   size_t compressed = ZSTD_compressCCtx(ThreadContexts().compress, out->data() + kChunkHeaderSize,
                                         bound, source, size, encoding.zstd_level);
-  const bool worth_it = !ZSTD_isError(compressed) &&
-                        static_cast<double>(compressed) <= (1.0 - kMinSavings) * size;
+  const bool worth_it =
+      !ZSTD_isError(compressed) && static_cast<double>(compressed) <= (1.0 - kMinSavings) * size;
   if (worth_it) {
     out->resize(kChunkHeaderSize + compressed);
     std::string header;
@@ -112,7 +112,8 @@ Status DecodeChunk(std::string_view stored, size_t expected_size, std::byte* des
   std::string_view payload = stored.substr(kChunkHeaderSize);
   switch (codec) {
     case ChunkCodec::kRaw:
-      if (width != 0) return Status::Corruption("raw chunk with byte-group width " + std::to_string(width));
+      if (width != 0)
+        return Status::Corruption("raw chunk with byte-group width " + std::to_string(width));
       if (payload.size() != raw_size) {
         return Status::Corruption("raw chunk payload of " + std::to_string(payload.size()) +
                                   " bytes, expected " + std::to_string(raw_size));

@@ -1,8 +1,8 @@
 // Garbage collection: reclaims the chunks no manifest references.
 //
-// Mark: the digests referenced by every manifest are live; the chunk index lists every stored chunk with
-// its generation and size. Neither step reads a chunk's bytes, so the cost
-// grows with the number of chunks and manifests, not with the bytes stored.
+// Mark: the digests referenced by every manifest are live; the chunk index lists every stored chunk
+// with its generation and size. Neither step reads a chunk's bytes, so the cost grows with the
+// number of chunks and manifests, not with the bytes stored.
 //
 // Sweep: dead chunks leave the index first (one synced batch), so that no
 // later lookup can dedup against them; then generations with no live chunk
@@ -20,7 +20,6 @@
 
 #ifndef CKPTDB_LIB_GARBAGE_COLLECTOR_H_
 #define CKPTDB_LIB_GARBAGE_COLLECTOR_H_
-
 
 #include "ckptdb/checkpointer.h"
 #include "store.h"

@@ -45,8 +45,8 @@ Status FlattenNode(const Tree& node, std::string key, std::string path, uint32_t
   for (size_t i = 0; i < node.child_count(); ++i) {
     const bool is_map = node.kind() == Tree::Kind::kMap;
     std::string part = is_map ? node.keys()[i] : std::to_string(i);
-    Status status = FlattenNode(node.child(i), is_map ? part : std::string(),
-                                JoinPath(path, part), depth + 1, out);
+    Status status = FlattenNode(node.child(i), is_map ? part : std::string(), JoinPath(path, part),
+                                depth + 1, out);
     if (!status.ok()) return status;
   }
   return Status::OK();
@@ -152,9 +152,8 @@ Result<std::vector<ManifestNode>> FlattenTree(const Tree& tree) {
   Status status = FlattenNode(tree, "", "", 0, &nodes);
   if (!status.ok()) return status;
   if (nodes.size() > kMaxTreeNodes) {
-    return Status::InvalidArgument("tree of " + std::to_string(nodes.size()) +
-                                   " nodes; at most " + std::to_string(kMaxTreeNodes) +
-                                   " are supported");
+    return Status::InvalidArgument("tree of " + std::to_string(nodes.size()) + " nodes; at most " +
+                                   std::to_string(kMaxTreeNodes) + " are supported");
   }
   return nodes;
 }
@@ -234,8 +233,7 @@ std::string EncodeManifest(const Manifest& manifest) {
                                  manifest.commit_time_ns, builder.CreateVector(metrics),
                                  builder.CreateVector(nodes), builder.CreateVector(user_metadata));
   fb::FinishManifestBuffer(builder, root);
-  return std::string(reinterpret_cast<const char*>(builder.GetBufferPointer()),
-                     builder.GetSize());
+  return std::string(reinterpret_cast<const char*>(builder.GetBufferPointer()), builder.GetSize());
 }
 
 Result<Manifest> DecodeManifest(std::string_view bytes) {
@@ -249,10 +247,9 @@ Result<Manifest> DecodeManifest(std::string_view bytes) {
   }
   const fb::Manifest* stored = fb::GetManifest(data);
   if (stored->format_version() > kManifestFormatVersion) {
-    return Status::NotSupported("manifest format version " +
-                                std::to_string(stored->format_version()) +
-                                " is newer than this build reads (" +
-                                std::to_string(kManifestFormatVersion) + ")");
+    return Status::NotSupported(
+        "manifest format version " + std::to_string(stored->format_version()) +
+        " is newer than this build reads (" + std::to_string(kManifestFormatVersion) + ")");
   }
   if (stored->format_version() == 0) return Status::Corruption("manifest format version 0");
   Manifest manifest;
@@ -287,7 +284,7 @@ Result<Manifest> DecodeManifest(std::string_view bytes) {
         }
       }
       node.int_value = node.kind == Tree::Kind::kBool ? (stored_node->bool_value() ? 1 : 0)
-                                                       : stored_node->int_value();
+                                                      : stored_node->int_value();
       node.float_value = std::bit_cast<double>(stored_node->float_bits());
       if (stored_node->string_value() != nullptr) {
         node.string_value = stored_node->string_value()->str();

@@ -28,7 +28,7 @@ Status ParallelFor(size_t count, size_t threads, const std::function<Status(size
   std::vector<std::jthread> pool;
   pool.reserve(helpers);
   for (size_t t = 0; t < helpers; ++t) pool.emplace_back(work);
-  work();  // the calling thread works too
+  work();        // the calling thread works too
   pool.clear();  // joins
   return first_error;
 }

@@ -17,8 +17,7 @@ RetentionRules RetentionRulesFrom(const CheckpointerOptions& options) {
 
 namespace {
 
-void KeepByPeriod(const std::vector<RetainedStep>& held, int64_t period,
-                  std::vector<bool>* keep) {
+void KeepByPeriod(const std::vector<RetainedStep>& held, int64_t period, std::vector<bool>* keep) {
   for (size_t i = 0; i < held.size(); ++i) {
     if (held[i].step % period == 0) (*keep)[i] = true;
   }
@@ -60,8 +59,7 @@ void KeepBest(const std::vector<RetainedStep>& held, const RetentionRules& rules
   // Worst first; stable, so among equal metrics the later step ranks better.
   const bool larger_is_better = rules.best_mode == BestMode::kMax;
   std::stable_sort(ranked.begin(), ranked.end(), [&](size_t a, size_t b) {
-    return larger_is_better ? *held[a].metric < *held[b].metric
-                            : *held[a].metric > *held[b].metric;
+    return larger_is_better ? *held[a].metric < *held[b].metric : *held[a].metric > *held[b].metric;
   });
   size_t first = ranked.size() > static_cast<size_t>(count) ? ranked.size() - count : 0;
   for (size_t i = first; i < ranked.size(); ++i) (*keep)[ranked[i]] = true;

@@ -165,8 +165,7 @@ Result<std::unique_ptr<Store>> Store::Open(const std::string& dir, Mode mode) {
           dir + " is not a ckptdb store (it holds other files); nothing was changed");
     }
     std::vector<std::string> families;
-    rocksdb::Status listed =
-        rocksdb::DB::ListColumnFamilies(rocksdb::DBOptions(), dir, &families);
+    rocksdb::Status listed = rocksdb::DB::ListColumnFamilies(rocksdb::DBOptions(), dir, &families);
     if (!listed.ok()) return FromRocksDb(listed, "reading the store in " + dir);
     std::sort(families.begin(), families.end());
     std::vector<std::string> expected = {rocksdb::kDefaultColumnFamilyName, kChunksFamily,
@@ -189,8 +188,8 @@ Result<std::unique_ptr<Store>> Store::Open(const std::string& dir, Mode mode) {
     options.create_missing_column_families = fresh;
     opened = rocksdb::DB::Open(options, dir, FamilyDescriptors(), &rep.handles, &raw_db);
     if (!opened.ok() && opened.ToString().find("lock") != std::string::npos) {
-      return Status::Busy("another process has " + dir + " open for writing (" +
-                          opened.ToString() + ")");
+      return Status::Busy("another process has " + dir + " open for writing (" + opened.ToString() +
+                          ")");
     }
   } else {
     std::string pattern = (fs::temp_directory_path() / "ckptdb-reader-XXXXXX").string();
@@ -205,7 +204,8 @@ Result<std::unique_ptr<Store>> Store::Open(const std::string& dir, Mode mode) {
   rep.db.reset(raw_db);
 
   std::string version;
-  rocksdb::Status got = rep.db->Get(rocksdb::ReadOptions(), rep.meta(), kFormatVersionKey, &version);
+  rocksdb::Status got =
+      rep.db->Get(rocksdb::ReadOptions(), rep.meta(), kFormatVersionKey, &version);
   if (got.IsNotFound() && mode == Mode::kWrite) {
     // A new store, or one whose creation crashed before its metadata was
     // written (then it holds no manifest yet, so nothing can be lost).
@@ -241,8 +241,8 @@ Result<std::unique_ptr<Store>> Store::Open(const std::string& dir, Mode mode) {
   got = rep.db->Get(rocksdb::ReadOptions(), rep.meta(), kHashSecretKey, &secret);
   if (!got.ok()) return FromRocksDb(got, "reading the hash secret of " + dir);
   if (secret.size() != ChunkHasher::kSecretSize) {
-    return Status::Corruption("hash secret of " + dir + " has " +
-                              std::to_string(secret.size()) + " bytes");
+    return Status::Corruption("hash secret of " + dir + " has " + std::to_string(secret.size()) +
+                              " bytes");
   }
   store->hasher_ = std::make_unique<ChunkHasher>(secret);
 
@@ -276,7 +276,8 @@ Result<std::unique_ptr<Store>> Store::Open(const std::string& dir, Mode mode) {
 
 Result<std::optional<ChunkLocation>> Store::FindChunk(const ChunkDigest& digest) const {
   std::string value;
-  rocksdb::Status s = rep_->db->Get(rocksdb::ReadOptions(), rep_->index(), digest.ToBytes(), &value);
+  rocksdb::Status s =
+      rep_->db->Get(rocksdb::ReadOptions(), rep_->index(), digest.ToBytes(), &value);
   if (s.IsNotFound()) return std::optional<ChunkLocation>();
   if (!s.ok()) return FromRocksDb(s, "looking up chunk " + digest.ToHex());
   if (value.size() != kIndexValueSize) {
@@ -320,9 +321,9 @@ GenerationWriter::GenerationWriter(Store* store, uint64_t generation)
     : store_(store),
       generation_(generation),
       rep_(std::make_unique<Rep>(store->rep_->chunks_options, store->rep_->chunks())) {
-  rep_->path = (fs::path(store->rep_->staging_dir) /
-                ("generation-" + std::to_string(generation) + ".sst"))
-                   .string();
+  rep_->path =
+      (fs::path(store->rep_->staging_dir) / ("generation-" + std::to_string(generation) + ".sst"))
+          .string();
 }
 
 GenerationWriter::~GenerationWriter() {
@@ -338,8 +339,8 @@ Status GenerationWriter::Add(const ChunkDigest& digest, std::string_view stored)
     if (!s.ok()) return FromRocksDb(s, "creating " + rep_->path);
     rep_->opened = true;
   }
-  rocksdb::Status s = rep_->writer.Put(ChunkKey(generation_, digest),
-                                       rocksdb::Slice(stored.data(), stored.size()));
+  rocksdb::Status s =
+      rep_->writer.Put(ChunkKey(generation_, digest), rocksdb::Slice(stored.data(), stored.size()));
   return FromRocksDb(s, "writing chunk " + digest.ToHex() + " to " + rep_->path);
 }
 
@@ -480,7 +481,8 @@ Result<std::vector<int64_t>> Store::ListSteps() const {
 
 Result<std::optional<std::string>> Store::ReadManifest(int64_t step) const {
   std::string value;
-  rocksdb::Status s = rep_->db->Get(rocksdb::ReadOptions(), rep_->manifests(), StepKey(step), &value);
+  rocksdb::Status s =
+      rep_->db->Get(rocksdb::ReadOptions(), rep_->manifests(), StepKey(step), &value);
   if (s.IsNotFound()) return std::optional<std::string>();
   if (!s.ok()) return FromRocksDb(s, "reading the manifest of step " + std::to_string(step));
   return std::optional<std::string>(std::move(value));

@@ -93,8 +93,7 @@ Result<uint64_t> ElementCount(const std::vector<int64_t>& shape) {
 Result<uint64_t> TensorByteSize(DType dtype, const std::vector<int64_t>& shape) {
   size_t element_size = DTypeSize(dtype);
   if (element_size == 0) {
-    return Status::InvalidArgument("unknown dtype " +
-                                   std::to_string(static_cast<int>(dtype)));
+    return Status::InvalidArgument("unknown dtype " + std::to_string(static_cast<int>(dtype)));
   }
   Result<uint64_t> count = ElementCount(shape);
   if (!count.ok()) return count.status();
@@ -112,31 +111,34 @@ Result<Tensor> Tensor::View(DType dtype, std::vector<int64_t> shape, void* data)
   return tensor;
 }
 
-Result<Tensor> Tensor::ConstView(DType dtype, std::vector<int64_t> shape, const void* data) {
+Result<Tensor> Tensor::Shaped(DType dtype, std::vector<int64_t> shape) {
   Result<uint64_t> byte_size = TensorByteSize(dtype, shape);
   if (!byte_size.ok()) return byte_size.status();
   Tensor tensor;
   tensor.dtype_ = dtype;
   tensor.shape_ = std::move(shape);
   tensor.byte_size_ = *byte_size;
-  tensor.data_ = static_cast<const std::byte*>(data);
-  Status status = CheckBuffer(tensor, data);
+  return tensor;
+}
+
+Result<Tensor> Tensor::ConstView(DType dtype, std::vector<int64_t> shape, const void* data) {
+  Result<Tensor> tensor = Shaped(dtype, std::move(shape));
+  if (!tensor.ok()) return tensor;
+  tensor->data_ = static_cast<const std::byte*>(data);
+  Status status = CheckBuffer(*tensor, data);
   if (!status.ok()) return status;
   return tensor;
 }
 
 Result<Tensor> Tensor::Allocate(DType dtype, std::vector<int64_t> shape) {
-  Result<uint64_t> byte_size = TensorByteSize(dtype, shape);
-  if (!byte_size.ok()) return byte_size.status();
-  Tensor tensor;
-  tensor.dtype_ = dtype;
-  tensor.shape_ = std::move(shape);
-  tensor.byte_size_ = *byte_size;
+  Result<Tensor> shaped = Shaped(dtype, std::move(shape));
+  if (!shaped.ok()) return shaped;
+  Tensor& tensor = *shaped;
   // make_shared<T[]>(n) value-initializes: the buffer starts zeroed. At least
   // one byte so that an owned empty tensor still reports owns_data().
-  tensor.owner_ = std::make_shared<std::byte[]>(*byte_size == 0 ? 1 : *byte_size);
+  tensor.owner_ = std::make_shared<std::byte[]>(tensor.byte_size_ == 0 ? 1 : tensor.byte_size_);
   tensor.data_ = tensor.mutable_data_ = tensor.owner_.get();
-  return tensor;
+  return shaped;
 }
 
 Tensor Tensor::CopyOf(const Tensor& source) {

@@ -22,10 +22,9 @@ using testing::MakeStepState;
 using testing::TempDir;
 
 constexpr DType kAllDTypes[] = {
-    DType::kBool,    DType::kInt8,     DType::kInt16,    DType::kInt32,
-    DType::kInt64,   DType::kUInt8,    DType::kUInt16,   DType::kUInt32,
-    DType::kUInt64,  DType::kFloat16,  DType::kBFloat16, DType::kFloat32,
-    DType::kFloat64, DType::kFloat8E4M3FN, DType::kFloat8E5M2,
+    DType::kBool,     DType::kInt8,    DType::kInt16,   DType::kInt32,        DType::kInt64,
+    DType::kUInt8,    DType::kUInt16,  DType::kUInt32,  DType::kUInt64,       DType::kFloat16,
+    DType::kBFloat16, DType::kFloat32, DType::kFloat64, DType::kFloat8E4M3FN, DType::kFloat8E5M2,
 };
 
 Tensor RandomTensor(DType dtype, std::vector<int64_t> shape, uint64_t seed) {
@@ -312,8 +311,8 @@ TEST(CheckpointerTest, DonatedRestoreWritesIntoCallerBuffers) {
   std::vector<float> caller_buffer(state.Find("params/kernel")->tensor().element_count());
   Tree into = ZeroedLike(state);
   Tree* kernel = into.Find("params/kernel");
-  *kernel = Tree::Leaf(Tensor::View(DType::kFloat32, kernel->tensor().shape(),
-                                    caller_buffer.data()).value());
+  *kernel = Tree::Leaf(
+      Tensor::View(DType::kFloat32, kernel->tensor().shape(), caller_buffer.data()).value());
   ASSERT_OK(checkpointer->Restore(&into));
   EXPECT_EQ(into.Find("params/kernel")->tensor().data(),
             reinterpret_cast<std::byte*>(caller_buffer.data()));
@@ -332,8 +331,8 @@ TEST(CheckpointerTest, RestoreWithoutDonationLeavesTemplateBuffersAlone) {
   Tree into = ZeroedLike(state);
   Tree* kernel = into.Find("params/kernel");
   // A read-only view is fine without donation.
-  *kernel = Tree::Leaf(Tensor::ConstView(DType::kFloat32, kernel->tensor().shape(),
-                                         caller_buffer.data()).value());
+  *kernel = Tree::Leaf(
+      Tensor::ConstView(DType::kFloat32, kernel->tensor().shape(), caller_buffer.data()).value());
   Tree donating = into;
   Status refused = checkpointer->Restore(&donating);
   EXPECT_TRUE(refused.IsInvalidArgument()) << refused.ToString();
@@ -358,7 +357,8 @@ TEST(CheckpointerTest, SavingAStoredStepIsNotDueAndForcingItFails) {
   Result<bool> forced = checkpointer->Save(state, 0, ckptdb::testing::Forced());
   EXPECT_EQ(forced.status().code(), Status::Code::kAlreadyExists) << forced.status().ToString();
   EXPECT_NE(forced.status().message().find("step 0"), std::string::npos);
-  EXPECT_TRUE(checkpointer->Save(state, -3, ckptdb::testing::Forced()).status().IsInvalidArgument());
+  EXPECT_TRUE(
+      checkpointer->Save(state, -3, ckptdb::testing::Forced()).status().IsInvalidArgument());
 }
 
 TEST(CheckpointerTest, NaNMetricsAreRefusedAndNothingIsSaved) {
@@ -559,9 +559,8 @@ TEST(RetentionThroughCheckpointerTest, KeepTimeIntervalUsesTheInjectedClock) {
   EXPECT_EQ(checkpointer->AllSteps(), (std::vector<int64_t>{0, 3, 4}));
   Result<StepMetadata> metadata = checkpointer->ItemMetadata(3);
   ASSERT_OK(metadata.status());
-  EXPECT_EQ(metadata->commit_time,
-            std::chrono::system_clock::time_point(std::chrono::hours(1000)) +
-                std::chrono::seconds(75));
+  EXPECT_EQ(metadata->commit_time, std::chrono::system_clock::time_point(std::chrono::hours(1000)) +
+                                       std::chrono::seconds(75));
 }
 
 TEST(RetentionThroughCheckpointerTest, KeepPeriodKeepsMultiplesBeyondMaxToKeep) {

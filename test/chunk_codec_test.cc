@@ -86,8 +86,7 @@ Status Decode(std::string_view stored, size_t expected_size, std::vector<std::by
   return DecodeChunk(stored, expected_size, out->data());
 }
 
-void ExpectRoundTrip(const std::vector<std::byte>& raw, size_t element_width,
-                     int zstd_level = 1) {
+void ExpectRoundTrip(const std::vector<std::byte>& raw, size_t element_width, int zstd_level = 1) {
   const std::string stored = Encode(raw, element_width, zstd_level);
   ASSERT_GE(stored.size(), kChunkHeaderSize);
   EXPECT_EQ(RawSizeField(stored), raw.size());
@@ -151,8 +150,7 @@ TEST(ChunkCodecTest, RoundTripIsBitExactForEachWidth) {
   };
   for (const WidthCase& test_case : cases) {
     for (int level : {1, 9}) {
-      SCOPED_TRACE("width " + std::to_string(test_case.width) + ", level " +
-                   std::to_string(level));
+      SCOPED_TRACE("width " + std::to_string(test_case.width) + ", level " + std::to_string(level));
       ExpectRoundTrip(test_case.raw, test_case.width, level);
     }
   }
@@ -212,7 +210,7 @@ TEST(ChunkCodecTest, ShorterThanHeaderIsCorruption) {
 
 TEST(ChunkCodecTest, HeaderRawLengthDisagreeingWithExpectedIsCorruption) {
   const std::vector<std::string> chunks = {
-      Encode(RandomBytes(100, 9), 0),                       // raw
+      Encode(RandomBytes(100, 9), 0),                        // raw
       Encode(std::vector<std::byte>(100, std::byte{0}), 0),  // zstd
   };
   for (const std::string& stored : chunks) {
@@ -291,8 +289,8 @@ void ExpectBitFlipsAreSafe(const std::string& stored, size_t expected_size) {
       ASSERT_TRUE(status.ok() || status.IsCorruption())
           << "byte " << position << " bit " << bit << ": " << status.ToString();
       for (size_t i = expected_size; i < buffer.size(); ++i) {
-        ASSERT_EQ(buffer[i], kGuardByte) << "write past the destination, byte " << position
-                                         << " bit " << bit;
+        ASSERT_EQ(buffer[i], kGuardByte)
+            << "write past the destination, byte " << position << " bit " << bit;
       }
     }
   }

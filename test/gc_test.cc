@@ -222,8 +222,8 @@ TEST(GcTest, RefusesWhenAStepReferencesAMissingChunk) {
     auto manifest_bytes = (*store)->ReadManifest(2);
     ASSERT_OK(manifest_bytes.status());
     for (const IndexEntry& entry : entries) {
-      if (manifest_bytes->value().find(std::string(reinterpret_cast<const char*>(&entry.digest.low), 8)) !=
-          std::string::npos) {
+      if (manifest_bytes->value().find(std::string(reinterpret_cast<const char*>(&entry.digest.low),
+                                                   8)) != std::string::npos) {
         step2_digest.push_back(entry.digest);
       }
     }

@@ -85,12 +85,12 @@ Tree RichTree() {
 // RichTree's nodes in pre-order (map children sorted by key).
 const std::vector<std::string>& RichPaths() {
   static const std::vector<std::string> paths = {
-      "",          "a",         "a/0",        "a/0/b",        "a/1",           "a/1/b",
-      "bools",     "bools/0",   "bools/1",    "empty_list",   "empty_map",     "floats",
-      "floats/0",  "floats/1",  "floats/2",   "floats/3",     "floats/4",      "floats/5",
-      "floats/6",  "ints",      "ints/0",     "ints/1",       "ints/2",        "ints/3",
+      "",          "a",           "a/0",          "a/0/b",         "a/1",           "a/1/b",
+      "bools",     "bools/0",     "bools/1",      "empty_list",    "empty_map",     "floats",
+      "floats/0",  "floats/1",    "floats/2",     "floats/3",      "floats/4",      "floats/5",
+      "floats/6",  "ints",        "ints/0",       "ints/1",        "ints/2",        "ints/3",
       "params",    "params/bias", "params/empty", "params/kernel", "params/scalar", "strings",
-      "strings/0", "strings/1", "strings/2",
+      "strings/0", "strings/1",   "strings/2",
   };
   return paths;
 }
@@ -130,8 +130,15 @@ Manifest ManifestOf(const Tree& tree) {
   manifest.step = 1234;
   manifest.commit_time_ns = 1'700'000'000'123'456'789;
   manifest.metrics = {{"eval/accuracy", 0.91}, {"loss", 1e-3}, {"neg", -2.5}};
-  manifest.user_metadata = {
-      {"config", "sha256:abc"}, {"empty", ""}, {"note", "\xc3\xbc" "n" "\xc3\xaf" "c" "\xc3\xb6" "de"}};
+  manifest.user_metadata = {{"config", "sha256:abc"},
+                            {"empty", ""},
+                            {"note",
+                             "\xc3\xbc"
+                             "n"
+                             "\xc3\xaf"
+                             "c"
+                             "\xc3\xb6"
+                             "de"}};
   manifest.nodes = FlattenTree(tree).value();
   AssignChunks(&manifest.nodes, 4096);
   return manifest;
@@ -200,8 +207,7 @@ TEST(FlattenTreeTest, ListsNodesInPreOrderWithPathsAndSizes) {
   for (const ManifestNode& node : *nodes) {
     SCOPED_TRACE(node.path);
     // The depth is the number of path components.
-    const auto slashes =
-        static_cast<uint32_t>(std::count(node.path.begin(), node.path.end(), '/'));
+    const auto slashes = static_cast<uint32_t>(std::count(node.path.begin(), node.path.end(), '/'));
     EXPECT_EQ(node.depth, node.path.empty() ? 0 : slashes + 1);
     EXPECT_TRUE(node.chunks.empty());
   }
@@ -447,8 +453,7 @@ std::string RawManifest(uint32_t format_version, bool metric_without_name = fals
 TEST(DecodeManifestTest, FormatVersions) {
   EXPECT_OK(DecodeManifest(RawManifest(kManifestFormatVersion)).status());
   ExpectDecodeCode(RawManifest(kManifestFormatVersion + 1), Status::Code::kNotSupported);
-  ExpectDecodeCode(RawManifest(std::numeric_limits<uint32_t>::max()),
-                   Status::Code::kNotSupported);
+  ExpectDecodeCode(RawManifest(std::numeric_limits<uint32_t>::max()), Status::Code::kNotSupported);
   ExpectDecodeCode(RawManifest(0), Status::Code::kCorruption);
 }
 

@@ -118,117 +118,154 @@ std::vector<RetentionCase> Cases() {
       // ---- max_to_keep unset: keeps every step whatever the other rules ----
       {"unset_keeps_all", Steps({1, 2, 3, 4, 5}), Latest(std::nullopt), {}},
       // keep_period has no visible effect without max_to_keep (section 2.4).
-      {"unset_keeps_all_with_keep_period", Steps({1, 2, 3, 4, 5}),
-       WithPeriod(Latest(std::nullopt), 2), {}},
-      {"unset_keeps_all_with_time_interval", AtSeconds({0, 1, 2, 3}),
-       WithInterval(Latest(std::nullopt), 100), {}},
-      {"unset_keeps_all_in_best_mode", WithMetrics({0.9, 0.1, 0.5, kNoMetric}),
-       Best(std::nullopt, BestMode::kMax, kDropMetricless), {}},
+      {"unset_keeps_all_with_keep_period",
+       Steps({1, 2, 3, 4, 5}),
+       WithPeriod(Latest(std::nullopt), 2),
+       {}},
+      {"unset_keeps_all_with_time_interval",
+       AtSeconds({0, 1, 2, 3}),
+       WithInterval(Latest(std::nullopt), 100),
+       {}},
+      {"unset_keeps_all_in_best_mode",
+       WithMetrics({0.9, 0.1, 0.5, kNoMetric}),
+       Best(std::nullopt, BestMode::kMax, kDropMetricless),
+       {}},
 
       // ---- max_to_keep 0: keeps none ----
       {"zero_deletes_all", Steps({1, 2, 3}), Latest(0), {1, 2, 3}},
       // The step just saved is deleted once committed (section 2.2).
       {"zero_deletes_the_only_step", Steps({7}), Latest(0), {7}},
       // BestN(0) keeps none, metric-less steps included, whatever the flag.
-      {"zero_best_mode_deletes_all_including_metricless", WithMetrics({0.5, kNoMetric, 0.9}),
-       Best(0, BestMode::kMax, kKeepMetricless), {1, 2, 3}},
-      {"zero_with_keep_period_keeps_period_steps", Steps({1, 2, 3, 4}), WithPeriod(Latest(0), 2),
+      {"zero_best_mode_deletes_all_including_metricless",
+       WithMetrics({0.5, kNoMetric, 0.9}),
+       Best(0, BestMode::kMax, kKeepMetricless),
+       {1, 2, 3}},
+      {"zero_with_keep_period_keeps_period_steps",
+       Steps({1, 2, 3, 4}),
+       WithPeriod(Latest(0), 2),
        {1, 3}},
       // Only the oldest (the anchor) survives: 1 and 2 s are within 100 s of it.
       {"zero_best_mode_with_time_interval_keeps_anchor",
-       {At(1, 0, 0.5), At(2, 1), At(3, 2, 0.9)}, WithInterval(Best(0), 100), {2, 3}},
+       {At(1, 0, 0.5), At(2, 1), At(3, 2, 0.9)},
+       WithInterval(Best(0), 100),
+       {2, 3}},
 
       // ---- max_to_keep >= 1 without best metric: the latest n ----
       {"one_keeps_latest", Steps({1, 2, 3, 4}), Latest(1), {1, 2, 3}},
       {"three_with_fewer_steps", Steps({1, 2}), Latest(3), {}},
       {"three_with_equal_steps", Steps({1, 2, 3}), Latest(3), {}},
       {"three_with_more_steps", Steps({1, 2, 3, 4, 5}), Latest(3), {1, 2}},
-      {"three_counts_entries_not_step_numbers", Steps({10, 20, 30, 40, 50}), Latest(3),
-       {10, 20}},
+      {"three_counts_entries_not_step_numbers", Steps({10, 20, 30, 40, 50}), Latest(3), {10, 20}},
       // Metrics are ignored without best_metric_path: the latest step wins.
-      {"metrics_ignored_without_rank_by_metric", WithMetrics({0.9, 0.1, 0.1}), Latest(1),
-       {1, 2}},
+      {"metrics_ignored_without_rank_by_metric", WithMetrics({0.9, 0.1, 0.1}), Latest(1), {1, 2}},
 
       // ---- keep_period ----
       // Section 4.1's example: period keeps 2 and 4, latest-2 keeps 4 and 5.
-      {"keep_period_with_max_to_keep", Steps({1, 2, 3, 4, 5}), WithPeriod(Latest(2), 2),
-       {1, 3}},
+      {"keep_period_with_max_to_keep", Steps({1, 2, 3, 4, 5}), WithPeriod(Latest(2), 2), {1, 3}},
       // 0 % 3 == 0 and 3 % 3 == 0; 4 is the latest.
       {"keep_period_keeps_step_zero", Steps({0, 1, 2, 3, 4}), WithPeriod(Latest(1), 3), {1, 2}},
 
       // ---- keep_time_interval: the anchor chain ----
       // Everything is within 100 s of step 1 (the anchor); 4 is the latest.
-      {"time_oldest_always_kept", AtSeconds({0, 1, 2, 3}), WithInterval(Latest(1), 100),
-       {2, 3}},
+      {"time_oldest_always_kept", AtSeconds({0, 1, 2, 3}), WithInterval(Latest(1), 100), {2, 3}},
       // Step 2 is exactly 10 s after the anchor: kept (inclusive). Step 3 is
       // 5 s after step 2, the new anchor: deleted. Step 4 is the latest.
-      {"time_boundary_is_inclusive", AtSeconds({0, 10, 15, 16}), WithInterval(Latest(1), 10),
-       {3}},
+      {"time_boundary_is_inclusive", AtSeconds({0, 10, 15, 16}), WithInterval(Latest(1), 10), {3}},
       // Step 2 is 9 s after the anchor: deleted. Step 3 is 15 s after it:
       // kept. Step 4 is the latest.
-      {"time_just_under_interval_is_not_kept", AtSeconds({0, 9, 15, 16}),
-       WithInterval(Latest(1), 10), {2}},
+      {"time_just_under_interval_is_not_kept",
+       AtSeconds({0, 9, 15, 16}),
+       WithInterval(Latest(1), 10),
+       {2}},
       // Chain 0 -> 10 (10 after 0) -> 20 (10 after 10); 5 and 12 are too close
       // to the anchor before them.
-      {"time_chain_keeps_0_10_20", AtSeconds({0, 5, 10, 12, 20}), WithInterval(Latest(0), 10),
+      {"time_chain_keeps_0_10_20",
+       AtSeconds({0, 5, 10, 12, 20}),
+       WithInterval(Latest(0), 10),
        {2, 4}},
       // Measured from the last kept step, not the previous step: 12 is 12 s
       // after the anchor 0 (kept) though only 6 s after the step before it;
       // 18 is 6 s after the new anchor 12 (deleted).
-      {"time_chain_measured_from_anchor", AtSeconds({0, 6, 12, 18}),
-       WithInterval(Latest(0), 10), {2, 4}},
+      {"time_chain_measured_from_anchor",
+       AtSeconds({0, 6, 12, 18}),
+       WithInterval(Latest(0), 10),
+       {2, 4}},
       // The anchor is the oldest step held, not time zero: 105 is 5 s after 100.
-      {"time_anchor_is_oldest_held", {At(5, 100), At(6, 105), At(7, 111)},
-       WithInterval(Latest(0), 10), {6}},
+      {"time_anchor_is_oldest_held",
+       {At(5, 100), At(6, 105), At(7, 111)},
+       WithInterval(Latest(0), 10),
+       {6}},
 
       // ---- best metric ----
       // Max: 0.9 (step 4) and 0.5 (step 2) are best; the latest is not protected.
-      {"best_max_keeps_highest", WithMetrics({0.1, 0.5, 0.3, 0.9, 0.2}), Best(2, BestMode::kMax),
+      {"best_max_keeps_highest",
+       WithMetrics({0.1, 0.5, 0.3, 0.9, 0.2}),
+       Best(2, BestMode::kMax),
        {1, 3, 5}},
       // Min: 0.1 (step 1) and 0.2 (step 5) are best.
-      {"best_min_keeps_lowest", WithMetrics({0.1, 0.5, 0.3, 0.9, 0.2}), Best(2, BestMode::kMin),
+      {"best_min_keeps_lowest",
+       WithMetrics({0.1, 0.5, 0.3, 0.9, 0.2}),
+       Best(2, BestMode::kMin),
        {2, 3, 4}},
       // Steps 2 and 3 tie at 0.9: the later one wins.
-      {"best_max_tie_keeps_later_step", WithMetrics({0.7, 0.9, 0.9, 0.1}),
-       Best(1, BestMode::kMax), {1, 2, 4}},
+      {"best_max_tie_keeps_later_step",
+       WithMetrics({0.7, 0.9, 0.9, 0.1}),
+       Best(1, BestMode::kMax),
+       {1, 2, 4}},
       // Steps 2 and 3 tie at 0.1: the later one wins in min mode too.
-      {"best_min_tie_keeps_later_step", WithMetrics({0.7, 0.1, 0.1, 0.9}),
-       Best(1, BestMode::kMin), {1, 2, 4}},
+      {"best_min_tie_keeps_later_step",
+       WithMetrics({0.7, 0.1, 0.1, 0.9}),
+       Best(1, BestMode::kMin),
+       {1, 2, 4}},
       // 0.8 (step 2) is best; of the three tied at 0.5 the latest (4) fills
       // the second slot.
-      {"best_tie_at_cutoff_keeps_latest_of_tied", WithMetrics({0.5, 0.8, 0.5, 0.5}),
-       Best(2, BestMode::kMax), {1, 3}},
+      {"best_tie_at_cutoff_keeps_latest_of_tied",
+       WithMetrics({0.5, 0.8, 0.5, 0.5}),
+       Best(2, BestMode::kMax),
+       {1, 3}},
       // Ranked 1 (0.1), 4 (0.5), 3 (0.9): keep 3 and 4; 2 and 5 lack the metric.
       {"best_keeps_metricless_when_flag_true",
        WithMetrics({0.1, kNoMetric, 0.9, 0.5, kNoMetric}),
-       Best(2, BestMode::kMax, kKeepMetricless), {1}},
+       Best(2, BestMode::kMax, kKeepMetricless),
+       {1}},
       {"best_deletes_metricless_when_flag_false",
        WithMetrics({0.1, kNoMetric, 0.9, 0.5, kNoMetric}),
-       Best(2, BestMode::kMax, kDropMetricless), {1, 2, 5}},
+       Best(2, BestMode::kMax, kDropMetricless),
+       {1, 2, 5}},
       // Metric-less steps do not fill empty slots: only step 1 has a metric.
       {"best_metricless_do_not_fill_slots_when_flag_false",
-       WithMetrics({0.3, kNoMetric, kNoMetric}), Best(2, BestMode::kMax, kDropMetricless),
+       WithMetrics({0.3, kNoMetric, kNoMetric}),
+       Best(2, BestMode::kMax, kDropMetricless),
        {2, 3}},
       {"best_no_metrics_at_all_flag_false_deletes_all",
-       WithMetrics({kNoMetric, kNoMetric, kNoMetric}), Best(2, BestMode::kMax, kDropMetricless),
+       WithMetrics({kNoMetric, kNoMetric, kNoMetric}),
+       Best(2, BestMode::kMax, kDropMetricless),
        {1, 2, 3}},
       // len(held) <= n keeps all, counting metric-less steps (rule 1 of BestN).
-      {"best_at_most_n_keeps_all_even_metricless", WithMetrics({kNoMetric, kNoMetric}),
-       Best(2, BestMode::kMax, kDropMetricless), {}},
-      {"best_exactly_n_keeps_all_mixed", WithMetrics({0.1, kNoMetric, 0.2}),
-       Best(3, BestMode::kMin, kDropMetricless), {}},
+      {"best_at_most_n_keeps_all_even_metricless",
+       WithMetrics({kNoMetric, kNoMetric}),
+       Best(2, BestMode::kMax, kDropMetricless),
+       {}},
+      {"best_exactly_n_keeps_all_mixed",
+       WithMetrics({0.1, kNoMetric, 0.2}),
+       Best(3, BestMode::kMin, kDropMetricless),
+       {}},
 
       // ---- unions ----
       // Period 2 keeps 2 and 4; best max-1 keeps 1 (0.9); 3 is neither.
       {"best_with_keep_period", WithMetrics({0.9, 0.1, 0.2, 0.3}), WithPeriod(Best(1), 2), {3}},
       // Chain at 0, 10 keeps 1 and 3; best min-1 keeps 2 (0.1); the latest
       // (4) is not protected in best mode.
-      {"best_with_time_interval", {At(1, 0, 0.4), At(2, 5, 0.1), At(3, 10, 0.2), At(4, 15, 0.5)},
-       WithInterval(Best(1, BestMode::kMin), 10), {4}},
+      {"best_with_time_interval",
+       {At(1, 0, 0.4), At(2, 5, 0.1), At(3, 10, 0.2), At(4, 15, 0.5)},
+       WithInterval(Best(1, BestMode::kMin), 10),
+       {4}},
       // Steps 1..8 at 0, 4, ..., 28 s. Chain: 0 (1), 12 (4), 24 (7).
       // Period 3: 3, 6. Latest 2: 7, 8. Union {1,3,4,6,7,8}.
-      {"union_period_time_latest", AtSeconds({0, 4, 8, 12, 16, 20, 24, 28}),
-       WithInterval(WithPeriod(Latest(2), 3), 10), {2, 5}},
+      {"union_period_time_latest",
+       AtSeconds({0, 4, 8, 12, 16, 20, 24, 28}),
+       WithInterval(WithPeriod(Latest(2), 3), 10),
+       {2, 5}},
   };
 }
 

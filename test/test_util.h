@@ -13,16 +13,16 @@
 
 #include "ckptdb/ckptdb.h"
 
-#define ASSERT_OK(expr)                                  \
-  do {                                                   \
-    const ::ckptdb::Status _status = (expr);             \
-    ASSERT_TRUE(_status.ok()) << _status.ToString();     \
+#define ASSERT_OK(expr)                              \
+  do {                                               \
+    const ::ckptdb::Status _status = (expr);         \
+    ASSERT_TRUE(_status.ok()) << _status.ToString(); \
   } while (0)
 
-#define EXPECT_OK(expr)                                  \
-  do {                                                   \
-    const ::ckptdb::Status _status = (expr);             \
-    EXPECT_TRUE(_status.ok()) << _status.ToString();     \
+#define EXPECT_OK(expr)                              \
+  do {                                               \
+    const ::ckptdb::Status _status = (expr);         \
+    EXPECT_TRUE(_status.ok()) << _status.ToString(); \
   } while (0)
 
 namespace ckptdb::testing {

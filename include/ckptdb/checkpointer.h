@@ -69,7 +69,7 @@ struct GcStats {
   uint64_t generations_rewritten = 0;  // partly dead chunk files compacted
   uint64_t bytes_freed = 0;            // size of the chunk files removed
   uint64_t bytes_rewritten = 0;        // live bytes copied out of them
-  bool skipped = false;  // garbage below gc_garbage_threshold: nothing done
+  bool skipped = false;                // garbage below gc_garbage_threshold: nothing done
   double seconds = 0;
 };
 

@@ -93,6 +93,9 @@ class Tensor {
   bool ContentEquals(const Tensor& other) const;
 
  private:
+  // A tensor with dtype, shape and size set and no buffer.
+  static Result<Tensor> Shaped(DType dtype, std::vector<int64_t> shape);
+
   DType dtype_ = DType::kFloat32;
   std::vector<int64_t> shape_;
   uint64_t byte_size_ = 0;

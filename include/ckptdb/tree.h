@@ -76,7 +76,8 @@ class Tree {
 
   // Calls `visit(path, leaf)` for every leaf in pre-order (maps by key, lists
   // by index).
-  void ForEachLeaf(const std::function<void(const std::string& path, const Tree& leaf)>& visit) const;
+  void ForEachLeaf(
+      const std::function<void(const std::string& path, const Tree& leaf)>& visit) const;
   void ForEachMutableLeaf(const std::function<void(const std::string& path, Tree& leaf)>& visit);
 
   // Same structure, kinds, scalar values, dtypes, shapes and tensor bytes.

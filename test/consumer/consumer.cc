@@ -10,9 +10,9 @@ int main(int argc, char** argv) {
   if (argc != 2) return 2;
   std::vector<float> weights = {1.5f, -2.25f, 3.0f};
   ckptdb::Tree state;
-  (void)state.Set("w", ckptdb::Tree::Leaf(
-                           ckptdb::Tensor::View(ckptdb::DType::kFloat32, {3}, weights.data())
-                               .value()));
+  (void)state.Set("w",
+                  ckptdb::Tree::Leaf(
+                      ckptdb::Tensor::View(ckptdb::DType::kFloat32, {3}, weights.data()).value()));
   auto checkpointer = ckptdb::Checkpointer::Open(argv[1], {});
   if (!checkpointer.ok()) {
     std::fprintf(stderr, "%s\n", checkpointer.status().ToString().c_str());
