@@ -1,0 +1,61 @@
+// safetensors files: the tensor format PyTorch, JAX and Hugging Face users
+// read and write. Layout: an 8-byte little-endian header length N, N bytes of
+// JSON header, then the tensor bytes:
+//
+//   {"__metadata__": {"key": "value", ...},
+//    "<name>": {"dtype": "F32", "shape": [2, 3], "data_offsets": [begin, end]}, ...}
+//
+// Offsets are relative to the first byte after the header; the tensors'
+// ranges must tile that byte buffer exactly (no gap, no overlap).
+//
+// ckptdb maps a Tree to a file: each tensor leaf is a tensor named by its
+// path ("params/layers/0/kernel"). The rest of the tree (maps, lists,
+// scalars, empty containers) is recorded in __metadata__["ckptdb.tree"], so
+// that a store -> safetensors -> store round trip is bit-exact. A file without
+// that key (written by another tool) becomes a tree of maps split on '/'.
+
+#ifndef CKPTDB_LIB_SAFETENSORS_H_
+#define CKPTDB_LIB_SAFETENSORS_H_
+
+#include <map>
+#include <string>
+#include <string_view>
+
+#include "ckptdb/status.h"
+#include "ckptdb/tensor.h"
+#include "ckptdb/tree.h"
+
+namespace ckptdb {
+
+// Headers larger than this are refused (the reference implementation's limit).
+inline constexpr uint64_t kMaxSafetensorsHeaderSize = 100u << 20;
+// The __metadata__ key holding the non-tensor structure of a ckptdb tree.
+inline constexpr char kTreeMetadataKey[] = "ckptdb.tree";
+
+// "F32", "BF16", "F8_E4M3", ... for every DType.
+std::string_view SafetensorsDTypeName(DType dtype);
+// Inverse; InvalidArgument naming the unknown dtype.
+Result<DType> DTypeFromSafetensorsName(std::string_view name);
+
+struct SafetensorsFile {
+  Tree tree;  // tensors own their buffers
+  std::map<std::string, std::string> metadata;  // __metadata__ minus kTreeMetadataKey
+};
+
+// Writes `tree` and `metadata` to `path` (through a temporary file beside it,
+// renamed into place, so a crash never leaves a half-written `path`). Writes
+// nothing else: tensor names never become file names.
+Status WriteSafetensors(const std::string& path, const Tree& tree,
+                        const std::map<std::string, std::string>& metadata);
+
+// Reads a file written by any tool. InvalidArgument naming the file and the
+// problem for anything malformed; never allocates more than the file's size
+// plus the header's size.
+Result<SafetensorsFile> ReadSafetensors(const std::string& path);
+
+// The same from bytes in memory (for tests and fuzzing).
+Result<SafetensorsFile> ParseSafetensors(std::string_view bytes);
+
+}  // namespace ckptdb
+
+#endif  // CKPTDB_LIB_SAFETENSORS_H_
