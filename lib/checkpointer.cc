@@ -8,6 +8,7 @@
 #include <map>
 #include <mutex>
 #include <set>
+#include <thread>
 
 #include "chunk_codec.h"
 #include "garbage_collector.h"
@@ -15,6 +16,7 @@
 #include "parallel.h"
 #include "retention.h"
 #include "save_decision.h"
+#include "step_holds.h"
 #include "store.h"
 
 namespace ckptdb {
@@ -96,7 +98,8 @@ class Checkpointer::Impl {
   bool ShouldSaveLocked(int64_t step) const;
   Result<bool> Save(const Tree& state, int64_t step, const SaveOptions& options);
   Status RestoreInto(Tree* state, int64_t step, const RestoreOptions& options);
-  Result<Tree> RestoreTree(int64_t step);
+  Result<Tree> RestoreTree(int64_t step, const std::string& path);
+  Result<StepHold> HoldStep(int64_t step);
   Result<StepMetadata> ItemMetadata(int64_t step);
   Status Delete(int64_t step);
   Result<GcStats> CollectGarbage(double min_garbage_fraction);
@@ -131,6 +134,13 @@ class Checkpointer::Impl {
   Result<Manifest> ReadManifest(int64_t step) const;
   // The manifest of `step` (kLatestStep resolved) of an open checkpointer.
   Result<Manifest> ReadStepManifest(int64_t step) const;
+  // A step's manifest, held against the writer's retention while the hold
+  // lives (readers only: a writer's retention runs under mu_).
+  struct ReadableStep {
+    Manifest manifest;
+    LockedFile hold;
+  };
+  Result<ReadableStep> OpenStepForRead(int64_t step);
   Status WriteNewChunks(std::map<ChunkDigest, NewChunk>* new_chunks,
                         std::vector<IndexEntry>* index_entries);
   Status DecodeTensors(int64_t step, const std::vector<DecodeTarget>& targets) const;
@@ -336,6 +346,13 @@ Result<bool> Checkpointer::Impl::ApplyRetention() {
   for (const auto& [step, retained] : steps_) held.push_back(retained);
   std::vector<int64_t> doomed = StepsToDelete(held, RetentionRulesFrom(options_));
   if (doomed.empty()) return false;
+  // Steps a reader holds are deferred: a later retention pass takes them.
+  Result<LockedFile> lock = LockRetention(workdir_);
+  if (!lock.ok()) return lock.status();
+  Result<std::set<int64_t>> holds = HeldSteps(workdir_);
+  if (!holds.ok()) return holds.status();
+  std::erase_if(doomed, [&](int64_t step) { return holds->count(step) != 0; });
+  if (doomed.empty()) return false;
   Status status = store_->DeleteManifests(doomed);
   if (!status.ok()) return status;
   for (int64_t step : doomed) steps_.erase(step);
@@ -376,28 +393,51 @@ Status Checkpointer::Impl::DecodeTensors(int64_t step,
       offset += target.node->chunks[k].raw_size;
     }
   }
-  return ParallelFor(tasks.size(), WorkerThreads(), [&](size_t i) -> Status {
+  // A missing chunk is Corruption for the writer. A reader may instead have
+  // looked where the writer's GC just moved the chunk from (a held step's
+  // chunks stay live, but GC may copy them into a new generation): it catches
+  // up and retries the chunks it missed, a bounded number of times.
+  constexpr int kReaderAttempts = 10;
+  std::vector<char> missing(tasks.size(), 0);
+  int attempt = 1;
+  auto decode = [&](size_t i) -> Status {
     const ChunkTask& task = tasks[i];
     const ChunkRef& ref = task.node->chunks[task.chunk];
     auto where = [&] {
       return StepName(step) + ", tensor '" + task.node->path + "', chunk " +
              std::to_string(task.chunk) + " (" + ref.digest.ToHex() + ")";
     };
+    missing[i] = 0;
     Result<std::optional<ChunkLocation>> location = store_->FindChunk(ref.digest);
     if (!location.ok()) return location.status().WithContext(where());
-    if (!location->has_value()) {
-      return Status::Corruption(where() + ": the chunk is missing from the store");
+    Status status = Status::NotFound("the chunk is not in the chunk index");
+    if (location->has_value()) {
+      status = store_->ReadChunk(ref.digest, **location, [&](std::string_view stored) {
+        return DecodeChunk(stored, ref.raw_size, task.dest);
+      });
     }
-    Status status = store_->ReadChunk(ref.digest, **location, [&](std::string_view stored) {
-      return DecodeChunk(stored, ref.raw_size, task.dest);
-    });
+    if (status.IsNotFound() && store_->read_only() && attempt < kReaderAttempts) {
+      missing[i] = 1;
+      return Status::OK();
+    }
     if (status.IsNotFound()) return Status::Corruption(where() + ": " + status.message());
     if (!status.ok()) return status.WithContext(where());
     if (store_->hasher().Digest(task.dest, ref.raw_size) != ref.digest) {
       return Status::Corruption(where() + ": the bytes read fail their digest check");
     }
     return Status::OK();
-  });
+  };
+  std::vector<size_t> pending(tasks.size());
+  for (size_t i = 0; i < tasks.size(); ++i) pending[i] = i;
+  for (;; ++attempt) {
+    Status status =
+        ParallelFor(pending.size(), WorkerThreads(), [&](size_t i) { return decode(pending[i]); });
+    if (!status.ok()) return status;
+    std::erase_if(pending, [&](size_t i) { return !missing[i]; });
+    if (pending.empty()) return Status::OK();
+    status = store_->CatchUp();
+    if (!status.ok()) return status;
+  }
 }
 
 namespace {
@@ -458,21 +498,88 @@ std::vector<std::string> TemplateMismatches(const std::vector<ManifestNode>& sto
 
 }  // namespace
 
+Result<Checkpointer::Impl::ReadableStep> Checkpointer::Impl::OpenStepForRead(int64_t step) {
+  Status status = CheckOpen();
+  if (!status.ok()) return status;
+  Result<int64_t> resolved = ResolveStep(step);
+  if (!resolved.ok()) return resolved.status();
+  ReadableStep readable;
+  if (!store_->read_only()) {
+    // The writer's retention runs under this checkpointer's mutex, held now.
+    Result<Manifest> manifest = ReadManifest(*resolved);
+    if (!manifest.ok()) return manifest.status();
+    readable.manifest = std::move(*manifest);
+    return readable;
+  }
+  Result<LockedFile> hold = AcquireStepHold(workdir_, *resolved, [&]() -> Status {
+    Status caught_up = store_->CatchUp();
+    if (!caught_up.ok()) return caught_up;
+    Result<Manifest> manifest = ReadManifest(*resolved);
+    if (!manifest.ok()) return manifest.status();
+    readable.manifest = std::move(*manifest);
+    return Status::OK();
+  });
+  if (!hold.ok()) return hold.status();
+  readable.hold = std::move(*hold);
+  return readable;
+}
+
+namespace {
+
+// True when `path` is `prefix` or below it ("" is the root, above all).
+bool IsUnder(std::string_view path, std::string_view prefix) {
+  if (prefix.empty() || path == prefix) return true;
+  return path.size() > prefix.size() && path.substr(0, prefix.size()) == prefix &&
+         path[prefix.size()] == '/';
+}
+
+// The nodes of `nodes` under any of `paths` (all of them when `paths` is
+// empty). NotFound for a path that names no node.
+Result<std::vector<ManifestNode>> SelectNodes(const std::vector<ManifestNode>& nodes,
+                                              const std::vector<std::string>& paths,
+                                              const std::string& where) {
+  if (paths.empty()) return nodes;
+  for (const std::string& path : paths) {
+    bool found = std::any_of(nodes.begin(), nodes.end(),
+                             [&](const ManifestNode& node) { return node.path == path; });
+    if (!found) return Status::NotFound(where + " holds no path '" + path + "'");
+  }
+  std::vector<ManifestNode> selected;
+  for (const ManifestNode& node : nodes) {
+    if (std::any_of(paths.begin(), paths.end(),
+                    [&](const std::string& path) { return IsUnder(node.path, path); })) {
+      selected.push_back(node);
+    }
+  }
+  return selected;
+}
+
+}  // namespace
+
 Status Checkpointer::Impl::RestoreInto(Tree* state, int64_t step, const RestoreOptions& options) {
   if (state == nullptr) return Status::InvalidArgument("Restore into a null tree");
   if (!closed_ && step == kLatestStep && steps_.empty() && options.noop_if_missing) {
     return Status::OK();
   }
-  Result<Manifest> manifest = ReadStepManifest(step);
-  if (!manifest.ok()) return manifest.status();
-  const int64_t resolved = manifest->step;
+  Result<ReadableStep> readable = OpenStepForRead(step);
+  if (!readable.ok()) return readable.status();
+  const int64_t resolved = readable->manifest.step;
+  const std::string where = StepName(resolved) + " in " + workdir_;
+  Result<std::vector<ManifestNode>> stored =
+      SelectNodes(readable->manifest.nodes, options.only_paths, where);
+  if (!stored.ok()) return stored.status();
   Result<std::vector<ManifestNode>> wanted = FlattenTree(*state);
   if (!wanted.ok()) return wanted.status().WithContext("restore template");
-  std::vector<std::string> problems =
-      TemplateMismatches(manifest->nodes, *wanted, *state, options.donate);
+  if (!options.only_paths.empty()) {
+    std::erase_if(*wanted, [&](const ManifestNode& node) {
+      return std::none_of(options.only_paths.begin(), options.only_paths.end(),
+                          [&](const std::string& path) { return IsUnder(node.path, path); });
+    });
+  }
+  std::vector<std::string> problems = TemplateMismatches(*stored, *wanted, *state, options.donate);
   if (!problems.empty()) {
-    std::string message = "the template does not match " + StepName(resolved) + " in " + workdir_ +
-                          " (" + std::to_string(problems.size()) + " problems):";
+    std::string message = "the template does not match " + where + " (" +
+                          std::to_string(problems.size()) + " problems):";
     for (const std::string& problem : problems) message += "\n  " + problem;
     return Status::InvalidArgument(message);
   }
@@ -481,7 +588,7 @@ Status Checkpointer::Impl::RestoreInto(Tree* state, int64_t step, const RestoreO
   // template's only once everything decoded.
   std::vector<DecodeTarget> targets;
   std::vector<std::pair<Tree*, Tensor>> replacements;
-  for (const ManifestNode& node : manifest->nodes) {
+  for (const ManifestNode& node : *stored) {
     if (node.kind != Tree::Kind::kTensor) continue;
     Tree* leaf = state->Find(node.path);
     if (options.donate) {
@@ -496,7 +603,7 @@ Status Checkpointer::Impl::RestoreInto(Tree* state, int64_t step, const RestoreO
   Status status = DecodeTensors(resolved, targets);
   if (!status.ok()) return status;
   for (auto& [leaf, tensor] : replacements) *leaf = Tree::Leaf(std::move(tensor));
-  for (const ManifestNode& node : manifest->nodes) {
+  for (const ManifestNode& node : *stored) {
     Tree* leaf = state->Find(node.path);
     switch (node.kind) {
       case Tree::Kind::kInt: *leaf = Tree::Int(node.int_value); break;
@@ -509,20 +616,50 @@ Status Checkpointer::Impl::RestoreInto(Tree* state, int64_t step, const RestoreO
   return Status::OK();
 }
 
-Result<Tree> Checkpointer::Impl::RestoreTree(int64_t step) {
-  Result<Manifest> manifest = ReadStepManifest(step);
-  if (!manifest.ok()) return manifest.status();
-  Result<Tree> tree = BuildTree(*manifest);
+Result<Tree> Checkpointer::Impl::RestoreTree(int64_t step, const std::string& path) {
+  Result<ReadableStep> readable = OpenStepForRead(step);
+  if (!readable.ok()) return readable.status();
+  const Manifest& manifest = readable->manifest;
+  Result<std::vector<ManifestNode>> subtree = SelectNodes(
+      manifest.nodes, path.empty() ? std::vector<std::string>{} : std::vector<std::string>{path},
+      StepName(manifest.step) + " in " + workdir_);
+  if (!subtree.ok()) return subtree.status();
+  Result<Tree> tree = BuildTree(*subtree);
   if (!tree.ok()) return tree.status();
+  // Paths inside the subtree drop the subtree's own path and its '/'.
+  const size_t prefix = path.empty() ? 0 : path.size() + 1;
   std::vector<DecodeTarget> targets;
-  for (const ManifestNode& node : manifest->nodes) {
-    if (node.kind == Tree::Kind::kTensor) {
-      targets.push_back({&node, tree->Find(node.path)->tensor().mutable_data()});
-    }
+  for (const ManifestNode& node : *subtree) {
+    if (node.kind != Tree::Kind::kTensor) continue;
+    const std::string relative = node.path.size() > prefix ? node.path.substr(prefix) : "";
+    targets.push_back({&node, tree->Find(relative)->tensor().mutable_data()});
   }
-  Status status = DecodeTensors(manifest->step, targets);
+  Status status = DecodeTensors(manifest.step, targets);
   if (!status.ok()) return status;
   return tree;
+}
+
+Result<StepHold> Checkpointer::Impl::HoldStep(int64_t step) {
+  Status status = CheckOpen();
+  if (!status.ok()) return status;
+  if (step == kLatestStep && store_->read_only()) {
+    status = Reload();
+    if (!status.ok()) return status;
+  }
+  Result<int64_t> resolved = ResolveStep(step);
+  if (!resolved.ok()) return resolved.status();
+  Result<LockedFile> hold = AcquireStepHold(workdir_, *resolved, [&]() -> Status {
+    Status caught_up = store_->CatchUp();
+    if (!caught_up.ok()) return caught_up;
+    Result<std::optional<std::string>> manifest = store_->ReadManifest(*resolved);
+    if (!manifest.ok()) return manifest.status();
+    if (!manifest->has_value()) {
+      return Status::NotFound(StepName(*resolved) + " is not in " + workdir_);
+    }
+    return Status::OK();
+  });
+  if (!hold.ok()) return hold.status();
+  return StepHold(*resolved, std::make_unique<StepHold::Impl>(std::move(*hold)));
 }
 
 Result<StepMetadata> Checkpointer::Impl::ItemMetadata(int64_t step) {
@@ -556,6 +693,14 @@ Status Checkpointer::Impl::Delete(int64_t step) {
   if (status.ok()) status = CheckWritable();
   if (!status.ok()) return status;
   if (steps_.count(step) == 0) return Status::NotFound(StepName(step) + " is not in " + workdir_);
+  Result<LockedFile> lock = LockRetention(workdir_);
+  if (!lock.ok()) return lock.status();
+  Result<std::set<int64_t>> holds = HeldSteps(workdir_);
+  if (!holds.ok()) return holds.status();
+  if (holds->count(step) != 0) {
+    return Status::FailedPrecondition(StepName(step) + " in " + workdir_ +
+                                      " is held by a reader; delete it once released");
+  }
   status = store_->DeleteManifests({step});
   if (!status.ok()) return status;
   steps_.erase(step);
@@ -573,6 +718,25 @@ Status Checkpointer::Impl::Close() {
   if (closed_) return Status::OK();
   closed_ = true;
   return store_->Close();
+}
+
+// ---- StepHold ----
+
+class StepHold::Impl {
+ public:
+  explicit Impl(LockedFile file) : file(std::move(file)) {}
+  LockedFile file;
+};
+
+StepHold::StepHold() = default;
+StepHold::StepHold(int64_t step, std::unique_ptr<Impl> impl)
+    : step_(step), impl_(std::move(impl)) {}
+StepHold::StepHold(StepHold&&) noexcept = default;
+StepHold& StepHold::operator=(StepHold&&) noexcept = default;
+StepHold::~StepHold() = default;
+bool StepHold::held() const { return impl_ != nullptr && impl_->file.held(); }
+void StepHold::Release() {
+  if (impl_ != nullptr) impl_->file.Release();
 }
 
 // ---- Public API: lock, then forward ----
@@ -625,9 +789,46 @@ Status Checkpointer::Restore(Tree* state, int64_t step, const RestoreOptions& op
   return impl_->RestoreInto(state, step, options);
 }
 
-Result<Tree> Checkpointer::RestoreTree(int64_t step) {
+Result<Tree> Checkpointer::RestoreTree(int64_t step, const std::string& path) {
   std::lock_guard<std::mutex> lock(impl_->mu_);
-  return impl_->RestoreTree(step);
+  return impl_->RestoreTree(step, path);
+}
+
+Result<StepHold> Checkpointer::HoldStep(int64_t step) {
+  std::lock_guard<std::mutex> lock(impl_->mu_);
+  return impl_->HoldStep(step);
+}
+
+Status Checkpointer::IterNewCheckpoints(const std::function<bool(int64_t step)>& visit,
+                                        const IterateOptions& options) {
+  using Clock = std::chrono::steady_clock;
+  std::optional<int64_t> last_visited;
+  for (;;) {
+    // Wait for a step newer than the last one visited.
+    const Clock::time_point wait_start = Clock::now();
+    std::optional<int64_t> newest;
+    for (;;) {
+      Status status = Reload();
+      if (!status.ok()) return status;
+      newest = LatestStep();
+      if (newest.has_value() && (!last_visited.has_value() || *newest > *last_visited)) break;
+      if (options.timeout.has_value() &&
+          Clock::now() + options.poll_interval > wait_start + *options.timeout &&
+          (!options.timeout_fn || options.timeout_fn())) {
+        return Status::OK();
+      }
+      std::this_thread::sleep_for(options.poll_interval);
+    }
+    const Clock::time_point visit_start = Clock::now();
+    Result<StepHold> hold = HoldStep(*newest);
+    if (hold.status().IsNotFound()) continue;  // pruned since the listing: look again
+    if (!hold.ok()) return hold.status();
+    last_visited = newest;
+    const bool keep_going = visit(*newest);
+    hold->Release();
+    if (!keep_going) return Status::OK();
+    std::this_thread::sleep_until(visit_start + options.min_interval);
+  }
 }
 
 Result<StepMetadata> Checkpointer::ItemMetadata(int64_t step) {

@@ -158,11 +158,11 @@ Result<std::vector<ManifestNode>> FlattenTree(const Tree& tree) {
   return nodes;
 }
 
-Result<Tree> BuildTree(const Manifest& manifest) {
+Result<Tree> BuildTree(const std::vector<ManifestNode>& nodes) {
   // Parents are found through a stack of open containers, as in CheckTree.
   Tree root;
   std::vector<std::pair<Tree*, uint32_t>> open;  // container, children still to add
-  for (const ManifestNode& node : manifest.nodes) {
+  for (const ManifestNode& node : nodes) {
     Tree built;
     switch (node.kind) {
       case Tree::Kind::kMap: built = Tree::Map(); break;

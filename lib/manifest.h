@@ -62,9 +62,10 @@ struct Manifest {
 // empty. InvalidArgument for a tree deeper than kMaxTreeDepth.
 Result<std::vector<ManifestNode>> FlattenTree(const Tree& tree);
 
-// A tree with the manifest's structure and scalar values, and tensors
+// A tree with the structure and scalar values of `nodes` (a subtree in
+// pre-order, its root first; the root's key is ignored), and tensors
 // allocated (zero-filled, owned) with the stored dtypes and shapes.
-Result<Tree> BuildTree(const Manifest& manifest);
+Result<Tree> BuildTree(const std::vector<ManifestNode>& nodes);
 
 std::string EncodeManifest(const Manifest& manifest);
 

@@ -38,7 +38,7 @@ std::string_view SafetensorsDTypeName(DType dtype);
 Result<DType> DTypeFromSafetensorsName(std::string_view name);
 
 struct SafetensorsFile {
-  Tree tree;  // tensors own their buffers
+  Tree tree;                                    // tensors own their buffers
   std::map<std::string, std::string> metadata;  // __metadata__ minus kTreeMetadataKey
 };
 

@@ -334,7 +334,7 @@ TEST(ManifestTest, EmptyManifestMetadataRoundTrips) {
 TEST(BuildTreeTest, MatchesStructureWithZeroedTensors) {
   const Tree tree = RichTree();
   const Tree expected = ZeroedTensors(tree);
-  Result<Tree> built = BuildTree(ManifestOf(tree));
+  Result<Tree> built = BuildTree(ManifestOf(tree).nodes);
   ASSERT_OK(built.status());
   EXPECT_TRUE(built->ContentEquals(expected));
   EXPECT_FALSE(built->ContentEquals(tree));  // tensors are zero, not copied
@@ -349,7 +349,7 @@ TEST(BuildTreeTest, FromDecodedManifest) {
   const Tree tree = RichTree();
   Result<Manifest> decoded = DecodeManifest(EncodeManifest(ManifestOf(tree)));
   ASSERT_OK(decoded.status());
-  Result<Tree> built = BuildTree(*decoded);
+  Result<Tree> built = BuildTree(decoded->nodes);
   ASSERT_OK(built.status());
   EXPECT_TRUE(built->ContentEquals(ZeroedTensors(tree)));
 }
@@ -415,7 +415,7 @@ TEST(DecodeManifestTest, ByteFlipsNeverCrash) {
                   code == Status::Code::kNotSupported)
           << "byte " << position << " mask " << mask << ": " << decoded.status().ToString();
       if (decoded.ok()) {
-        EXPECT_OK(BuildTree(*decoded).status());
+        EXPECT_OK(BuildTree(decoded->nodes).status());
       }
     }
   }

@@ -8,7 +8,14 @@
 //       opens DIR read-only; restores each step and checks every byte.
 //   test_process open-writer DIR
 //       opens DIR for writing. Exit 0: opened; 3: Busy; 1: other error.
+//   test_process hold-and-die DIR STEP
+//       opens DIR read-only, holds STEP, then dies by SIGKILL holding it.
+//   test_process evaluate DIR MEGABYTES LAST_STEP
+//       follows the writer with IterNewCheckpoints until it has visited
+//       LAST_STEP; restores every visited step and checks every byte. Prints
+//       "visited N" and exits 0 when every restore was exact.
 
+#include <csignal>
 #include <cstdio>
 #include <fstream>
 #include <string>
@@ -65,6 +72,52 @@ int OpenWriter(const std::string& dir) {
   return checkpointer.status().code() == ckptdb::Status::Code::kBusy ? 3 : 1;
 }
 
+int HoldAndDie(const std::string& dir, int64_t step) {
+  CheckpointerOptions options;
+  options.create = false;
+  auto checkpointer = Checkpointer::Open(dir, options);
+  if (!checkpointer.ok()) return Fail("open read-only " + dir, checkpointer.status());
+  auto hold = (*checkpointer)->HoldStep(step);
+  if (!hold.ok()) return Fail("hold", hold.status());
+  raise(SIGKILL);
+  return 1;
+}
+
+int Evaluate(const std::string& dir, size_t megabytes, int64_t last_step) {
+  CheckpointerOptions options;
+  options.create = false;
+  auto checkpointer = Checkpointer::Open(dir, options);
+  if (!checkpointer.ok()) return Fail("open read-only " + dir, checkpointer.status());
+  ckptdb::IterateOptions iterate;
+  iterate.poll_interval = std::chrono::milliseconds(2);
+  iterate.timeout = std::chrono::seconds(60);  // a stuck writer ends the test
+  int visited = 0;
+  ckptdb::Status failure;
+  ckptdb::Status status =
+      (*checkpointer)
+          ->IterNewCheckpoints(
+              [&](int64_t step) {
+                auto restored = (*checkpointer)->RestoreTree(step);
+                if (!restored.ok()) {
+                  failure =
+                      restored.status().WithContext("restore of held step " + std::to_string(step));
+                  return false;
+                }
+                if (!restored->ContentEquals(ckptdb::testing::MakeStepState(step, megabytes))) {
+                  failure = ckptdb::Status::Corruption("step " + std::to_string(step) +
+                                                       " restored wrong bytes");
+                  return false;
+                }
+                ++visited;
+                return step < last_step;
+              },
+              iterate);
+  if (!status.ok()) return Fail("iterate", status);
+  if (!failure.ok()) return Fail("evaluate", failure);
+  std::printf("visited %d\n", visited);
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -78,6 +131,11 @@ int main(int argc, char** argv) {
     return Verify(args[1], std::stoul(args[2]), steps);
   }
   if (args.size() == 2 && args[0] == "open-writer") return OpenWriter(args[1]);
+  if (args.size() == 3 && args[0] == "hold-and-die")
+    return HoldAndDie(args[1], std::stoll(args[2]));
+  if (args.size() == 4 && args[0] == "evaluate") {
+    return Evaluate(args[1], std::stoul(args[2]), std::stoll(args[3]));
+  }
   std::fprintf(stderr, "usage: see the comment at the top of test/test_process.cc\n");
   return 2;
 }

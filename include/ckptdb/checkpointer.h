@@ -19,6 +19,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
@@ -73,6 +74,29 @@ struct GcStats {
   double seconds = 0;
 };
 
+// A reader's claim on a step: while it lives, the writer's retention defers
+// deleting the step (and its chunks) until it is released. Released by
+// Release() or the destructor; a crashed process's holds end with it.
+// Movable, not copyable.
+class StepHold {
+ public:
+  StepHold();
+  StepHold(StepHold&&) noexcept;
+  StepHold& operator=(StepHold&&) noexcept;
+  ~StepHold();
+
+  int64_t step() const { return step_; }
+  bool held() const;
+  void Release();
+
+  class Impl;
+  StepHold(int64_t step, std::unique_ptr<Impl> impl);
+
+ private:
+  int64_t step_ = -1;
+  std::unique_ptr<Impl> impl_;
+};
+
 class Checkpointer {
  public:
   // Opens the store in `workdir` (see CheckpointerOptions::create).
@@ -120,8 +144,10 @@ class Checkpointer {
   // digest; the template's contents are then unspecified.
   Status Restore(Tree* state, int64_t step = kLatestStep, const RestoreOptions& options = {});
 
-  // Restores the whole tree of `step` with owned buffers (no template needed).
-  Result<Tree> RestoreTree(int64_t step = kLatestStep);
+  // Restores the whole tree of `step` with owned buffers (no template
+  // needed), or only the subtree at `path` ("params", "params/encoder").
+  // NotFound if the step does not hold `path`.
+  Result<Tree> RestoreTree(int64_t step = kLatestStep, const std::string& path = "");
 
   // The tree of `step` without its data: paths, kinds, dtypes, shapes, sizes.
   Result<StepMetadata> ItemMetadata(int64_t step = kLatestStep);
@@ -138,6 +164,20 @@ class Checkpointer {
   // (see GcStats). Refuses with Corruption, deleting nothing, if a step
   // references a chunk that is missing. FailedPrecondition when read-only.
   Result<GcStats> CollectGarbage();
+
+  // Holds `step` (kLatestStep: the latest after catching up) so that the
+  // writer's retention defers deleting it; see StepHold. NotFound if the step
+  // is gone. On a writable store the hold is trivially granted (the writer is
+  // this process). Restore and RestoreTree hold their step while they read.
+  Result<StepHold> HoldStep(int64_t step = kLatestStep);
+
+  // For an evaluator following a trainer: waits for steps newer than the last
+  // one visited and calls `visit(step)` with the newest (intermediate steps
+  // are skipped), holding that step during the call. Stops when `visit`
+  // returns false (OK), when waiting times out per `options` (OK), or on an
+  // error (returned). Orbax's checkpoints_iterator semantics.
+  Status IterNewCheckpoints(const std::function<bool(int64_t step)>& visit,
+                            const IterateOptions& options = {});
 
   // Read-only stores: catch up with the writer's commits and deletions.
   // Writable stores: re-read the step list.

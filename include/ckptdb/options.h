@@ -146,6 +146,30 @@ struct RestoreOptions {
   // buffers untouched and give each tensor leaf a new owned buffer.
   // Default: true.
   bool donate = true;
+
+  // Restore only these paths and everything below them (e.g. {"params"} for
+  // a warm start from another run's weights). The template must match the
+  // stored step on these subtrees only; the rest of the template is neither
+  // checked nor touched. A path the step does not hold is NotFound.
+  // Empty: the whole tree. Default: empty.
+  std::vector<std::string> only_paths;
+};
+
+// Options of Checkpointer::IterNewCheckpoints (Orbax's checkpoints_iterator).
+struct IterateOptions {
+  // After a step was visited, wait at least this long (from the start of that
+  // visit) before the next. Default: 0.
+  std::chrono::milliseconds min_interval{0};
+
+  // How often to look for a new step while waiting. Default: 1 s.
+  std::chrono::milliseconds poll_interval{1000};
+
+  // Stop waiting for a new step after this long (measured from the start of
+  // each wait) if timeout_fn is empty or returns true; with a timeout_fn
+  // returning false, keep waiting and ask it again at every poll. Unset:
+  // wait forever. Default: unset.
+  std::optional<std::chrono::milliseconds> timeout;
+  std::function<bool()> timeout_fn;
 };
 
 }  // namespace ckptdb

@@ -1,0 +1,236 @@
+// The read side: partial restore, subtrees, warm starts from another run,
+// step holds, and evaluators following a trainer (in-process and across
+// processes).
+
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <filesystem>
+#include <fstream>
+#include <thread>
+
+#include "ckptdb/checkpointer.h"
+#include "test_util.h"
+
+namespace ckptdb {
+namespace {
+
+using testing::MakeStepState;
+using testing::TempDir;
+
+std::unique_ptr<Checkpointer> OpenOrDie(const std::string& dir, CheckpointerOptions options = {}) {
+  auto opened = Checkpointer::Open(dir, std::move(options));
+  EXPECT_TRUE(opened.ok()) << opened.status().ToString();
+  return opened.ok() ? std::move(*opened) : nullptr;
+}
+
+CheckpointerOptions ReadOnly() {
+  CheckpointerOptions options;
+  options.create = false;
+  return options;
+}
+
+TEST(ReaderTest, PartialRestoreTouchesOnlyTheChosenPaths) {
+  TempDir dir;
+  auto checkpointer = OpenOrDie(dir.path());
+  const Tree saved = MakeStepState(5);
+  ASSERT_TRUE(checkpointer->Save(saved, 5).value());
+
+  // The template has the stored params, and other things that do not match
+  // the checkpoint at all: they are neither checked nor touched.
+  Tree wanted;
+  Tree* params = wanted.Set("params", Tree::Map()).value();
+  for (const char* name : {"frozen_embedding", "kernel", "bias"}) {
+    const Tensor& stored = saved.Find(std::string("params/") + name)->tensor();
+    (void)params->Set(name, Tree::Leaf(Tensor::Allocate(stored.dtype(), stored.shape()).value()));
+  }
+  (void)wanted.Set("step", Tree::String("not an int"));
+  (void)wanted.Set("new_head", Tree::Leaf(Tensor::Allocate(DType::kFloat32, {3}).value()));
+  RestoreOptions options;
+  options.only_paths = {"params"};
+  ASSERT_OK(checkpointer->Restore(&wanted, 5, options));
+  EXPECT_TRUE(wanted.Find("params")->ContentEquals(*saved.Find("params")));
+  EXPECT_EQ(wanted.Find("step")->string_value(), "not an int");
+
+  options.only_paths = {"params/kernel", "step"};
+  Tree scalars;
+  (void)scalars.Set("step", Tree::Int(-1));
+  Tree* kernel_parent = scalars.Set("params", Tree::Map()).value();
+  const Tensor& kernel = saved.Find("params/kernel")->tensor();
+  (void)kernel_parent->Set("kernel",
+                           Tree::Leaf(Tensor::Allocate(kernel.dtype(), kernel.shape()).value()));
+  ASSERT_OK(checkpointer->Restore(&scalars, 5, options));
+  EXPECT_EQ(scalars.Find("step")->int_value(), 5);
+  EXPECT_TRUE(scalars.Find("params/kernel")->tensor().ContentEquals(kernel));
+
+  options.only_paths = {"optimizer"};
+  Status missing = checkpointer->Restore(&wanted, 5, options);
+  EXPECT_TRUE(missing.IsNotFound()) << missing.ToString();
+  EXPECT_NE(missing.message().find("'optimizer'"), std::string::npos);
+}
+
+TEST(ReaderTest, RestoreTreeOfASubtree) {
+  TempDir dir;
+  auto checkpointer = OpenOrDie(dir.path());
+  const Tree saved = MakeStepState(2);
+  ASSERT_TRUE(checkpointer->Save(saved, 2).value());
+  Result<Tree> params = checkpointer->RestoreTree(2, "params");
+  ASSERT_OK(params.status());
+  EXPECT_TRUE(params->ContentEquals(*saved.Find("params")));
+  Result<Tree> layer = checkpointer->RestoreTree(kLatestStep, "layers/1");
+  ASSERT_OK(layer.status());
+  EXPECT_TRUE(layer->ContentEquals(*saved.Find("layers/1")));
+  Result<Tree> leaf = checkpointer->RestoreTree(2, "params/bias");
+  ASSERT_OK(leaf.status());
+  EXPECT_TRUE(leaf->ContentEquals(*saved.Find("params/bias")));
+  EXPECT_TRUE(checkpointer->RestoreTree(2, "params/nothing").status().IsNotFound());
+}
+
+TEST(ReaderTest, WarmStartFromAnotherRunsStore) {
+  TempDir dir;
+  const Tree pretrained = MakeStepState(1000);
+  {
+    auto other_run = OpenOrDie(dir.Sub("pretrained"));
+    ASSERT_TRUE(other_run->Save(pretrained, 1000).value());
+  }
+  // The new run's state: fresh params of the same shapes, its own step.
+  Tree state = MakeStepState(0);
+  (void)state.Set("step", Tree::Int(0));
+  auto pretrained_run = OpenOrDie(dir.Sub("pretrained"), ReadOnly());
+  RestoreOptions options;
+  options.only_paths = {"params"};
+  ASSERT_OK(pretrained_run->Restore(&state, kLatestStep, options));
+  EXPECT_TRUE(state.Find("params")->ContentEquals(*pretrained.Find("params")));
+  EXPECT_EQ(state.Find("step")->int_value(), 0);
+  auto this_run = OpenOrDie(dir.Sub("finetune"));
+  ASSERT_TRUE(this_run->Save(state, 0).value());
+}
+
+TEST(ReaderTest, AHeldStepOutlivesRetentionUntilReleased) {
+  TempDir dir;
+  CheckpointerOptions options;
+  options.max_to_keep = 1;
+  auto writer = OpenOrDie(dir.path(), options);
+  ASSERT_TRUE(writer->Save(MakeStepState(0, 1), 0).value());
+  auto reader = OpenOrDie(dir.path(), ReadOnly());
+  Result<StepHold> hold = reader->HoldStep(0);
+  ASSERT_OK(hold.status());
+  EXPECT_TRUE(hold->held());
+  EXPECT_EQ(hold->step(), 0);
+
+  ASSERT_TRUE(writer->Save(MakeStepState(1, 1), 1).value());
+  ASSERT_TRUE(writer->Save(MakeStepState(2, 1), 2).value());
+  EXPECT_EQ(writer->AllSteps(), (std::vector<int64_t>{0, 2})) << "step 0 is held";
+  EXPECT_EQ(writer->Delete(0).code(), Status::Code::kFailedPrecondition);
+  Result<Tree> restored = reader->RestoreTree(0);
+  ASSERT_OK(restored.status());
+  EXPECT_TRUE(restored->ContentEquals(MakeStepState(0, 1)));
+
+  hold->Release();
+  EXPECT_FALSE(hold->held());
+  ASSERT_TRUE(writer->Save(MakeStepState(3, 1), 3).value());
+  EXPECT_EQ(writer->AllSteps(), (std::vector<int64_t>{3}));
+  ASSERT_OK(reader->Reload());
+  EXPECT_TRUE(reader->RestoreTree(0).status().IsNotFound());
+  EXPECT_TRUE(reader->HoldStep(0).status().IsNotFound());
+}
+
+TEST(ReaderTest, ACrashedReadersHoldExpires) {
+  TempDir dir;
+  CheckpointerOptions options;
+  options.max_to_keep = 1;
+  auto writer = OpenOrDie(dir.path(), options);
+  ASSERT_TRUE(writer->Save(MakeStepState(0, 1), 0).value());
+  const int exit_code =
+      testing::RunProcess({testing::TestProcessPath(), "hold-and-die", dir.path(), "0"});
+  ASSERT_EQ(exit_code, 128 + SIGKILL);
+  // The hold file is still there, but its lock died with its process.
+  ASSERT_TRUE(writer->Save(MakeStepState(1, 1), 1).value());
+  EXPECT_EQ(writer->AllSteps(), (std::vector<int64_t>{1}));
+  for (const auto& entry : std::filesystem::directory_iterator(dir.Sub("holds"))) {
+    EXPECT_EQ(entry.path().filename(), "retention.lock") << "stale hold left behind";
+  }
+}
+
+TEST(ReaderTest, IterNewCheckpointsVisitsTheNewestStepAndTimesOut) {
+  TempDir dir;
+  CheckpointerOptions writer_options;
+  writer_options.max_to_keep = std::nullopt;
+  auto writer = OpenOrDie(dir.path(), writer_options);
+  for (int64_t step : {100, 200, 300}) {
+    ASSERT_TRUE(writer->Save(MakeStepState(step, 1), step, testing::Forced()).value());
+  }
+  auto reader = OpenOrDie(dir.path(), ReadOnly());
+  IterateOptions options;
+  options.poll_interval = std::chrono::milliseconds(1);
+  options.timeout = std::chrono::milliseconds(20);
+  std::vector<int64_t> visited;
+  ASSERT_OK(reader->IterNewCheckpoints(
+      [&](int64_t step) {
+        visited.push_back(step);
+        if (step == 300) {
+          // Written while the evaluator works: visited next.
+          EXPECT_TRUE(writer->Save(MakeStepState(400, 1), 400, testing::Forced()).value());
+          EXPECT_TRUE(writer->Save(MakeStepState(500, 1), 500, testing::Forced()).value());
+        }
+        return true;
+      },
+      options));
+  // Only the newest step each time; then the wait for a new one timed out.
+  EXPECT_EQ(visited, (std::vector<int64_t>{300, 500}));
+
+  // A timeout_fn returning false keeps the evaluator waiting (and asking).
+  int asked = 0;
+  options.timeout_fn = [&] {
+    ++asked;
+    if (asked == 3) {
+      EXPECT_TRUE(writer->Save(MakeStepState(600, 1), 600, testing::Forced()).value());
+    }
+    return asked > 5;
+  };
+  visited.clear();
+  ASSERT_OK(reader->IterNewCheckpoints(
+      [&](int64_t step) {
+        visited.push_back(step);
+        return true;
+      },
+      options));
+  // Each iteration starts afresh with the newest step (Orbax's rule).
+  EXPECT_EQ(visited, (std::vector<int64_t>{500, 600}));
+  EXPECT_GT(asked, 5);
+}
+
+TEST(ReaderTest, AnEvaluatorProcessFollowsATrainerThatPrunesAndCollects) {
+  TempDir dir;
+  constexpr size_t kMegabytes = 1;
+  constexpr int64_t kLastStep = 300;
+  CheckpointerOptions options;
+  options.max_to_keep = 2;
+  options.gc_mode = GcMode::kAfterRetention;
+  auto trainer = OpenOrDie(dir.path(), options);
+  ASSERT_TRUE(trainer->Save(MakeStepState(0, kMegabytes), 0).value());
+
+  std::string output_path = dir.Sub("evaluator.out");
+  std::atomic<int> evaluator_exit{-1};
+  std::thread evaluator([&] {
+    evaluator_exit = testing::RunProcess({"/bin/sh", "-c",
+                                          testing::TestProcessPath() + " evaluate " + dir.path() +
+                                              " " + std::to_string(kMegabytes) + " " +
+                                              std::to_string(kLastStep) + " > " + output_path});
+  });
+  for (int64_t step = 1; step <= kLastStep; ++step) {
+    ASSERT_TRUE(trainer->Save(MakeStepState(step, kMegabytes), step).value());
+  }
+  evaluator.join();
+  std::ifstream output(output_path);
+  std::string word;
+  int visited = 0;
+  output >> word >> visited;
+  EXPECT_EQ(evaluator_exit, 0) << "the evaluator restored wrong bytes or failed";
+  EXPECT_EQ(word, "visited");
+  EXPECT_GE(visited, 2) << "the evaluator should see several steps";
+  std::printf("evaluator visited %d of %lld steps\n", visited, static_cast<long long>(kLastStep));
+}
+
+}  // namespace
+}  // namespace ckptdb
