@@ -64,48 +64,70 @@ Status RewriteGenerations(Store* store, const std::vector<uint64_t>& generations
   return status;
 }
 
-}  // namespace
-
-Result<GcStats> CollectGarbage(Store* store, const GcSettings& settings) {
-  const auto start = std::chrono::steady_clock::now();
+// What the mark phase finds: live and dead chunks, per generation.
+struct Survey {
   GcStats stats;
-  DigestSet live;
-  Status status = MarkLive(*store, &live, &stats);
-  if (!status.ok()) return status;
-
   std::vector<ChunkDigest> dead;
-  std::map<uint64_t, GenerationUsage> usage;
-  size_t live_indexed = 0;
-  status = store->ForEachIndexEntry([&](const IndexEntry& entry) {
+  std::map<uint64_t, GenerationUsage> usage;  // live chunks by generation
+};
+
+Result<Survey> SurveyStore(const Store& store) {
+  Survey survey;
+  GcStats& stats = survey.stats;
+  DigestSet live;
+  Status status = MarkLive(store, &live, &stats);
+  if (!status.ok()) return status;
+  status = store.ForEachIndexEntry([&](const IndexEntry& entry) {
     ++stats.chunks_scanned;
     if (live.count(entry.digest) == 0) {
-      dead.push_back(entry.digest);
+      survey.dead.push_back(entry.digest);
       stats.garbage_bytes += entry.location.stored_size;
       return Status::OK();
     }
-    ++live_indexed;
-    GenerationUsage& generation = usage[entry.location.generation];
+    ++stats.chunks_live;
+    GenerationUsage& generation = survey.usage[entry.location.generation];
     generation.live_bytes += entry.location.stored_size;
     generation.live_chunks.push_back(entry);
     stats.live_bytes += entry.location.stored_size;
     return Status::OK();
   });
   if (!status.ok()) return status;
-  if (live_indexed != live.size()) {
+  if (stats.chunks_live != live.size()) {
     // Some referenced digest is not indexed: find one to name.
     DigestSet indexed;
-    for (const auto& [generation, chunks] : usage) {
+    for (const auto& [generation, chunks] : survey.usage) {
       for (const IndexEntry& entry : chunks.live_chunks) indexed.insert(entry.digest);
     }
     for (const ChunkDigest& digest : live) {
       if (indexed.count(digest) == 0) {
-        return Status::Corruption("garbage collection refused: chunk " + digest.ToHex() +
-                                  " is referenced but missing from " + store->dir() +
-                                  " (run verify); nothing was deleted");
+        return Status::Corruption("chunk " + digest.ToHex() + " is referenced but missing from " +
+                                  store.dir() + " (run verify)");
       }
     }
   }
-  stats.chunks_live = live_indexed;
+  return survey;
+}
+
+}  // namespace
+
+Result<GcStats> MeasureGarbage(const Store& store) {
+  const auto start = std::chrono::steady_clock::now();
+  Result<Survey> survey = SurveyStore(store);
+  if (!survey.ok()) return survey.status();
+  survey->stats.seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  return survey->stats;
+}
+
+Result<GcStats> CollectGarbage(Store* store, const GcSettings& settings) {
+  const auto start = std::chrono::steady_clock::now();
+  Result<Survey> survey = SurveyStore(*store);
+  if (!survey.ok()) {
+    return survey.status().WithContext("garbage collection refused, nothing was deleted");
+  }
+  GcStats& stats = survey->stats;
+  std::vector<ChunkDigest>& dead = survey->dead;
+  std::map<uint64_t, GenerationUsage>& usage = survey->usage;
 
   // Files of generations with no live chunk, and files mostly dead.
   std::vector<ChunkFile> files = store->ChunkFiles();
@@ -120,7 +142,7 @@ Result<GcStats> CollectGarbage(Store* store, const GcSettings& settings) {
     return stats;
   }
   // The index forgets dead chunks before their files go.
-  status = store->UpdateIndex({}, dead);
+  Status status = store->UpdateIndex({}, dead);
   if (!status.ok()) return status;
   stats.chunks_deleted = dead.size();
 

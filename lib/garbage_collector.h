@@ -37,6 +37,10 @@ struct GcSettings {
 
 Result<GcStats> CollectGarbage(Store* store, const GcSettings& settings);
 
+// The mark phase alone: what a collection would find (live and garbage
+// chunks and bytes), changing nothing. Works on a read-only store.
+Result<GcStats> MeasureGarbage(const Store& store);
+
 }  // namespace ckptdb
 
 #endif  // CKPTDB_LIB_GARBAGE_COLLECTOR_H_

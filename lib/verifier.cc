@@ -1,0 +1,111 @@
+#include "verifier.h"
+
+#include <algorithm>
+#include <map>
+#include <mutex>
+
+#include "chunk_codec.h"
+#include "manifest.h"
+#include "parallel.h"
+
+namespace ckptdb {
+namespace {
+
+// A chunk to check, and the first place that references it (for messages).
+struct ChunkToCheck {
+  uint32_t raw_size = 0;
+  std::string referenced_by;
+};
+
+}  // namespace
+
+Result<VerifyReport> VerifyStore(const Store& store, std::optional<int64_t> step,
+                                 const std::function<void(uint64_t, uint64_t)>& progress) {
+  VerifyReport report;
+  std::vector<int64_t> steps;
+  if (step.has_value()) {
+    steps.push_back(*step);
+  } else {
+    Result<std::vector<int64_t>> listed = store.ListSteps();
+    if (!listed.ok()) return listed.status();
+    steps = std::move(*listed);
+  }
+  std::map<ChunkDigest, ChunkToCheck> chunks;
+  for (int64_t s : steps) {
+    const std::string name = "step " + std::to_string(s);
+    Result<std::optional<std::string>> bytes = store.ReadManifest(s);
+    if (!bytes.ok()) return bytes.status();
+    if (!bytes->has_value()) {
+      report.problems.push_back(name + ": no such step");
+      continue;
+    }
+    Result<Manifest> manifest = DecodeManifest(**bytes);
+    if (!manifest.ok()) {
+      report.problems.push_back(name + ": manifest: " + manifest.status().ToString());
+      continue;
+    }
+    if (manifest->step != s) {
+      report.problems.push_back(name + ": the manifest describes step " +
+                                std::to_string(manifest->step));
+    }
+    ++report.steps_checked;
+    for (const ManifestNode& node : manifest->nodes) {
+      for (size_t k = 0; k < node.chunks.size(); ++k) {
+        const ChunkRef& ref = node.chunks[k];
+        auto [it, inserted] = chunks.try_emplace(ref.digest);
+        if (inserted) {
+          it->second.raw_size = ref.raw_size;
+          it->second.referenced_by =
+              name + ", tensor '" + node.path + "', chunk " + std::to_string(k);
+        } else if (it->second.raw_size != ref.raw_size) {
+          report.problems.push_back(name + ", tensor '" + node.path + "', chunk " +
+                                    std::to_string(k) + ": raw size " +
+                                    std::to_string(ref.raw_size) + " differs from " +
+                                    it->second.referenced_by + " for the same digest");
+        }
+      }
+    }
+  }
+
+  std::vector<std::pair<const ChunkDigest*, const ChunkToCheck*>> work;
+  work.reserve(chunks.size());
+  for (const auto& [digest, check] : chunks) work.emplace_back(&digest, &check);
+  std::mutex mutex;  // guards report and the progress count
+  uint64_t done = 0;
+  if (progress) progress(0, work.size());
+  Status status = ParallelFor(work.size(), WorkerThreads(), [&](size_t i) {
+    const ChunkDigest& digest = *work[i].first;
+    const ChunkToCheck& check = *work[i].second;
+    std::string problem;
+    Result<std::optional<ChunkLocation>> location = store.FindChunk(digest);
+    if (!location.ok()) {
+      problem = location.status().ToString();
+    } else if (!location->has_value()) {
+      problem = "missing from the chunk index";
+    } else {
+      thread_local std::vector<std::byte> buffer;
+      buffer.resize(check.raw_size);
+      Status read = store.ReadChunk(digest, **location, [&](std::string_view stored) {
+        return DecodeChunk(stored, check.raw_size, buffer.data());
+      });
+      if (!read.ok()) {
+        problem = read.ToString();
+      } else if (store.hasher().Digest(buffer.data(), check.raw_size) != digest) {
+        problem = "the bytes read fail their digest check";
+      }
+    }
+    std::lock_guard<std::mutex> lock(mutex);
+    if (!problem.empty()) {
+      report.problems.push_back(check.referenced_by + " (" + digest.ToHex() + "): " + problem);
+    }
+    ++report.chunks_checked;
+    report.bytes_checked += check.raw_size;
+    if (progress && (++done % 64 == 0 || done == work.size())) progress(done, work.size());
+    return Status::OK();
+  });
+  if (!status.ok()) return status;
+  std::sort(report.problems.begin(), report.problems.end());
+  return report;
+}
+
+}  // namespace ckptdb
