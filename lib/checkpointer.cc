@@ -189,12 +189,25 @@ Result<Manifest> Checkpointer::Impl::ReadStepManifest(int64_t step) const {
 Status Checkpointer::Impl::LoadSteps() {
   Result<std::vector<int64_t>> listed = store_->ListSteps();
   if (!listed.ok()) return listed.status();
+  // A committed manifest never changes, so steps already known are kept.
   std::map<int64_t, RetainedStep> steps;
   for (int64_t step : *listed) {
+    auto known = steps_.find(step);
+    if (known != steps_.end()) {
+      steps.insert(*known);
+      continue;
+    }
     Result<Manifest> manifest = ReadManifest(step);
     // A reader may race the writer's retention: a step deleted since the
     // listing is simply gone.
     if (manifest.status().IsNotFound()) continue;
+    if (manifest.status().IsCorruption() ||
+        manifest.status().code() == Status::Code::kNotSupported) {
+      // An unreadable step stays listed (so it can be deleted, and retention
+      // sees it, as the oldest); reading it reports the problem.
+      steps[step] = RetainedStep{step, {}, std::nullopt};
+      continue;
+    }
     if (!manifest.ok()) return manifest.status();
     steps[step] = Retained(*manifest);
   }
@@ -348,6 +361,7 @@ Result<bool> Checkpointer::Impl::ApplyRetention() {
   if (doomed.empty()) return false;
   // Steps a reader holds are deferred: a later retention pass takes them.
   Result<LockedFile> lock = LockRetention(workdir_);
+  if (lock.status().code() == Status::Code::kBusy) return false;  // a reader is taking a hold
   if (!lock.ok()) return lock.status();
   Result<std::set<int64_t>> holds = HeldSteps(workdir_);
   if (!holds.ok()) return holds.status();
@@ -501,6 +515,10 @@ std::vector<std::string> TemplateMismatches(const std::vector<ManifestNode>& sto
 Result<Checkpointer::Impl::ReadableStep> Checkpointer::Impl::OpenStepForRead(int64_t step) {
   Status status = CheckOpen();
   if (!status.ok()) return status;
+  if (step == kLatestStep && store_->read_only()) {
+    status = Reload();
+    if (!status.ok()) return status;
+  }
   Result<int64_t> resolved = ResolveStep(step);
   if (!resolved.ok()) return resolved.status();
   ReadableStep readable;
@@ -511,16 +529,24 @@ Result<Checkpointer::Impl::ReadableStep> Checkpointer::Impl::OpenStepForRead(int
     readable.manifest = std::move(*manifest);
     return readable;
   }
-  Result<LockedFile> hold = AcquireStepHold(workdir_, *resolved, [&]() -> Status {
+  auto read_current = [&]() -> Status {
     Status caught_up = store_->CatchUp();
     if (!caught_up.ok()) return caught_up;
     Result<Manifest> manifest = ReadManifest(*resolved);
     if (!manifest.ok()) return manifest.status();
     readable.manifest = std::move(*manifest);
     return Status::OK();
-  });
-  if (!hold.ok()) return hold.status();
-  readable.hold = std::move(*hold);
+  };
+  Result<LockedFile> hold = AcquireStepHold(workdir_, *resolved, read_current);
+  if (hold.ok()) {
+    readable.hold = std::move(*hold);
+    return readable;
+  }
+  // No write access to the holds directory: read unheld (chunks moved by GC
+  // are still found by DecodeTensors' catch-up retries).
+  if (hold.status().code() != Status::Code::kIOError) return hold.status();
+  status = read_current();
+  if (!status.ok()) return status;
   return readable;
 }
 
@@ -554,13 +580,38 @@ Result<std::vector<ManifestNode>> SelectNodes(const std::vector<ManifestNode>& n
   return selected;
 }
 
+// Tensors of the template whose buffers overlap: decoding two stored tensors
+// into one buffer would leave one of them wrong.
+std::vector<std::string> AliasedBuffers(const std::vector<ManifestNode>& stored,
+                                        const Tree& state) {
+  struct Range {
+    const std::byte* begin;
+    const std::byte* end;
+    const std::string* path;
+  };
+  std::vector<Range> ranges;
+  for (const ManifestNode& node : stored) {
+    if (node.kind != Tree::Kind::kTensor || node.byte_size == 0) continue;
+    const Tensor& tensor = state.Find(node.path)->tensor();
+    ranges.push_back({tensor.data(), tensor.data() + tensor.byte_size(), &node.path});
+  }
+  std::sort(ranges.begin(), ranges.end(),
+            [](const Range& a, const Range& b) { return std::less<>()(a.begin, b.begin); });
+  std::vector<std::string> problems;
+  for (size_t i = 1; i < ranges.size(); ++i) {
+    if (std::less<>()(ranges[i].begin, ranges[i - 1].end)) {
+      problems.push_back("aliased: '" + *ranges[i - 1].path + "' and '" + *ranges[i].path +
+                         "' share memory; restore with donate needs distinct buffers");
+    }
+  }
+  return problems;
+}
+
 }  // namespace
 
 Status Checkpointer::Impl::RestoreInto(Tree* state, int64_t step, const RestoreOptions& options) {
   if (state == nullptr) return Status::InvalidArgument("Restore into a null tree");
-  if (!closed_ && step == kLatestStep && steps_.empty() && options.noop_if_missing) {
-    return Status::OK();
-  }
+  if (!closed_ && steps_.empty() && options.noop_if_missing) return Status::OK();
   Result<ReadableStep> readable = OpenStepForRead(step);
   if (!readable.ok()) return readable.status();
   const int64_t resolved = readable->manifest.step;
@@ -577,6 +628,7 @@ Status Checkpointer::Impl::RestoreInto(Tree* state, int64_t step, const RestoreO
     });
   }
   std::vector<std::string> problems = TemplateMismatches(*stored, *wanted, *state, options.donate);
+  if (options.donate && problems.empty()) problems = AliasedBuffers(*stored, *state);
   if (!problems.empty()) {
     std::string message = "the template does not match " + where + " (" +
                           std::to_string(problems.size()) + " problems):";
@@ -694,7 +746,7 @@ Status Checkpointer::Impl::Delete(int64_t step) {
   if (!status.ok()) return status;
   if (steps_.count(step) == 0) return Status::NotFound(StepName(step) + " is not in " + workdir_);
   Result<LockedFile> lock = LockRetention(workdir_);
-  if (!lock.ok()) return lock.status();
+  if (!lock.ok()) return lock.status().WithContext("deleting " + StepName(step));
   Result<std::set<int64_t>> holds = HeldSteps(workdir_);
   if (!holds.ok()) return holds.status();
   if (holds->count(step) != 0) {

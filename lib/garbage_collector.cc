@@ -146,20 +146,34 @@ Result<GcStats> CollectGarbage(Store* store, const GcSettings& settings) {
   if (!status.ok()) return status;
   stats.chunks_deleted = dead.size();
 
+  // Bytes on disk per generation. Files spanning several generations (only
+  // a RocksDB compaction could make one; chunk files are never compacted)
+  // are left alone, and so are the generations in them.
+  std::map<uint64_t, uint64_t> generation_bytes;
+  std::vector<std::pair<uint64_t, uint64_t>> merged;  // generation ranges of shared files
+  for (const ChunkFile& file : files) {
+    if (file.first_generation == file.last_generation) {
+      generation_bytes[file.first_generation] += file.bytes;
+    } else {
+      merged.emplace_back(file.first_generation, file.last_generation);
+    }
+  }
+  std::erase_if(generation_bytes, [&](const auto& entry) {
+    return std::any_of(merged.begin(), merged.end(), [&](const auto& range) {
+      return entry.first >= range.first && entry.first <= range.second;
+    });
+  });
   std::vector<uint64_t> drop;
   std::vector<uint64_t> rewrite;
-  for (const ChunkFile& file : files) {
-    if (file.first_generation != file.last_generation) continue;  // merged by RocksDB: left as is
-    const uint64_t generation = file.first_generation;
+  for (const auto& [generation, bytes] : generation_bytes) {
     auto found = usage.find(generation);
-    const uint64_t live_bytes = found == usage.end() ? 0 : found->second.live_bytes;
-    if (live_bytes == 0) {
+    if (found == usage.end() || found->second.live_chunks.empty()) {
       drop.push_back(generation);
-      stats.bytes_freed += file.bytes;
-    } else if (static_cast<double>(live_bytes) <
-               settings.rewrite_below_live_fraction * static_cast<double>(file.bytes)) {
+      stats.bytes_freed += bytes;
+    } else if (static_cast<double>(found->second.live_bytes) <
+               settings.rewrite_below_live_fraction * static_cast<double>(bytes)) {
       rewrite.push_back(generation);
-      stats.bytes_freed += file.bytes;
+      stats.bytes_freed += bytes;
     }
   }
   status = store->DropGenerations(drop);

@@ -3,6 +3,7 @@
 #include <flatbuffers/flatbuffers.h>
 
 #include <bit>
+#include <cmath>
 
 #include "chunk_codec.h"
 #include "manifest_generated.h"
@@ -140,6 +141,9 @@ Status CheckTree(std::vector<ManifestNode>* nodes) {
     if (node.kind != Tree::Kind::kMap && node.kind != Tree::Kind::kList && node.child_count != 0) {
       return Invalid(i, "leaf with children");
     }
+    if (node.kind != Tree::Kind::kTensor && !node.chunks.empty()) {
+      return Invalid(i, "chunks on a node that is not a tensor");
+    }
   }
   if (!open.empty()) return Status::Corruption("manifest tree is truncated");
   return Status::OK();
@@ -154,6 +158,14 @@ Result<std::vector<ManifestNode>> FlattenTree(const Tree& tree) {
   if (nodes.size() > kMaxTreeNodes) {
     return Status::InvalidArgument("tree of " + std::to_string(nodes.size()) + " nodes; at most " +
                                    std::to_string(kMaxTreeNodes) + " are supported");
+  }
+  // FlatBuffers caps a buffer at 2 GiB: keep keys and strings well below.
+  uint64_t text_bytes = 0;
+  for (const ManifestNode& node : nodes) text_bytes += node.key.size() + node.string_value.size();
+  if (text_bytes > kMaxTreeTextBytes) {
+    return Status::InvalidArgument("the tree's keys and strings take " +
+                                   std::to_string(text_bytes) + " bytes; at most " +
+                                   std::to_string(kMaxTreeTextBytes) + " are supported");
   }
   return nodes;
 }
@@ -257,6 +269,9 @@ Result<Manifest> DecodeManifest(std::string_view bytes) {
   manifest.commit_time_ns = stored->commit_time_ns();
   if (stored->metrics() != nullptr) {
     for (const fb::Metric* metric : *stored->metrics()) {
+      if (std::isnan(metric->value())) {
+        return Status::Corruption("manifest metric '" + metric->name()->str() + "' is NaN");
+      }
       manifest.metrics[metric->name()->str()] = metric->value();
     }
   }

@@ -27,6 +27,9 @@ inline constexpr size_t kMaxTreeDepth = 128;
 // entries are tables too, bounded by the margin).
 inline constexpr size_t kMaxTreeNodes = size_t{1} << 22;
 inline constexpr size_t kMaxManifestTables = size_t{1} << 24;
+// Keys and string values of one tree, together, stay below this (FlatBuffers
+// buffers are limited to 2 GiB).
+inline constexpr uint64_t kMaxTreeTextBytes = uint64_t{1} << 30;
 
 struct ChunkRef {
   ChunkDigest digest;

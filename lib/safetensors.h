@@ -44,13 +44,17 @@ struct SafetensorsFile {
 
 // Writes `tree` and `metadata` to `path` (through a temporary file beside it,
 // renamed into place, so a crash never leaves a half-written `path`). Writes
-// nothing else: tensor names never become file names.
+// nothing else: tensor names never become file names. InvalidArgument for
+// trees a safetensors file cannot name: a tensor at the root or at path
+// "__metadata__", names or metadata that are not valid UTF-8.
 Status WriteSafetensors(const std::string& path, const Tree& tree,
                         const std::map<std::string, std::string>& metadata);
 
 // Reads a file written by any tool. InvalidArgument naming the file and the
-// problem for anything malformed; never allocates more than the file's size
-// plus the header's size.
+// problem for anything malformed. Memory: the tensors (at most the file's
+// size) plus a small multiple of the header's size (itself at most
+// kMaxSafetensorsHeaderSize). Without kTreeMetadataKey, "layers/0/w" becomes
+// maps ("0" a map key): only ckptdb's own metadata can say it was a list.
 Result<SafetensorsFile> ReadSafetensors(const std::string& path);
 
 // The same from bytes in memory (for tests and fuzzing).

@@ -25,17 +25,17 @@ Status Errno(const std::string& what) {
   return Status::IOError(what + ": " + std::strerror(errno));
 }
 
-// Opens (creating) `path` and takes `operation` (LOCK_SH / LOCK_EX) on it,
-// blocking.
+// Opens (creating) `path` and takes `operation` (LOCK_SH / LOCK_EX, with
+// LOCK_NB: Busy when taken) on it.
 Result<LockedFile> OpenLocked(const std::string& path, int operation, bool remove_on_release) {
   int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
   if (fd < 0) return Errno("opening " + path);
   while (::flock(fd, operation) != 0) {
-    if (errno != EINTR) {
-      Status status = Errno("locking " + path);
-      ::close(fd);
-      return status;
-    }
+    if (errno == EINTR) continue;
+    Status status =
+        errno == EWOULDBLOCK ? Status::Busy(path + " is locked") : Errno("locking " + path);
+    ::close(fd);
+    return status;
   }
   return LockedFile(fd, path, remove_on_release);
 }
@@ -73,7 +73,8 @@ void LockedFile::Release() {
 Result<LockedFile> LockRetention(const std::string& workdir) {
   Status status = EnsureHoldsDir(workdir);
   if (!status.ok()) return status;
-  return OpenLocked((fs::path(HoldsDir(workdir)) / kRetentionLock).string(), LOCK_EX, false);
+  return OpenLocked((fs::path(HoldsDir(workdir)) / kRetentionLock).string(), LOCK_EX | LOCK_NB,
+                    false);
 }
 
 Result<LockedFile> AcquireStepHold(const std::string& workdir, int64_t step,

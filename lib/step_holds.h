@@ -52,7 +52,8 @@ Result<LockedFile> AcquireStepHold(const std::string& workdir, int64_t step,
                                    const std::function<Status()>& still_exists);
 
 // Writer side: the coordination lock, held while the caller lists holds and
-// deletes manifests.
+// deletes manifests. Never waits: Busy while a reader is taking a hold (the
+// writer then retries at its next retention instead of stalling training).
 Result<LockedFile> LockRetention(const std::string& workdir);
 
 // Writer side, under LockRetention: the steps some live process holds.

@@ -27,6 +27,8 @@ constexpr char kIndexFamily[] = "chunk_index";
 constexpr char kManifestsFamily[] = "manifests";
 constexpr size_t kChunkKeySize = 8 + 16;
 constexpr size_t kIndexValueSize = 16;
+// Generations stay far below 2^64 so that G + 1 never wraps.
+constexpr uint64_t kMaxGeneration = uint64_t{1} << 62;
 
 // The one seam where RocksDB errors become ckptdb errors.
 Status FromRocksDb(const rocksdb::Status& s, std::string_view context) {
@@ -83,6 +85,14 @@ rocksdb::ColumnFamilyOptions ChunksFamilyOptions() {
   // Chunks are compressed by ckptdb (chunk_codec.h); RocksDB must not try again.
   options.compression = rocksdb::kNoCompression;
   options.bottommost_compression = rocksdb::kNoCompression;
+  // Chunk data only arrives in ingested files, one generation each, in the
+  // bottom level; ckptdb's GC decides when to rewrite one. RocksDB must never
+  // compact them together (that would copy live data, and merge generations
+  // GC could then not drop whole): no automatic compaction, no TTL or
+  // periodic compaction (whose defaults would otherwise kick in).
+  options.disable_auto_compactions = true;
+  options.ttl = 0;
+  options.periodic_compaction_seconds = 0;
   rocksdb::BlockBasedTableOptions table;
   // Megabyte values would churn a block cache; the OS page cache serves reads.
   table.no_block_cache = true;
@@ -106,6 +116,9 @@ rocksdb::DBOptions BaseDBOptions() {
   options.max_manifest_file_size = 16 << 20;
   // A secondary instance needs every table file open; harmless for a writer.
   options.max_open_files = -1;
+  // The small families rarely fill a memtable; without a cap, their WAL
+  // would grow to gigabytes, replayed at every open and reader catch-up.
+  options.max_total_wal_size = 64 << 20;
   return options;
 }
 
@@ -118,19 +131,22 @@ bool DirectoryIsEmpty(const std::string& dir) {
 
 class Store::Rep {
  public:
-  ~Rep() { CloseDb(); }
+  ~Rep() { CloseDb().PermitUncheckedError(); }
 
-  void CloseDb() {
+  rocksdb::Status CloseDb() {
+    rocksdb::Status closed;
     if (db != nullptr) {
       for (rocksdb::ColumnFamilyHandle* handle : handles) db->DestroyColumnFamilyHandle(handle);
       handles.clear();
-      db->Close().PermitUncheckedError();
+      closed = db->Close();
       db.reset();
     }
     if (!secondary_dir.empty()) {
       std::error_code ec;
       fs::remove_all(secondary_dir, ec);
+      secondary_dir.clear();
     }
+    return closed;
   }
 
   rocksdb::ColumnFamilyHandle* meta() const { return handles[0]; }
@@ -156,6 +172,7 @@ Result<std::unique_ptr<Store>> Store::Open(const std::string& dir, Mode mode) {
   Rep& rep = *store->rep_;
   const bool exists = fs::exists(dir);
   const bool fresh = !exists || DirectoryIsEmpty(dir);
+  bool incomplete = false;
   if (fresh && mode == Mode::kReadOnly) {
     return Status::NotFound("no ckptdb store in " + dir);
   }
@@ -171,7 +188,13 @@ Result<std::unique_ptr<Store>> Store::Open(const std::string& dir, Mode mode) {
     std::vector<std::string> expected = {rocksdb::kDefaultColumnFamilyName, kChunksFamily,
                                          kIndexFamily, kManifestsFamily};
     std::sort(expected.begin(), expected.end());
-    if (families != expected) {
+    // A subset of our families is a store whose creation was interrupted
+    // (families are created one by one): the writer finishes creating it
+    // below, once it has checked that nothing was ever committed.
+    incomplete = families != expected;
+    if (incomplete &&
+        (mode == Mode::kReadOnly ||
+         !std::includes(expected.begin(), expected.end(), families.begin(), families.end()))) {
       return Status::FailedPrecondition(
           dir + " is a RocksDB database but not a ckptdb store; nothing was changed");
     }
@@ -185,9 +208,12 @@ Result<std::unique_ptr<Store>> Store::Open(const std::string& dir, Mode mode) {
     fs::create_directories(dir, ec);
     if (ec) return Status::IOError("cannot create " + dir + ": " + ec.message());
     options.create_if_missing = fresh;
-    options.create_missing_column_families = fresh;
+    options.create_missing_column_families = fresh || incomplete;
     opened = rocksdb::DB::Open(options, dir, FamilyDescriptors(), &rep.handles, &raw_db);
-    if (!opened.ok() && opened.ToString().find("lock") != std::string::npos) {
+    // RocksDB's words for a LOCK file held by another process, or by this one.
+    const std::string error = opened.ToString();
+    if (!opened.ok() && (error.find("While lock file") != std::string::npos ||
+                         error.find("lock hold by current process") != std::string::npos)) {
       return Status::Busy("another process has " + dir + " open for writing (" + opened.ToString() +
                           ")");
     }
@@ -257,7 +283,8 @@ Result<std::unique_ptr<Store>> Store::Open(const std::string& dir, Mode mode) {
     // generation present in a table file (a crash can leave one unindexed).
     std::string high_water;
     got = rep.db->Get(rocksdb::ReadOptions(), rep.meta(), kNextGenerationKey, &high_water);
-    if (got.ok() && high_water.size() == 8) {
+    if (got.ok() && high_water.size() == 8 &&
+        ReadLittleEndian(high_water.data(), 8) < kMaxGeneration) {
       rep.next_generation = std::max<uint64_t>(1, ReadLittleEndian(high_water.data(), 8));
     } else if (!got.IsNotFound()) {
       return got.ok() ? Status::Corruption("malformed generation high-water mark in " + dir)
@@ -267,8 +294,12 @@ Result<std::unique_ptr<Store>> Store::Open(const std::string& dir, Mode mode) {
     rep.db->GetLiveFilesMetaData(&files);
     for (const rocksdb::LiveFileMetaData& file : files) {
       if (file.column_family_name != kChunksFamily || file.largestkey.size() < 8) continue;
-      rep.next_generation =
-          std::max(rep.next_generation, ReadBigEndian64(file.largestkey.data()) + 1);
+      const uint64_t generation = ReadBigEndian64(file.largestkey.data());
+      if (generation >= kMaxGeneration) {
+        return Status::Corruption("chunk file " + file.name + " of " + dir +
+                                  " holds an impossible generation");
+      }
+      rep.next_generation = std::max(rep.next_generation, generation + 1);
     }
   }
   return store;
@@ -455,12 +486,21 @@ Status Store::DropGenerations(const std::vector<uint64_t>& generations) {
   rocksdb::Status s = rocksdb::DeleteFilesInRanges(rep_->db.get(), rep_->chunks(), ranges.data(),
                                                    ranges.size(), /*include_end=*/false);
   if (!s.ok()) return FromRocksDb(s, "deleting chunk files of " + dir_);
-  // Keys of these generations in files that also hold live generations (only
-  // after a RocksDB compaction merged files) are hidden by range tombstones.
+  // A generation sharing a file with another (which only a RocksDB compaction
+  // could cause; chunk files are never compacted) survives that: hide its
+  // keys with a range tombstone. Otherwise write nothing to the chunks
+  // family, whose memtable must stay empty for ingestion to reach the bottom.
+  std::set<uint64_t> dropped(generations.begin(), generations.end());
   rocksdb::WriteBatch batch;
-  for (size_t i = 0; i < slices.size(); i += 2) {
-    batch.DeleteRange(rep_->chunks(), slices[i], slices[i + 1]);
+  for (const ChunkFile& file : ChunkFiles()) {
+    for (uint64_t generation : dropped) {
+      if (generation >= file.first_generation && generation <= file.last_generation) {
+        batch.DeleteRange(rep_->chunks(), GenerationStart(generation),
+                          GenerationStart(generation + 1));
+      }
+    }
   }
+  if (batch.Count() == 0) return Status::OK();
   return WriteSynced(rep_->db.get(), &batch, "dropping chunk generations of " + dir_);
 }
 
@@ -502,9 +542,6 @@ Status Store::CatchUp() {
   return FromRocksDb(rep_->db->TryCatchUpWithPrimary(), "catching up with the writer of " + dir_);
 }
 
-Status Store::Close() {
-  rep_->CloseDb();
-  return Status::OK();
-}
+Status Store::Close() { return FromRocksDb(rep_->CloseDb(), "closing " + dir_); }
 
 }  // namespace ckptdb

@@ -1,6 +1,7 @@
 #include "ckptdb/tensor.h"
 
 #include <cstring>
+#include <new>
 #include <string>
 
 namespace ckptdb {
@@ -136,7 +137,12 @@ Result<Tensor> Tensor::Allocate(DType dtype, std::vector<int64_t> shape) {
   Tensor& tensor = *shaped;
   // make_shared<T[]>(n) value-initializes: the buffer starts zeroed. At least
   // one byte so that an owned empty tensor still reports owns_data().
-  tensor.owner_ = std::make_shared<std::byte[]>(tensor.byte_size_ == 0 ? 1 : tensor.byte_size_);
+  try {
+    tensor.owner_ = std::make_shared<std::byte[]>(tensor.byte_size_ == 0 ? 1 : tensor.byte_size_);
+  } catch (const std::bad_alloc&) {
+    return Status::InvalidArgument("cannot allocate a tensor of " +
+                                   std::to_string(tensor.byte_size_) + " bytes");
+  }
   tensor.data_ = tensor.mutable_data_ = tensor.owner_.get();
   return shaped;
 }

@@ -419,7 +419,9 @@ TEST(CheckpointerTest, ANewerStoreFormatIsRefused) {
   TempDir dir;
   { auto checkpointer = OpenOrDie(dir.path()); }
   // Rewrite the format version as a future build would.
-  ASSERT_OK(testing::SetStoreFormatVersion(dir.path(), kStoreFormatVersion + 1));
+  std::string version(4, '\0');
+  version[0] = static_cast<char>(kStoreFormatVersion + 1);
+  ASSERT_OK(testing::PutRawValue(dir.path(), "default", "ckptdb.format_version", version));
   auto opened = Checkpointer::Open(dir.path(), CheckpointerOptions());
   EXPECT_EQ(opened.status().code(), Status::Code::kNotSupported) << opened.status().ToString();
   EXPECT_NE(opened.status().message().find("format version 2"), std::string::npos);
@@ -578,6 +580,70 @@ TEST(RetentionThroughCheckpointerTest, KeepPeriodKeepsMultiplesBeyondMaxToKeep) 
     ASSERT_OK(restored.status());
     EXPECT_TRUE(restored->ContentEquals(testing::MakeStepState(step, 1)));
   }
+}
+
+}  // namespace
+}  // namespace ckptdb
+
+namespace ckptdb {
+namespace {
+
+TEST(CheckpointerTest, DonatingIntoTensorsThatShareMemoryIsRefused) {
+  testing::TempDir dir;
+  auto checkpointer = OpenOrDie(dir.path());
+  Tree state;
+  (void)state.Set("mu", Tree::Leaf(RandomTensor(DType::kFloat32, {256}, 1)));
+  (void)state.Set("nu", Tree::Leaf(RandomTensor(DType::kFloat32, {256}, 2)));
+  ASSERT_TRUE(checkpointer->Save(state, 0).value());
+  // One zeros tensor used for both moments, as an optimizer's init might do.
+  Tensor zeros = Tensor::Allocate(DType::kFloat32, {256}).value();
+  Tree shared;
+  (void)shared.Set("mu", Tree::Leaf(zeros));
+  (void)shared.Set("nu", Tree::Leaf(zeros));
+  Status status = checkpointer->Restore(&shared);
+  EXPECT_TRUE(status.IsInvalidArgument()) << status.ToString();
+  EXPECT_NE(status.message().find("aliased: 'mu' and 'nu'"), std::string::npos) << status.message();
+  RestoreOptions options;
+  options.donate = false;  // fresh buffers: fine
+  ASSERT_OK(checkpointer->Restore(&shared, kLatestStep, options));
+  EXPECT_TRUE(shared.ContentEquals(state));
+}
+
+TEST(CheckpointerTest, AnUnreadableManifestSpoilsOnlyItsOwnStep) {
+  testing::TempDir dir;
+  {
+    auto checkpointer = OpenOrDie(dir.path(), KeepAll());
+    for (int64_t step : {1, 2, 3}) {
+      ASSERT_TRUE(checkpointer->Save(testing::MakeStepState(step, 1), step).value());
+    }
+  }
+  std::string key(8, '\0');
+  key[7] = 2;  // step 2, big-endian
+  ASSERT_OK(testing::PutRawValue(dir.path(), "manifests", key, "not a manifest"));
+  auto checkpointer = OpenOrDie(dir.path(), KeepAll());
+  EXPECT_EQ(checkpointer->AllSteps(), (std::vector<int64_t>{1, 2, 3}));
+  Result<Tree> broken = checkpointer->RestoreTree(2);
+  EXPECT_TRUE(broken.status().IsCorruption()) << broken.status().ToString();
+  EXPECT_NE(broken.status().message().find("step 2"), std::string::npos);
+  for (int64_t step : {1, 3}) {
+    Result<Tree> restored = checkpointer->RestoreTree(step);
+    ASSERT_OK(restored.status());
+    EXPECT_TRUE(restored->ContentEquals(testing::MakeStepState(step, 1)));
+  }
+  ASSERT_OK(checkpointer->Delete(2));
+  EXPECT_EQ(checkpointer->AllSteps(), (std::vector<int64_t>{1, 3}));
+}
+
+TEST(CheckpointerTest, NoopIfMissingCoversAnyStepOfAnEmptyStore) {
+  testing::TempDir dir;
+  auto checkpointer = OpenOrDie(dir.path());
+  Tree state = testing::MakeStepState(1, 1);
+  const Tree before = ZeroedLike(state);
+  Tree untouched = ZeroedLike(state);
+  RestoreOptions options;
+  options.noop_if_missing = true;
+  ASSERT_OK(checkpointer->Restore(&untouched, 12, options));
+  EXPECT_TRUE(untouched.ContentEquals(before));
 }
 
 }  // namespace

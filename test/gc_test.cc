@@ -235,6 +235,7 @@ TEST(GcTest, RefusesWhenAStepReferencesAMissingChunk) {
   Result<GcStats> stats = checkpointer->CollectGarbage();
   EXPECT_TRUE(stats.status().IsCorruption()) << stats.status().ToString();
   EXPECT_NE(stats.status().message().find("nothing was deleted"), std::string::npos);
+  EXPECT_NE(stats.status().message().find("is referenced but missing"), std::string::npos);
   EXPECT_EQ(ChunkFileBytes(dir.path()), before);
 }
 

@@ -106,6 +106,24 @@ TEST(ReaderTest, WarmStartFromAnotherRunsStore) {
   ASSERT_TRUE(this_run->Save(state, 0).value());
 }
 
+TEST(ReaderTest, AReaderRestoresTheWritersLatestStepAfterCatchingUp) {
+  TempDir dir;
+  CheckpointerOptions options;
+  options.max_to_keep = 2;
+  auto writer = OpenOrDie(dir.path(), options);
+  ASSERT_TRUE(writer->Save(MakeStepState(100, 1), 100).value());
+  auto reader = OpenOrDie(dir.path(), ReadOnly());
+  EXPECT_EQ(reader->LatestStep(), 100);
+  for (int64_t step : {200, 300, 400}) {
+    ASSERT_TRUE(writer->Save(MakeStepState(step, 1), step).value());
+  }
+  // Step 100 is gone; "latest" means the writer's latest, not the stale one.
+  Result<Tree> latest = reader->RestoreTree();
+  ASSERT_OK(latest.status());
+  EXPECT_TRUE(latest->ContentEquals(MakeStepState(400, 1)));
+  EXPECT_EQ(reader->LatestStep(), 400);
+}
+
 TEST(ReaderTest, AHeldStepOutlivesRetentionUntilReleased) {
   TempDir dir;
   CheckpointerOptions options;

@@ -78,7 +78,8 @@ uint64_t DirectoryBytes(const std::string& dir) {
   return total;
 }
 
-Status SetStoreFormatVersion(const std::string& dir, uint32_t version) {
+Status PutRawValue(const std::string& dir, const std::string& family, const std::string& key,
+                   const std::string& value) {
   std::vector<std::string> names;
   rocksdb::Status s = rocksdb::DB::ListColumnFamilies(rocksdb::DBOptions(), dir, &names);
   if (!s.ok()) return Status::IOError(s.ToString());
@@ -88,9 +89,10 @@ Status SetStoreFormatVersion(const std::string& dir, uint32_t version) {
   rocksdb::DB* db = nullptr;
   s = rocksdb::DB::Open(rocksdb::DBOptions(), dir, families, &handles, &db);
   if (!s.ok()) return Status::IOError(s.ToString());
-  std::string bytes(4, '\0');
-  for (int i = 0; i < 4; ++i) bytes[i] = static_cast<char>((version >> (8 * i)) & 0xff);
-  s = db->Put(rocksdb::WriteOptions(), "ckptdb.format_version", bytes);
+  s = rocksdb::Status::NotFound("no column family " + family);
+  for (size_t i = 0; i < names.size(); ++i) {
+    if (names[i] == family) s = db->Put(rocksdb::WriteOptions(), handles[i], key, value);
+  }
   for (rocksdb::ColumnFamilyHandle* handle : handles) db->DestroyColumnFamilyHandle(handle);
   delete db;
   return s.ok() ? Status::OK() : Status::IOError(s.ToString());

@@ -52,9 +52,10 @@ SaveOptions Forced();
 // Sum of the sizes of all files under `dir`.
 uint64_t DirectoryBytes(const std::string& dir);
 
-// Rewrites the store format version of the (closed) store in `dir`, as a
-// future build would, by writing the metadata key directly.
-Status SetStoreFormatVersion(const std::string& dir, uint32_t version);
+// Writes `value` under `key` in column family `family` of the (closed) store
+// in `dir`, bypassing ckptdb: how tests damage a store or fake a future one.
+Status PutRawValue(const std::string& dir, const std::string& family, const std::string& key,
+                   const std::string& value);
 
 // The path of the helper program test_process (built beside the tests).
 std::string TestProcessPath();

@@ -289,8 +289,8 @@ Status List(const Context& context, const std::string& workdir) {
     for (const auto& [name, value] : manifest->metrics) {
       metrics[name] = value;
       char text[64];
-      std::snprintf(text, sizeof(text), "%s%s=%.6g", metrics_text.empty() ? "" : " ",
-                    name.c_str(), value);
+      std::snprintf(text, sizeof(text), "%s%s=%.6g", metrics_text.empty() ? "" : " ", name.c_str(),
+                    value);
       metrics_text += text;
     }
     const uint64_t logical = LogicalBytes(*manifest);
@@ -455,7 +455,8 @@ Status Stats(const Context& context, const std::string& workdir) {
       unique_stored > 0 ? static_cast<double>(unique_raw) / static_cast<double>(unique_stored) : 1;
   const double dedup =
       live_raw_estimate > 0 ? static_cast<double>(logical) / static_cast<double>(unique_raw) : 1;
-  const double overall = on_disk > 0 ? static_cast<double>(logical) / static_cast<double>(on_disk) : 1;
+  const double overall =
+      on_disk > 0 ? static_cast<double>(logical) / static_cast<double>(on_disk) : 1;
   if (context.json) {
     context.out << Json{{"workdir", workdir},
                         {"steps", held},
@@ -561,8 +562,8 @@ Status Gc(const Context& context, const std::string& workdir) {
               << " chunks (" << FormatBytes(stats->garbage_bytes) << "); removed "
               << stats->generations_dropped << " chunk files, rewrote "
               << stats->generations_rewritten << "; freed "
-              << FormatBytes(stats->bytes_freed - std::min(stats->bytes_freed,
-                                                            stats->bytes_rewritten))
+              << FormatBytes(stats->bytes_freed -
+                             std::min(stats->bytes_freed, stats->bytes_rewritten))
               << " in " << stats->seconds << " s\n";
   return Status::OK();
 }
@@ -736,8 +737,8 @@ Status Import(const Context& context, const std::string& workdir, const std::str
                        .dump(2)
                 << "\n";
   } else {
-    context.out << "imported " << file << " (" << FormatBytes(logical) << ") as step "
-                << flags.step << " of " << workdir << "\n";
+    context.out << "imported " << file << " (" << FormatBytes(logical) << ") as step " << flags.step
+                << " of " << workdir << "\n";
   }
   return Status::OK();
 }
@@ -820,8 +821,8 @@ int RunInspect(const std::vector<std::string>& args, std::ostream& out, std::ost
   };
   const bool wants_values = name == "export" || name == "import";
   for (const auto& [flag, value] : line.options) {
-    const bool allowed = (name == "export" && flag == "--out") ||
-                         (name == "import" && flag != "--out");
+    const bool allowed =
+        (name == "export" && flag == "--out") || (name == "import" && flag != "--out");
     if (!allowed) return Usage(err, flag + " does not apply to " + name, command);
   }
   if (!line.switches.empty() && name != "import") {

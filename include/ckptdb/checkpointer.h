@@ -140,8 +140,10 @@ class Checkpointer {
   // exactly; scalars take the stored values. On a mismatch, InvalidArgument
   // lists every missing, extra and mismatching path and nothing is written.
   // NotFound if the step (or any step) is missing, unless noop_if_missing and
-  // the store is empty. Corruption names the tensor whose bytes fail their
-  // digest; the template's contents are then unspecified.
+  // the store is empty. Template tensors that share memory are refused with
+  // donate. Corruption names the tensor whose bytes fail their digest; the
+  // template's contents are then unspecified. On a read-only store,
+  // kLatestStep is resolved after catching up with the writer.
   Status Restore(Tree* state, int64_t step = kLatestStep, const RestoreOptions& options = {});
 
   // Restores the whole tree of `step` with owned buffers (no template
@@ -167,8 +169,11 @@ class Checkpointer {
 
   // Holds `step` (kLatestStep: the latest after catching up) so that the
   // writer's retention defers deleting it; see StepHold. NotFound if the step
-  // is gone. On a writable store the hold is trivially granted (the writer is
-  // this process). Restore and RestoreTree hold their step while they read.
+  // is gone. Holds are files under <workdir>/holds, so holding needs write
+  // access there (IOError otherwise). On a read-only store, Restore and
+  // RestoreTree hold their step while they read (or, where the holds
+  // directory is not writable, read unheld and may then get NotFound if
+  // retention removes the step meanwhile).
   Result<StepHold> HoldStep(int64_t step = kLatestStep);
 
   // For an evaluator following a trainer: waits for steps newer than the last

@@ -72,8 +72,9 @@ struct CheckpointerOptions {
   // Whether a larger or a smaller best metric is better. Default: kMax.
   BestMode best_mode = BestMode::kMax;
 
-  // With best_metric_path, keep steps saved without that metric (true) or let
-  // them be deleted as if they ranked worst (false). Default: true.
+  // With best_metric_path, keep steps saved without that metric (true), or
+  // delete them once more than max_to_keep steps are held (false; they never
+  // fill a best-N slot). Default: true.
   bool keep_checkpoints_without_metrics = true;
 
   // ---- Garbage collection: reclaims chunks no step references ----
@@ -136,8 +137,9 @@ struct SaveOptions {
 
 // Options of one Restore call.
 struct RestoreOptions {
-  // When no step is stored at all, return OK and leave the template untouched
-  // instead of NotFound. (A specific step that is missing is still NotFound.)
+  // When the store holds no step at all, return OK and leave the template
+  // untouched instead of NotFound, whatever step was asked for (Kauldron's
+  // rule). A missing step of a store that holds others is still NotFound.
   // Default: false.
   bool noop_if_missing = false;
 
