@@ -5,6 +5,9 @@
 
 #include <algorithm>
 #include <cmath>
+#include <condition_variable>
+#include <cstring>
+#include <functional>
 #include <map>
 #include <mutex>
 #include <set>
@@ -16,6 +19,7 @@
 #include "parallel.h"
 #include "retention.h"
 #include "save_decision.h"
+#include "staging_pool.h"
 #include "step_holds.h"
 #include "store.h"
 
@@ -64,6 +68,11 @@ Status ValidateOptions(const CheckpointerOptions& options) {
                                      std::to_string(value));
     }
   }
+  if (options.staging_bytes < options.chunk_size_bytes) {
+    return Status::InvalidArgument("staging_bytes must be at least chunk_size_bytes (" +
+                                   std::to_string(options.chunk_size_bytes) + "), got " +
+                                   std::to_string(options.staging_bytes));
+  }
   if (options.multiprocessing.primary_host != 0 ||
       !options.multiprocessing.active_processes.empty()) {
     return Status::NotSupported(
@@ -73,12 +82,58 @@ Status ValidateOptions(const CheckpointerOptions& options) {
   return Status::OK();
 }
 
-// A chunk first seen in this save, not yet in the store.
-struct NewChunk {
-  const std::byte* data = nullptr;
-  uint32_t size = 0;
-  size_t element_width = 0;
-  std::vector<ChunkRef*> refs;  // manifest entries that point at it
+// A save between its blocking phase and its commit. The blocking phase
+// (Prepare) hashes every chunk and lists those the store lacks in digest
+// order; the caller's thread then stages them (copies into the staging pool,
+// in order) while the writer (Finish) compresses and writes them as they
+// become ready, releasing slots as it goes.
+struct InFlightSave {
+  struct Chunk {
+    ChunkDigest digest;
+    const std::byte* data = nullptr;  // caller memory, or a staging slot
+    uint32_t size = 0;
+    size_t element_width = 0;
+    std::vector<std::pair<uint32_t, uint32_t>> refs;  // (node, chunk) in the manifest
+    std::optional<size_t> slot;
+  };
+
+  Manifest manifest;
+  std::vector<Chunk> chunks;               // new chunks, digest order
+  std::map<int64_t, RetainedStep> pruned;  // steps retention drops once this commits
+
+  // Staging progress: chunks[0, staged) may be read by the writer. A stager
+  // that fails (no memory) abandons the save: the writer then stops.
+  std::mutex mutex;
+  std::condition_variable progress;
+  size_t staged = 0;
+  Status abandoned;
+
+  void MarkStaged(size_t count) {
+    {
+      std::lock_guard<std::mutex> lock(mutex);
+      staged = count;
+    }
+    progress.notify_all();
+  }
+  void Abandon(const Status& why) {
+    {
+      std::lock_guard<std::mutex> lock(mutex);
+      abandoned = why;
+    }
+    progress.notify_all();
+  }
+  // Waits until `count` chunks are staged; the stager's error if it gave up.
+  Status AwaitStaged(size_t count) {
+    std::unique_lock<std::mutex> lock(mutex);
+    progress.wait(lock, [&] { return staged >= count || !abandoned.ok(); });
+    return staged >= count ? Status::OK() : abandoned;
+  }
+  // How many chunks were staged (after the stager finished or gave up).
+  size_t StagedWhenDone(size_t total) {
+    std::unique_lock<std::mutex> lock(mutex);
+    progress.wait(lock, [&] { return staged >= total || !abandoned.ok(); });
+    return staged;
+  }
 };
 
 // A tensor to decode: where its chunks go.
@@ -96,7 +151,8 @@ class Checkpointer::Impl {
 
   Status LoadSteps();
   bool ShouldSaveLocked(int64_t step) const;
-  Result<bool> Save(const Tree& state, int64_t step, const SaveOptions& options);
+  Result<bool> Save(const Tree& state, int64_t step, const SaveOptions& options,
+                    std::unique_lock<std::mutex>& lock);
   Status RestoreInto(Tree* state, int64_t step, const RestoreOptions& options);
   Result<Tree> RestoreTree(int64_t step, const std::string& path);
   Result<StepHold> HoldStep(int64_t step);
@@ -113,6 +169,19 @@ class Checkpointer::Impl {
   std::map<int64_t, RetainedStep> steps_;  // the steps held, as retention sees them
   bool preempted_ = false;
   bool closed_ = false;
+
+  // The save in flight. Everything but the in-memory queries (ShouldSave,
+  // LatestStep, AllSteps) waits for it first (AwaitInFlight).
+  bool in_flight_ = false;
+  std::condition_variable in_flight_done_;
+  std::thread background_;
+  Status background_error_;  // reported once, by Save, WaitUntilFinished or Close
+  std::unique_ptr<StagingPool> staging_;
+
+  // Waits (releasing `lock` meanwhile) until no save is in flight.
+  void AwaitInFlight(std::unique_lock<std::mutex>& lock);
+  // AwaitInFlight, then takes the background error.
+  Status FinishInFlight(std::unique_lock<std::mutex>& lock);
 
  private:
   Status CheckOpen() const {
@@ -141,11 +210,23 @@ class Checkpointer::Impl {
     LockedFile hold;
   };
   Result<ReadableStep> OpenStepForRead(int64_t step);
-  Status WriteNewChunks(std::map<ChunkDigest, NewChunk>* new_chunks,
-                        std::vector<IndexEntry>* index_entries);
+  Result<std::shared_ptr<InFlightSave>> Prepare(const Tree& state, int64_t step,
+                                                const SaveOptions& options);
+  // Copies the new chunks into the staging pool, in order, waiting for free
+  // slots; the writer consumes them meanwhile. Called without mu_ held.
+  Status Stage(InFlightSave& save);
+  // Writes, commits, then runs retention and GC. Called with mu_ held in
+  // `lock`; releases it while writing and collecting.
+  Status Finish(InFlightSave& save, std::unique_lock<std::mutex>& lock);
+  Status WriteChunks(InFlightSave& save, std::vector<IndexEntry>* index_entries);
   Status DecodeTensors(int64_t step, const std::vector<DecodeTarget>& targets) const;
-  // Deletes the steps retention does not keep; returns whether it deleted any.
-  Result<bool> ApplyRetention();
+  // Retention, in two halves around the commit. Prune takes the steps
+  // retention drops out of the list (at once, as Orbax shows them);
+  // DeletePruned deletes their manifests once the new step has committed,
+  // putting back any it must not delete yet (held by a reader), and returns
+  // whether it deleted any.
+  std::map<int64_t, RetainedStep> Prune();
+  Result<bool> DeletePruned(std::map<int64_t, RetainedStep>& pruned);
 };
 
 RetainedStep Checkpointer::Impl::Retained(const Manifest& manifest) const {
@@ -224,9 +305,22 @@ bool Checkpointer::Impl::ShouldSaveLocked(int64_t step) const {
   return IsSaveDue(input, options_);
 }
 
-Result<bool> Checkpointer::Impl::Save(const Tree& state, int64_t step, const SaveOptions& options) {
+void Checkpointer::Impl::AwaitInFlight(std::unique_lock<std::mutex>& lock) {
+  in_flight_done_.wait(lock, [&] { return !in_flight_; });
+  if (background_.joinable()) background_.join();  // it has released mu_ and is ending
+}
+
+Status Checkpointer::Impl::FinishInFlight(std::unique_lock<std::mutex>& lock) {
+  AwaitInFlight(lock);
+  return std::exchange(background_error_, Status::OK());
+}
+
+Result<bool> Checkpointer::Impl::Save(const Tree& state, int64_t step, const SaveOptions& options,
+                                      std::unique_lock<std::mutex>& lock) {
   Status status = CheckOpen();
   if (status.ok()) status = CheckWritable();
+  if (!status.ok()) return status;
+  status = FinishInFlight(lock);
   if (!status.ok()) return status;
   if (step < 0) return Status::InvalidArgument("cannot save negative " + StepName(step));
   if (steps_.count(step) != 0) {
@@ -234,107 +328,210 @@ Result<bool> Checkpointer::Impl::Save(const Tree& state, int64_t step, const Sav
     return Status::AlreadyExists(StepName(step) + " is already in " + workdir_);
   }
   if (!options.force && !ShouldSaveLocked(step)) return false;
+  Result<std::shared_ptr<InFlightSave>> prepared = Prepare(state, step, options);
+  if (!prepared.ok()) return prepared.status().WithContext("saving " + StepName(step));
+  std::shared_ptr<InFlightSave> save = std::move(*prepared);
+
+  // The step is listed at once, and the steps retention will drop are not;
+  // if the save fails, both changes are undone.
+  steps_[step] = Retained(save->manifest);
+  save->pruned = Prune();
+  preempted_ = false;
+  in_flight_ = true;
+  const bool stage = options_.enable_async_checkpointing && !options.zero_copy;
+  if (!options_.enable_async_checkpointing) {
+    save->MarkStaged(save->chunks.size());  // the writer reads the caller's buffers
+    status = Finish(*save, lock);
+    in_flight_ = false;
+    in_flight_done_.notify_all();
+    if (!status.ok()) return status;
+    return true;
+  }
+  if (stage && staging_ == nullptr) {
+    staging_ = std::make_unique<StagingPool>(options_.chunk_size_bytes,
+                                             options_.staging_bytes / options_.chunk_size_bytes);
+  }
+  if (!stage) save->MarkStaged(save->chunks.size());
+  background_ = std::thread([this, save] {
+    std::unique_lock<std::mutex> background_lock(mu_);
+    background_error_ = Finish(*save, background_lock);
+    in_flight_ = false;
+    in_flight_done_.notify_all();
+  });
+  if (stage) {
+    // Staging waits for the writer to free slots, and the writer needs mu_
+    // now and then: stage without holding it. If staging fails, the writer
+    // gives up and the error is the background error of this save.
+    lock.unlock();
+    status = Stage(*save);
+    lock.lock();
+    if (!status.ok()) {
+      Status failed = FinishInFlight(lock);
+      return failed.ok() ? status : failed;
+    }
+  }
+  return true;
+}
+
+Result<std::shared_ptr<InFlightSave>> Checkpointer::Impl::Prepare(const Tree& state, int64_t step,
+                                                                  const SaveOptions& options) {
   if (options.metrics.size() + options.user_metadata.size() > kMaxTreeNodes) {
     return Status::InvalidArgument("more than " + std::to_string(kMaxTreeNodes) +
                                    " metrics and user metadata entries");
   }
   for (const auto& [name, value] : options.metrics) {
-    if (std::isnan(value)) {
-      return Status::InvalidArgument("metric '" + name + "' of " + StepName(step) + " is NaN");
-    }
+    if (std::isnan(value)) return Status::InvalidArgument("metric '" + name + "' is NaN");
   }
-
-  Manifest manifest;
+  auto save = std::make_shared<InFlightSave>();
+  Manifest& manifest = save->manifest;
   Result<std::vector<ManifestNode>> nodes = FlattenTree(state);
-  if (!nodes.ok()) return nodes.status().WithContext("saving " + StepName(step));
+  if (!nodes.ok()) return nodes.status();
   manifest.nodes = std::move(*nodes);
-
-  // Hash every chunk; only chunks the store lacks are compressed and written.
-  const uint32_t chunk_size = options_.chunk_size_bytes;
-  std::map<ChunkDigest, NewChunk> new_chunks;  // ordered: a generation is written in digest order
-  std::vector<std::pair<const Tensor*, ManifestNode*>> tensors;
-  for (ManifestNode& node : manifest.nodes) {
-    if (node.kind != Tree::Kind::kTensor) continue;
-    const Tree* leaf = state.Find(node.path);
-    tensors.emplace_back(&leaf->tensor(), &node);
-    node.chunks.resize((node.byte_size + chunk_size - 1) / chunk_size);
-  }
-  for (auto& [tensor, node] : tensors) {
-    for (size_t k = 0; k < node->chunks.size(); ++k) {
-      const uint64_t offset = uint64_t{k} * chunk_size;
-      ChunkRef& ref = node->chunks[k];
-      ref.raw_size =
-          static_cast<uint32_t>(std::min<uint64_t>(chunk_size, node->byte_size - offset));
-      ref.digest = store_->hasher().Digest(tensor->data() + offset, ref.raw_size);
-      auto pending = new_chunks.find(ref.digest);
-      if (pending != new_chunks.end()) {
-        pending->second.refs.push_back(&ref);
-        continue;
-      }
-      Result<std::optional<ChunkLocation>> stored = store_->FindChunk(ref.digest);
-      if (!stored.ok()) return stored.status().WithContext("saving " + StepName(step));
-      if (stored->has_value()) {
-        ref.stored_size = (*stored)->stored_size;
-        continue;
-      }
-      NewChunk& chunk = new_chunks[ref.digest];
-      chunk.data = tensor->data() + offset;
-      chunk.size = ref.raw_size;
-      chunk.element_width = DTypeIsFloat(tensor->dtype()) ? DTypeSize(tensor->dtype()) : 0;
-      chunk.refs.push_back(&ref);
-    }
-  }
-
-  std::vector<IndexEntry> index_entries;
-  status = WriteNewChunks(&new_chunks, &index_entries);
-  if (!status.ok()) return status.WithContext("saving " + StepName(step) + " in " + workdir_);
-
   manifest.step = step;
   manifest.commit_time_ns =
       std::chrono::duration_cast<std::chrono::nanoseconds>(Now().time_since_epoch()).count();
   manifest.metrics = options.metrics;
   manifest.user_metadata = options.user_metadata;
-  status = store_->CommitStep(step, EncodeManifest(manifest), index_entries);
-  if (!status.ok()) return status.WithContext("saving " + StepName(step) + " in " + workdir_);
-  steps_[step] = Retained(manifest);
-  preempted_ = false;
 
-  Result<bool> pruned = ApplyRetention();
-  if (pruned.ok() && *pruned && options_.gc_mode != GcMode::kOff) {
+  // Hash every chunk, on all cores.
+  struct Piece {
+    uint32_t node;
+    uint32_t chunk;
+    const Tensor* tensor;
+  };
+  const uint32_t chunk_size = options_.chunk_size_bytes;
+  std::vector<Piece> pieces;
+  for (uint32_t n = 0; n < manifest.nodes.size(); ++n) {
+    ManifestNode& node = manifest.nodes[n];
+    if (node.kind != Tree::Kind::kTensor) continue;
+    const Tensor* tensor = &state.Find(node.path)->tensor();
+    node.chunks.resize((node.byte_size + chunk_size - 1) / chunk_size);
+    for (uint32_t k = 0; k < node.chunks.size(); ++k) {
+      const uint64_t offset = uint64_t{k} * chunk_size;
+      node.chunks[k].raw_size =
+          static_cast<uint32_t>(std::min<uint64_t>(chunk_size, node.byte_size - offset));
+      pieces.push_back({n, k, tensor});
+    }
+  }
+  auto bytes_of = [&](const Piece& piece) {
+    return piece.tensor->data() + uint64_t{piece.chunk} * chunk_size;
+  };
+  Status status = ParallelFor(pieces.size(), WorkerThreads(), [&](size_t i) {
+    ChunkRef& ref = manifest.nodes[pieces[i].node].chunks[pieces[i].chunk];
+    ref.digest = store_->hasher().Digest(bytes_of(pieces[i]), ref.raw_size);
+    return Status::OK();
+  });
+  if (!status.ok()) return status;
+
+  // Only chunks the store lacks are written, each distinct one once.
+  std::map<ChunkDigest, InFlightSave::Chunk> fresh;  // ordered: written in digest order
+  for (const Piece& piece : pieces) {
+    ChunkRef& ref = manifest.nodes[piece.node].chunks[piece.chunk];
+    auto pending = fresh.find(ref.digest);
+    if (pending != fresh.end()) {
+      pending->second.refs.emplace_back(piece.node, piece.chunk);
+      continue;
+    }
+    Result<std::optional<ChunkLocation>> stored = store_->FindChunk(ref.digest);
+    if (!stored.ok()) return stored.status();
+    if (stored->has_value()) {
+      ref.stored_size = (*stored)->stored_size;
+      continue;
+    }
+    InFlightSave::Chunk& chunk = fresh[ref.digest];
+    chunk.digest = ref.digest;
+    chunk.data = bytes_of(piece);
+    chunk.size = ref.raw_size;
+    const DType dtype = piece.tensor->dtype();
+    chunk.element_width = DTypeIsFloat(dtype) ? DTypeSize(dtype) : 0;
+    chunk.refs.emplace_back(piece.node, piece.chunk);
+  }
+  save->chunks.reserve(fresh.size());
+  for (auto& [digest, chunk] : fresh) save->chunks.push_back(std::move(chunk));
+  return save;
+}
+
+Status Checkpointer::Impl::Stage(InFlightSave& save) {
+  for (size_t i = 0; i < save.chunks.size(); ++i) {
+    InFlightSave::Chunk& chunk = save.chunks[i];
+    Result<size_t> slot = staging_->Acquire();
+    if (!slot.ok()) {
+      save.Abandon(slot.status());
+      return slot.status();
+    }
+    std::byte* copy = staging_->data(*slot);
+    std::memcpy(copy, chunk.data, chunk.size);
+    chunk.data = copy;
+    chunk.slot = *slot;
+    save.MarkStaged(i + 1);
+  }
+  return Status::OK();
+}
+
+Status Checkpointer::Impl::Finish(InFlightSave& save, std::unique_lock<std::mutex>& lock) {
+  const int64_t step = save.manifest.step;
+  lock.unlock();
+  std::vector<IndexEntry> index_entries;
+  Status status = WriteChunks(save, &index_entries);
+  if (status.ok()) {
+    status = store_->CommitStep(step, EncodeManifest(save.manifest), index_entries);
+  }
+  lock.lock();
+  if (!status.ok()) {
+    steps_.erase(step);
+    steps_.merge(save.pruned);
+    return status.WithContext("saving " + StepName(step) + " in " + workdir_);
+  }
+  Result<bool> pruned = DeletePruned(save.pruned);
+  if (!pruned.ok()) {
+    return pruned.status().WithContext(StepName(step) +
+                                       " was committed; retention after it failed");
+  }
+  if (*pruned && options_.gc_mode != GcMode::kOff) {
     const double threshold =
         options_.gc_mode == GcMode::kGarbageThreshold ? options_.gc_garbage_threshold : 0.0;
+    lock.unlock();
     Result<GcStats> collected = CollectGarbage(threshold);
+    lock.lock();
     if (!collected.ok()) {
       return collected.status().WithContext(StepName(step) +
                                             " was committed; garbage collection after it failed");
     }
   }
-  if (!pruned.ok()) {
-    return pruned.status().WithContext(StepName(step) +
-                                       " was committed; retention after it failed");
-  }
-  return true;
+  return Status::OK();
 }
 
-Status Checkpointer::Impl::WriteNewChunks(std::map<ChunkDigest, NewChunk>* new_chunks,
-                                          std::vector<IndexEntry>* index_entries) {
-  if (new_chunks->empty()) return Status::OK();
+Status Checkpointer::Impl::WriteChunks(InFlightSave& save, std::vector<IndexEntry>* index_entries) {
+  // On any exit, wait for the stager and free every slot it filled, so that
+  // it never waits forever for a slot.
+  size_t released = 0;
+  auto release_until = [&](size_t end) {
+    for (; released < end; ++released) {
+      if (save.chunks[released].slot.has_value()) staging_->Release(*save.chunks[released].slot);
+    }
+  };
+  struct ReleaseAll {
+    std::function<void()> run;
+    ~ReleaseAll() { run(); }
+  } release_all{[&] { release_until(save.StagedWhenDone(save.chunks.size())); }};
+  if (save.chunks.empty()) return Status::OK();
   Result<std::unique_ptr<GenerationWriter>> writer = store_->NewGeneration();
   if (!writer.ok()) return writer.status();
   const ChunkEncoding base{0, options_.fast ? 1 : 9};
 
   // Compress a window of chunks in parallel, then append them in digest
   // order; the window bounds the memory held by compressed chunks.
-  std::vector<std::pair<const ChunkDigest*, NewChunk*>> ordered;
-  ordered.reserve(new_chunks->size());
-  for (auto& [digest, chunk] : *new_chunks) ordered.emplace_back(&digest, &chunk);
+  // The window never exceeds the staging slots: the stager could not fill it.
   const size_t threads = WorkerThreads();
-  const size_t window = 2 * threads;
+  const size_t window = std::max<size_t>(
+      1, std::min<size_t>(2 * threads, staging_ ? staging_->max_slots() : 2 * threads));
   std::vector<std::string> encoded(window);
-  for (size_t begin = 0; begin < ordered.size(); begin += window) {
-    const size_t count = std::min(window, ordered.size() - begin);
-    Status status = ParallelFor(count, threads, [&](size_t i) {
-      const NewChunk& chunk = *ordered[begin + i].second;
+  for (size_t begin = 0; begin < save.chunks.size(); begin += window) {
+    const size_t count = std::min(window, save.chunks.size() - begin);
+    Status status = save.AwaitStaged(begin + count);
+    if (!status.ok()) return status;
+    status = ParallelFor(count, threads, [&](size_t i) {
+      const InFlightSave::Chunk& chunk = save.chunks[begin + i];
       ChunkEncoding encoding = base;
       encoding.element_width = chunk.element_width;
       EncodeChunk(chunk.data, chunk.size, encoding, &encoded[i]);
@@ -342,34 +539,58 @@ Status Checkpointer::Impl::WriteNewChunks(std::map<ChunkDigest, NewChunk>* new_c
     });
     if (!status.ok()) return status;
     for (size_t i = 0; i < count; ++i) {
-      const auto& [digest, chunk] = ordered[begin + i];
-      status = (*writer)->Add(*digest, encoded[i]);
+      const InFlightSave::Chunk& chunk = save.chunks[begin + i];
+      status = (*writer)->Add(chunk.digest, encoded[i]);
       if (!status.ok()) return status;
       const auto stored_size = static_cast<uint32_t>(encoded[i].size());
-      for (ChunkRef* ref : chunk->refs) ref->stored_size = stored_size;
-      index_entries->push_back({*digest, {(*writer)->generation(), chunk->size, stored_size}});
+      for (const auto& [node, k] : chunk.refs) {
+        save.manifest.nodes[node].chunks[k].stored_size = stored_size;
+      }
+      index_entries->push_back({chunk.digest, {(*writer)->generation(), chunk.size, stored_size}});
     }
+    release_until(begin + count);
   }
   return (*writer)->Finish();
 }
 
-Result<bool> Checkpointer::Impl::ApplyRetention() {
+std::map<int64_t, RetainedStep> Checkpointer::Impl::Prune() {
   std::vector<RetainedStep> held;
   held.reserve(steps_.size());
   for (const auto& [step, retained] : steps_) held.push_back(retained);
-  std::vector<int64_t> doomed = StepsToDelete(held, RetentionRulesFrom(options_));
-  if (doomed.empty()) return false;
-  // Steps a reader holds are deferred: a later retention pass takes them.
+  std::map<int64_t, RetainedStep> pruned;
+  for (int64_t step : StepsToDelete(held, RetentionRulesFrom(options_))) {
+    pruned.insert(steps_.extract(step));
+  }
+  return pruned;
+}
+
+Result<bool> Checkpointer::Impl::DeletePruned(std::map<int64_t, RetainedStep>& pruned) {
+  if (pruned.empty()) return false;
+  // Steps that cannot be deleted now go back to the list; a later retention
+  // pass takes them.
+  auto keep = [&](int64_t step) { steps_.insert(pruned.extract(step)); };
   Result<LockedFile> lock = LockRetention(workdir_);
-  if (lock.status().code() == Status::Code::kBusy) return false;  // a reader is taking a hold
-  if (!lock.ok()) return lock.status();
+  if (!lock.ok()) {
+    while (!pruned.empty()) keep(pruned.begin()->first);
+    // Busy: a reader is taking a hold right now.
+    return lock.status().code() == Status::Code::kBusy ? Result<bool>(false) : lock.status();
+  }
   Result<std::set<int64_t>> holds = HeldSteps(workdir_);
-  if (!holds.ok()) return holds.status();
-  std::erase_if(doomed, [&](int64_t step) { return holds->count(step) != 0; });
-  if (doomed.empty()) return false;
+  if (!holds.ok()) {
+    while (!pruned.empty()) keep(pruned.begin()->first);
+    return holds.status();
+  }
+  for (int64_t step : *holds) {
+    if (pruned.count(step) != 0) keep(step);  // a reader holds it
+  }
+  if (pruned.empty()) return false;
+  std::vector<int64_t> doomed;
+  for (const auto& [step, retained] : pruned) doomed.push_back(step);
   Status status = store_->DeleteManifests(doomed);
-  if (!status.ok()) return status;
-  for (int64_t step : doomed) steps_.erase(step);
+  if (!status.ok()) {
+    while (!pruned.empty()) keep(pruned.begin()->first);
+    return status;
+  }
   return true;
 }
 
@@ -819,16 +1040,16 @@ bool Checkpointer::ShouldSave(int64_t step) const {
 }
 
 Result<bool> Checkpointer::Save(const Tree& state, int64_t step, const SaveOptions& options) {
-  std::lock_guard<std::mutex> lock(impl_->mu_);
-  return impl_->Save(state, step, options);
+  std::unique_lock<std::mutex> lock(impl_->mu_);
+  return impl_->Save(state, step, options, lock);
 }
 
 Result<bool> Checkpointer::MaybeSave(const Tree& state, int64_t step, bool force) {
-  std::lock_guard<std::mutex> lock(impl_->mu_);
+  std::unique_lock<std::mutex> lock(impl_->mu_);
   if (!impl_->ShouldSaveLocked(step)) return false;
   SaveOptions options;
   options.force = force;
-  return impl_->Save(state, step, options);
+  return impl_->Save(state, step, options, lock);
 }
 
 void Checkpointer::SignalPreemption() {
@@ -837,17 +1058,20 @@ void Checkpointer::SignalPreemption() {
 }
 
 Status Checkpointer::Restore(Tree* state, int64_t step, const RestoreOptions& options) {
-  std::lock_guard<std::mutex> lock(impl_->mu_);
+  std::unique_lock<std::mutex> lock(impl_->mu_);
+  impl_->AwaitInFlight(lock);
   return impl_->RestoreInto(state, step, options);
 }
 
 Result<Tree> Checkpointer::RestoreTree(int64_t step, const std::string& path) {
-  std::lock_guard<std::mutex> lock(impl_->mu_);
+  std::unique_lock<std::mutex> lock(impl_->mu_);
+  impl_->AwaitInFlight(lock);
   return impl_->RestoreTree(step, path);
 }
 
 Result<StepHold> Checkpointer::HoldStep(int64_t step) {
-  std::lock_guard<std::mutex> lock(impl_->mu_);
+  std::unique_lock<std::mutex> lock(impl_->mu_);
+  impl_->AwaitInFlight(lock);
   return impl_->HoldStep(step);
 }
 
@@ -884,7 +1108,8 @@ Status Checkpointer::IterNewCheckpoints(const std::function<bool(int64_t step)>&
 }
 
 Result<StepMetadata> Checkpointer::ItemMetadata(int64_t step) {
-  std::lock_guard<std::mutex> lock(impl_->mu_);
+  std::unique_lock<std::mutex> lock(impl_->mu_);
+  impl_->AwaitInFlight(lock);
   return impl_->ItemMetadata(step);
 }
 
@@ -902,23 +1127,33 @@ std::optional<int64_t> Checkpointer::LatestStep() const {
 }
 
 Status Checkpointer::Delete(int64_t step) {
-  std::lock_guard<std::mutex> lock(impl_->mu_);
+  std::unique_lock<std::mutex> lock(impl_->mu_);
+  impl_->AwaitInFlight(lock);
   return impl_->Delete(step);
 }
 
 Result<GcStats> Checkpointer::CollectGarbage() {
-  std::lock_guard<std::mutex> lock(impl_->mu_);
+  std::unique_lock<std::mutex> lock(impl_->mu_);
+  impl_->AwaitInFlight(lock);
   return impl_->CollectGarbage(/*min_garbage_fraction=*/0.0);
 }
 
 Status Checkpointer::Reload() {
-  std::lock_guard<std::mutex> lock(impl_->mu_);
+  std::unique_lock<std::mutex> lock(impl_->mu_);
+  impl_->AwaitInFlight(lock);
   return impl_->Reload();
 }
 
+Status Checkpointer::WaitUntilFinished() {
+  std::unique_lock<std::mutex> lock(impl_->mu_);
+  return impl_->FinishInFlight(lock);
+}
+
 Status Checkpointer::Close() {
-  std::lock_guard<std::mutex> lock(impl_->mu_);
-  return impl_->Close();
+  std::unique_lock<std::mutex> lock(impl_->mu_);
+  Status background = impl_->FinishInFlight(lock);
+  Status closed = impl_->Close();
+  return background.ok() ? closed : background;
 }
 
 }  // namespace ckptdb

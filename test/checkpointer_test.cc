@@ -207,8 +207,10 @@ TEST(CheckpointerTest, SavingTheSameStateAgainAddsOnlyTheManifest) {
   {
     auto checkpointer = OpenOrDie(store_dir, KeepAll());
     ASSERT_TRUE(checkpointer->Save(state, 1).value());
+    ASSERT_OK(checkpointer->WaitUntilFinished());
     after_first = testing::DirectoryBytes(store_dir);
     ASSERT_TRUE(checkpointer->Save(state, 2).value());
+    ASSERT_OK(checkpointer->WaitUntilFinished());
     after_second = testing::DirectoryBytes(store_dir);
   }
   const size_t manifest = StoredManifestBytes(store_dir, 2);

@@ -89,6 +89,7 @@ TEST(GcTest, GcOffLeavesGarbageAndOnDemandCollectionFreesIt) {
   for (int64_t step = 0; step < 5; ++step) {
     ASSERT_TRUE(checkpointer->Save(IncompressibleState(512, step), step).value());
   }
+  ASSERT_OK(checkpointer->WaitUntilFinished());
   const uint64_t before = ChunkFileBytes(dir.path());
   EXPECT_GE(before, 5u * 512 * 1024) << "without GC every step's chunks stay";
   Result<GcStats> stats = checkpointer->CollectGarbage();
@@ -115,9 +116,11 @@ TEST(GcTest, ThresholdModeWaitsForEnoughGarbage) {
     ASSERT_TRUE(checkpointer->Save(IncompressibleState(256, step), step).value());
   }
   // Saving step 2 pruned step 0: one step of three is garbage, 33% < 50%.
+  ASSERT_OK(checkpointer->WaitUntilFinished());
   EXPECT_GE(ChunkFileBytes(dir.path()), 3 * kStepBytes);
   // Saving step 3 prunes step 1: two of four, 50%, so GC runs.
   ASSERT_TRUE(checkpointer->Save(IncompressibleState(256, 3), 3).value());
+  ASSERT_OK(checkpointer->WaitUntilFinished());
   EXPECT_LT(ChunkFileBytes(dir.path()), 3 * kStepBytes);
   EXPECT_GE(ChunkFileBytes(dir.path()), 2 * kStepBytes);
 }

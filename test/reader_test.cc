@@ -117,6 +117,7 @@ TEST(ReaderTest, AReaderRestoresTheWritersLatestStepAfterCatchingUp) {
   for (int64_t step : {200, 300, 400}) {
     ASSERT_TRUE(writer->Save(MakeStepState(step, 1), step).value());
   }
+  ASSERT_OK(writer->WaitUntilFinished());
   // Step 100 is gone; "latest" means the writer's latest, not the stale one.
   Result<Tree> latest = reader->RestoreTree();
   ASSERT_OK(latest.status());
@@ -138,6 +139,7 @@ TEST(ReaderTest, AHeldStepOutlivesRetentionUntilReleased) {
 
   ASSERT_TRUE(writer->Save(MakeStepState(1, 1), 1).value());
   ASSERT_TRUE(writer->Save(MakeStepState(2, 1), 2).value());
+  ASSERT_OK(writer->WaitUntilFinished());  // retention runs once the save committed
   EXPECT_EQ(writer->AllSteps(), (std::vector<int64_t>{0, 2})) << "step 0 is held";
   EXPECT_EQ(writer->Delete(0).code(), Status::Code::kFailedPrecondition);
   Result<Tree> restored = reader->RestoreTree(0);
@@ -147,6 +149,7 @@ TEST(ReaderTest, AHeldStepOutlivesRetentionUntilReleased) {
   hold->Release();
   EXPECT_FALSE(hold->held());
   ASSERT_TRUE(writer->Save(MakeStepState(3, 1), 3).value());
+  ASSERT_OK(writer->WaitUntilFinished());
   EXPECT_EQ(writer->AllSteps(), (std::vector<int64_t>{3}));
   ASSERT_OK(reader->Reload());
   EXPECT_TRUE(reader->RestoreTree(0).status().IsNotFound());
@@ -164,6 +167,7 @@ TEST(ReaderTest, ACrashedReadersHoldExpires) {
   ASSERT_EQ(exit_code, 128 + SIGKILL);
   // The hold file is still there, but its lock died with its process.
   ASSERT_TRUE(writer->Save(MakeStepState(1, 1), 1).value());
+  ASSERT_OK(writer->WaitUntilFinished());
   EXPECT_EQ(writer->AllSteps(), (std::vector<int64_t>{1}));
   for (const auto& entry : std::filesystem::directory_iterator(dir.Sub("holds"))) {
     EXPECT_EQ(entry.path().filename(), "retention.lock") << "stale hold left behind";

@@ -44,6 +44,8 @@ int SaveLoop(const std::string& dir, int64_t first_step, size_t megabytes,
     ckptdb::Tree state = ckptdb::testing::MakeStepState(step, megabytes);
     auto saved = (*checkpointer)->Save(state, step, ckptdb::testing::Forced());
     if (!saved.ok()) return Fail("save", saved.status());
+    ckptdb::Status committed = (*checkpointer)->WaitUntilFinished();
+    if (!committed.ok()) return Fail("save in the background", committed);
     log << step << std::endl;  // flushed: the kernel keeps it when we are killed
   }
 }

@@ -119,12 +119,16 @@ class Checkpointer {
   bool ShouldSave(int64_t step) const;
 
   // Saves `state` as `step` if due (options.force skips the due check) and
-  // returns whether it saved. Returns once the step is committed, retention
-  // has run and (per gc_mode) garbage was collected. Errors: AlreadyExists
-  // (forced save of a stored step), InvalidArgument (negative step, bad tree
-  // or metrics), FailedPrecondition (read-only store), IOError. An error
-  // before the commit leaves nothing of the step visible; an error of
-  // retention or GC after it says "committed" in its message.
+  // returns whether it saved. Waits for the previous save first; if that one
+  // failed in the background, returns its error (once) and saves nothing.
+  // Asynchronous (the default; see enable_async_checkpointing): returns after
+  // the blocking phase, when the caller may change its buffers; AllSteps and
+  // LatestStep show the step at once. Synchronous: returns once the step is
+  // committed, retention has run and (per gc_mode) garbage was collected.
+  // Errors: AlreadyExists (forced save of a stored step), InvalidArgument
+  // (negative step, bad tree or metrics), FailedPrecondition (read-only
+  // store), IOError. An error before the commit leaves nothing of the step
+  // visible; an error of retention or GC after it says "committed".
   Result<bool> Save(const Tree& state, int64_t step, const SaveOptions& options = {});
 
   // Save(state, step, {.force = force}) only if ShouldSave(step); a step that
@@ -188,8 +192,12 @@ class Checkpointer {
   // Writable stores: re-read the step list.
   Status Reload();
 
-  // Finishes pending work and closes; later calls fail with
-  // FailedPrecondition. Idempotent.
+  // Waits for the save in flight, if any; returns its error (once) if it
+  // failed in the background.
+  Status WaitUntilFinished();
+
+  // Finishes pending work (returning a background save's error) and closes;
+  // later calls fail with FailedPrecondition. Idempotent.
   Status Close();
 
   class Impl;

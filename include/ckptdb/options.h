@@ -103,6 +103,22 @@ struct CheckpointerOptions {
   // Multi-process writing; see MultiprocessingOptions. Default: one process.
   MultiprocessingOptions multiprocessing;
 
+  // ---- Saving ----
+
+  // true: Save returns after the blocking phase (hashing every chunk and
+  // copying the chunks the store lacks into staging memory); compression,
+  // writing, the commit, retention and garbage collection go on in the
+  // background. The next Save, WaitUntilFinished or Close reports a
+  // background failure; Restore and the other reads wait for the save in
+  // flight. false: Save returns once all of that is done. Default: true.
+  bool enable_async_checkpointing = true;
+
+  // Memory for the copies an asynchronous save keeps of chunks it has not
+  // written yet, allocated at the first such save and reused. When a save
+  // has more new bytes than this, its blocking phase waits for the writer to
+  // free some. At least chunk_size_bytes. Default: 256 MiB.
+  uint64_t staging_bytes = uint64_t{256} << 20;
+
   // ---- Storage ----
 
   // true: spend little CPU on compression (zstd level 1). false: compress
@@ -133,6 +149,12 @@ struct SaveOptions {
   // Free-form key/value strings stored with the step (e.g. a config hash).
   // Default: none.
   std::map<std::string, std::string> user_metadata;
+
+  // The caller promises that the state's tensor bytes stay alive and
+  // unchanged until this save has finished (WaitUntilFinished, or the next
+  // Save or Close, returns). An asynchronous save then copies nothing: its
+  // blocking phase only hashes. Default: false.
+  bool zero_copy = false;
 };
 
 // Options of one Restore call.

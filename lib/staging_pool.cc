@@ -1,0 +1,59 @@
+#include "staging_pool.h"
+
+#include <sys/mman.h>
+
+#include <cstdlib>
+#include <cstring>
+#include <string>
+
+namespace ckptdb {
+namespace {
+
+constexpr size_t kHugePage = 2u << 20;
+
+}  // namespace
+
+StagingPool::StagingPool(size_t slot_bytes, size_t max_slots)
+    : slot_bytes_(slot_bytes), max_slots_(max_slots) {
+  buffers_.reserve(max_slots);
+  free_.reserve(max_slots);
+}
+
+StagingPool::~StagingPool() {
+  for (std::byte* buffer : buffers_) std::free(buffer);
+}
+
+Result<size_t> StagingPool::Acquire() {
+  std::unique_lock<std::mutex> lock(mutex_);
+  if (free_.empty() && buffers_.size() < max_slots_) {
+    const size_t bytes = (slot_bytes_ + kHugePage - 1) / kHugePage * kHugePage;
+    auto* buffer = static_cast<std::byte*>(std::aligned_alloc(kHugePage, bytes));
+    if (buffer == nullptr) {
+      return Status::InvalidArgument("cannot allocate " + std::to_string(bytes) +
+                                     " bytes of staging memory");
+    }
+    madvise(buffer, bytes, MADV_HUGEPAGE);
+    std::memset(buffer, 0, bytes);  // fault the pages in now
+    buffers_.push_back(buffer);
+    return buffers_.size() - 1;
+  }
+  released_.wait(lock, [&] { return !free_.empty(); });
+  const size_t slot = free_.back();
+  free_.pop_back();
+  return slot;
+}
+
+void StagingPool::Release(size_t slot) {
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    free_.push_back(slot);
+  }
+  released_.notify_one();
+}
+
+std::byte* StagingPool::data(size_t slot) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return buffers_[slot];
+}
+
+}  // namespace ckptdb

@@ -1,0 +1,53 @@
+// StagingPool: memory where an asynchronous save keeps copies of the chunks
+// it still has to write, so the caller may change its buffers as soon as Save
+// returns. Slots are allocated when first needed, up to a fixed count, then
+// kept and reused by every later save; each is pre-faulted when allocated
+// (first touch of fresh pages costs more than the copy itself), with
+// transparent huge pages where the kernel allows. When all slots are taken,
+// Acquire waits for the background writer to release one: memory stays
+// bounded however large the state is.
+//
+// Thread-safe.
+
+#ifndef CKPTDB_LIB_STAGING_POOL_H_
+#define CKPTDB_LIB_STAGING_POOL_H_
+
+#include <condition_variable>
+#include <cstddef>
+#include <memory>
+#include <mutex>
+#include <vector>
+
+#include "ckptdb/status.h"
+
+namespace ckptdb {
+
+class StagingPool {
+ public:
+  // At most `max_slots` buffers of `slot_bytes` each.
+  StagingPool(size_t slot_bytes, size_t max_slots);
+  ~StagingPool();
+  StagingPool(const StagingPool&) = delete;
+  StagingPool& operator=(const StagingPool&) = delete;
+
+  size_t slot_bytes() const { return slot_bytes_; }
+  size_t max_slots() const { return max_slots_; }
+
+  // A free slot's index, allocating one while below max_slots, else waiting
+  // for one to be released. InvalidArgument when memory cannot be had.
+  Result<size_t> Acquire();
+  void Release(size_t slot);
+  std::byte* data(size_t slot);
+
+ private:
+  const size_t slot_bytes_;
+  const size_t max_slots_;
+  std::mutex mutex_;
+  std::condition_variable released_;
+  std::vector<std::byte*> buffers_;
+  std::vector<size_t> free_;
+};
+
+}  // namespace ckptdb
+
+#endif  // CKPTDB_LIB_STAGING_POOL_H_
