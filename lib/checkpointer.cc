@@ -13,6 +13,7 @@
 #include <set>
 #include <thread>
 
+#include "checkpointer_internal.h"
 #include "chunk_codec.h"
 #include "garbage_collector.h"
 #include "manifest.h"
@@ -1023,12 +1024,18 @@ Checkpointer::~Checkpointer() {
 
 Result<std::unique_ptr<Checkpointer>> Checkpointer::Open(const std::string& workdir,
                                                          CheckpointerOptions options) {
+  return OpenCheckpointer(workdir, std::move(options), /*env=*/nullptr);
+}
+
+Result<std::unique_ptr<Checkpointer>> OpenCheckpointer(const std::string& workdir,
+                                                       CheckpointerOptions options,
+                                                       rocksdb::Env* env) {
   Status status = ValidateOptions(options);
   if (!status.ok()) return status.WithContext("opening " + workdir);
   Result<std::unique_ptr<Store>> store =
-      Store::Open(workdir, options.create ? Store::Mode::kWrite : Store::Mode::kReadOnly);
+      Store::Open(workdir, options.create ? Store::Mode::kWrite : Store::Mode::kReadOnly, env);
   if (!store.ok()) return store.status();
-  auto impl = std::make_unique<Impl>(workdir, std::move(options), std::move(*store));
+  auto impl = std::make_unique<Checkpointer::Impl>(workdir, std::move(options), std::move(*store));
   status = impl->LoadSteps();
   if (!status.ok()) return status;
   return std::unique_ptr<Checkpointer>(new Checkpointer(std::move(impl)));

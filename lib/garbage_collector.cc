@@ -64,6 +64,11 @@ Status RewriteGenerations(Store* store, const std::vector<uint64_t>& generations
   return status;
 }
 
+// A rewrite must win back at least this much: a small file's fixed overhead
+// alone would otherwise keep it below the live-fraction threshold forever,
+// and GC would copy it on every run.
+constexpr uint64_t kMinRewriteGain = 256u << 10;
+
 // What the mark phase finds: live and dead chunks, per generation.
 struct Survey {
   GcStats stats;
@@ -171,7 +176,8 @@ Result<GcStats> CollectGarbage(Store* store, const GcSettings& settings) {
       drop.push_back(generation);
       stats.bytes_freed += bytes;
     } else if (static_cast<double>(found->second.live_bytes) <
-               settings.rewrite_below_live_fraction * static_cast<double>(bytes)) {
+                   settings.rewrite_below_live_fraction * static_cast<double>(bytes) &&
+               bytes - std::min(bytes, found->second.live_bytes) >= kMinRewriteGain) {
       rewrite.push_back(generation);
       stats.bytes_freed += bytes;
     }

@@ -2,6 +2,7 @@
 
 #include <rocksdb/convenience.h>
 #include <rocksdb/db.h>
+#include <rocksdb/listener.h>
 #include <rocksdb/options.h>
 #include <rocksdb/sst_file_writer.h>
 #include <rocksdb/table.h>
@@ -109,6 +110,14 @@ std::vector<rocksdb::ColumnFamilyDescriptor> FamilyDescriptors() {
   };
 }
 
+class NoAutomaticRecovery : public rocksdb::EventListener {
+ public:
+  void OnErrorRecoveryBegin(rocksdb::BackgroundErrorReason /*reason*/, rocksdb::Status /*error*/,
+                            bool* auto_recovery) override {
+    *auto_recovery = false;
+  }
+};
+
 rocksdb::DBOptions BaseDBOptions() {
   rocksdb::DBOptions options;
   options.info_log_level = rocksdb::InfoLogLevel::WARN_LEVEL;
@@ -119,6 +128,12 @@ rocksdb::DBOptions BaseDBOptions() {
   // The small families rarely fill a memtable; without a cap, their WAL
   // would grow to gigabytes, replayed at every open and reader catch-up.
   options.max_total_wal_size = 64 << 20;
+  // After a write error the database stays stopped until reopened, instead
+  // of resuming by itself in the background: ckptdb reports the error and a
+  // reopen recovers. (7.8's automatic resume, including its wait for free
+  // space, trips internal assertions after some errors.)
+  options.max_bgerror_resume_count = 0;
+  options.listeners.push_back(std::make_shared<NoAutomaticRecovery>());
   return options;
 }
 
@@ -157,8 +172,9 @@ class Store::Rep {
   rocksdb::ColumnFamilyOptions chunks_options = ChunksFamilyOptions();
   std::unique_ptr<rocksdb::DB> db;
   std::vector<rocksdb::ColumnFamilyHandle*> handles;
-  std::string secondary_dir;  // read-only mode: the secondary's own files
-  std::string staging_dir;    // write mode: SST files before ingestion
+  std::string secondary_dir;    // read-only mode: the secondary's own files
+  std::string staging_dir;      // write mode: SST files before ingestion
+  rocksdb::Env* env = nullptr;  // for SST files written outside the database
   uint64_t next_generation = 1;
 };
 
@@ -167,7 +183,7 @@ Store::Store(std::string dir, Mode mode)
 
 Store::~Store() = default;
 
-Result<std::unique_ptr<Store>> Store::Open(const std::string& dir, Mode mode) {
+Result<std::unique_ptr<Store>> Store::Open(const std::string& dir, Mode mode, rocksdb::Env* env) {
   std::unique_ptr<Store> store(new Store(dir, mode));
   Rep& rep = *store->rep_;
   const bool exists = fs::exists(dir);
@@ -201,6 +217,8 @@ Result<std::unique_ptr<Store>> Store::Open(const std::string& dir, Mode mode) {
   }
 
   rocksdb::DBOptions options = BaseDBOptions();
+  if (env != nullptr) options.env = env;
+  rep.env = options.env;
   rocksdb::DB* raw_db = nullptr;
   rocksdb::Status opened;
   if (mode == Mode::kWrite) {
@@ -340,8 +358,15 @@ Status Store::ReadChunk(const ChunkDigest& digest, const ChunkLocation& location
 
 class GenerationWriter::Rep {
  public:
-  Rep(const rocksdb::ColumnFamilyOptions& options, rocksdb::ColumnFamilyHandle* family)
-      : writer(rocksdb::EnvOptions(), rocksdb::Options(rocksdb::DBOptions(), options), family) {}
+  Rep(rocksdb::Env* env, const rocksdb::ColumnFamilyOptions& options,
+      rocksdb::ColumnFamilyHandle* family)
+      : writer(rocksdb::EnvOptions(), WriterOptions(env, options), family) {}
+  static rocksdb::Options WriterOptions(rocksdb::Env* env,
+                                        const rocksdb::ColumnFamilyOptions& options) {
+    rocksdb::Options writer_options(rocksdb::DBOptions(), options);
+    writer_options.env = env;
+    return writer_options;
+  }
   rocksdb::SstFileWriter writer;
   std::string path;
   bool opened = false;
@@ -351,7 +376,8 @@ class GenerationWriter::Rep {
 GenerationWriter::GenerationWriter(Store* store, uint64_t generation)
     : store_(store),
       generation_(generation),
-      rep_(std::make_unique<Rep>(store->rep_->chunks_options, store->rep_->chunks())) {
+      rep_(std::make_unique<Rep>(store->rep_->env, store->rep_->chunks_options,
+                                 store->rep_->chunks())) {
   rep_->path =
       (fs::path(store->rep_->staging_dir) / ("generation-" + std::to_string(generation) + ".sst"))
           .string();

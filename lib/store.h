@@ -31,6 +31,10 @@
 #include "chunk_digest.h"
 #include "ckptdb/status.h"
 
+namespace rocksdb {
+class Env;
+}  // namespace rocksdb
+
 namespace ckptdb {
 
 // The store format this build writes and the newest it opens.
@@ -65,7 +69,10 @@ class Store {
     kReadOnly,  // follows a writer in another process (a RocksDB secondary)
   };
 
-  static Result<std::unique_ptr<Store>> Open(const std::string& dir, Mode mode);
+  // `env` (tests: a fault-injecting file system) replaces RocksDB's default
+  // environment for every file the store touches; it must outlive the store.
+  static Result<std::unique_ptr<Store>> Open(const std::string& dir, Mode mode,
+                                             rocksdb::Env* env = nullptr);
   ~Store();
 
   const std::string& dir() const { return dir_; }

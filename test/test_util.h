@@ -13,17 +13,18 @@
 
 #include "ckptdb/ckptdb.h"
 
-#define ASSERT_OK(expr)                              \
-  do {                                               \
-    const ::ckptdb::Status _status = (expr);         \
-    ASSERT_TRUE(_status.ok()) << _status.ToString(); \
-  } while (0)
+// Status checks that print the status, and allow more context with <<.
+#define ASSERT_OK(expr)                                      \
+  if (const ::ckptdb::Status _status = (expr); _status.ok()) \
+    ;                                                        \
+  else                                                       \
+    FAIL() << _status.ToString() << " "
 
-#define EXPECT_OK(expr)                              \
-  do {                                               \
-    const ::ckptdb::Status _status = (expr);         \
-    EXPECT_TRUE(_status.ok()) << _status.ToString(); \
-  } while (0)
+#define EXPECT_OK(expr)                                      \
+  if (const ::ckptdb::Status _status = (expr); _status.ok()) \
+    ;                                                        \
+  else                                                       \
+    ADD_FAILURE() << _status.ToString() << " "
 
 namespace ckptdb::testing {
 

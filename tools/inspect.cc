@@ -138,6 +138,7 @@ std::string FormatTime(int64_t unix_ns) {
 // Aligned columns; numbers right-aligned.
 class Table {
  public:
+  Table() = default;
   explicit Table(std::vector<std::string> header) { rows_.push_back(std::move(header)); }
   void Add(std::vector<std::string> row) { rows_.push_back(std::move(row)); }
   void Print(std::ostream& out, const std::set<size_t>& right_aligned) const {
@@ -223,12 +224,10 @@ class Inspector {
   static Result<int64_t> ParseStepNumber(const std::string& text) {
     int64_t step = 0;
     size_t used = 0;
-    try {
-      step = std::stoll(text, &used);
-    } catch (const std::exception&) {
-      used = 0;
-    }
-    if (used != text.size() || text.empty() || step < 0) {
+    const bool digits = !text.empty() && text.size() <= 18 &&
+                        text.find_first_not_of("0123456789") == std::string::npos;
+    if (digits) step = std::stoll(text, &used);
+    if (!digits || used != text.size()) {
       return Status::InvalidArgument("'" + text + "' is not a step (a number >= 0 or latest)");
     }
     return step;
@@ -261,6 +260,11 @@ struct Context {
   bool show_progress;
 };
 
+// A manifest that cannot be decoded: one step's problem, not the store's.
+bool IsUnreadable(const Status& status) {
+  return status.IsCorruption() || status.code() == Status::Code::kNotSupported;
+}
+
 uint64_t LogicalBytes(const Manifest& manifest) {
   uint64_t total = 0;
   for (const ManifestNode& node : manifest.nodes) total += node.byte_size;
@@ -277,6 +281,11 @@ Status List(const Context& context, const std::string& workdir) {
   for (int64_t step : *steps) {
     Result<Manifest> manifest = inspector->ReadManifest(step);
     if (manifest.status().IsNotFound()) continue;  // deleted by the writer meanwhile
+    if (IsUnreadable(manifest.status())) {
+      json_steps.push_back({{"step", step}, {"error", manifest.status().ToString()}});
+      table.Add({std::to_string(step), "unreadable: " + manifest.status().ToString()});
+      continue;
+    }
     if (!manifest.ok()) return manifest.status();
     uint64_t stored = 0;
     uint64_t tensors = 0;
@@ -321,7 +330,7 @@ Result<std::map<ChunkDigest, uint32_t>> ChunkReferenceCounts(const Inspector& in
   if (!steps.ok()) return steps.status();
   for (int64_t step : *steps) {
     Result<Manifest> manifest = inspector.ReadManifest(step);
-    if (manifest.status().IsNotFound()) continue;
+    if (manifest.status().IsNotFound() || IsUnreadable(manifest.status())) continue;
     if (!manifest.ok()) return manifest.status();
     for (const ManifestNode& node : manifest->nodes) {
       for (const ChunkRef& chunk : node.chunks) ++counts[chunk.digest];
@@ -427,9 +436,14 @@ Status Stats(const Context& context, const std::string& workdir) {
   uint64_t logical = 0;
   uint64_t referenced_stored = 0;  // before dedup
   size_t held = 0;
+  size_t unreadable = 0;
   for (int64_t step : *steps) {
     Result<Manifest> manifest = inspector->ReadManifest(step);
     if (manifest.status().IsNotFound()) continue;
+    if (IsUnreadable(manifest.status())) {
+      ++unreadable;
+      continue;
+    }
     if (!manifest.ok()) return manifest.status();
     ++held;
     logical += LogicalBytes(*manifest);
@@ -445,7 +459,9 @@ Status Stats(const Context& context, const std::string& workdir) {
     return Status::OK();
   });
   if (!status.ok()) return status;
-  Result<GcStats> garbage = MeasureGarbage(inspector->store());
+  // Garbage is unknown while a manifest is unreadable: its chunks may be live.
+  Result<GcStats> garbage =
+      unreadable > 0 ? Result<GcStats>(GcStats{}) : MeasureGarbage(inspector->store());
   if (!garbage.ok()) return garbage.status();
   uint64_t chunk_files = 0;
   for (const ChunkFile& file : inspector->store().ChunkFiles()) chunk_files += file.bytes;
@@ -460,6 +476,7 @@ Status Stats(const Context& context, const std::string& workdir) {
   if (context.json) {
     context.out << Json{{"workdir", workdir},
                         {"steps", held},
+                        {"unreadable_steps", unreadable},
                         {"logical_bytes", logical},
                         {"chunks", chunks},
                         {"chunks_raw_bytes", unique_raw},
@@ -476,8 +493,11 @@ Status Stats(const Context& context, const std::string& workdir) {
                 << "\n";
     return Status::OK();
   }
-  Table table({"", ""});
+  Table table;
   table.Add({"steps", std::to_string(held)});
+  if (unreadable > 0) {
+    table.Add({"unreadable steps", std::to_string(unreadable) + " (run verify; garbage unknown)"});
+  }
   table.Add({"logical bytes (all steps)", FormatBytes(logical)});
   table.Add({"unique chunks", std::to_string(chunks)});
   table.Add({"  raw", FormatBytes(unique_raw)});
@@ -623,10 +643,19 @@ Status Diff(const Context& context, const std::string& workdir, const std::strin
                  std::string(DTypeName(node.dtype)) + FormatShape(node.shape),
              Json::object());
     } else {
+      // Chunks compare position by position when both steps cut the tensor
+      // alike; cut differently (another chunk_size_bytes), equal digests
+      // anywhere still mean equal bytes.
+      std::set<ChunkDigest> old_digests;
+      for (const ChunkRef& chunk : old.chunks) old_digests.insert(chunk.digest);
+      const bool same_cut = old.chunks.size() == node.chunks.size();
       uint64_t changed_bytes = 0;
       size_t changed_chunks = 0;
       for (size_t k = 0; k < node.chunks.size(); ++k) {
-        if (node.chunks[k].digest != old.chunks[k].digest) {
+        const bool same = same_cut ? node.chunks[k].digest == old.chunks[k].digest &&
+                                         node.chunks[k].raw_size == old.chunks[k].raw_size
+                                   : old_digests.count(node.chunks[k].digest) != 0;
+        if (!same) {
           ++changed_chunks;
           changed_bytes += node.chunks[k].raw_size;
         }
@@ -767,6 +796,9 @@ std::optional<UsageError> Parse(const std::vector<std::string>& args, CommandLin
     } else if (kValueFlags.count(arg)) {
       if (i + 1 >= args.size()) return UsageError{arg + " needs a value"};
       line->options[arg] = args[++i];
+    } else if (!line->positional.empty() && arg.size() > 1 && arg[0] == '-' &&
+               arg.find_first_not_of("0123456789", 1) == std::string::npos) {
+      line->positional.push_back(arg);  // a negative number: refused as a step later
     } else if (kSwitches.count(arg)) {
       line->switches.insert(arg);
     } else if (arg.size() > 1 && arg[0] == '-') {
@@ -800,8 +832,11 @@ int RunInspect(const std::vector<std::string>& args, std::ostream& out, std::ost
                bool show_progress) {
   CommandLine line;
   std::optional<UsageError> error = Parse(args, &line);
+  // --help anywhere wins over other mistakes on the line.
+  line.help = line.help || std::find(args.begin(), args.end(), "--help") != args.end() ||
+              std::find(args.begin(), args.end(), "-h") != args.end();
   if (line.positional.empty()) {
-    if (line.help && !error) {
+    if (line.help) {
       out << kUsage;
       return kExitOk;
     }
@@ -829,6 +864,15 @@ int RunInspect(const std::vector<std::string>& args, std::ostream& out, std::ost
     return Usage(err, "--force does not apply to " + name, command);
   }
   (void)wants_values;
+
+  // Steps are checked before any store is opened: a bad one is a usage error.
+  const size_t first_step =
+      name == "show" || name == "verify" || name == "diff" || name == "export";
+  for (size_t i = first_step; first_step && i < operands.size(); ++i) {
+    if (operands[i] != "latest" && !Inspector::ParseStepNumber(operands[i]).ok()) {
+      return Usage(err, "'" + operands[i] + "' is not a step (a number >= 0 or latest)", command);
+    }
+  }
 
   Context context{out, err, line.json, show_progress};
   Status status;
@@ -862,20 +906,21 @@ int RunInspect(const std::vector<std::string>& args, std::ostream& out, std::ost
     std::optional<int64_t> step = ParseCount(line.options["--step"]);
     if (!step) return Usage(err, "--step needs a number >= 0", command);
     flags.step = *step;
+    // An import keeps at least its own step: both counts start at 1.
     for (auto [flag, target] : {std::pair{"--max-to-keep", &flags.max_to_keep},
                                 std::pair{"--keep-period", &flags.keep_period}}) {
       if (!line.options.count(flag)) continue;
       *target = ParseCount(line.options[flag]);
-      if (!*target) return Usage(err, std::string(flag) + " needs a number >= 0", command);
+      if (!*target || **target < 1) {
+        return Usage(err, std::string(flag) + " needs a number >= 1", command);
+      }
     }
     flags.force = line.switches.count("--force") != 0;
     status = Import(context, operands[0], operands[1], flags);
   }
   if (!status.ok()) {
     err << "ckpt-inspect " << name << ": " << status.ToString() << "\n";
-    return status.IsInvalidArgument() && status.message().find("is not a step") != std::string::npos
-               ? kExitUsage
-               : kExitStoreProblem;
+    return kExitStoreProblem;
   }
   return healthy ? kExitOk : kExitStoreProblem;
 }

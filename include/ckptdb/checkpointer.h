@@ -200,10 +200,11 @@ class Checkpointer {
   // later calls fail with FailedPrecondition. Idempotent.
   Status Close();
 
+  // For ckptdb's own use (Impl is private to the library): use Open.
   class Impl;
+  explicit Checkpointer(std::unique_ptr<Impl> impl);
 
  private:
-  explicit Checkpointer(std::unique_ptr<Impl> impl);
   std::unique_ptr<Impl> impl_;
 };
 

@@ -1,0 +1,74 @@
+// A RocksDB file system that fails on command: I/O errors or "no space" on
+// writes and syncs of chosen files, and power loss (every file keeps only
+// what it had synced). Files are matched by a substring of their path. A
+// write whose sync failed is kept (it may reach the disk anyway), except for
+// the MANIFEST (see AfterSync).
+
+#ifndef CKPTDB_TEST_FAULT_INJECTION_FS_H_
+#define CKPTDB_TEST_FAULT_INJECTION_FS_H_
+
+#include <rocksdb/env.h>
+#include <rocksdb/file_system.h>
+
+#include <atomic>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+
+namespace ckptdb::testing {
+
+class FaultInjectionFs : public rocksdb::FileSystemWrapper {
+ public:
+  enum class Fault { kIOError, kNoSpace };
+
+  FaultInjectionFs();
+
+  static const char* kClassName() { return "FaultInjectionFs"; }
+  const char* Name() const override { return kClassName(); }
+
+  // An Env over this file system, for the store to use.
+  rocksdb::Env* env() { return env_.get(); }
+
+  // From now on, writes and syncs of files whose path contains `pattern`
+  // fail with `fault`, after `successes` more of them succeed.
+  void Arm(const std::string& pattern, Fault fault, int successes = 0);
+  void Disarm();
+  int injected() const { return injected_; }
+
+  // Power loss: each file written through this file system is cut back to
+  // the size it had at its last sync (files never synced become empty).
+  void DropUnsyncedData();
+
+  rocksdb::IOStatus NewWritableFile(const std::string& path, const rocksdb::FileOptions& options,
+                                    std::unique_ptr<rocksdb::FSWritableFile>* result,
+                                    rocksdb::IODebugContext* debug) override;
+  rocksdb::IOStatus ReopenWritableFile(const std::string& path, const rocksdb::FileOptions& options,
+                                       std::unique_ptr<rocksdb::FSWritableFile>* result,
+                                       rocksdb::IODebugContext* debug) override;
+
+  // Called by the files: OK, or the fault to report for `path`.
+  rocksdb::IOStatus Check(const std::string& path);
+  void Wrote(const std::string& path, uint64_t size);
+  // A sync finished; a failed MANIFEST sync loses its unsynced tail (see
+  // the comment in the .cc).
+  void AfterSync(const std::string& path, bool succeeded);
+
+ private:
+  std::unique_ptr<rocksdb::Env> env_;
+  std::mutex mutex_;
+  std::string pattern_;
+  Fault fault_ = Fault::kIOError;
+  int successes_ = 0;
+  bool armed_ = false;
+  std::atomic<int> injected_{0};
+  struct Sizes {
+    uint64_t written = 0;
+    uint64_t synced = 0;
+  };
+  std::map<std::string, Sizes> files_;
+};
+
+}  // namespace ckptdb::testing
+
+#endif  // CKPTDB_TEST_FAULT_INJECTION_FS_H_
