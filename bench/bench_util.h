@@ -46,7 +46,41 @@ class FloatState {
   std::vector<std::vector<float>> buffers_;
 };
 
+// Tensors with the values of trained weights: a small MLP is trained with Adam
+// on a generated regression task (once per process); its weights and Adam
+// moments are then replicated to `bytes`, each copy's elements scaled by a
+// random factor in [0.75, 1.25], so that mantissas are as unpredictable as a
+// real model's while signs and magnitudes keep the trained distribution.
+// `dtype` is kFloat32 or kBFloat16 (rounded from the float32 values).
+// Tensors of 4 MiB, named "layer_NNN/kernel".
+class TrainedState {
+ public:
+  TrainedState(uint64_t bytes, DType dtype, uint64_t seed);
+
+  // Moves the values of tensors [first, first + count) a little, as a
+  // training step would; `step` seeds it.
+  void Train(size_t first, size_t count, uint64_t step);
+
+  Tree View();
+  uint64_t bytes() const;
+  size_t tensor_count() const { return buffers_.size(); }
+  DType dtype() const { return dtype_; }
+
+ private:
+  DType dtype_;
+  std::vector<std::vector<std::byte>> buffers_;
+};
+
 uint64_t DirectoryBytes(const std::string& dir);
+
+// Drops the page cache of every file under `path` (a file or a directory),
+// so the next read comes from the device. Clean pages only: call after the
+// data was synced.
+void DropPageCache(const std::string& path);
+
+// Bytes this process has caused to be written to storage (/proc/self/io
+// write_bytes), 0 where unavailable.
+uint64_t DeviceBytesWritten();
 
 }  // namespace ckptdb::bench
 

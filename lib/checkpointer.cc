@@ -95,7 +95,7 @@ struct InFlightSave {
     uint32_t size = 0;
     size_t element_width = 0;
     std::vector<std::pair<uint32_t, uint32_t>> refs;  // (node, chunk) in the manifest
-    std::optional<size_t> slot;
+    std::optional<size_t> slot;  // set once the chunk's bytes are in the staging pool
   };
 
   Manifest manifest;
@@ -103,11 +103,27 @@ struct InFlightSave {
   std::map<int64_t, RetainedStep> pruned;  // steps retention drops once this commits
 
   // Staging progress: chunks[0, staged) may be read by the writer. A stager
-  // that fails (no memory) abandons the save: the writer then stops.
+  // that fails (no memory) abandons the save: the writer then stops. The
+  // writer starts once staging is done, or once the stager needs it to free
+  // slots: compressing earlier would only slow down the caller's blocking
+  // phase, which has the cores to itself until then.
   std::mutex mutex;
   std::condition_variable progress;
   size_t staged = 0;
+  bool writer_needed = false;
   Status abandoned;
+
+  void NeedWriter() {
+    {
+      std::lock_guard<std::mutex> lock(mutex);
+      writer_needed = true;
+    }
+    progress.notify_all();
+  }
+  void AwaitWriterStart(size_t total) {
+    std::unique_lock<std::mutex> lock(mutex);
+    progress.wait(lock, [&] { return staged >= total || writer_needed || !abandoned.ok(); });
+  }
 
   void MarkStaged(size_t count) {
     {
@@ -178,6 +194,9 @@ class Checkpointer::Impl {
   std::thread background_;
   Status background_error_;  // reported once, by Save, WaitUntilFinished or Close
   std::unique_ptr<StagingPool> staging_;
+  // Per tensor path: which of its chunks were new in the last save. Chunks
+  // that were not (frozen weights) are hashed without a speculative copy.
+  std::map<std::string, std::vector<bool>> new_in_last_save_;
 
   // Waits (releasing `lock` meanwhile) until no save is in flight.
   void AwaitInFlight(std::unique_lock<std::mutex>& lock);
@@ -196,6 +215,9 @@ class Checkpointer::Impl {
     }
     return Status::OK();
   }
+  size_t Threads() const {
+    return options_.worker_threads == 0 ? WorkerThreads() : options_.worker_threads;
+  }
   std::chrono::system_clock::time_point Now() const {
     return options_.clock ? options_.clock() : std::chrono::system_clock::now();
   }
@@ -211,8 +233,11 @@ class Checkpointer::Impl {
     LockedFile hold;
   };
   Result<ReadableStep> OpenStepForRead(int64_t step);
+  // Hashes and deduplicates. With `stage`, chunks predicted to be new (they
+  // were new at this path in the previous save, or the path is new) are
+  // copied into staging slots while being hashed, as far as slots last.
   Result<std::shared_ptr<InFlightSave>> Prepare(const Tree& state, int64_t step,
-                                                const SaveOptions& options);
+                                                const SaveOptions& options, bool stage);
   // Copies the new chunks into the staging pool, in order, waiting for free
   // slots; the writer consumes them meanwhile. Called without mu_ held.
   Status Stage(InFlightSave& save);
@@ -329,7 +354,12 @@ Result<bool> Checkpointer::Impl::Save(const Tree& state, int64_t step, const Sav
     return Status::AlreadyExists(StepName(step) + " is already in " + workdir_);
   }
   if (!options.force && !ShouldSaveLocked(step)) return false;
-  Result<std::shared_ptr<InFlightSave>> prepared = Prepare(state, step, options);
+  const bool stage = options_.enable_async_checkpointing && !options.zero_copy;
+  if (stage && staging_ == nullptr) {
+    staging_ = std::make_unique<StagingPool>(options_.chunk_size_bytes,
+                                             options_.staging_bytes / options_.chunk_size_bytes);
+  }
+  Result<std::shared_ptr<InFlightSave>> prepared = Prepare(state, step, options, stage);
   if (!prepared.ok()) return prepared.status().WithContext("saving " + StepName(step));
   std::shared_ptr<InFlightSave> save = std::move(*prepared);
 
@@ -339,7 +369,6 @@ Result<bool> Checkpointer::Impl::Save(const Tree& state, int64_t step, const Sav
   save->pruned = Prune();
   preempted_ = false;
   in_flight_ = true;
-  const bool stage = options_.enable_async_checkpointing && !options.zero_copy;
   if (!options_.enable_async_checkpointing) {
     save->MarkStaged(save->chunks.size());  // the writer reads the caller's buffers
     status = Finish(*save, lock);
@@ -347,10 +376,6 @@ Result<bool> Checkpointer::Impl::Save(const Tree& state, int64_t step, const Sav
     in_flight_done_.notify_all();
     if (!status.ok()) return status;
     return true;
-  }
-  if (stage && staging_ == nullptr) {
-    staging_ = std::make_unique<StagingPool>(options_.chunk_size_bytes,
-                                             options_.staging_bytes / options_.chunk_size_bytes);
   }
   if (!stage) save->MarkStaged(save->chunks.size());
   background_ = std::thread([this, save] {
@@ -375,7 +400,8 @@ Result<bool> Checkpointer::Impl::Save(const Tree& state, int64_t step, const Sav
 }
 
 Result<std::shared_ptr<InFlightSave>> Checkpointer::Impl::Prepare(const Tree& state, int64_t step,
-                                                                  const SaveOptions& options) {
+                                                                  const SaveOptions& options,
+                                                                  bool stage) {
   if (options.metrics.size() + options.user_metadata.size() > kMaxTreeNodes) {
     return Status::InvalidArgument("more than " + std::to_string(kMaxTreeNodes) +
                                    " metrics and user metadata entries");
@@ -399,6 +425,7 @@ Result<std::shared_ptr<InFlightSave>> Checkpointer::Impl::Prepare(const Tree& st
     uint32_t node;
     uint32_t chunk;
     const Tensor* tensor;
+    std::optional<size_t> slot;  // a speculative copy
   };
   const uint32_t chunk_size = options_.chunk_size_bytes;
   std::vector<Piece> pieces;
@@ -411,22 +438,53 @@ Result<std::shared_ptr<InFlightSave>> Checkpointer::Impl::Prepare(const Tree& st
       const uint64_t offset = uint64_t{k} * chunk_size;
       node.chunks[k].raw_size =
           static_cast<uint32_t>(std::min<uint64_t>(chunk_size, node.byte_size - offset));
-      pieces.push_back({n, k, tensor});
+      pieces.push_back({n, k, tensor, std::nullopt});
+    }
+  }
+  // Slots taken here go back to the pool unless a new chunk keeps them.
+  struct ReleaseUnused {
+    std::vector<Piece>& pieces;
+    StagingPool* pool;
+    ~ReleaseUnused() {
+      for (Piece& piece : pieces) {
+        if (piece.slot.has_value()) pool->Release(*piece.slot);
+      }
+    }
+  } release_unused{pieces, staging_.get()};
+  if (stage) {
+    for (Piece& piece : pieces) {
+      auto history = new_in_last_save_.find(manifest.nodes[piece.node].path);
+      const bool predicted_new = history == new_in_last_save_.end() ||
+                                 piece.chunk >= history->second.size() ||
+                                 history->second[piece.chunk];
+      if (!predicted_new) continue;
+      Result<std::optional<size_t>> slot = staging_->TryAcquire();
+      if (!slot.ok()) return slot.status();
+      if (!slot->has_value()) break;  // the pool is full: hash the rest only
+      piece.slot = **slot;
     }
   }
   auto bytes_of = [&](const Piece& piece) {
     return piece.tensor->data() + uint64_t{piece.chunk} * chunk_size;
   };
-  Status status = ParallelFor(pieces.size(), WorkerThreads(), [&](size_t i) {
-    ChunkRef& ref = manifest.nodes[pieces[i].node].chunks[pieces[i].chunk];
-    ref.digest = store_->hasher().Digest(bytes_of(pieces[i]), ref.raw_size);
+  Status status = ParallelFor(pieces.size(), Threads(), [&](size_t i) {
+    const Piece& piece = pieces[i];
+    ChunkRef& ref = manifest.nodes[piece.node].chunks[piece.chunk];
+    ref.digest = piece.slot.has_value()
+                     ? store_->hasher().DigestAndCopy(bytes_of(piece), ref.raw_size,
+                                                      staging_->data(*piece.slot))
+                     : store_->hasher().Digest(bytes_of(piece), ref.raw_size);
     return Status::OK();
   });
   if (!status.ok()) return status;
 
   // Only chunks the store lacks are written, each distinct one once.
   std::map<ChunkDigest, InFlightSave::Chunk> fresh;  // ordered: written in digest order
-  for (const Piece& piece : pieces) {
+  std::map<std::string, std::vector<bool>> new_chunks_by_path;
+  for (Piece& piece : pieces) {
+    const ManifestNode& node = manifest.nodes[piece.node];
+    std::vector<bool>& is_new = new_chunks_by_path[node.path];
+    is_new.resize(node.chunks.size());
     ChunkRef& ref = manifest.nodes[piece.node].chunks[piece.chunk];
     auto pending = fresh.find(ref.digest);
     if (pending != fresh.end()) {
@@ -434,38 +492,72 @@ Result<std::shared_ptr<InFlightSave>> Checkpointer::Impl::Prepare(const Tree& st
       continue;
     }
     Result<std::optional<ChunkLocation>> stored = store_->FindChunk(ref.digest);
-    if (!stored.ok()) return stored.status();
+    if (!stored.ok()) {
+      for (auto& [digest, chunk] : fresh) {
+        if (chunk.slot.has_value()) staging_->Release(*chunk.slot);
+      }
+      return stored.status();
+    }
     if (stored->has_value()) {
       ref.stored_size = (*stored)->stored_size;
       continue;
     }
+    is_new[piece.chunk] = true;
     InFlightSave::Chunk& chunk = fresh[ref.digest];
     chunk.digest = ref.digest;
     chunk.data = bytes_of(piece);
+    if (piece.slot.has_value()) {  // already copied while hashing
+      chunk.data = staging_->data(*piece.slot);
+      chunk.slot = std::exchange(piece.slot, std::nullopt);
+    }
     chunk.size = ref.raw_size;
     const DType dtype = piece.tensor->dtype();
     chunk.element_width = DTypeIsFloat(dtype) ? DTypeSize(dtype) : 0;
     chunk.refs.emplace_back(piece.node, piece.chunk);
   }
+  new_in_last_save_ = std::move(new_chunks_by_path);
   save->chunks.reserve(fresh.size());
   for (auto& [digest, chunk] : fresh) save->chunks.push_back(std::move(chunk));
   return save;
 }
 
 Status Checkpointer::Impl::Stage(InFlightSave& save) {
-  for (size_t i = 0; i < save.chunks.size(); ++i) {
-    InFlightSave::Chunk& chunk = save.chunks[i];
-    Result<size_t> slot = staging_->Acquire();
-    if (!slot.ok()) {
-      save.Abandon(slot.status());
-      return slot.status();
+  // A batch of slots at a time, copied on all cores: one core cannot use the
+  // whole memory bandwidth.
+  const size_t batch = std::max<size_t>(1, std::min(Threads(), staging_->max_slots()));
+  for (size_t begin = 0; begin < save.chunks.size();) {
+    // Chunks copied while hashing are staged already.
+    while (begin < save.chunks.size() && save.chunks[begin].slot.has_value()) ++begin;
+    save.MarkStaged(begin);
+    if (begin == save.chunks.size()) break;
+    size_t end = begin;
+    while (end < save.chunks.size() && end - begin < batch && !save.chunks[end].slot.has_value()) {
+      ++end;
     }
-    std::byte* copy = staging_->data(*slot);
-    std::memcpy(copy, chunk.data, chunk.size);
-    chunk.data = copy;
-    chunk.slot = *slot;
-    save.MarkStaged(i + 1);
+    std::vector<std::pair<std::byte*, size_t>> copies;
+    for (size_t i = begin; i < end; ++i) {
+      if (staging_->Exhausted()) save.NeedWriter();
+      Result<size_t> slot = staging_->Acquire();
+      if (!slot.ok()) {
+        for (const auto& [copy, used] : copies) staging_->Release(used);
+        save.Abandon(slot.status());
+        return slot.status();
+      }
+      copies.emplace_back(staging_->data(*slot), *slot);
+    }
+    Status status = ParallelFor(end - begin, Threads(), [&](size_t k) {
+      std::memcpy(copies[k].first, save.chunks[begin + k].data, save.chunks[begin + k].size);
+      return Status::OK();
+    });
+    if (!status.ok()) return status;
+    for (size_t i = begin; i < end; ++i) {
+      save.chunks[i].data = copies[i - begin].first;
+      save.chunks[i].slot = copies[i - begin].second;
+    }
+    save.MarkStaged(end);
+    begin = end;
   }
+  save.MarkStaged(save.chunks.size());
   return Status::OK();
 }
 
@@ -516,6 +608,7 @@ Status Checkpointer::Impl::WriteChunks(InFlightSave& save, std::vector<IndexEntr
     ~ReleaseAll() { run(); }
   } release_all{[&] { release_until(save.StagedWhenDone(save.chunks.size())); }};
   if (save.chunks.empty()) return Status::OK();
+  save.AwaitWriterStart(save.chunks.size());
   Result<std::unique_ptr<GenerationWriter>> writer = store_->NewGeneration();
   if (!writer.ok()) return writer.status();
   const ChunkEncoding base{0, options_.fast ? 1 : 9};
@@ -523,7 +616,7 @@ Status Checkpointer::Impl::WriteChunks(InFlightSave& save, std::vector<IndexEntr
   // Compress a window of chunks in parallel, then append them in digest
   // order; the window bounds the memory held by compressed chunks.
   // The window never exceeds the staging slots: the stager could not fill it.
-  const size_t threads = WorkerThreads();
+  const size_t threads = Threads();
   const size_t window = std::max<size_t>(
       1, std::min<size_t>(2 * threads, staging_ ? staging_->max_slots() : 2 * threads));
   std::vector<std::string> encoded(window);
@@ -667,7 +760,7 @@ Status Checkpointer::Impl::DecodeTensors(int64_t step,
   for (size_t i = 0; i < tasks.size(); ++i) pending[i] = i;
   for (;; ++attempt) {
     Status status =
-        ParallelFor(pending.size(), WorkerThreads(), [&](size_t i) { return decode(pending[i]); });
+        ParallelFor(pending.size(), Threads(), [&](size_t i) { return decode(pending[i]); });
     if (!status.ok()) return status;
     std::erase_if(pending, [&](size_t i) { return !missing[i]; });
     if (pending.empty()) return Status::OK();

@@ -44,6 +44,10 @@ class ChunkHasher {
   explicit ChunkHasher(std::string_view secret);
 
   ChunkDigest Digest(const void* data, size_t size) const;
+  // Digest(source, size), copying the bytes to `copy` on the way: each block
+  // is copied while the hash has just brought it into the cache, so the
+  // source is read from memory once.
+  ChunkDigest DigestAndCopy(const void* source, size_t size, void* copy) const;
 
   // kSecretSize fresh random bytes for a new store.
   static std::string NewSecret();

@@ -23,6 +23,13 @@ StagingPool::~StagingPool() {
   for (std::byte* buffer : buffers_) std::free(buffer);
 }
 
+Result<std::optional<size_t>> StagingPool::TryAcquire() {
+  if (Exhausted()) return std::optional<size_t>();
+  Result<size_t> slot = Acquire();  // cannot wait: only the caller takes slots
+  if (!slot.ok()) return slot.status();
+  return std::optional<size_t>(*slot);
+}
+
 Result<size_t> StagingPool::Acquire() {
   std::unique_lock<std::mutex> lock(mutex_);
   if (free_.empty() && buffers_.size() < max_slots_) {
@@ -41,6 +48,11 @@ Result<size_t> StagingPool::Acquire() {
   const size_t slot = free_.back();
   free_.pop_back();
   return slot;
+}
+
+bool StagingPool::Exhausted() {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return free_.empty() && buffers_.size() >= max_slots_;
 }
 
 void StagingPool::Release(size_t slot) {

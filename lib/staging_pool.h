@@ -16,6 +16,7 @@
 #include <cstddef>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <vector>
 
 #include "ckptdb/status.h"
@@ -36,6 +37,10 @@ class StagingPool {
   // A free slot's index, allocating one while below max_slots, else waiting
   // for one to be released. InvalidArgument when memory cannot be had.
   Result<size_t> Acquire();
+  // Whether Acquire would have to wait.
+  bool Exhausted();
+  // A slot if one can be had without waiting; nullopt otherwise.
+  Result<std::optional<size_t>> TryAcquire();
   void Release(size_t slot);
   std::byte* data(size_t slot);
 

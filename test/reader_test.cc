@@ -194,6 +194,7 @@ TEST(ReaderTest, IterNewCheckpointsVisitsTheNewestStepAndTimesOut) {
           // Written while the evaluator works: visited next.
           EXPECT_TRUE(writer->Save(MakeStepState(400, 1), 400, testing::Forced()).value());
           EXPECT_TRUE(writer->Save(MakeStepState(500, 1), 500, testing::Forced()).value());
+          EXPECT_OK(writer->WaitUntilFinished());  // both committed before the next look
         }
         return true;
       },
@@ -207,6 +208,7 @@ TEST(ReaderTest, IterNewCheckpointsVisitsTheNewestStepAndTimesOut) {
     ++asked;
     if (asked == 3) {
       EXPECT_TRUE(writer->Save(MakeStepState(600, 1), 600, testing::Forced()).value());
+      EXPECT_OK(writer->WaitUntilFinished());
     }
     return asked > 5;
   };

@@ -119,6 +119,10 @@ struct CheckpointerOptions {
   // free some. At least chunk_size_bytes. Default: 256 MiB.
   uint64_t staging_bytes = uint64_t{256} << 20;
 
+  // Threads for hashing, compression and decoding (the calling thread
+  // included); 0 means one per core. Default: 0.
+  uint32_t worker_threads = 0;
+
   // ---- Storage ----
 
   // true: spend little CPU on compression (zstd level 1). false: compress
