@@ -4,6 +4,10 @@
 
 #include <bit>
 #include <cmath>
+#include <cstring>
+
+static_assert(std::endian::native == std::endian::little,
+              "manifests are little-endian; byte-wise copies assume the host is too");
 
 #include "chunk_codec.h"
 #include "manifest_generated.h"
@@ -288,14 +292,23 @@ Result<Manifest> DecodeManifest(std::string_view bytes) {
       if (stored_node->key() != nullptr) node.key = stored_node->key()->str();
       node.child_count = stored_node->child_count();
       node.dtype = static_cast<DType>(stored_node->dtype());
+      // The verifier checks a vector's length field but not its elements'
+      // alignment: a crafted buffer can place 8-byte elements at 4 mod 8, so
+      // they are copied out byte-wise, never read in place.
       if (stored_node->shape() != nullptr) {
-        node.shape.assign(stored_node->shape()->begin(), stored_node->shape()->end());
+        node.shape.resize(stored_node->shape()->size());
+        std::memcpy(node.shape.data(), stored_node->shape()->Data(),
+                    node.shape.size() * sizeof(int64_t));
       }
       if (stored_node->chunks() != nullptr) {
-        node.chunks.reserve(stored_node->chunks()->size());
-        for (const fb::ChunkRef* chunk : *stored_node->chunks()) {
-          node.chunks.push_back({ChunkDigest{chunk->digest_low(), chunk->digest_high()},
-                                 chunk->raw_size(), chunk->stored_size()});
+        const size_t count = stored_node->chunks()->size();
+        const auto* bytes = reinterpret_cast<const uint8_t*>(stored_node->chunks()->Data());
+        node.chunks.reserve(count);
+        for (size_t k = 0; k < count; ++k) {
+          fb::ChunkRef chunk;
+          std::memcpy(&chunk, bytes + k * sizeof(fb::ChunkRef), sizeof(fb::ChunkRef));
+          node.chunks.push_back({ChunkDigest{chunk.digest_low(), chunk.digest_high()},
+                                 chunk.raw_size(), chunk.stored_size()});
         }
       }
       node.int_value = node.kind == Tree::Kind::kBool ? (stored_node->bool_value() ? 1 : 0)

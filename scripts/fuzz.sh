@@ -64,7 +64,8 @@ for target in "${targets[@]}"; do
   executions=$(awk '/^stat::number_of_executed_units:/ { n = $2 } END { print n }' "$log")
   if [ "$status" -ne 0 ]; then
     # The report, from the sanitizer's or libFuzzer's first error line.
-    first=$(grep -n -m1 -E '==[0-9]+== ?ERROR|runtime error:|^SUMMARY:' "$log" | cut -d: -f1 || true)
+    first=$(grep -n -m1 -E '==[0-9]+== ?ERROR|runtime error:|^SUMMARY:' "$log" |
+      cut -d: -f1 || true)
     if [ -n "$first" ]; then sed -n "${first},$((first + 30))p" "$log"; else tail -n 40 "$log"; fi
     grep -E "^artifact_prefix=|Test unit written to" "$log" || true
     failed+=("$target")

@@ -6,7 +6,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 packages=(g++ pkg-config meson ninja-build python3 librocksdb-dev libflatbuffers-dev
           flatbuffers-compiler libzstd-dev libxxhash-dev libgtest-dev libgmock-dev
-          libbenchmark-dev)
+          libbenchmark-dev nlohmann-json3-dev)
 missing=()
 for package in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" ||
