@@ -238,7 +238,8 @@ std::string EncodeManifest(const Manifest& manifest) {
   }
   std::vector<flatbuffers::Offset<fb::Metric>> metrics;
   for (const auto& [name, value] : manifest.metrics) {
-    metrics.push_back(fb::CreateMetric(builder, builder.CreateString(name), value));
+    metrics.push_back(
+        fb::CreateMetric(builder, builder.CreateString(name), std::bit_cast<uint64_t>(value)));
   }
   std::vector<flatbuffers::Offset<fb::KeyValue>> user_metadata;
   for (const auto& [key, value] : manifest.user_metadata) {
@@ -273,10 +274,11 @@ Result<Manifest> DecodeManifest(std::string_view bytes) {
   manifest.commit_time_ns = stored->commit_time_ns();
   if (stored->metrics() != nullptr) {
     for (const fb::Metric* metric : *stored->metrics()) {
-      if (std::isnan(metric->value())) {
+      const double value = std::bit_cast<double>(metric->value_bits());
+      if (std::isnan(value)) {
         return Status::Corruption("manifest metric '" + metric->name()->str() + "' is NaN");
       }
-      manifest.metrics[metric->name()->str()] = metric->value();
+      manifest.metrics[metric->name()->str()] = value;
     }
   }
   if (stored->user_metadata() != nullptr) {
@@ -295,7 +297,7 @@ Result<Manifest> DecodeManifest(std::string_view bytes) {
       // The verifier checks a vector's length field but not its elements'
       // alignment: a crafted buffer can place 8-byte elements at 4 mod 8, so
       // they are copied out byte-wise, never read in place.
-      if (stored_node->shape() != nullptr) {
+      if (stored_node->shape() != nullptr && stored_node->shape()->size() > 0) {
         node.shape.resize(stored_node->shape()->size());
         std::memcpy(node.shape.data(), stored_node->shape()->Data(),
                     node.shape.size() * sizeof(int64_t));

@@ -440,7 +440,7 @@ std::string RawManifest(uint32_t format_version, bool metric_without_name = fals
   if (metric_without_name) {
     // By hand: fb::CreateMetric asserts its required name in debug builds.
     const flatbuffers::uoffset_t start = builder.StartTable();
-    builder.AddElement<double>(fb::Metric::VT_VALUE, 1.0, 0.0);
+    builder.AddElement<uint64_t>(fb::Metric::VT_VALUE_BITS, std::bit_cast<uint64_t>(1.0), 0);
     metrics.push_back(flatbuffers::Offset<fb::Metric>(builder.EndTable(start)));
   }
   std::vector<flatbuffers::Offset<fb::Node>> nodes = {
