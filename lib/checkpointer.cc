@@ -218,6 +218,12 @@ class Checkpointer::Impl {
   size_t Threads() const {
     return options_.worker_threads == 0 ? WorkerThreads() : options_.worker_threads;
   }
+  // Chunks the writer compresses at once (it needs them all staged first);
+  // never more than the staging slots.
+  size_t WriterWindow() const {
+    const size_t window = 2 * Threads();
+    return staging_ ? std::max<size_t>(1, std::min(window, staging_->max_slots())) : window;
+  }
   std::chrono::system_clock::time_point Now() const {
     return options_.clock ? options_.clock() : std::chrono::system_clock::now();
   }
@@ -452,7 +458,13 @@ Result<std::shared_ptr<InFlightSave>> Checkpointer::Impl::Prepare(const Tree& st
     }
   } release_unused{pieces, staging_.get()};
   if (stage) {
+    // Speculative copies hold their slots until the writer reaches them in
+    // digest order; the stager must still be able to fill the writer's
+    // current window, so a window's worth of slots stays out of speculation.
+    const size_t reserved = WriterWindow();
+    size_t budget = staging_->max_slots() > reserved ? staging_->max_slots() - reserved : 0;
     for (Piece& piece : pieces) {
+      if (budget == 0) break;
       auto history = new_in_last_save_.find(manifest.nodes[piece.node].path);
       const bool predicted_new = history == new_in_last_save_.end() ||
                                  piece.chunk >= history->second.size() ||
@@ -462,6 +474,7 @@ Result<std::shared_ptr<InFlightSave>> Checkpointer::Impl::Prepare(const Tree& st
       if (!slot.ok()) return slot.status();
       if (!slot->has_value()) break;  // the pool is full: hash the rest only
       piece.slot = **slot;
+      --budget;
     }
   }
   auto bytes_of = [&](const Piece& piece) {
@@ -534,17 +547,27 @@ Status Checkpointer::Impl::Stage(InFlightSave& save) {
     while (end < save.chunks.size() && end - begin < batch && !save.chunks[end].slot.has_value()) {
       ++end;
     }
+    // Take the slots free now; wait (for the writer) only when none is, and
+    // never while holding slots of chunks not yet marked staged: the writer
+    // may be waiting for exactly those.
     std::vector<std::pair<std::byte*, size_t>> copies;
     for (size_t i = begin; i < end; ++i) {
-      if (staging_->Exhausted()) save.NeedWriter();
-      Result<size_t> slot = staging_->Acquire();
+      Result<std::optional<size_t>> slot = staging_->TryAcquire();
+      if (slot.ok() && !slot->has_value()) {
+        if (!copies.empty()) break;
+        save.NeedWriter();
+        Result<size_t> waited = staging_->Acquire();
+        slot = waited.ok() ? Result<std::optional<size_t>>(std::optional<size_t>(*waited))
+                           : Result<std::optional<size_t>>(waited.status());
+      }
       if (!slot.ok()) {
         for (const auto& [copy, used] : copies) staging_->Release(used);
         save.Abandon(slot.status());
         return slot.status();
       }
-      copies.emplace_back(staging_->data(*slot), *slot);
+      copies.emplace_back(staging_->data(**slot), **slot);
     }
+    end = begin + copies.size();
     Status status = ParallelFor(end - begin, Threads(), [&](size_t k) {
       std::memcpy(copies[k].first, save.chunks[begin + k].data, save.chunks[begin + k].size);
       return Status::OK();
@@ -615,10 +638,8 @@ Status Checkpointer::Impl::WriteChunks(InFlightSave& save, std::vector<IndexEntr
 
   // Compress a window of chunks in parallel, then append them in digest
   // order; the window bounds the memory held by compressed chunks.
-  // The window never exceeds the staging slots: the stager could not fill it.
   const size_t threads = Threads();
-  const size_t window = std::max<size_t>(
-      1, std::min<size_t>(2 * threads, staging_ ? staging_->max_slots() : 2 * threads));
+  const size_t window = WriterWindow();
   std::vector<std::string> encoded(window);
   for (size_t begin = 0; begin < save.chunks.size(); begin += window) {
     const size_t count = std::min(window, save.chunks.size() - begin);

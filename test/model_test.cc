@@ -6,7 +6,9 @@
 // Reproducible: the seed is printed (SCOPED_TRACE and stdout) and can be set
 // with CKPTDB_MODEL_SEED; CKPTDB_MODEL_OPS sets the number of operations
 // (default 1500). On the first divergence the test stops and prints the
-// operations of the current round, which is the reproduction.
+// operations of the current round, which is the reproduction. An operation
+// that takes longer than CKPTDB_MODEL_STALL_SECONDS (default 60) is a hang:
+// a watchdog prints the same and exits the process with status 3.
 //
 // The retention rules are re-implemented here from the documentation
 // (options.h, lib/retention.h, DESIGN.md §2), not taken from the library.
@@ -17,17 +19,20 @@
 #include <atomic>
 #include <chrono>
 #include <cmath>
+#include <condition_variable>
 #include <cstdlib>
 #include <cstring>
 #include <iostream>
 #include <limits>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <random>
 #include <set>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "ckptdb/ckptdb.h"
@@ -359,10 +364,26 @@ std::string OptionsText(const CheckpointerOptions& o) {
 
 class ModelRun {
  public:
-  explicit ModelRun(uint64_t seed) : rng_(seed) {}
+  ModelRun(uint64_t seed, std::chrono::seconds stall_limit)
+      : seed_(seed), stall_limit_(stall_limit), rng_(seed) {}
 
-  // Runs rounds until `total_ops` operations ran or a check failed.
+  // Runs rounds until `total_ops` operations ran or a check failed. A
+  // watchdog ends the process, printing the operations, if one operation
+  // takes longer than the stall limit (a hang would otherwise block forever).
   void Run(int64_t total_ops) {
+    std::thread watchdog([this] { Watch(); });
+    struct StopWatchdog {
+      ModelRun* run;
+      std::thread& thread;
+      ~StopWatchdog() {
+        {
+          std::lock_guard<std::mutex> lock(run->log_mutex_);
+          run->stop_ = true;
+        }
+        run->stopped_.notify_all();
+        thread.join();
+      }
+    } stop_watchdog{this, watchdog};
     int round = 0;
     while (ops_run_ < total_ops && !::testing::Test::HasFailure()) {
       const int64_t length = std::min<int64_t>(total_ops - ops_run_, Uniform(80, 300));
@@ -489,7 +510,31 @@ class ModelRun {
   }
 
   // ---- Logging and checks ----
-  void Log(const std::string& line) { log_.push_back(line); }
+  void Log(const std::string& line) {
+    std::lock_guard<std::mutex> lock(log_mutex_);
+    log_.push_back(line);
+    last_progress_ = std::chrono::steady_clock::now();
+  }
+  // Names the operation about to call into the checkpointer.
+  void Begin(const std::string& what) {
+    std::lock_guard<std::mutex> lock(log_mutex_);
+    current_ = what;
+    last_progress_ = std::chrono::steady_clock::now();
+  }
+
+  void Watch() {
+    std::unique_lock<std::mutex> lock(log_mutex_);
+    while (!stop_) {
+      stopped_.wait_for(lock, std::chrono::seconds(1));
+      if (stop_ || std::chrono::steady_clock::now() - last_progress_ < stall_limit_) continue;
+      std::cerr << "model_test: STALLED for more than " << stall_limit_.count()
+                << " s in: " << current_ << "\nCKPTDB_MODEL_SEED=" << seed_ << ", round " << round_
+                << " (" << round_options_ << "), operations so far:\n";
+      for (size_t i = 0; i < log_.size(); ++i) std::cerr << "  " << i << ": " << log_[i] << "\n";
+      std::cerr << std::flush;
+      std::_Exit(3);
+    }
+  }
   void Count(const std::string& what) { ++coverage_[what]; }
 
   // After every operation: the steps listed must be the model's.
@@ -525,12 +570,13 @@ class ModelRun {
                    options_.chunk_size_bytes};
     const Outcome want = model_.Save(step, options.force, false, info);
     Tree state = MakeState(step, variant);
-    Result<bool> got = ckpt_->Save(state, step, options);
     std::ostringstream line;
     line << "Save(step=" << step << ", variant=" << variant << (options.force ? ", force" : "")
          << ", metrics=" << MetricsText(options.metrics) << (options.zero_copy ? ", zero_copy" : "")
-         << ") at t=" << clock_->load() << " -> " << Describe(got) << " (model " << Describe(want)
-         << ")";
+         << ") at t=" << clock_->load();
+    Begin(line.str());
+    Result<bool> got = ckpt_->Save(state, step, options);
+    line << " -> " << Describe(got) << " (model " << Describe(want) << ")";
     Log(line.str());
     EXPECT_EQ(Describe(got), Describe(want)) << line.str();
     Count(std::string("Save ") + (options.force ? "forced " : "") + "-> " + Describe(want));
@@ -554,11 +600,12 @@ class ModelRun {
     ModelStep info{variant, Now(), {}, {}, options_.chunk_size_bytes};
     const Outcome want = model_.MaybeSave(step, force, info);
     Tree state = MakeState(step, variant);
-    Result<bool> got = ckpt_->MaybeSave(state, step, force);
     std::ostringstream line;
     line << "MaybeSave(step=" << step << ", variant=" << variant << (force ? ", force" : "")
-         << ") at t=" << clock_->load() << " -> " << Describe(got) << " (model " << Describe(want)
-         << ")";
+         << ") at t=" << clock_->load();
+    Begin(line.str());
+    Result<bool> got = ckpt_->MaybeSave(state, step, force);
+    line << " -> " << Describe(got) << " (model " << Describe(want) << ")";
     Log(line.str());
     EXPECT_EQ(Describe(got), Describe(want)) << line.str();
     Count(std::string("MaybeSave ") + (force ? "forced " : "") + "-> " + Describe(want));
@@ -892,8 +939,11 @@ class ModelRun {
   }
 
   void RunRound(int round, int64_t length) {
-    round_ = round;
-    log_.clear();
+    {
+      std::lock_guard<std::mutex> lock(log_mutex_);
+      round_ = round;
+      log_.clear();
+    }
     const bool carry = dir_ != nullptr && Chance(0.3);
     if (!carry) {
       dir_ = std::make_unique<TempDir>();
@@ -902,24 +952,30 @@ class ModelRun {
     }
     options_ = RandomOptions();
     model_.options = options_;
+    {
+      std::lock_guard<std::mutex> lock(log_mutex_);
+      round_options_ = OptionsText(options_);
+    }
     SCOPED_TRACE("round " + std::to_string(round) + (carry ? " (same store)" : "") + ": " +
                  OptionsText(options_));
     if (carry) {
       for (const auto& [step, info] : model_.steps) {
-        log_.push_back("carried step " + std::to_string(step) + " variant " +
-                       std::to_string(info.variant) + " t=" +
-                       std::to_string(std::chrono::duration_cast<std::chrono::seconds>(
-                                          info.commit_time.time_since_epoch())
-                                          .count()) +
-                       " metrics=" + MetricsText(info.metrics));
+        Log("carried step " + std::to_string(step) + " variant " + std::to_string(info.variant) +
+            " t=" +
+            std::to_string(std::chrono::duration_cast<std::chrono::seconds>(
+                               info.commit_time.time_since_epoch())
+                               .count()) +
+            " metrics=" + MetricsText(info.metrics));
       }
     }
+    Begin("Open()");
     Open();
     if (::testing::Test::HasFailure()) return;
     CheckSteps();  // opening runs no retention
     Count(carry ? "rounds on the previous round's store" : "rounds on a new store");
     for (int64_t i = 0; i < length && !::testing::Test::HasFailure(); ++i, ++ops_run_) {
       const int64_t roll = Uniform(0, 99);
+      Begin("operation " + std::to_string(i) + " (roll " + std::to_string(roll) + ")");
       if (roll < 30) {
         OpSave();
       } else if (roll < 40) {
@@ -960,6 +1016,7 @@ class ModelRun {
   // held step all succeed.
   void FinishRound() {
     Log("end of round");
+    Begin("end of round");
     EXPECT_OK(ckpt_->WaitUntilFinished()) << "end of round";
     ReleasePinned();
     CheckSteps();
@@ -979,6 +1036,8 @@ class ModelRun {
     ckpt_.reset();
   }
 
+  const uint64_t seed_;
+  const std::chrono::seconds stall_limit_;
   std::mt19937_64 rng_;
   std::shared_ptr<std::atomic<int64_t>> clock_ =
       std::make_shared<std::atomic<int64_t>>(int64_t{1'700'000'000});
@@ -986,9 +1045,17 @@ class ModelRun {
   CheckpointerOptions options_;
   std::unique_ptr<Checkpointer> ckpt_;
   Model model_;
-  int64_t frontier_ = -1;         // the largest step any save was asked for
-  std::optional<Tree> pinned_;    // the state of a zero-copy save in flight
+  int64_t frontier_ = -1;       // the largest step any save was asked for
+  std::optional<Tree> pinned_;  // the state of a zero-copy save in flight
+  // The watchdog reads these: guarded by log_mutex_ (written by the test
+  // thread only).
+  std::mutex log_mutex_;
+  std::condition_variable stopped_;
+  bool stop_ = false;
   std::vector<std::string> log_;  // this round's operations
+  std::string current_;           // the operation in progress
+  std::string round_options_;     // OptionsText of this round's options
+  std::chrono::steady_clock::time_point last_progress_ = std::chrono::steady_clock::now();
   int round_ = 0;
   int rounds_ = 0;
   int64_t ops_run_ = 0;
@@ -999,11 +1066,12 @@ TEST(ModelTest, RandomOperationsMatchTheModel) {
   const uint64_t seed = static_cast<uint64_t>(
       EnvInt("CKPTDB_MODEL_SEED", static_cast<int64_t>(std::random_device{}())));
   const int64_t ops = EnvInt("CKPTDB_MODEL_OPS", 1500);
+  const std::chrono::seconds stall_limit(EnvInt("CKPTDB_MODEL_STALL_SECONDS", 60));
   SCOPED_TRACE("CKPTDB_MODEL_SEED=" + std::to_string(seed) +
                " CKPTDB_MODEL_OPS=" + std::to_string(ops));
   std::cout << "model_test: CKPTDB_MODEL_SEED=" << seed << " CKPTDB_MODEL_OPS=" << ops << std::endl;
   const auto start = std::chrono::steady_clock::now();
-  ModelRun run(seed);
+  ModelRun run(seed, stall_limit);
   run.Run(ops);
   const double seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();

@@ -113,12 +113,14 @@ TEST(ProcessTest, AReaderProcessFollowsALiveWriter) {
   for (int64_t step = 0; step < 4; ++step) {
     ASSERT_TRUE((*writer)->Save(MakeStepState(step, 3), step).value());
   }
+  ASSERT_OK((*writer)->WaitUntilFinished());
   // The writer stays open (holding the lock) while the reader reads.
   EXPECT_EQ(RunProcess({TestProcessPath(), "verify", dir.path(), "3", "0", "1", "2", "3"}), 0);
   ASSERT_OK((*writer)->Delete(1));
   for (int64_t step = 4; step < 6; ++step) {
     ASSERT_TRUE((*writer)->Save(MakeStepState(step, 3), step).value());
   }
+  ASSERT_OK((*writer)->WaitUntilFinished());
   EXPECT_EQ(RunProcess({TestProcessPath(), "verify", dir.path(), "3", "0", "2", "4", "5"}), 0);
   // A deleted step is NotFound for the reader, never wrong data.
   EXPECT_EQ(RunProcess({TestProcessPath(), "verify", dir.path(), "3", "1"}), 1);

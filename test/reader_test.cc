@@ -112,6 +112,7 @@ TEST(ReaderTest, AReaderRestoresTheWritersLatestStepAfterCatchingUp) {
   options.max_to_keep = 2;
   auto writer = OpenOrDie(dir.path(), options);
   ASSERT_TRUE(writer->Save(MakeStepState(100, 1), 100).value());
+  ASSERT_OK(writer->WaitUntilFinished());
   auto reader = OpenOrDie(dir.path(), ReadOnly());
   EXPECT_EQ(reader->LatestStep(), 100);
   for (int64_t step : {200, 300, 400}) {
@@ -131,6 +132,7 @@ TEST(ReaderTest, AHeldStepOutlivesRetentionUntilReleased) {
   options.max_to_keep = 1;
   auto writer = OpenOrDie(dir.path(), options);
   ASSERT_TRUE(writer->Save(MakeStepState(0, 1), 0).value());
+  ASSERT_OK(writer->WaitUntilFinished());
   auto reader = OpenOrDie(dir.path(), ReadOnly());
   Result<StepHold> hold = reader->HoldStep(0);
   ASSERT_OK(hold.status());
@@ -162,6 +164,7 @@ TEST(ReaderTest, ACrashedReadersHoldExpires) {
   options.max_to_keep = 1;
   auto writer = OpenOrDie(dir.path(), options);
   ASSERT_TRUE(writer->Save(MakeStepState(0, 1), 0).value());
+  ASSERT_OK(writer->WaitUntilFinished());
   const int exit_code =
       testing::RunProcess({testing::TestProcessPath(), "hold-and-die", dir.path(), "0"});
   ASSERT_EQ(exit_code, 128 + SIGKILL);
@@ -182,6 +185,7 @@ TEST(ReaderTest, IterNewCheckpointsVisitsTheNewestStepAndTimesOut) {
   for (int64_t step : {100, 200, 300}) {
     ASSERT_TRUE(writer->Save(MakeStepState(step, 1), step, testing::Forced()).value());
   }
+  ASSERT_OK(writer->WaitUntilFinished());
   auto reader = OpenOrDie(dir.path(), ReadOnly());
   IterateOptions options;
   options.poll_interval = std::chrono::milliseconds(1);

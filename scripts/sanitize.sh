@@ -1,0 +1,25 @@
+#!/bin/bash
+# Builds and runs the test suite under a sanitizer, in its own build
+# directory: build-asan (AddressSanitizer + UndefinedBehaviorSanitizer) or
+# build-tsan (ThreadSanitizer). Prints meson's summary; scripts/test.sh adds
+# the counts to its closing line.
+#   bash scripts/sanitize.sh asan|tsan
+set -uo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+case "${1:-}" in
+  asan) sanitize=address,undefined ;;
+  tsan) sanitize=thread ;;
+  *) echo "usage: bash scripts/sanitize.sh asan|tsan" >&2; exit 2 ;;
+esac
+dir=build-$1
+bash scripts/setup.sh >/dev/null || exit 1
+if [ ! -f "$dir/build.ninja" ]; then
+  meson setup "$dir" --buildtype=debug -Db_sanitize="$sanitize" -Db_lundef=false \
+    -Dbenchmarks=disabled >/dev/null || exit 1
+fi
+ninja -C "$dir" >/dev/null || exit 1
+export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1
+export UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
+export TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1 suppressions=$PWD/test/tsan.supp"
+# Sanitized code runs several times slower: give every test more time.
+meson test -C "$dir" --print-errorlogs --timeout-multiplier 4 --no-rebuild --suite unit "${@:2}"
