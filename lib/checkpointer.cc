@@ -1147,7 +1147,8 @@ Result<std::unique_ptr<Checkpointer>> OpenCheckpointer(const std::string& workdi
   Status status = ValidateOptions(options);
   if (!status.ok()) return status.WithContext("opening " + workdir);
   Result<std::unique_ptr<Store>> store =
-      Store::Open(workdir, options.create ? Store::Mode::kWrite : Store::Mode::kReadOnly, env);
+      Store::Open(workdir, options.create ? Store::Mode::kWrite : Store::Mode::kReadOnly, env,
+                  options.owner_only);
   if (!store.ok()) return store.status();
   auto impl = std::make_unique<Checkpointer::Impl>(workdir, std::move(options), std::move(*store));
   status = impl->LoadSteps();

@@ -183,7 +183,8 @@ Store::Store(std::string dir, Mode mode)
 
 Store::~Store() = default;
 
-Result<std::unique_ptr<Store>> Store::Open(const std::string& dir, Mode mode, rocksdb::Env* env) {
+Result<std::unique_ptr<Store>> Store::Open(const std::string& dir, Mode mode, rocksdb::Env* env,
+                                           bool owner_only) {
   std::unique_ptr<Store> store(new Store(dir, mode));
   Rep& rep = *store->rep_;
   const bool exists = fs::exists(dir);
@@ -223,7 +224,9 @@ Result<std::unique_ptr<Store>> Store::Open(const std::string& dir, Mode mode, ro
   rocksdb::Status opened;
   if (mode == Mode::kWrite) {
     std::error_code ec;
-    fs::create_directories(dir, ec);
+    if (fs::create_directories(dir, ec) && owner_only) {
+      fs::permissions(dir, fs::perms::owner_all, fs::perm_options::replace, ec);
+    }
     if (ec) return Status::IOError("cannot create " + dir + ": " + ec.message());
     options.create_if_missing = fresh;
     options.create_missing_column_families = fresh || incomplete;

@@ -71,8 +71,9 @@ class Store {
 
   // `env` (tests: a fault-injecting file system) replaces RocksDB's default
   // environment for every file the store touches; it must outlive the store.
+  // A directory created here gets mode 0700 when `owner_only`.
   static Result<std::unique_ptr<Store>> Open(const std::string& dir, Mode mode,
-                                             rocksdb::Env* env = nullptr);
+                                             rocksdb::Env* env = nullptr, bool owner_only = true);
   ~Store();
 
   const std::string& dir() const { return dir_; }

@@ -1,16 +1,40 @@
 #!/bin/bash
-# The whole test suite: install what is missing, build, run every test, and
-# print one closing line "N passed, N failed" counting individual test cases
-# (GoogleTest cases, plus each non-GoogleTest test program as one).
+# The whole test suite: installs what is missing, builds, and runs
+#   1. every test in ./build (unit, cross-process, fault, model, install, demo);
+#   2. the unit tests under AddressSanitizer + UndefinedBehaviorSanitizer
+#      (./build-asan) and the concurrency-heavy ones under ThreadSanitizer
+#      (./build-tsan);
+#   3. each libFuzzer target for 20 s on its corpus (./build-fuzz).
+# Ends with one line "N passed, N failed" counting GoogleTest cases (and each
+# other test program and fuzz target as one).
+#   bash scripts/test.sh           # all of the above (~25 min from scratch on 2 cores)
+#   bash scripts/test.sh --quick   # step 1 only
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+quick=false
+[ "${1:-}" = "--quick" ] && quick=true
 bash scripts/setup.sh || { echo "0 passed, 1 failed"; exit 1; }
 
-results=build/test-results
-rm -rf "$results"
-mkdir -p "$results"
-GTEST_OUTPUT="xml:$PWD/$results/" meson test -C build --print-errorlogs "$@"
-meson_status=$?
-python3 scripts/count_tests.py build/meson-logs/testlog.json "$results"
-count_status=$?
-[ $meson_status -eq 0 ] && [ $count_status -eq 0 ]
+status=0
+runs=()
+# run DIR COMMAND...: runs a meson test command with GoogleTest XML reports.
+run() {
+  local dir=$1
+  shift
+  rm -rf "$dir/test-results"
+  mkdir -p "$dir/test-results"
+  GTEST_OUTPUT="xml:$PWD/$dir/test-results/" "$@" || status=1
+  runs+=("$dir/meson-logs/testlog.json" "$dir/test-results")
+}
+run build meson test -C build --print-errorlogs
+fuzz=()
+if ! $quick; then
+  run build-asan bash scripts/sanitize.sh asan
+  run build-tsan bash scripts/sanitize.sh tsan checkpointer_test reader_test gc_test \
+    model_test process_test save_decision_test
+  summary=$(mktemp)
+  bash scripts/fuzz.sh 20 | tee "$summary" || status=1
+  fuzz=(--fuzz "$summary")
+fi
+python3 scripts/count_tests.py "${runs[@]}" "${fuzz[@]}" || status=1
+exit $status

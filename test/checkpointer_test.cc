@@ -650,3 +650,74 @@ TEST(CheckpointerTest, NoopIfMissingCoversAnyStepOfAnEmptyStore) {
 
 }  // namespace
 }  // namespace ckptdb
+
+namespace ckptdb {
+namespace {
+
+TEST(CheckpointerTest, ANewStoreIsPrivateToItsOwnerUnlessAskedOtherwise) {
+  testing::TempDir dir;
+  namespace fs = std::filesystem;
+  {
+    auto checkpointer = OpenOrDie(dir.Sub("private"));
+  }
+  EXPECT_EQ(fs::status(dir.Sub("private")).permissions() & fs::perms::all, fs::perms::owner_all);
+  CheckpointerOptions shared;
+  shared.owner_only = false;
+  { auto checkpointer = OpenOrDie(dir.Sub("shared"), shared); }
+  EXPECT_NE(fs::status(dir.Sub("shared")).permissions() & fs::perms::others_read, fs::perms::none)
+      << "with owner_only = false the umask (022 here) decides";
+}
+
+}  // namespace
+}  // namespace ckptdb
+
+namespace ckptdb {
+namespace {
+
+TEST(CheckpointerTest, ATruncatedChunkFileIsCorruptionNamingTheTensorNeverWrongData) {
+  testing::TempDir dir;
+  namespace fs = std::filesystem;
+  CheckpointerOptions options = KeepAll();
+  options.enable_async_checkpointing = false;
+  Tree unique_state;  // a step whose chunks no other step shares
+  (void)unique_state.Set("weights", Tree::Leaf(RandomTensor(DType::kUInt8, {3 << 20}, 77)));
+  {
+    auto checkpointer = OpenOrDie(dir.path(), options);
+    ASSERT_TRUE(checkpointer->Save(testing::MakeStepState(1, 1), 1).value());
+    ASSERT_TRUE(checkpointer->Save(unique_state, 2).value());
+  }
+  // The largest table file holds step 2's incompressible chunks.
+  fs::path largest;
+  for (const auto& entry : fs::directory_iterator(dir.path())) {
+    if (entry.path().extension() == ".sst" &&
+        (largest.empty() || entry.file_size() > fs::file_size(largest))) {
+      largest = entry.path();
+    }
+  }
+  ASSERT_FALSE(largest.empty());
+  fs::resize_file(largest, fs::file_size(largest) / 2);
+  for (bool read_only : {false, true}) {
+    SCOPED_TRACE(read_only ? "reader" : "writer");
+    CheckpointerOptions open_options = options;
+    open_options.create = !read_only;
+    auto opened = Checkpointer::Open(dir.path(), open_options);
+    if (!opened.ok()) {
+      // RocksDB may refuse the whole database: an error, never wrong data.
+      EXPECT_TRUE(opened.status().IsCorruption() ||
+                  opened.status().code() == Status::Code::kIOError)
+          << opened.status().ToString();
+      continue;
+    }
+    Result<Tree> damaged = (*opened)->RestoreTree(2);
+    ASSERT_FALSE(damaged.ok());
+    EXPECT_TRUE(damaged.status().IsCorruption()) << damaged.status().ToString();
+    EXPECT_NE(damaged.status().message().find("tensor 'weights'"), std::string::npos)
+        << damaged.status().ToString();
+    Result<Tree> healthy = (*opened)->RestoreTree(1);
+    ASSERT_OK(healthy.status());
+    EXPECT_TRUE(healthy->ContentEquals(testing::MakeStepState(1, 1)));
+  }
+}
+
+}  // namespace
+}  // namespace ckptdb

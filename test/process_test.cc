@@ -8,6 +8,7 @@
 #include <gtest/gtest.h>
 
 #include <chrono>
+#include <cstdlib>
 #include <fstream>
 #include <random>
 #include <set>
@@ -45,10 +46,19 @@ pid_t Spawn(const std::vector<std::string>& argv) {
   return pid;
 }
 
-// Kills a writer at a random moment of its save loop, several times, and
-// checks after each kill that every step it reported committed (and any step
-// present at all) restores bit-exact, and that the store takes new saves.
-TEST(ProcessTest, WriterKilledDuringSavesLosesNoCommittedStep) {
+// How many kills each crash test makes: CKPTDB_CRASH_ROUNDS (default 4; the
+// long run sets 1000 or more).
+int CrashRounds() {
+  const char* text = std::getenv("CKPTDB_CRASH_ROUNDS");
+  return text != nullptr ? std::max(1, std::atoi(text)) : 4;
+}
+
+// Kills a writer at a random moment of its save loop, again and again, and
+// checks after each kill: every step it reported committed (that retention
+// keeps) restores bit-exact, every step present does, no live manifest
+// references a missing chunk (GC refuses otherwise), the garbage the crash
+// left is reclaimed, and the store takes new saves.
+void CrashAndCheck(std::optional<int64_t> max_to_keep) {
   TempDir dir;
   const std::string store = dir.Sub("store");
   const std::string log = dir.Sub("committed.log");
@@ -56,52 +66,76 @@ TEST(ProcessTest, WriterKilledDuringSavesLosesNoCommittedStep) {
   SCOPED_TRACE("seed " + std::to_string(seed));
   std::mt19937_64 rng(seed);
   int64_t next_step = 0;
-  for (int round = 0; round < 4; ++round) {
+  const int rounds = CrashRounds();
+  for (int round = 0; round < rounds; ++round) {
     SCOPED_TRACE("round " + std::to_string(round));
     const size_t logged_before = ReadLoggedSteps(log).size();
-    pid_t child = Spawn({TestProcessPath(), "save-loop", store, std::to_string(next_step),
-                         std::to_string(kCrashStateMegabytes), log});
+    std::vector<std::string> argv = {TestProcessPath(),
+                                     "save-loop",
+                                     store,
+                                     std::to_string(next_step),
+                                     std::to_string(kCrashStateMegabytes),
+                                     log};
+    if (max_to_keep.has_value()) argv.push_back(std::to_string(*max_to_keep));
+    pid_t child = Spawn(argv);
     ASSERT_GT(child, 0);
-    // Let it commit a couple of steps, then kill it at a random instant of a
-    // later save (a save of this state takes tens of milliseconds).
+    // Let it commit a step, then kill it at a random instant of a later save
+    // (a save of this state, with retention and GC, takes tens of ms).
     const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
-    while (ReadLoggedSteps(log).size() < logged_before + 2) {
+    while (ReadLoggedSteps(log).size() < logged_before + 1) {
       ASSERT_LT(std::chrono::steady_clock::now(), deadline) << "the writer made no progress";
-      std::this_thread::sleep_for(std::chrono::milliseconds(2));
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
     }
-    std::this_thread::sleep_for(std::chrono::microseconds(rng() % 60000));
+    std::this_thread::sleep_for(std::chrono::microseconds(rng() % 80000));
     ASSERT_EQ(kill(child, SIGKILL), 0);
     int status = 0;
     ASSERT_EQ(waitpid(child, &status, 0), child);
     ASSERT_TRUE(WIFSIGNALED(status)) << "the writer exited by itself: " << status;
 
     CheckpointerOptions options;
-    options.max_to_keep = std::nullopt;
+    options.max_to_keep = max_to_keep;
     auto reopened = Checkpointer::Open(store, options);
     ASSERT_OK(reopened.status());
     std::vector<int64_t> held = (*reopened)->AllSteps();
     std::set<int64_t> held_set(held.begin(), held.end());
-    for (int64_t step : ReadLoggedSteps(log)) {
-      EXPECT_TRUE(held_set.count(step)) << "committed step " << step << " was lost";
+    std::vector<int64_t> logged = ReadLoggedSteps(log);
+    // Retention keeps the latest max_to_keep committed steps; without it, all.
+    const size_t must_hold =
+        max_to_keep.has_value() ? std::min<size_t>(logged.size(), static_cast<size_t>(*max_to_keep))
+                                : logged.size();
+    for (size_t i = logged.size() - must_hold; i < logged.size(); ++i) {
+      EXPECT_TRUE(held_set.count(logged[i])) << "committed step " << logged[i] << " was lost";
     }
-    // Every step present is complete: the killed save is absent or whole.
     for (int64_t step : held) {
       Result<Tree> restored = (*reopened)->RestoreTree(step);
-      ASSERT_OK(restored.status());
+      ASSERT_OK(restored.status()) << "step " << step;
       ASSERT_TRUE(restored->ContentEquals(MakeStepState(step, kCrashStateMegabytes)))
           << "step " << step;
     }
+    Result<GcStats> collected = (*reopened)->CollectGarbage();
+    ASSERT_OK(collected.status()) << "a live manifest references a missing chunk";
     ASSERT_FALSE(held.empty());
     next_step = held.back() + 1;
-    // The store accepts new saves after the crash.
-    Tree state = MakeStepState(next_step, kCrashStateMegabytes);
-    ASSERT_TRUE((*reopened)->Save(state, next_step, ckptdb::testing::Forced()).value());
+    ASSERT_TRUE(
+        (*reopened)
+            ->Save(MakeStepState(next_step, kCrashStateMegabytes), next_step, testing::Forced())
+            .value());
+    ASSERT_OK((*reopened)->WaitUntilFinished());
     {
       std::ofstream append(log, std::ios::app);
       append << next_step << std::endl;
     }
     ++next_step;
   }
+  std::printf("kills survived: %d\n", rounds);
+}
+
+TEST(ProcessTest, WriterKilledDuringSavesLosesNoCommittedStep) {
+  CrashAndCheck(/*max_to_keep=*/std::nullopt);
+}
+
+TEST(ProcessTest, WriterKilledDuringSavesRetentionAndGcLosesNoCommittedStep) {
+  CrashAndCheck(/*max_to_keep=*/2);
 }
 
 TEST(ProcessTest, AReaderProcessFollowsALiveWriter) {

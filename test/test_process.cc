@@ -1,9 +1,11 @@
 // A helper program the tests run as a separate process, so that crashes,
 // locks and read-only readers are exercised across real process boundaries.
 //
-//   test_process save-loop DIR FIRST_STEP MEGABYTES LOG
-//       saves steps FIRST_STEP, FIRST_STEP+1, ... forever; after each save
-//       returns, appends the step to LOG. Meant to be killed.
+//   test_process save-loop DIR FIRST_STEP MEGABYTES LOG [MAX_TO_KEEP]
+//       saves steps FIRST_STEP, FIRST_STEP+1, ... forever, asynchronously;
+//       after each save has committed, appends the step to LOG. With
+//       MAX_TO_KEEP, retention and GC run after every save (so a kill can hit
+//       them); without, every step is kept. Meant to be killed.
 //   test_process verify DIR MEGABYTES STEP...
 //       opens DIR read-only; restores each step and checks every byte.
 //   test_process open-writer DIR
@@ -34,9 +36,9 @@ int Fail(const std::string& what, const ckptdb::Status& status) {
 }
 
 int SaveLoop(const std::string& dir, int64_t first_step, size_t megabytes,
-             const std::string& log_path) {
+             const std::string& log_path, std::optional<int64_t> max_to_keep) {
   CheckpointerOptions options;
-  options.max_to_keep = std::nullopt;  // keep every step: the test checks them all
+  options.max_to_keep = max_to_keep;
   auto checkpointer = Checkpointer::Open(dir, options);
   if (!checkpointer.ok()) return Fail("open " + dir, checkpointer.status());
   std::ofstream log(log_path, std::ios::app);
@@ -124,8 +126,10 @@ int Evaluate(const std::string& dir, size_t megabytes, int64_t last_step) {
 
 int main(int argc, char** argv) {
   std::vector<std::string> args(argv + 1, argv + argc);
-  if (args.size() == 5 && args[0] == "save-loop") {
-    return SaveLoop(args[1], std::stoll(args[2]), std::stoul(args[3]), args[4]);
+  if ((args.size() == 5 || args.size() == 6) && args[0] == "save-loop") {
+    std::optional<int64_t> max_to_keep;
+    if (args.size() == 6) max_to_keep = std::stoll(args[5]);
+    return SaveLoop(args[1], std::stoll(args[2]), std::stoul(args[3]), args[4], max_to_keep);
   }
   if (args.size() >= 3 && args[0] == "verify") {
     std::vector<int64_t> steps;

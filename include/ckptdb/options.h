@@ -100,6 +100,11 @@ struct CheckpointerOptions {
   // FailedPrecondition. Default: true.
   bool create = true;
 
+  // A store created by Open gets a directory only its owner may enter (mode
+  // 0700): checkpoints often hold private data. false: the process's umask
+  // decides. An existing directory is never changed. Default: true.
+  bool owner_only = true;
+
   // Multi-process writing; see MultiprocessingOptions. Default: one process.
   MultiprocessingOptions multiprocessing;
 
