@@ -239,6 +239,8 @@ class Checkpointer::Impl {
     LockedFile hold;
   };
   Result<ReadableStep> OpenStepForRead(int64_t step);
+  // CheckOpen and ResolveStep; readers resolve kLatestStep after catching up.
+  Result<int64_t> ResolveStepToRead(int64_t step);
   // Hashes and deduplicates. With `stage`, chunks predicted to be new (they
   // were new at this path in the previous save, or the path is new) are
   // copied into staging slots while being hashed, as far as slots last.
@@ -848,15 +850,20 @@ std::vector<std::string> TemplateMismatches(const std::vector<ManifestNode>& sto
 
 }  // namespace
 
-Result<Checkpointer::Impl::ReadableStep> Checkpointer::Impl::OpenStepForRead(int64_t step) {
+Result<int64_t> Checkpointer::Impl::ResolveStepToRead(int64_t step) {
   Status status = CheckOpen();
   if (!status.ok()) return status;
   if (step == kLatestStep && store_->read_only()) {
     status = Reload();
     if (!status.ok()) return status;
   }
-  Result<int64_t> resolved = ResolveStep(step);
+  return ResolveStep(step);
+}
+
+Result<Checkpointer::Impl::ReadableStep> Checkpointer::Impl::OpenStepForRead(int64_t step) {
+  Result<int64_t> resolved = ResolveStepToRead(step);
   if (!resolved.ok()) return resolved.status();
+  Status status;
   ReadableStep readable;
   if (!store_->read_only()) {
     // The writer's retention runs under this checkpointer's mutex, held now.
@@ -1028,13 +1035,7 @@ Result<Tree> Checkpointer::Impl::RestoreTree(int64_t step, const std::string& pa
 }
 
 Result<StepHold> Checkpointer::Impl::HoldStep(int64_t step) {
-  Status status = CheckOpen();
-  if (!status.ok()) return status;
-  if (step == kLatestStep && store_->read_only()) {
-    status = Reload();
-    if (!status.ok()) return status;
-  }
-  Result<int64_t> resolved = ResolveStep(step);
+  Result<int64_t> resolved = ResolveStepToRead(step);
   if (!resolved.ok()) return resolved.status();
   Result<LockedFile> hold = AcquireStepHold(workdir_, *resolved, [&]() -> Status {
     Status caught_up = store_->CatchUp();

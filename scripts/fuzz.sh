@@ -21,20 +21,9 @@ if ! [[ $seconds =~ ^[0-9]+$ ]] || [ "$seconds" -eq 0 ]; then
 fi
 targets=(manifest chunk safetensors)
 
-# What the build needs (as scripts/setup.sh installs, without the test and
-# benchmark libraries), plus clang and its sanitizer and libFuzzer runtimes.
-packages=(clang libclang-rt-14-dev pkg-config meson ninja-build python3 librocksdb-dev
-          libflatbuffers-dev flatbuffers-compiler libzstd-dev libxxhash-dev nlohmann-json3-dev)
-missing=()
-for package in "${packages[@]}"; do
-  dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" ||
-    missing+=("$package")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-  echo "installing: ${missing[*]}"
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
-fi
+# What the build needs, plus clang and its sanitizer and libFuzzer runtimes.
+source scripts/packages.sh
+install_missing "${BUILD_PACKAGES[@]}" clang libclang-rt-14-dev
 
 if [ ! -f build-fuzz/build.ninja ]; then
   CXX=clang++ meson setup build-fuzz -Dfuzzers=enabled -Dtests=disabled -Dbenchmarks=disabled \

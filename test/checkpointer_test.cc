@@ -20,6 +20,7 @@ namespace {
 
 using testing::MakeStepState;
 using testing::TempDir;
+using testing::ZeroedLike;
 
 constexpr DType kAllDTypes[] = {
     DType::kBool,     DType::kInt8,    DType::kInt16,   DType::kInt32,        DType::kInt64,
@@ -47,30 +48,6 @@ CheckpointerOptions KeepAll() {
   CheckpointerOptions options;
   options.max_to_keep = std::nullopt;
   return options;
-}
-
-// A template with the structure of `tree` and zeroed tensors of the same
-// dtypes and shapes, and scalar values different from any test's.
-Tree ZeroedLike(const Tree& tree) {
-  Tree copy;
-  switch (tree.kind()) {
-    case Tree::Kind::kMap:
-      for (size_t i = 0; i < tree.child_count(); ++i) {
-        (void)copy.Set(tree.keys()[i], ZeroedLike(tree.child(i)));
-      }
-      return copy;
-    case Tree::Kind::kList:
-      copy = Tree::List();
-      for (size_t i = 0; i < tree.child_count(); ++i) (void)copy.Append(ZeroedLike(tree.child(i)));
-      return copy;
-    case Tree::Kind::kTensor:
-      return Tree::Leaf(Tensor::Allocate(tree.tensor().dtype(), tree.tensor().shape()).value());
-    case Tree::Kind::kInt: return Tree::Int(-7);
-    case Tree::Kind::kFloat: return Tree::Float(-7.5);
-    case Tree::Kind::kBool: return Tree::Bool(!tree.bool_value());
-    case Tree::Kind::kString: return Tree::String("placeholder");
-  }
-  return copy;
 }
 
 TEST(CheckpointerTest, RoundTripsEveryDTypeWithScalarAndEmptyShapes) {

@@ -42,6 +42,7 @@ namespace ckptdb {
 namespace {
 
 using testing::TempDir;
+using testing::ZeroedLike;
 using SysClock = std::chrono::system_clock;
 
 // ---- Generated states ----
@@ -106,29 +107,6 @@ Tree MakeState(int64_t step, int variant) {
   (void)state.Set("even", Tree::Bool(step % 2 == 0));
   (void)state.Set("name", Tree::String("variant-" + std::to_string(variant)));
   return state;
-}
-
-// The structure of `tree` with zeroed tensors and placeholder scalars.
-Tree ZeroedLike(const Tree& tree) {
-  Tree copy;
-  switch (tree.kind()) {
-    case Tree::Kind::kMap:
-      for (size_t i = 0; i < tree.child_count(); ++i) {
-        (void)copy.Set(tree.keys()[i], ZeroedLike(tree.child(i)));
-      }
-      return copy;
-    case Tree::Kind::kList:
-      copy = Tree::List();
-      for (size_t i = 0; i < tree.child_count(); ++i) (void)copy.Append(ZeroedLike(tree.child(i)));
-      return copy;
-    case Tree::Kind::kTensor:
-      return Tree::Leaf(Tensor::Allocate(tree.tensor().dtype(), tree.tensor().shape()).value());
-    case Tree::Kind::kInt: return Tree::Int(-7);
-    case Tree::Kind::kFloat: return Tree::Float(-7.5);
-    case Tree::Kind::kBool: return Tree::Bool(false);
-    case Tree::Kind::kString: return Tree::String("placeholder");
-  }
-  return copy;
 }
 
 // A deep copy (tensor bytes copied).

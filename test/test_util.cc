@@ -64,6 +64,28 @@ Tree MakeStepState(int64_t step, size_t megabytes) {
   return state;
 }
 
+Tree ZeroedLike(const Tree& tree) {
+  Tree copy;
+  switch (tree.kind()) {
+    case Tree::Kind::kMap:
+      for (size_t i = 0; i < tree.child_count(); ++i) {
+        (void)copy.Set(tree.keys()[i], ZeroedLike(tree.child(i)));
+      }
+      return copy;
+    case Tree::Kind::kList:
+      copy = Tree::List();
+      for (size_t i = 0; i < tree.child_count(); ++i) (void)copy.Append(ZeroedLike(tree.child(i)));
+      return copy;
+    case Tree::Kind::kTensor:
+      return Tree::Leaf(Tensor::Allocate(tree.tensor().dtype(), tree.tensor().shape()).value());
+    case Tree::Kind::kInt: return Tree::Int(-7);
+    case Tree::Kind::kFloat: return Tree::Float(-7.5);
+    case Tree::Kind::kBool: return Tree::Bool(!tree.bool_value());
+    case Tree::Kind::kString: return Tree::String("placeholder");
+  }
+  return copy;
+}
+
 SaveOptions Forced() {
   SaveOptions options;
   options.force = true;

@@ -47,6 +47,10 @@ class TempDir {
 // a list. Every byte is a pure function of (step, megabytes).
 Tree MakeStepState(int64_t step, size_t megabytes = 2);
 
+// A template with the structure of `tree`: zeroed tensors of the same dtypes
+// and shapes, and scalar values that differ from the tree's.
+Tree ZeroedLike(const Tree& tree);
+
 // SaveOptions with force = true.
 SaveOptions Forced();
 

@@ -1,0 +1,18 @@
+# Sourced by the scripts: install_missing PACKAGE... installs, from Debian's
+# archive, those of the packages that are not installed yet.
+install_missing() {
+  local missing=() package
+  for package in "$@"; do
+    dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" ||
+      missing+=("$package")
+  done
+  if [ ${#missing[@]} -gt 0 ]; then
+    echo "installing: ${missing[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+  fi
+}
+
+# What building ckptdb needs.
+BUILD_PACKAGES=(g++ pkg-config meson ninja-build python3 librocksdb-dev libflatbuffers-dev
+                flatbuffers-compiler libzstd-dev libxxhash-dev nlohmann-json3-dev)
