@@ -196,8 +196,10 @@ class Checkpointer {
   // failed in the background.
   Status WaitUntilFinished();
 
-  // Finishes pending work (returning a background save's error) and closes;
-  // later calls fail with FailedPrecondition. Idempotent.
+  // Finishes pending work (returning a background save's error) and closes.
+  // Afterwards, calls that read or write the store fail with
+  // FailedPrecondition, ShouldSave is false and MaybeSave does nothing;
+  // Close and WaitUntilFinished return OK. Idempotent.
   Status Close();
 
   // For ckptdb's own use (Impl is private to the library): use Open.
