@@ -28,51 +28,6 @@ ScratchDir::~ScratchDir() {
   fs::remove_all(path_, ec);
 }
 
-FloatState::FloatState(size_t tensor_count, size_t floats_per_tensor, uint64_t seed) {
-  std::mt19937_64 rng(seed);
-  std::normal_distribution<float> normal(0.0f, 0.02f);
-  buffers_.resize(tensor_count);
-  for (std::vector<float>& buffer : buffers_) {
-    buffer.resize(floats_per_tensor);
-    for (float& value : buffer) value = normal(rng);
-  }
-}
-
-void FloatState::Train(size_t first, size_t count, uint64_t step) {
-  uint64_t x = step * 0x9E3779B97F4A7C15ull + 1;
-  for (size_t t = first; t < first + count && t < buffers_.size(); ++t) {
-    for (float& value : buffers_[t]) {
-      x ^= x << 13;
-      x ^= x >> 7;
-      x ^= x << 17;
-      uint32_t bits;
-      std::memcpy(&bits, &value, 4);
-      bits ^= static_cast<uint32_t>(x) & 0xffff;  // low mantissa bits move, exponents stay
-      std::memcpy(&value, &bits, 4);
-    }
-  }
-}
-
-Tree FloatState::View() {
-  Tree tree;
-  for (size_t t = 0; t < buffers_.size(); ++t) {
-    char name[32];
-    std::snprintf(name, sizeof(name), "layer_%03zu", t);
-    Tree* layer = tree.Set(name, Tree::Map()).value();
-    (void)layer->Set("kernel", Tree::Leaf(Tensor::View(DType::kFloat32,
-                                                       {static_cast<int64_t>(buffers_[t].size())},
-                                                       buffers_[t].data())
-                                              .value()));
-  }
-  return tree;
-}
-
-uint64_t FloatState::bytes() const {
-  uint64_t total = 0;
-  for (const std::vector<float>& buffer : buffers_) total += buffer.size() * sizeof(float);
-  return total;
-}
-
 namespace {
 
 // Weights and Adam moments of a 128-256-128 tanh MLP trained for 120 steps
@@ -178,20 +133,19 @@ float Perturb(float value, float scale, uint64_t* state) {
 constexpr float kCopyScale = 0.25f;
 constexpr float kStepScale = 1e-3f;
 
-constexpr size_t kTensorBytes = 4u << 20;
-
 }  // namespace
 
-TrainedState::TrainedState(uint64_t bytes, DType dtype, uint64_t seed) : dtype_(dtype) {
+TrainedState::TrainedState(uint64_t bytes, DType dtype, uint64_t seed, size_t tensor_bytes)
+    : dtype_(dtype), tensor_bytes_(tensor_bytes) {
   const std::vector<float>& trained = TrainedValues();
   const size_t width = DTypeSize(dtype);
-  const size_t tensors = std::max<uint64_t>(1, bytes / kTensorBytes);
+  const size_t tensors = std::max<uint64_t>(1, bytes / tensor_bytes);
   buffers_.resize(tensors);
   uint64_t state = seed * 0x9E3779B97F4A7C15ull + 1;
   size_t next = 0;
   for (std::vector<std::byte>& buffer : buffers_) {
-    buffer.resize(kTensorBytes);
-    for (size_t i = 0; i < kTensorBytes / width; ++i) {
+    buffer.resize(tensor_bytes);
+    for (size_t i = 0; i < tensor_bytes / width; ++i) {
       const float value = Perturb(trained[next++ % trained.size()], kCopyScale, &state);
       if (dtype == DType::kBFloat16) {
         const uint16_t half = ToBFloat16(value);
@@ -230,7 +184,7 @@ void TrainedState::Train(size_t first, size_t count, uint64_t step) {
 
 Tree TrainedState::View() {
   Tree tree;
-  const int64_t elements = static_cast<int64_t>(kTensorBytes / DTypeSize(dtype_));
+  const int64_t elements = static_cast<int64_t>(tensor_bytes_ / DTypeSize(dtype_));
   for (size_t t = 0; t < buffers_.size(); ++t) {
     char name[32];
     std::snprintf(name, sizeof(name), "layer_%03zu", t);
@@ -241,7 +195,7 @@ Tree TrainedState::View() {
   return tree;
 }
 
-uint64_t TrainedState::bytes() const { return buffers_.size() * kTensorBytes; }
+uint64_t TrainedState::bytes() const { return buffers_.size() * tensor_bytes_; }
 
 void DropPageCache(const std::string& path) {
   auto drop = [](const fs::path& file) {

@@ -26,36 +26,16 @@ class ScratchDir {
   std::string path_;
 };
 
-// Float32 tensors shaped like a model's weights: values drawn once from a
-// normal distribution (std 0.02), so exponents cluster as in trained weights.
-class FloatState {
- public:
-  // `tensor_count` tensors of `floats_per_tensor` elements each.
-  FloatState(size_t tensor_count, size_t floats_per_tensor, uint64_t seed);
-
-  // Perturbs the low mantissa bits of every element of tensors
-  // [first, first + count), as an optimizer step does; `step` seeds it.
-  void Train(size_t first, size_t count, uint64_t step);
-
-  // A tree of views over the buffers ("layer_000/kernel", ...).
-  Tree View();
-  uint64_t bytes() const;
-  size_t tensor_count() const { return buffers_.size(); }
-
- private:
-  std::vector<std::vector<float>> buffers_;
-};
-
 // Tensors with the values of trained weights: a small MLP is trained with Adam
 // on a generated regression task (once per process); its weights and Adam
 // moments are then replicated to `bytes`, each copy's elements scaled by a
 // random factor in [0.75, 1.25], so that mantissas are as unpredictable as a
 // real model's while signs and magnitudes keep the trained distribution.
 // `dtype` is kFloat32 or kBFloat16 (rounded from the float32 values).
-// Tensors of 4 MiB, named "layer_NNN/kernel".
+// Tensors of `tensor_bytes`, named "layer_NNN/kernel".
 class TrainedState {
  public:
-  TrainedState(uint64_t bytes, DType dtype, uint64_t seed);
+  TrainedState(uint64_t bytes, DType dtype, uint64_t seed, size_t tensor_bytes = 4u << 20);
 
   // Moves the values of tensors [first, first + count) a little, as a
   // training step would; `step` seeds it.
@@ -68,6 +48,7 @@ class TrainedState {
 
  private:
   DType dtype_;
+  size_t tensor_bytes_;
   std::vector<std::vector<std::byte>> buffers_;
 };
 

@@ -31,7 +31,7 @@ void BM_LongRunWithRetention(benchmark::State& state) {
   const size_t megabytes = static_cast<size_t>(state.range(1));
   for (auto _ : state) {
     ScratchDir dir;
-    FloatState model(12, megabytes * (1 << 20) / 12 / sizeof(float), 1);
+    TrainedState model(megabytes << 20, DType::kFloat32, 1);
     CheckpointerOptions options;
     options.max_to_keep = 3;
     auto checkpointer = OpenOrAbort(dir.path(), options);
@@ -86,12 +86,13 @@ BENCHMARK(BM_LongRunWithRetention)
 void BM_FineTuneNinetyPercentFrozen(benchmark::State& state) {
   for (auto _ : state) {
     ScratchDir dir;
-    FloatState model(50, (1 << 20) / sizeof(float), 2);  // 50 tensors of 1 MiB
+    TrainedState model(50u << 20, DType::kFloat32, 2, 1u << 20);  // 50 tensors of 1 MiB
     CheckpointerOptions options;
     options.max_to_keep = std::nullopt;
     options.chunk_size_bytes = 1 << 20;
     auto checkpointer = OpenOrAbort(dir.path(), options);
     if (!checkpointer->Save(model.View(), 0).value()) std::abort();
+    if (!checkpointer->WaitUntilFinished().ok()) std::abort();  // measure committed bytes
     const uint64_t base = DirectoryBytes(dir.path());
     constexpr int kSteps = 10;
     uint64_t changed_stored = 0;
@@ -101,6 +102,7 @@ void BM_FineTuneNinetyPercentFrozen(benchmark::State& state) {
       Result<StepMetadata> metadata = checkpointer->ItemMetadata(step);
       for (size_t t = 0; t < 5; ++t) changed_stored += metadata->leaves[t].stored_bytes;
     }
+    if (!checkpointer->WaitUntilFinished().ok()) std::abort();
     const uint64_t added = DirectoryBytes(dir.path()) - base;
     state.counters["added_MiB_per_step"] = static_cast<double>(added) / kSteps / (1 << 20);
     state.counters["changed_chunks_MiB_per_step"] =
