@@ -382,6 +382,7 @@ TEST(CheckpointerTest, ReadOnlyStoresRefuseWrites) {
   TempDir dir;
   auto writer = OpenOrDie(dir.path());
   ASSERT_TRUE(writer->Save(MakeStepState(0), 0).value());
+  ASSERT_OK(writer->WaitUntilFinished());  // the reader sees committed steps only
   CheckpointerOptions options;
   options.create = false;
   auto reader = OpenOrDie(dir.path(), options);
