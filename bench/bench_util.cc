@@ -30,6 +30,24 @@ ScratchDir::~ScratchDir() {
 
 namespace {
 
+// Sends `command` to perf's control FIFO and waits for its acknowledgement
+// (so that the section's first instructions are sampled).
+void SendPerfCommand(const char* command) {
+  const char* control = std::getenv("CKPTDB_PERF_CONTROL");
+  if (control == nullptr) return;
+  const std::string ack = std::string(control) + ".ack";
+  std::ofstream(control) << command << std::endl;
+  std::string reply;
+  std::ifstream(ack) >> reply;
+}
+
+}  // namespace
+
+ProfiledSection::ProfiledSection() { SendPerfCommand("enable"); }
+ProfiledSection::~ProfiledSection() { SendPerfCommand("disable"); }
+
+namespace {
+
 // Weights and Adam moments of a 128-256-128 tanh MLP trained for 120 steps
 // on y = teacher(x) + noise.
 std::vector<std::vector<float>> TrainSmallModel() {

@@ -54,6 +54,18 @@ class TrainedState {
 
 uint64_t DirectoryBytes(const std::string& dir);
 
+// The code a profile should cover (scripts/profile.sh): when
+// $CKPTDB_PERF_CONTROL names the control FIFO of a `perf record -D -1
+// --control fifo:...` running this process, sampling is enabled for the
+// object's lifetime and disabled again after. Without it, does nothing.
+class ProfiledSection {
+ public:
+  ProfiledSection();
+  ~ProfiledSection();
+  ProfiledSection(const ProfiledSection&) = delete;
+  ProfiledSection& operator=(const ProfiledSection&) = delete;
+};
+
 // Drops the page cache of every file under `path` (a file or a directory),
 // so the next read comes from the device. Clean pages only: call after the
 // data was synced.

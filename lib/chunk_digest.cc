@@ -1,11 +1,11 @@
 #include "chunk_digest.h"
 
-#include <xxhash.h>
-
 #include <algorithm>
 #include <cassert>
 #include <cstring>
 #include <random>
+
+#include "xxh3_kernels.h"
 
 namespace ckptdb {
 
@@ -45,29 +45,30 @@ ChunkDigest ChunkDigest::FromBytes(const char* sixteen_bytes) {
   return ChunkDigest{ReadBigEndian64(sixteen_bytes + 8), ReadBigEndian64(sixteen_bytes)};
 }
 
-ChunkHasher::ChunkHasher(std::string_view secret) : secret_(secret.begin(), secret.end()) {
+const xxh3::Kernels& xxh3::Fastest() {
+  static const Kernels fastest = [] {
+#if defined(CKPTDB_HAVE_AVX2_KERNELS)
+    if (__builtin_cpu_supports("avx2")) return Avx2();
+#endif
+    return Baseline();
+  }();
+  return fastest;
+}
+
+ChunkHasher::ChunkHasher(std::string_view secret)
+    : secret_(secret.begin(), secret.end()), kernels_(&xxh3::Fastest()) {
   assert(secret_.size() == kSecretSize);
 }
 
 ChunkDigest ChunkHasher::Digest(const void* data, size_t size) const {
-  XXH128_hash_t hash = XXH3_128bits_withSecret(data, size, secret_.data(), secret_.size());
-  return ChunkDigest{hash.low64, hash.high64};
+  xxh3::Digest128 hash = kernels_->digest(data, size, secret_.data(), secret_.size());
+  return ChunkDigest{hash.low, hash.high};
 }
 
 ChunkDigest ChunkHasher::DigestAndCopy(const void* source, size_t size, void* copy) const {
-  constexpr size_t kBlock = 128u << 10;  // well inside a core's L2 cache
-  XXH3_state_t* state = XXH3_createState();
-  XXH3_128bits_reset_withSecret(state, secret_.data(), secret_.size());
-  const auto* from = static_cast<const unsigned char*>(source);
-  auto* to = static_cast<unsigned char*>(copy);
-  for (size_t done = 0; done < size; done += kBlock) {
-    const size_t block = std::min(kBlock, size - done);
-    XXH3_128bits_update(state, from + done, block);
-    std::memcpy(to + done, from + done, block);
-  }
-  XXH128_hash_t hash = XXH3_128bits_digest(state);
-  XXH3_freeState(state);
-  return ChunkDigest{hash.low64, hash.high64};
+  xxh3::Digest128 hash =
+      kernels_->digest_and_copy(source, size, copy, secret_.data(), secret_.size());
+  return ChunkDigest{hash.low, hash.high};
 }
 
 std::string ChunkHasher::NewSecret() {

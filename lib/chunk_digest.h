@@ -13,6 +13,9 @@
 #include <vector>
 
 namespace ckptdb {
+namespace xxh3 {
+struct Kernels;
+}  // namespace xxh3
 
 struct ChunkDigest {
   uint64_t low = 0;
@@ -54,6 +57,7 @@ class ChunkHasher {
 
  private:
   std::vector<unsigned char> secret_;
+  const xxh3::Kernels* kernels_;  // the fastest this CPU runs
 };
 
 // Fixed-width big-endian integers: keys sort as the numbers they hold.
