@@ -153,6 +153,30 @@ struct InFlightSave {
   }
 };
 
+// True when `path` is `prefix` or below it ("" is the root, above all).
+bool IsUnder(std::string_view path, std::string_view prefix) {
+  if (prefix.empty() || path == prefix) return true;
+  return path.size() > prefix.size() && path.substr(0, prefix.size()) == prefix &&
+         path[prefix.size()] == '/';
+}
+
+bool IsUnderAny(std::string_view path, const std::vector<std::string>& prefixes) {
+  return std::any_of(prefixes.begin(), prefixes.end(),
+                     [&](const std::string& prefix) { return IsUnder(path, prefix); });
+}
+
+// The first of `paths` that names none of `nodes`, if any.
+std::optional<std::string> MissingPath(const std::vector<ManifestNode>& nodes,
+                                       const std::vector<std::string>& paths) {
+  for (const std::string& path : paths) {
+    if (std::none_of(nodes.begin(), nodes.end(),
+                     [&](const ManifestNode& node) { return node.path == path; })) {
+      return path;
+    }
+  }
+  return std::nullopt;
+}
+
 // A tensor to decode: where its chunks go.
 struct DecodeTarget {
   const ManifestNode* node;
@@ -194,9 +218,15 @@ class Checkpointer::Impl {
   std::thread background_;
   Status background_error_;  // reported once, by Save, WaitUntilFinished or Close
   std::unique_ptr<StagingPool> staging_;
-  // Per tensor path: which of its chunks were new in the last save. Chunks
-  // that were not (frozen weights) are hashed without a speculative copy.
-  std::map<std::string, std::vector<bool>> new_in_last_save_;
+  // Per tensor path, the previous save's tensor: its chunk list (reused for
+  // SaveOptions::assume_unchanged) and which of its chunks were new then.
+  // Chunks that were not (frozen weights) are hashed without a speculative
+  // copy.
+  struct SavedTensor {
+    ManifestNode node;
+    std::vector<bool> chunk_was_new;
+  };
+  std::map<std::string, SavedTensor> last_save_;
 
   // Waits (releasing `lock` meanwhile) until no save is in flight.
   void AwaitInFlight(std::unique_lock<std::mutex>& lock);
@@ -428,7 +458,45 @@ Result<std::shared_ptr<InFlightSave>> Checkpointer::Impl::Prepare(const Tree& st
   manifest.metrics = options.metrics;
   manifest.user_metadata = options.user_metadata;
 
-  // Hash every chunk, on all cores.
+  // Tensors declared unchanged take the previous save's chunk list, unread,
+  // when the store still holds every chunk of it: a broken promise then
+  // stores stale values for that tensor, but never bytes under a digest that
+  // is not theirs.
+  std::vector<bool> reused(manifest.nodes.size(), false);
+  if (!options.assume_unchanged.empty()) {
+    if (std::optional<std::string> missing =
+            MissingPath(manifest.nodes, options.assume_unchanged)) {
+      return Status::InvalidArgument("assume_unchanged names '" + *missing +
+                                     "', which the state does not hold");
+    }
+    for (uint32_t n = 0; n < manifest.nodes.size(); ++n) {
+      ManifestNode& node = manifest.nodes[n];
+      if (node.kind != Tree::Kind::kTensor || !IsUnderAny(node.path, options.assume_unchanged)) {
+        continue;
+      }
+      auto previous = last_save_.find(node.path);
+      if (previous == last_save_.end() || previous->second.node.dtype != node.dtype ||
+          previous->second.node.shape != node.shape) {
+        continue;
+      }
+      std::vector<ChunkRef> chunks = previous->second.node.chunks;
+      bool all_stored = true;
+      for (ChunkRef& ref : chunks) {
+        Result<std::optional<ChunkLocation>> stored = store_->FindChunk(ref.digest);
+        if (!stored.ok()) return stored.status();
+        if (!stored->has_value()) {
+          all_stored = false;
+          break;
+        }
+        ref.stored_size = (*stored)->stored_size;
+      }
+      if (!all_stored) continue;
+      node.chunks = std::move(chunks);
+      reused[n] = true;
+    }
+  }
+
+  // Hash every other chunk, on all cores.
   struct Piece {
     uint32_t node;
     uint32_t chunk;
@@ -439,7 +507,7 @@ Result<std::shared_ptr<InFlightSave>> Checkpointer::Impl::Prepare(const Tree& st
   std::vector<Piece> pieces;
   for (uint32_t n = 0; n < manifest.nodes.size(); ++n) {
     ManifestNode& node = manifest.nodes[n];
-    if (node.kind != Tree::Kind::kTensor) continue;
+    if (node.kind != Tree::Kind::kTensor || reused[n]) continue;
     const Tensor* tensor = &state.Find(node.path)->tensor();
     node.chunks.resize((node.byte_size + chunk_size - 1) / chunk_size);
     for (uint32_t k = 0; k < node.chunks.size(); ++k) {
@@ -467,10 +535,10 @@ Result<std::shared_ptr<InFlightSave>> Checkpointer::Impl::Prepare(const Tree& st
     size_t budget = staging_->max_slots() > reserved ? staging_->max_slots() - reserved : 0;
     for (Piece& piece : pieces) {
       if (budget == 0) break;
-      auto history = new_in_last_save_.find(manifest.nodes[piece.node].path);
-      const bool predicted_new = history == new_in_last_save_.end() ||
-                                 piece.chunk >= history->second.size() ||
-                                 history->second[piece.chunk];
+      auto history = last_save_.find(manifest.nodes[piece.node].path);
+      const bool predicted_new = history == last_save_.end() ||
+                                 piece.chunk >= history->second.chunk_was_new.size() ||
+                                 history->second.chunk_was_new[piece.chunk];
       if (!predicted_new) continue;
       Result<std::optional<size_t>> slot = staging_->TryAcquire();
       if (!slot.ok()) return slot.status();
@@ -495,11 +563,15 @@ Result<std::shared_ptr<InFlightSave>> Checkpointer::Impl::Prepare(const Tree& st
 
   // Only chunks the store lacks are written, each distinct one once.
   std::map<ChunkDigest, InFlightSave::Chunk> fresh;  // ordered: written in digest order
-  std::map<std::string, std::vector<bool>> new_chunks_by_path;
+  std::map<std::string, SavedTensor> this_save;
+  for (const ManifestNode& node : manifest.nodes) {
+    if (node.kind == Tree::Kind::kTensor) {
+      this_save[node.path].chunk_was_new.assign(node.chunks.size(), false);
+    }
+  }
   for (Piece& piece : pieces) {
     const ManifestNode& node = manifest.nodes[piece.node];
-    std::vector<bool>& is_new = new_chunks_by_path[node.path];
-    is_new.resize(node.chunks.size());
+    std::vector<bool>& is_new = this_save[node.path].chunk_was_new;
     ChunkRef& ref = manifest.nodes[piece.node].chunks[piece.chunk];
     auto pending = fresh.find(ref.digest);
     if (pending != fresh.end()) {
@@ -530,7 +602,10 @@ Result<std::shared_ptr<InFlightSave>> Checkpointer::Impl::Prepare(const Tree& st
     chunk.element_width = DTypeIsFloat(dtype) ? DTypeSize(dtype) : 0;
     chunk.refs.emplace_back(piece.node, piece.chunk);
   }
-  new_in_last_save_ = std::move(new_chunks_by_path);
+  for (const ManifestNode& node : manifest.nodes) {
+    if (node.kind == Tree::Kind::kTensor) this_save[node.path].node = node;
+  }
+  last_save_ = std::move(this_save);
   save->chunks.reserve(fresh.size());
   for (auto& [digest, chunk] : fresh) save->chunks.push_back(std::move(chunk));
   return save;
@@ -895,30 +970,18 @@ Result<Checkpointer::Impl::ReadableStep> Checkpointer::Impl::OpenStepForRead(int
 
 namespace {
 
-// True when `path` is `prefix` or below it ("" is the root, above all).
-bool IsUnder(std::string_view path, std::string_view prefix) {
-  if (prefix.empty() || path == prefix) return true;
-  return path.size() > prefix.size() && path.substr(0, prefix.size()) == prefix &&
-         path[prefix.size()] == '/';
-}
-
 // The nodes of `nodes` under any of `paths` (all of them when `paths` is
 // empty). NotFound for a path that names no node.
 Result<std::vector<ManifestNode>> SelectNodes(const std::vector<ManifestNode>& nodes,
                                               const std::vector<std::string>& paths,
                                               const std::string& where) {
   if (paths.empty()) return nodes;
-  for (const std::string& path : paths) {
-    bool found = std::any_of(nodes.begin(), nodes.end(),
-                             [&](const ManifestNode& node) { return node.path == path; });
-    if (!found) return Status::NotFound(where + " holds no path '" + path + "'");
+  if (std::optional<std::string> missing = MissingPath(nodes, paths)) {
+    return Status::NotFound(where + " holds no path '" + *missing + "'");
   }
   std::vector<ManifestNode> selected;
   for (const ManifestNode& node : nodes) {
-    if (std::any_of(paths.begin(), paths.end(),
-                    [&](const std::string& path) { return IsUnder(node.path, path); })) {
-      selected.push_back(node);
-    }
+    if (IsUnderAny(node.path, paths)) selected.push_back(node);
   }
   return selected;
 }
@@ -966,8 +1029,7 @@ Status Checkpointer::Impl::RestoreInto(Tree* state, int64_t step, const RestoreO
   if (!wanted.ok()) return wanted.status().WithContext("restore template");
   if (!options.only_paths.empty()) {
     std::erase_if(*wanted, [&](const ManifestNode& node) {
-      return std::none_of(options.only_paths.begin(), options.only_paths.end(),
-                          [&](const std::string& path) { return IsUnder(node.path, path); });
+      return !IsUnderAny(node.path, options.only_paths);
     });
   }
   std::vector<std::string> problems = TemplateMismatches(*stored, *wanted, *state, options.donate);

@@ -699,3 +699,138 @@ TEST(CheckpointerTest, ATruncatedChunkFileIsCorruptionNamingTheTensorNeverWrongD
 
 }  // namespace
 }  // namespace ckptdb
+
+namespace ckptdb {
+namespace {
+
+// A fine-tuning state: a frozen backbone of two tensors and a trained head.
+Tree FineTuningState() {
+  Tree state;
+  Tree* backbone = state.Set("backbone", Tree::Map()).value();
+  (void)backbone->Set("a", Tree::Leaf(RandomTensor(DType::kFloat32, {300, 1000}, 1)));
+  (void)backbone->Set("b", Tree::Leaf(RandomTensor(DType::kBFloat16, {7, 11}, 2)));
+  (void)state.Set("head", Tree::Leaf(RandomTensor(DType::kFloat32, {1000}, 3)));
+  (void)state.Set("step", Tree::Int(0));
+  return state;
+}
+
+// A copy of `tree` with tensors of its own.
+Tree DeepCopy(const Tree& tree) {
+  Tree copy = tree;
+  copy.ForEachMutableLeaf([](const std::string&, Tree& leaf) {
+    if (leaf.kind() == Tree::Kind::kTensor) leaf = Tree::Leaf(Tensor::CopyOf(leaf.tensor()));
+  });
+  return copy;
+}
+
+// Changes every byte of the tensor at `path`.
+void Perturb(Tree& state, const std::string& path) {
+  Tensor& tensor = state.Find(path)->tensor();
+  for (uint64_t i = 0; i < tensor.byte_size(); ++i) {
+    tensor.mutable_data()[i] = ~tensor.mutable_data()[i];
+  }
+}
+
+SaveOptions AssumeUnchanged(std::vector<std::string> paths) {
+  SaveOptions options;
+  options.force = true;
+  options.assume_unchanged = std::move(paths);
+  return options;
+}
+
+// The proof that declared tensors are not read: bytes changed behind the
+// declaration are not what the step stores (a broken promise keeps the
+// previous save's values), while undeclared tensors are read as usual.
+TEST(AssumeUnchangedTest, DeclaredTensorsAreNotReadAndReuseThePreviousChunks) {
+  TempDir dir;
+  auto checkpointer = OpenOrDie(dir.path(), KeepAll());
+  Tree state = FineTuningState();
+  const Tree first = DeepCopy(state);
+  ASSERT_TRUE(checkpointer->Save(state, 1).value());
+  Perturb(state, "backbone/a");
+  Perturb(state, "backbone/b");
+  Perturb(state, "head");
+  ASSERT_TRUE(checkpointer->Save(state, 2, AssumeUnchanged({"backbone"})).value());
+  ASSERT_OK(checkpointer->WaitUntilFinished());
+  Result<Tree> second = checkpointer->RestoreTree(2);
+  ASSERT_OK(second.status());
+  EXPECT_TRUE(second->Find("backbone")->ContentEquals(*first.Find("backbone")));
+  EXPECT_TRUE(second->Find("head")->ContentEquals(*state.Find("head")));
+  // Step 2 lists the very chunks of step 1 for the backbone.
+  Result<StepMetadata> before = checkpointer->ItemMetadata(1);
+  Result<StepMetadata> after = checkpointer->ItemMetadata(2);
+  ASSERT_OK(before.status());
+  ASSERT_OK(after.status());
+  ASSERT_EQ(before->leaves.size(), after->leaves.size());
+  for (size_t i = 0; i < after->leaves.size(); ++i) {
+    if (after->leaves[i].path.rfind("backbone/", 0) != 0) continue;
+    EXPECT_EQ(after->leaves[i].stored_bytes, before->leaves[i].stored_bytes);
+    EXPECT_EQ(after->leaves[i].chunk_count, before->leaves[i].chunk_count);
+  }
+}
+
+TEST(AssumeUnchangedTest, TensorsAreReadWhenThereIsNothingToReuse) {
+  TempDir dir;
+  Tree state = FineTuningState();
+  {
+    auto checkpointer = OpenOrDie(dir.path(), KeepAll());
+    ASSERT_TRUE(checkpointer->Save(state, 1).value());
+  }
+  // The first save after Open has no previous save to reuse.
+  auto checkpointer = OpenOrDie(dir.path(), KeepAll());
+  Perturb(state, "backbone/a");
+  ASSERT_TRUE(checkpointer->Save(state, 2, AssumeUnchanged({"backbone"})).value());
+  ASSERT_OK(checkpointer->WaitUntilFinished());
+  EXPECT_TRUE(checkpointer->RestoreTree(2)->ContentEquals(state));
+
+  // A tensor whose shape changed is read.
+  Tree reshaped = DeepCopy(state);
+  (void)reshaped.Find("backbone")->Set("b", Tree::Leaf(RandomTensor(DType::kBFloat16, {77}, 4)));
+  ASSERT_TRUE(checkpointer->Save(reshaped, 3, AssumeUnchanged({"backbone/b"})).value());
+  ASSERT_OK(checkpointer->WaitUntilFinished());
+  EXPECT_TRUE(checkpointer->RestoreTree(3)->ContentEquals(reshaped));
+
+  // A tensor whose previous chunks were collected is read.
+  Perturb(reshaped, "backbone/b");
+  ASSERT_TRUE(checkpointer->Save(reshaped, 4).value());
+  ASSERT_OK(checkpointer->WaitUntilFinished());
+  ASSERT_OK(checkpointer->Delete(4));
+  ASSERT_OK(checkpointer->CollectGarbage().status());
+  Perturb(reshaped, "backbone/b");
+  ASSERT_TRUE(checkpointer->Save(reshaped, 5, AssumeUnchanged({"backbone/b"})).value());
+  ASSERT_OK(checkpointer->WaitUntilFinished());
+  EXPECT_TRUE(checkpointer->RestoreTree(5)->ContentEquals(reshaped));
+}
+
+TEST(AssumeUnchangedTest, APathTheStateLacksIsRefusedAndNothingIsSaved) {
+  TempDir dir;
+  auto checkpointer = OpenOrDie(dir.path(), KeepAll());
+  Tree state = FineTuningState();
+  ASSERT_TRUE(checkpointer->Save(state, 1).value());
+  Result<bool> saved = checkpointer->Save(state, 2, AssumeUnchanged({"backbone", "backbon/a"}));
+  ASSERT_FALSE(saved.ok());
+  EXPECT_EQ(saved.status().code(), Status::Code::kInvalidArgument);
+  EXPECT_NE(saved.status().message().find("'backbon/a'"), std::string::npos)
+      << saved.status().ToString();
+  EXPECT_EQ(checkpointer->AllSteps(), std::vector<int64_t>{1});
+}
+
+TEST(AssumeUnchangedTest, TheRootCoversEveryTensorAndSavesNoNewChunk) {
+  TempDir dir;
+  auto checkpointer = OpenOrDie(dir.path(), KeepAll());
+  Tree state = FineTuningState();
+  ASSERT_TRUE(checkpointer->Save(state, 1).value());
+  ASSERT_OK(checkpointer->WaitUntilFinished());
+  const Tree first = DeepCopy(state);
+  Perturb(state, "head");
+  (void)state.Set("step", Tree::Int(2));  // scalars are always stored as given
+  ASSERT_TRUE(checkpointer->Save(state, 2, AssumeUnchanged({""})).value());
+  ASSERT_OK(checkpointer->WaitUntilFinished());
+  Result<Tree> second = checkpointer->RestoreTree(2);
+  ASSERT_OK(second.status());
+  EXPECT_TRUE(second->Find("head")->ContentEquals(*first.Find("head")));
+  EXPECT_EQ(second->Find("step")->int_value(), 2);
+}
+
+}  // namespace
+}  // namespace ckptdb

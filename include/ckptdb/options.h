@@ -164,6 +164,19 @@ struct SaveOptions {
   // Save or Close, returns). An asynchronous save then copies nothing: its
   // blocking phase only hashes. Default: false.
   bool zero_copy = false;
+
+  // Paths (tensors, or subtrees: everything below them) whose tensors the
+  // caller guarantees hold the same bytes, dtype and shape as in the previous
+  // save of this Checkpointer object, e.g. {"params/backbone"} when
+  // fine-tuning with a frozen backbone. Their bytes are not read: the step
+  // reuses the previous save's chunks, so a save where 90% of the state is
+  // declared unchanged blocks for about the time of reading the other 10%.
+  // A tensor is read as usual when there is no previous save (the first
+  // save after Open), its dtype or shape differs, or a chunk of it is no
+  // longer stored. A broken promise stores the previous save's values for
+  // that tensor (never wrong bytes under a chunk's digest).
+  // A path the state does not hold is InvalidArgument. Default: empty.
+  std::vector<std::string> assume_unchanged;
 };
 
 // Options of one Restore call.
