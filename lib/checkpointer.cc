@@ -218,6 +218,10 @@ class Checkpointer::Impl {
   std::thread background_;
   Status background_error_;  // reported once, by Save, WaitUntilFinished or Close
   std::unique_ptr<StagingPool> staging_;
+  // The writer's compressed chunks, one per chunk of its window, kept from
+  // save to save: fresh buffers would cost a page fault per 4 KiB each time
+  // (more than compressing the page).
+  std::vector<std::string> encode_buffers_;
   // Per tensor path, the previous save's tensor: its chunk list (reused for
   // SaveOptions::assume_unchanged) and which of its chunks were new then.
   // Chunks that were not (frozen weights) are hashed without a speculative
@@ -717,7 +721,8 @@ Status Checkpointer::Impl::WriteChunks(InFlightSave& save, std::vector<IndexEntr
   // order; the window bounds the memory held by compressed chunks.
   const size_t threads = Threads();
   const size_t window = WriterWindow();
-  std::vector<std::string> encoded(window);
+  std::vector<std::string>& encoded = encode_buffers_;
+  if (encoded.size() < window) encoded.resize(window);
   for (size_t begin = 0; begin < save.chunks.size(); begin += window) {
     const size_t count = std::min(window, save.chunks.size() - begin);
     Status status = save.AwaitStaged(begin + count);
