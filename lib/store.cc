@@ -13,6 +13,8 @@
 #include <mutex>
 #include <set>
 
+#include "recycling_allocator.h"
+
 namespace ckptdb {
 namespace fs = std::filesystem;
 
@@ -95,8 +97,14 @@ rocksdb::ColumnFamilyOptions ChunksFamilyOptions() {
   options.ttl = 0;
   options.periodic_compaction_seconds = 0;
   rocksdb::BlockBasedTableOptions table;
-  // Megabyte values would churn a block cache; the OS page cache serves reads.
-  table.no_block_cache = true;
+  // Megabyte values would churn a block cache: chunk reads do not fill it
+  // (fill_cache = false) and the OS page cache serves them. The cache is
+  // there for its allocator, which RocksDB uses for every block it reads.
+  rocksdb::LRUCacheOptions cache;
+  cache.capacity = 1u << 20;
+  // Keeps the buffers of 16 reads of 4 MiB chunks in flight at once.
+  cache.memory_allocator = std::make_shared<RecyclingAllocator>(size_t{64} << 20);
+  table.block_cache = rocksdb::NewLRUCache(cache);
   options.table_factory.reset(rocksdb::NewBlockBasedTableFactory(table));
   return options;
 }
