@@ -187,8 +187,8 @@ void AsyncBlocking(benchmark::State& state, uint64_t megabytes, int changed_perc
         if (leaf++ >= changed) options.assume_unchanged.push_back(path);
       });
     }
-    std::vector<std::vector<std::byte>> copies;
-    for (const auto& [data, size] : Spans(model.View())) copies.emplace_back(size, std::byte{1});
+    std::vector<PreparedBuffer> copies;
+    for (const auto& [data, size] : Spans(model.View())) copies.emplace_back(size);
     // Best of five saves (each of newly changed tensors), against the best
     // of five copies interleaved with them: these machines are shared, and
     // a neighbour's burst only ever adds time.
