@@ -5,6 +5,8 @@
 #   bash scripts/bench.sh            # 256 MiB of state
 #   bash scripts/bench.sh --quick    # 32 MiB, a smoke test (CI)
 #   bash scripts/bench.sh --full     # 1 GiB, and GC of 1M chunks
+# CKPTDB_BENCH_BINARY names an already built suite_bench (the test suite's
+# smoke test): nothing is installed or built then.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 megabytes=256
@@ -15,9 +17,13 @@ case "${1:-}" in
   "") ;;
   *) echo "usage: bash scripts/bench.sh [--quick|--full]" >&2; exit 2 ;;
 esac
-bash scripts/setup.sh >/dev/null
+binary=${CKPTDB_BENCH_BINARY:-}
+if [ -z "$binary" ]; then
+  bash scripts/setup.sh >/dev/null
+  binary=./build/bench/suite_bench
+fi
 out=$(mktemp)
 trap 'rm -f "$out"' EXIT
-CKPTDB_BENCH_MB=$megabytes ./build/bench/suite_bench --benchmark_filter="$filter" \
+CKPTDB_BENCH_MB=$megabytes "$binary" --benchmark_filter="$filter" \
   --benchmark_format=json --benchmark_out="$out" >/dev/null
 python3 scripts/bench_table.py "$out"

@@ -25,6 +25,11 @@ ROWS = [
 
 def main(path):
     results = json.load(open(path))["benchmarks"]
+    failed = [r for r in results if r.get("error_occurred")]
+    for result in failed:
+        print(f"{result['name']}: {result.get('error_message', 'failed')}", file=sys.stderr)
+    if failed or not results:
+        sys.exit(1)
     print(f"{'measurement':<56} {'size':>8} {'ckptdb':>9} {'baseline':>9} {'ratio':>7}  target")
     for prefix, what, unit, target in ROWS:
         for result in results:
