@@ -486,12 +486,27 @@ std::unique_ptr<Checkpointer> OpenStore(const Flags& flags) {
   return ValueOrDie(Checkpointer::Open(flags.workdir, std::move(options)));
 }
 
+// What each save is told: the frozen layers (their weights, and Adam moments that stay zero) are
+// as in the previous save, so a save does not even read them again. The first save after a
+// (re)open reads them once.
+ckptdb::SaveOptions FrozenLayersUnchanged(const TrainState& state) {
+  ckptdb::SaveOptions options;
+  for (const BufferGroup& group : kBufferGroups) {
+    for (const Layer& layer : state.layers) {
+      if (layer.spec.frozen) {
+        options.assume_unchanged.push_back(std::string(group.path) + "/" + layer.spec.name);
+      }
+    }
+  }
+  return options;
+}
+
 // Offers the state at `step` to the checkpointer, which saves it if due, and reports a save.
 // `loss` is that of the update that led to `step`; the initial state has none.
 void OfferCheckpoint(Checkpointer* checkpointer, Tree* tree, int64_t step,
-                     std::optional<float> loss) {
+                     std::optional<float> loss, const ckptdb::SaveOptions& options) {
   CheckOk(tree->Set("step", Tree::Int(step)).status());
-  if (!ValueOrDie(checkpointer->MaybeSave(*tree, step))) return;
+  if (!ValueOrDie(checkpointer->Save(*tree, step, options))) return;
   if (loss.has_value()) {
     std::printf("  step %3" PRId64 "  saved   loss %.5f\n", step, *loss);
   } else {
@@ -502,10 +517,10 @@ void OfferCheckpoint(Checkpointer* checkpointer, Tree* tree, int64_t step,
 // Trains to `last_step`, offering each step to the checkpointer. At `crash_at`, just after
 // offering that step, the process kills itself.
 void Train(Trainer* trainer, Checkpointer* checkpointer, Tree* tree, int64_t last_step,
-           std::optional<int64_t> crash_at) {
+           std::optional<int64_t> crash_at, const ckptdb::SaveOptions& options) {
   while (trainer->step() < last_step) {
     const float loss = trainer->Step();
-    OfferCheckpoint(checkpointer, tree, trainer->step(), loss);
+    OfferCheckpoint(checkpointer, tree, trainer->step(), loss, options);
     if (trainer->step() == crash_at) {
       std::printf("  step %3" PRId64 "  SIGKILL: the trainer dies here\n", trainer->step());
       std::raise(SIGKILL);
@@ -521,9 +536,10 @@ void TrainUntilKilled(const Flags& flags) {
   TrainState state = InitialState(kSeed);
   Tree tree = BuildStateTree(&state);
   std::unique_ptr<Checkpointer> checkpointer = OpenStore(flags);
-  OfferCheckpoint(checkpointer.get(), &tree, state.step, std::nullopt);
+  const ckptdb::SaveOptions options = FrozenLayersUnchanged(state);
+  OfferCheckpoint(checkpointer.get(), &tree, state.step, std::nullopt, options);
   Trainer trainer(&state);
-  Train(&trainer, checkpointer.get(), &tree, flags.steps, flags.crash_at);
+  Train(&trainer, checkpointer.get(), &tree, flags.steps, flags.crash_at, options);
 }
 
 // Runs phase 1 in a child process and waits for its death.
@@ -666,7 +682,8 @@ void ResumeAndFinish(const Flags& flags) {
   VerifyBitExact(*latest, &resumed);
 
   Trainer trainer(&resumed);
-  Train(&trainer, checkpointer.get(), &tree, flags.steps, std::nullopt);
+  Train(&trainer, checkpointer.get(), &tree, flags.steps, std::nullopt,
+        FrozenLayersUnchanged(resumed));
 
   const std::vector<int64_t> steps_held = checkpointer->AllSteps();
   std::printf("\nthe store holds steps: %s\n", FormatSteps(steps_held).c_str());
