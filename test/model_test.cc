@@ -526,6 +526,7 @@ class ModelRun {
     ASSERT_TRUE(opened.ok()) << opened.status().ToString();
     ckpt_ = std::move(*opened);
     model_.preempted = false;
+    last_saved_variant_.reset();  // a new object has no previous save
   }
 
   // Releases the buffers of a zero-copy save once it has finished.
@@ -543,6 +544,11 @@ class ModelRun {
     options.metrics = RandomMetrics();
     if (Chance(0.3)) options.user_metadata["config"] = "hash-" + std::to_string(step);
     options.zero_copy = Chance(0.2);
+    // The frozen tensors depend on the variant alone: declaring them is a
+    // true promise when the previous save had the same variant.
+    if (last_saved_variant_ == variant && Chance(0.5)) {
+      options.assume_unchanged = {"params/frozen", "params/frozen_copy"};
+    }
     if (Chance(0.7)) AdvanceClock();
     ModelStep info{variant, Now(), options.metrics, options.user_metadata,
                    options_.chunk_size_bytes};
@@ -551,6 +557,7 @@ class ModelRun {
     std::ostringstream line;
     line << "Save(step=" << step << ", variant=" << variant << (options.force ? ", force" : "")
          << ", metrics=" << MetricsText(options.metrics) << (options.zero_copy ? ", zero_copy" : "")
+         << (options.assume_unchanged.empty() ? "" : ", assume_unchanged=frozen")
          << ") at t=" << clock_->load();
     Begin(line.str());
     Result<bool> got = ckpt_->Save(state, step, options);
@@ -558,8 +565,10 @@ class ModelRun {
     Log(line.str());
     EXPECT_EQ(Describe(got), Describe(want)) << line.str();
     Count(std::string("Save ") + (options.force ? "forced " : "") + "-> " + Describe(want));
+    if (!options.assume_unchanged.empty()) Count("Save assume_unchanged -> " + Describe(want));
     frontier_ = std::max(frontier_, step);
     if (got.ok() && *got) {
+      last_saved_variant_ = variant;
       ReleasePinned();  // the previous save finished before this one began
       if (options.zero_copy) {
         pinned_ = std::move(state);
@@ -588,7 +597,10 @@ class ModelRun {
     EXPECT_EQ(Describe(got), Describe(want)) << line.str();
     Count(std::string("MaybeSave ") + (force ? "forced " : "") + "-> " + Describe(want));
     frontier_ = std::max(frontier_, step);
-    if (got.ok() && *got) ReleasePinned();
+    if (got.ok() && *got) {
+      last_saved_variant_ = variant;
+      ReleasePinned();
+    }
     Scribble(state);
   }
 
@@ -1025,6 +1037,7 @@ class ModelRun {
   Model model_;
   int64_t frontier_ = -1;       // the largest step any save was asked for
   std::optional<Tree> pinned_;  // the state of a zero-copy save in flight
+  std::optional<int> last_saved_variant_;  // of this checkpointer object's previous save
   // The watchdog reads these: guarded by log_mutex_ (written by the test
   // thread only).
   std::mutex log_mutex_;
