@@ -715,7 +715,7 @@ Status Checkpointer::Impl::WriteChunks(InFlightSave& save, std::vector<IndexEntr
   save.AwaitWriterStart(save.chunks.size());
   Result<std::unique_ptr<GenerationWriter>> writer = store_->NewGeneration();
   if (!writer.ok()) return writer.status();
-  const ChunkEncoding base{0, options_.fast ? 1 : 9};
+  const ChunkEncoding base{0, options_.fast ? 1 : 3};  // levels: see CheckpointerOptions::fast
 
   // Compress a window of chunks in parallel, then append them in digest
   // order; the window bounds the memory held by compressed chunks.

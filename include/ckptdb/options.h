@@ -131,8 +131,11 @@ struct CheckpointerOptions {
   // ---- Storage ----
 
   // true: spend little CPU on compression (zstd level 1). false: compress
-  // harder (zstd level 9) for smaller stores at several times the CPU cost.
-  // Default: true.
+  // harder (zstd level 3) for smaller stores at ~1.3x the CPU. Measured on
+  // trained float32 state, per core: level 1 stores 0.826 of the bytes at
+  // 0.90 GB/s, level 3 0.806 at 0.69 GB/s; bfloat16: 0.649 at 0.59 GB/s vs
+  // 0.602 at 0.46 GB/s. (Level 9 would store 0.800 / 0.590 at 0.13 / 0.08
+  // GB/s: not worth it.) Only affects new chunks. Default: true.
   bool fast = true;
 
   // Tensors are cut into chunks of this many bytes (the last one shorter);
