@@ -535,6 +535,14 @@ class ModelRun {
     pinned_.reset();
   }
 
+  // A save of `variant` went through: the previous save has finished (a
+  // save waits for it), and this one is what the next save may declare
+  // tensors unchanged against.
+  void Saved(int variant) {
+    last_saved_variant_ = variant;
+    ReleasePinned();
+  }
+
   // ---- Operations ----
   void OpSave() {
     const int64_t step = PickSaveStep();
@@ -568,8 +576,7 @@ class ModelRun {
     if (!options.assume_unchanged.empty()) Count("Save assume_unchanged -> " + Describe(want));
     frontier_ = std::max(frontier_, step);
     if (got.ok() && *got) {
-      last_saved_variant_ = variant;
-      ReleasePinned();  // the previous save finished before this one began
+      Saved(variant);
       if (options.zero_copy) {
         pinned_ = std::move(state);
         return;
@@ -597,10 +604,7 @@ class ModelRun {
     EXPECT_EQ(Describe(got), Describe(want)) << line.str();
     Count(std::string("MaybeSave ") + (force ? "forced " : "") + "-> " + Describe(want));
     frontier_ = std::max(frontier_, step);
-    if (got.ok() && *got) {
-      last_saved_variant_ = variant;
-      ReleasePinned();
-    }
+    if (got.ok() && *got) Saved(variant);
     Scribble(state);
   }
 
