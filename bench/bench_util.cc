@@ -1,7 +1,6 @@
 #include "bench_util.h"
 
 #include <fcntl.h>
-#include <sys/mman.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -11,7 +10,6 @@
 #include <filesystem>
 #include <fstream>
 #include <random>
-#include <utility>
 
 namespace ckptdb::bench {
 namespace fs = std::filesystem;
@@ -44,20 +42,6 @@ void SendPerfCommand(const char* command) {
 }
 
 }  // namespace
-
-PreparedBuffer::PreparedBuffer(size_t bytes) {
-  constexpr size_t kHugePage = 2u << 20;
-  const size_t rounded = (bytes + kHugePage - 1) / kHugePage * kHugePage;
-  data_ = static_cast<std::byte*>(std::aligned_alloc(kHugePage, rounded));
-  if (data_ == nullptr) std::abort();
-  ::madvise(data_, rounded, MADV_HUGEPAGE);
-  std::memset(data_, 1, rounded);
-}
-
-PreparedBuffer::~PreparedBuffer() { std::free(data_); }
-
-PreparedBuffer::PreparedBuffer(PreparedBuffer&& other) noexcept
-    : data_(std::exchange(other.data_, nullptr)) {}
 
 ProfiledSection::ProfiledSection() { SendPerfCommand("enable"); }
 ProfiledSection::~ProfiledSection() { SendPerfCommand("disable"); }

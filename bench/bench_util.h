@@ -54,25 +54,6 @@ class TrainedState {
 
 uint64_t DirectoryBytes(const std::string& dir);
 
-// Memory for a baseline's copies, allocated as ckptdb allocates its staging
-// buffers (2 MiB-aligned, transparent huge pages where the kernel allows,
-// faulted in at once), so that a memcpy baseline does not pay for 4 KiB
-// page mappings that ckptdb avoids: on these virtual machines a large copy
-// into 4 KiB pages ran up to 20x slower in some runs.
-class PreparedBuffer {
- public:
-  explicit PreparedBuffer(size_t bytes);
-  ~PreparedBuffer();
-  PreparedBuffer(PreparedBuffer&& other) noexcept;
-  PreparedBuffer(const PreparedBuffer&) = delete;
-  PreparedBuffer& operator=(const PreparedBuffer&) = delete;
-  PreparedBuffer& operator=(PreparedBuffer&&) = delete;
-  std::byte* data() const { return data_; }
-
- private:
-  std::byte* data_;
-};
-
 // The code a profile should cover (scripts/profile.sh): when
 // $CKPTDB_PERF_CONTROL names the control FIFO of a `perf record -D -1
 // --control fifo:...` running this process, sampling is enabled for the

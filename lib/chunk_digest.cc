@@ -45,6 +45,8 @@ ChunkDigest ChunkDigest::FromBytes(const char* sixteen_bytes) {
   return ChunkDigest{ReadBigEndian64(sixteen_bytes + 8), ReadBigEndian64(sixteen_bytes)};
 }
 
+// Here rather than in xxh3_kernels.cc, which is compiled once per
+// instruction set.
 const xxh3::Kernels& xxh3::Fastest() {
   static const Kernels fastest = [] {
 #if defined(CKPTDB_HAVE_AVX2_KERNELS)

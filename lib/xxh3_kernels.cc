@@ -13,6 +13,8 @@
 #ifndef CKPTDB_XXH3_VARIANT
 #define CKPTDB_XXH3_VARIANT Baseline
 #endif
+#define CKPTDB_STRINGIFY(x) #x
+#define CKPTDB_NAME(x) CKPTDB_STRINGIFY(x)
 
 namespace ckptdb::xxh3 {
 namespace {
@@ -42,8 +44,6 @@ Digest128 DigestAndCopy(const void* source, size_t size, void* copy, const unsig
 }  // namespace
 
 Kernels CKPTDB_XXH3_VARIANT() {
-#define CKPTDB_STRINGIFY(x) #x
-#define CKPTDB_NAME(x) CKPTDB_STRINGIFY(x)
   return Kernels{CKPTDB_NAME(CKPTDB_XXH3_VARIANT), &Digest, &DigestAndCopy};
 }
 
