@@ -714,15 +714,6 @@ Tree FineTuningState() {
   return state;
 }
 
-// A copy of `tree` with tensors of its own.
-Tree DeepCopy(const Tree& tree) {
-  Tree copy = tree;
-  copy.ForEachMutableLeaf([](const std::string&, Tree& leaf) {
-    if (leaf.kind() == Tree::Kind::kTensor) leaf = Tree::Leaf(Tensor::CopyOf(leaf.tensor()));
-  });
-  return copy;
-}
-
 // Changes every byte of the tensor at `path`.
 void Perturb(Tree& state, const std::string& path) {
   Tensor& tensor = state.Find(path)->tensor();
@@ -745,7 +736,7 @@ TEST(AssumeUnchangedTest, DeclaredTensorsAreNotReadAndReuseThePreviousChunks) {
   TempDir dir;
   auto checkpointer = OpenOrDie(dir.path(), KeepAll());
   Tree state = FineTuningState();
-  const Tree first = DeepCopy(state);
+  const Tree first = testing::DeepCopy(state);
   ASSERT_TRUE(checkpointer->Save(state, 1).value());
   Perturb(state, "backbone/a");
   Perturb(state, "backbone/b");
@@ -784,7 +775,7 @@ TEST(AssumeUnchangedTest, TensorsAreReadWhenThereIsNothingToReuse) {
   EXPECT_TRUE(checkpointer->RestoreTree(2)->ContentEquals(state));
 
   // A tensor whose shape changed is read.
-  Tree reshaped = DeepCopy(state);
+  Tree reshaped = testing::DeepCopy(state);
   (void)reshaped.Find("backbone")->Set("b", Tree::Leaf(RandomTensor(DType::kBFloat16, {77}, 4)));
   ASSERT_TRUE(checkpointer->Save(reshaped, 3, AssumeUnchanged({"backbone/b"})).value());
   ASSERT_OK(checkpointer->WaitUntilFinished());
@@ -821,7 +812,7 @@ TEST(AssumeUnchangedTest, TheRootCoversEveryTensorAndSavesNoNewChunk) {
   Tree state = FineTuningState();
   ASSERT_TRUE(checkpointer->Save(state, 1).value());
   ASSERT_OK(checkpointer->WaitUntilFinished());
-  const Tree first = DeepCopy(state);
+  const Tree first = testing::DeepCopy(state);
   Perturb(state, "head");
   (void)state.Set("step", Tree::Int(2));  // scalars are always stored as given
   ASSERT_TRUE(checkpointer->Save(state, 2, AssumeUnchanged({""})).value());

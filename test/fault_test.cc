@@ -252,7 +252,9 @@ TEST(FullDiskTest, SavesFailCleanlyOnAFullFileSystemAndResumeAfterSpaceIsFreed) 
     EXPECT_TRUE(restored->ContentEquals(MakeStepState(step, 2)));
   }
   for (int64_t step : saved) {
-    if (step != saved.back()) ASSERT_OK((*reopened)->Delete(step));
+    if (step != saved.back()) {
+      ASSERT_OK((*reopened)->Delete(step));
+    }
   }
   ASSERT_OK((*reopened)->CollectGarbage().status());
   const int64_t next = saved.back() + 1;

@@ -109,28 +109,6 @@ Tree MakeState(int64_t step, int variant) {
   return state;
 }
 
-// A deep copy (tensor bytes copied).
-Tree Clone(const Tree& tree) {
-  Tree copy;
-  switch (tree.kind()) {
-    case Tree::Kind::kMap:
-      for (size_t i = 0; i < tree.child_count(); ++i) {
-        (void)copy.Set(tree.keys()[i], Clone(tree.child(i)));
-      }
-      return copy;
-    case Tree::Kind::kList:
-      copy = Tree::List();
-      for (size_t i = 0; i < tree.child_count(); ++i) (void)copy.Append(Clone(tree.child(i)));
-      return copy;
-    case Tree::Kind::kTensor: return Tree::Leaf(Tensor::CopyOf(tree.tensor()));
-    case Tree::Kind::kInt: return Tree::Int(tree.int_value());
-    case Tree::Kind::kFloat: return Tree::Float(tree.float_value());
-    case Tree::Kind::kBool: return Tree::Bool(tree.bool_value());
-    case Tree::Kind::kString: return Tree::String(tree.string_value());
-  }
-  return copy;
-}
-
 // What a caller may do to its buffers once they are no longer promised.
 void Scribble(Tree& tree) {
   tree.ForEachMutableLeaf([](const std::string&, Tree& leaf) {
@@ -668,7 +646,7 @@ class ModelRun {
     if (!resolved.has_value()) {
       // Missing: NotFound, unless noop_if_missing and the store is empty.
       Tree target = ZeroedLike(MakeState(std::max<int64_t>(step, 0), 0));
-      Tree before = Clone(target);
+      Tree before = testing::DeepCopy(target);
       RestoreOptions options;
       options.noop_if_missing = mode == 4 || Chance(0.3);
       options.donate = Chance(0.5);
@@ -724,9 +702,9 @@ class ModelRun {
         for (const std::string& path : options.only_paths) {
           *target.Find(path) = ZeroedLike(*expected.Find(path));
         }
-        Tree after = Clone(target);
+        Tree after = testing::DeepCopy(target);
         for (const std::string& path : options.only_paths) {
-          *after.Find(path) = Clone(*expected.Find(path));
+          *after.Find(path) = testing::DeepCopy(*expected.Find(path));
         }
         Status status = ckpt_->Restore(&target, step, options);
         line << " only_paths=" << Join(options.only_paths) << " -> " << Describe(status);
@@ -740,7 +718,7 @@ class ModelRun {
         // A template of another structure: InvalidArgument, nothing written.
         const int other = (info.variant + static_cast<int>(Uniform(1, kVariants - 1))) % kVariants;
         Tree target = ZeroedLike(MakeState(*resolved, other));
-        Tree before = Clone(target);
+        Tree before = testing::DeepCopy(target);
         options.donate = Chance(0.5);
         Status status = ckpt_->Restore(&target, step, options);
         line << " template of variant " << other << " -> " << Describe(status);

@@ -5,6 +5,7 @@
 #include <sys/wait.h>
 
 #include <cstring>
+#include <functional>
 #include <filesystem>
 #include <random>
 
@@ -64,26 +65,29 @@ Tree MakeStepState(int64_t step, size_t megabytes) {
   return state;
 }
 
-Tree ZeroedLike(const Tree& tree) {
-  Tree copy;
-  switch (tree.kind()) {
-    case Tree::Kind::kMap:
-      for (size_t i = 0; i < tree.child_count(); ++i) {
-        (void)copy.Set(tree.keys()[i], ZeroedLike(tree.child(i)));
-      }
-      return copy;
-    case Tree::Kind::kList:
-      copy = Tree::List();
-      for (size_t i = 0; i < tree.child_count(); ++i) (void)copy.Append(ZeroedLike(tree.child(i)));
-      return copy;
-    case Tree::Kind::kTensor:
-      return Tree::Leaf(Tensor::Allocate(tree.tensor().dtype(), tree.tensor().shape()).value());
-    case Tree::Kind::kInt: return Tree::Int(-7);
-    case Tree::Kind::kFloat: return Tree::Float(-7.5);
-    case Tree::Kind::kBool: return Tree::Bool(!tree.bool_value());
-    case Tree::Kind::kString: return Tree::String("placeholder");
-  }
+Tree WithLeaves(const Tree& tree, const std::function<Tree(const Tree& leaf)>& replace) {
+  Tree copy = tree;
+  copy.ForEachMutableLeaf([&](const std::string&, Tree& leaf) { leaf = replace(leaf); });
   return copy;
+}
+
+Tree ZeroedLike(const Tree& tree) {
+  return WithLeaves(tree, [](const Tree& leaf) {
+    switch (leaf.kind()) {
+      case Tree::Kind::kTensor:
+        return Tree::Leaf(Tensor::Allocate(leaf.tensor().dtype(), leaf.tensor().shape()).value());
+      case Tree::Kind::kInt: return Tree::Int(-7);
+      case Tree::Kind::kFloat: return Tree::Float(-7.5);
+      case Tree::Kind::kBool: return Tree::Bool(!leaf.bool_value());
+      default: return Tree::String("placeholder");
+    }
+  });
+}
+
+Tree DeepCopy(const Tree& tree) {
+  return WithLeaves(tree, [](const Tree& leaf) {
+    return leaf.kind() == Tree::Kind::kTensor ? Tree::Leaf(Tensor::CopyOf(leaf.tensor())) : leaf;
+  });
 }
 
 SaveOptions Forced() {

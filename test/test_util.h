@@ -8,6 +8,7 @@
 #include <gtest/gtest.h>
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -47,9 +48,15 @@ class TempDir {
 // a list. Every byte is a pure function of (step, megabytes).
 Tree MakeStepState(int64_t step, size_t megabytes = 2);
 
+// A copy of `tree` (same structure) whose leaves are replace(leaf).
+Tree WithLeaves(const Tree& tree, const std::function<Tree(const Tree& leaf)>& replace);
+
 // A template with the structure of `tree`: zeroed tensors of the same dtypes
 // and shapes, and scalar values that differ from the tree's.
 Tree ZeroedLike(const Tree& tree);
+
+// A copy of `tree` with tensors of its own (bytes copied).
+Tree DeepCopy(const Tree& tree);
 
 // SaveOptions with force = true.
 SaveOptions Forced();
