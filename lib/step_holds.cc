@@ -49,6 +49,10 @@ Status EnsureHoldsDir(const std::string& workdir) {
 
 }  // namespace
 
+Result<LockedFile> TryLockExclusive(const std::string& path) {
+  return OpenLocked(path, LOCK_EX | LOCK_NB, false);
+}
+
 LockedFile::LockedFile(LockedFile&& other) noexcept { *this = std::move(other); }
 
 LockedFile& LockedFile::operator=(LockedFile&& other) noexcept {

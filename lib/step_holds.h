@@ -46,6 +46,10 @@ class LockedFile {
   bool remove_on_release_ = false;
 };
 
+// Takes an exclusive flock on `path` (created 0600 if missing) without
+// waiting: Busy while another open file description holds it.
+Result<LockedFile> TryLockExclusive(const std::string& path);
+
 // Reader side: holds `step`, after `still_exists` (called under the
 // coordination lock) confirms it. NotFound when it does not.
 Result<LockedFile> AcquireStepHold(const std::string& workdir, int64_t step,

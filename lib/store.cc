@@ -8,12 +8,22 @@
 #include <rocksdb/table.h>
 #include <rocksdb/utilities/options_util.h>
 
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <charconv>
+#include <cstring>
 #include <filesystem>
+#include <fstream>
+#include <iterator>
 #include <mutex>
 #include <set>
 
 #include "recycling_allocator.h"
+#include "step_holds.h"
 
 namespace ckptdb {
 namespace fs = std::filesystem;
@@ -118,6 +128,224 @@ std::vector<rocksdb::ColumnFamilyDescriptor> FamilyDescriptors() {
   };
 }
 
+// Files of ckptdb's own beside RocksDB's (doc/format.md §1).
+constexpr char kIdentityFile[] = "CKPTDB";
+constexpr char kCreatingMarker[] = "CKPTDB.creating";
+constexpr char kWriterLockFile[] = "CKPTDB.lock";
+constexpr char kIdentityHeader[] = "ckptdb store\nstore_id ";
+
+std::string SalvageHint(const std::string& dir) {
+  return "; nothing was changed. `ckpt-inspect verify " + dir +
+         "` names what is damaged; `ckpt-inspect repair " + dir +
+         "` salvages every intact step (doc/ckpt-inspect.md)";
+}
+
+std::string Hex(std::string_view bytes) {
+  static constexpr char kDigits[] = "0123456789abcdef";
+  std::string hex;
+  for (char c : bytes) {
+    hex += kDigits[static_cast<unsigned char>(c) >> 4];
+    hex += kDigits[static_cast<unsigned char>(c) & 15];
+  }
+  return hex;
+}
+
+// What a workdir holds, judged from its file names alone.
+enum class DirKind {
+  kMissing,   // no such directory
+  kEmpty,     // nothing but ckptdb's writer lock file
+  kCreating,  // a store whose creation has not finished (the marker is there)
+  kDatabase,  // a RocksDB database: a store, damaged or not, or someone else's
+  kForeign,   // other files
+};
+
+bool IsDatabaseFileName(const std::string& name) {
+  return name == "CURRENT" || name == "IDENTITY" || name == kIdentityFile ||
+         name.starts_with("MANIFEST-") || name.starts_with("OPTIONS-") || name.ends_with(".sst") ||
+         name.ends_with(".log");
+}
+
+Result<DirKind> ClassifyDirectory(const std::string& dir) {
+  std::error_code ec;
+  const fs::file_status status = fs::status(dir, ec);
+  if (ec == std::errc::no_such_file_or_directory) return DirKind::kMissing;
+  if (ec) return Status::IOError("cannot access " + dir + ": " + ec.message());
+  if (!fs::is_directory(status)) {
+    return Status::FailedPrecondition(dir + " is not a directory; nothing was changed");
+  }
+  bool empty = true;
+  bool creating = false;
+  bool database = false;
+  for (fs::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
+    const std::string name = it->path().filename().string();
+    if (name == kWriterLockFile) continue;
+    empty = false;
+    creating = creating || name == kCreatingMarker;
+    database = database || IsDatabaseFileName(name);
+  }
+  if (ec) return Status::IOError("cannot list " + dir + ": " + ec.message());
+  if (creating) return DirKind::kCreating;
+  if (empty) return DirKind::kEmpty;
+  return database ? DirKind::kDatabase : DirKind::kForeign;
+}
+
+Status SyncDirectory(const std::string& dir) {
+  const int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) return Status::IOError("cannot open " + dir + ": " + std::strerror(errno));
+  const bool synced = ::fsync(fd) == 0;
+  const int error = errno;
+  ::close(fd);
+  if (!synced) return Status::IOError("cannot sync " + dir + ": " + std::strerror(error));
+  return Status::OK();
+}
+
+// Writes `contents` to `path` durably: a temporary file, synced, renamed
+// over `path`, and the directory synced.
+Status WriteFileDurably(const std::string& path, std::string_view contents) {
+  const std::string temporary = path + ".tmp";
+  const int fd = ::open(temporary.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW,
+                        0644);
+  if (fd < 0) return Status::IOError("cannot create " + temporary + ": " + std::strerror(errno));
+  size_t written = 0;
+  while (written < contents.size()) {
+    const ssize_t n = ::write(fd, contents.data() + written, contents.size() - written);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      const Status error = Status::IOError("cannot write " + temporary + ": " + std::strerror(errno));
+      ::close(fd);
+      return error;
+    }
+    written += static_cast<size_t>(n);
+  }
+  const bool synced = ::fsync(fd) == 0;
+  ::close(fd);
+  if (!synced || ::rename(temporary.c_str(), path.c_str()) != 0) {
+    return Status::IOError("cannot write " + path + ": " + std::strerror(errno));
+  }
+  return SyncDirectory(fs::path(path).parent_path().string());
+}
+
+// The MANIFEST file CURRENT names, for messages ("CURRENT" if unreadable).
+std::string CurrentManifest(const std::string& dir) {
+  std::ifstream current(fs::path(dir) / "CURRENT");
+  std::string name;
+  if (!std::getline(current, name) || name.empty()) return (fs::path(dir) / "CURRENT").string();
+  return (fs::path(dir) / name).string();
+}
+
+std::vector<std::string> ExpectedFamilies() {
+  std::vector<std::string> expected = {rocksdb::kDefaultColumnFamilyName, kChunksFamily,
+                                       kIndexFamily, kManifestsFamily};
+  std::sort(expected.begin(), expected.end());
+  return expected;
+}
+
+std::string JoinNames(const std::vector<std::string>& names) {
+  std::string joined;
+  for (const std::string& name : names) joined += (joined.empty() ? "" : ", ") + name;
+  return "{" + joined + "}";
+}
+
+// The newest OPTIONS-N file of `dir`, or "" when there is none.
+Result<std::string> LatestOptionsFile(const std::string& dir) {
+  std::error_code ec;
+  std::string latest;
+  uint64_t latest_number = 0;
+  for (fs::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
+    const std::string name = it->path().filename().string();
+    if (!name.starts_with("OPTIONS-") || name.ends_with(".dbtmp")) continue;
+    const std::string digits = name.substr(8);
+    uint64_t number = 0;
+    const auto [end_of_number, error] =
+        std::from_chars(digits.data(), digits.data() + digits.size(), number);
+    if (error != std::errc() || end_of_number != digits.data() + digits.size()) continue;
+    if (latest.empty() || number > latest_number) {
+      latest = it->path().string();
+      latest_number = number;
+    }
+  }
+  if (ec) return Status::IOError("cannot list " + dir + ": " + ec.message());
+  return latest;
+}
+
+// The checks of RocksDB's metadata files made before RocksDB opens them, so
+// that a damaged store is refused before anything in it can change. A store
+// (CKPTDB present) with damaged metadata is Corruption; a RocksDB database
+// that never was a store is FailedPrecondition.
+Status CheckDatabaseFiles(const std::string& dir, bool has_identity) {
+  const std::string not_a_store = dir + " is a RocksDB database but not a ckptdb store; nothing was changed";
+  std::error_code ec;
+  if (!fs::exists(fs::path(dir) / "CURRENT", ec)) {
+    if (ec) return Status::IOError("cannot access " + dir + "/CURRENT: " + ec.message());
+    if (!has_identity) {
+      return Status::FailedPrecondition(
+          dir + " is not a ckptdb store (it holds other files); nothing was changed");
+    }
+    return Status::Corruption(dir + "/CURRENT is missing" + SalvageHint(dir));
+  }
+  std::vector<std::string> families;
+  rocksdb::Status listed = rocksdb::DB::ListColumnFamilies(rocksdb::DBOptions(), dir, &families);
+  if (!listed.ok()) {
+    if (!has_identity && !listed.IsCorruption()) return FromRocksDb(listed, "reading " + dir);
+    return Status::Corruption("cannot read " + dir + "/CURRENT or the MANIFEST it names (" +
+                              CurrentManifest(dir) + "): " + listed.ToString() + SalvageHint(dir));
+  }
+  std::sort(families.begin(), families.end());
+  if (families != ExpectedFamilies()) {
+    if (!has_identity) return Status::FailedPrecondition(not_a_store);
+    return Status::Corruption(CurrentManifest(dir) + " lists the column families " +
+                              JoinNames(families) + " where a ckptdb store has " +
+                              JoinNames(ExpectedFamilies()) +
+                              ": it is damaged or belongs to another database" + SalvageHint(dir));
+  }
+  // RocksDB never reads its OPTIONS files back (ckptdb passes the options),
+  // but a writer would replace them: a damaged one is refused, not dropped.
+  Result<std::string> options_file = LatestOptionsFile(dir);
+  if (!options_file.ok()) return options_file.status();
+  if (!options_file->empty()) {
+    rocksdb::ConfigOptions config;
+    config.ignore_unknown_options = true;
+    config.ignore_unsupported_options = true;
+    rocksdb::DBOptions loaded;
+    std::vector<rocksdb::ColumnFamilyDescriptor> descriptors;
+    rocksdb::Status parsed =
+        rocksdb::LoadOptionsFromFile(config, *options_file, &loaded, &descriptors);
+    std::vector<std::string> named;
+    for (const rocksdb::ColumnFamilyDescriptor& descriptor : descriptors) {
+      named.push_back(descriptor.name);
+    }
+    std::sort(named.begin(), named.end());
+    if (!parsed.ok()) {
+      return Status::Corruption(*options_file + " is damaged (" + parsed.ToString() + ")" +
+                                SalvageHint(dir));
+    }
+    if (named != ExpectedFamilies()) {
+      return Status::Corruption(*options_file + " describes the column families " +
+                                JoinNames(named) + ", not this store's" + SalvageHint(dir));
+    }
+  }
+  return Status::OK();
+}
+
+// The store id recorded in CKPTDB; nullopt when the file is absent.
+Result<std::optional<std::string>> ReadIdentityFile(const std::string& dir) {
+  const std::string path = (fs::path(dir) / kIdentityFile).string();
+  std::error_code ec;
+  if (!fs::exists(path, ec)) {
+    if (ec) return Status::IOError("cannot access " + path + ": " + ec.message());
+    return std::optional<std::string>();
+  }
+  std::ifstream in(path, std::ios::binary);
+  std::string contents((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  if (!in.good() && !in.eof()) return Status::IOError("cannot read " + path);
+  const std::string header = kIdentityHeader;
+  if (contents.size() != header.size() + 33 || !contents.starts_with(header) ||
+      contents.back() != '\n') {
+    return Status::Corruption(path + " is damaged (not a ckptdb identity file)" + SalvageHint(dir));
+  }
+  return std::optional<std::string>(contents.substr(header.size(), 32));
+}
+
 class NoAutomaticRecovery : public rocksdb::EventListener {
  public:
   void OnErrorRecoveryBegin(rocksdb::BackgroundErrorReason /*reason*/, rocksdb::Status /*error*/,
@@ -126,12 +354,16 @@ class NoAutomaticRecovery : public rocksdb::EventListener {
   }
 };
 
-rocksdb::DBOptions BaseDBOptions() {
+// The RocksDB options every open uses; each guard's reason is in
+// doc/format.md §11.
+rocksdb::DBOptions BaseDBOptions(rocksdb::Env* env) {
   rocksdb::DBOptions options;
+  if (env != nullptr) options.env = env;
   options.info_log_level = rocksdb::InfoLogLevel::WARN_LEVEL;
   options.keep_log_file_num = 2;
   options.max_manifest_file_size = 16 << 20;
-  // A secondary instance needs every table file open; harmless for a writer.
+  // A secondary instance needs every table file open; a writer's probe opens
+  // them all to check each one's footer before anything is written.
   options.max_open_files = -1;
   // The small families rarely fill a memtable; without a cap, their WAL
   // would grow to gigabytes, replayed at every open and reader catch-up.
@@ -142,12 +374,15 @@ rocksdb::DBOptions BaseDBOptions() {
   // space, trips internal assertions after some errors.)
   options.max_bgerror_resume_count = 0;
   options.listeners.push_back(std::make_shared<NoAutomaticRecovery>());
+  // Damage is refused, never rolled back: a write-ahead log record that
+  // fails its checksum fails the open (a record cut short at the very end,
+  // which only a crash mid-write leaves, is still dropped).
+  options.paranoid_checks = true;
+  options.wal_recovery_mode = rocksdb::WALRecoveryMode::kTolerateCorruptedTailRecords;
+  options.track_and_verify_wals_in_manifest = true;
+  options.verify_sst_unique_id_in_manifest = true;
+  options.skip_checking_sst_file_sizes_on_db_open = false;
   return options;
-}
-
-bool DirectoryIsEmpty(const std::string& dir) {
-  std::error_code ec;
-  return fs::is_empty(dir, ec) && !ec;
 }
 
 }  // namespace
@@ -169,6 +404,7 @@ class Store::Rep {
       fs::remove_all(secondary_dir, ec);
       secondary_dir.clear();
     }
+    writer_lock.Release();
     return closed;
   }
 
@@ -180,11 +416,139 @@ class Store::Rep {
   rocksdb::ColumnFamilyOptions chunks_options = ChunksFamilyOptions();
   std::unique_ptr<rocksdb::DB> db;
   std::vector<rocksdb::ColumnFamilyHandle*> handles;
+  LockedFile writer_lock;       // write modes: CKPTDB.lock, held until Close
   std::string secondary_dir;    // read-only mode: the secondary's own files
   std::string staging_dir;      // write mode: SST files before ingestion
   rocksdb::Env* env = nullptr;  // for SST files written outside the database
-  uint64_t next_generation = 1;
+  std::string store_id;         // 16 bytes
+  uint64_t next_generation = 1;          // the next generation to allocate
+  uint64_t durable_next_generation = 0;  // ckptdb.next_generation as stored
+  std::atomic<bool> damage_seen{false};  // a chunk read failed since open
 };
+
+namespace {
+
+// The store metadata of an open database (doc/format.md §3).
+struct StoreMetadata {
+  std::string secret;
+  std::string store_id;
+  uint64_t next_generation = 0;  // 0: absent
+};
+
+Result<StoreMetadata> ReadStoreMetadata(rocksdb::DB* db, rocksdb::ColumnFamilyHandle* meta,
+                                        const std::string& dir) {
+  StoreMetadata metadata;
+  std::string version;
+  rocksdb::Status got = db->Get(rocksdb::ReadOptions(), meta, kFormatVersionKey, &version);
+  if (got.IsNotFound()) {
+    return Status::Corruption(dir + " has no ckptdb format version" + SalvageHint(dir));
+  }
+  if (!got.ok()) return FromRocksDb(got, "reading the format version of " + dir);
+  if (version.size() != 4) return Status::Corruption("malformed format version in " + dir);
+  const uint64_t format = ReadLittleEndian(version.data(), 4);
+  if (format > kStoreFormatVersion || format == 0) {
+    return Status::NotSupported(dir + " has store format version " + std::to_string(format) +
+                                "; this build reads version " +
+                                std::to_string(kStoreFormatVersion));
+  }
+  got = db->Get(rocksdb::ReadOptions(), meta, kHashSecretKey, &metadata.secret);
+  if (!got.ok()) return FromRocksDb(got, "reading the hash secret of " + dir);
+  if (metadata.secret.size() != ChunkHasher::kSecretSize) {
+    return Status::Corruption("hash secret of " + dir + " has " +
+                              std::to_string(metadata.secret.size()) + " bytes");
+  }
+  got = db->Get(rocksdb::ReadOptions(), meta, kStoreIdKey, &metadata.store_id);
+  if (!got.ok()) return FromRocksDb(got, "reading the store id of " + dir);
+  if (metadata.store_id.size() != 16) {
+    return Status::Corruption("store id of " + dir + " has " +
+                              std::to_string(metadata.store_id.size()) + " bytes");
+  }
+  std::string high_water;
+  got = db->Get(rocksdb::ReadOptions(), meta, kNextGenerationKey, &high_water);
+  if (got.ok()) {
+    if (high_water.size() != 8 || ReadLittleEndian(high_water.data(), 8) >= kMaxGeneration) {
+      return Status::Corruption("malformed generation high-water mark in " + dir);
+    }
+    metadata.next_generation = ReadLittleEndian(high_water.data(), 8);
+  } else if (!got.IsNotFound()) {
+    return FromRocksDb(got, "reading the generation high-water mark of " + dir);
+  }
+  return metadata;
+}
+
+// The largest generation in any table file of the chunks family (0: none).
+Result<uint64_t> LargestFileGeneration(rocksdb::DB* db, const std::string& dir,
+                                       std::string* file_name) {
+  std::vector<rocksdb::LiveFileMetaData> files;
+  db->GetLiveFilesMetaData(&files);
+  uint64_t largest = 0;
+  for (const rocksdb::LiveFileMetaData& file : files) {
+    if (file.column_family_name != kChunksFamily || file.largestkey.size() < 8) continue;
+    const uint64_t generation = ReadBigEndian64(file.largestkey.data());
+    if (generation >= kMaxGeneration) {
+      return Status::Corruption("chunk file " + file.name + " of " + dir +
+                                " holds an impossible generation" + SalvageHint(dir));
+    }
+    if (generation >= largest) {
+      largest = generation;
+      *file_name = file.name;
+    }
+  }
+  return largest;
+}
+
+// Invariant (doc/format.md §7): every generation in a chunk file is below
+// ckptdb.next_generation, which is made durable before the file is
+// ingested. A file above it means the write-ahead log lost records that
+// were committed (a deleted, truncated or replaced *.log).
+Status CheckGenerationHighWater(rocksdb::DB* db, const std::string& dir,
+                                const StoreMetadata& metadata) {
+  std::string file;
+  Result<uint64_t> largest = LargestFileGeneration(db, dir, &file);
+  if (!largest.ok()) return largest.status();
+  if (*largest == 0 || *largest < metadata.next_generation) return Status::OK();
+  return Status::Corruption(
+      "chunk file " + dir + file + " holds generation " + std::to_string(*largest) +
+      " but the store's records end below generation " + std::to_string(metadata.next_generation) +
+      ": committed writes are missing from the write-ahead log (a *.log file was deleted, "
+      "truncated or replaced)" + SalvageHint(dir));
+}
+
+// The store id in CKPTDB must be the database's: another store's metadata
+// files would otherwise pass for this store's.
+Status CheckIdentity(const std::string& dir, const std::optional<std::string>& identity,
+                     const StoreMetadata& metadata) {
+  if (!identity.has_value() || *identity == Hex(metadata.store_id)) return Status::OK();
+  return Status::Corruption(dir + "/" + kIdentityFile + " names store " + *identity +
+                            " but the database holds store " + Hex(metadata.store_id) +
+                            ": its metadata files come from another store" + SalvageHint(dir));
+}
+
+// Opens the database read-only (nothing is written, nothing deleted), runs
+// every check a writer needs, and closes it again. The writer opens for
+// real only after this passed, so a refused open leaves every file as it
+// was.
+Status ProbeBeforeWriting(const std::string& dir, rocksdb::Env* env,
+                          const std::optional<std::string>& identity, bool tolerate_lost_wal) {
+  rocksdb::DBOptions options = BaseDBOptions(env);
+  std::vector<rocksdb::ColumnFamilyHandle*> handles;
+  rocksdb::DB* raw_db = nullptr;
+  rocksdb::Status opened =
+      rocksdb::DB::OpenForReadOnly(options, dir, FamilyDescriptors(), &handles, &raw_db);
+  if (!opened.ok()) {
+    return Status::Corruption("cannot open " + dir + ": " + opened.ToString() + SalvageHint(dir));
+  }
+  std::unique_ptr<rocksdb::DB> db(raw_db);
+  Result<StoreMetadata> metadata = ReadStoreMetadata(db.get(), handles[0], dir);
+  Status status = metadata.status();
+  if (status.ok()) status = CheckIdentity(dir, identity, *metadata);
+  if (status.ok() && !tolerate_lost_wal) status = CheckGenerationHighWater(db.get(), dir, *metadata);
+  for (rocksdb::ColumnFamilyHandle* handle : handles) db->DestroyColumnFamilyHandle(handle);
+  db->Close().PermitUncheckedError();
+  return status;
+}
+
+}  // namespace
 
 Store::Store(std::string dir, Mode mode)
     : dir_(std::move(dir)), mode_(mode), rep_(std::make_unique<Rep>()) {}
@@ -195,59 +559,76 @@ Result<std::unique_ptr<Store>> Store::Open(const std::string& dir, Mode mode, ro
                                            bool owner_only) {
   std::unique_ptr<Store> store(new Store(dir, mode));
   Rep& rep = *store->rep_;
-  const bool exists = fs::exists(dir);
-  const bool fresh = !exists || DirectoryIsEmpty(dir);
-  bool incomplete = false;
-  if (fresh && mode == Mode::kReadOnly) {
+  const bool writing = mode != Mode::kReadOnly;
+  Result<DirKind> kind = ClassifyDirectory(dir);
+  if (!kind.ok()) return kind.status();
+  if (*kind == DirKind::kForeign) {
+    return Status::FailedPrecondition(
+        dir + " is not a ckptdb store (it holds other files); nothing was changed");
+  }
+  if (!writing && (*kind == DirKind::kMissing || *kind == DirKind::kEmpty)) {
     return Status::NotFound("no ckptdb store in " + dir);
   }
-  if (!fresh) {
-    if (!fs::exists(fs::path(dir) / "CURRENT")) {
-      return Status::FailedPrecondition(
-          dir + " is not a ckptdb store (it holds other files); nothing was changed");
-    }
-    std::vector<std::string> families;
-    rocksdb::Status listed = rocksdb::DB::ListColumnFamilies(rocksdb::DBOptions(), dir, &families);
-    if (!listed.ok()) return FromRocksDb(listed, "reading the store in " + dir);
-    std::sort(families.begin(), families.end());
-    std::vector<std::string> expected = {rocksdb::kDefaultColumnFamilyName, kChunksFamily,
-                                         kIndexFamily, kManifestsFamily};
-    std::sort(expected.begin(), expected.end());
-    // A subset of our families is a store whose creation was interrupted
-    // (families are created one by one): the writer finishes creating it
-    // below, once it has checked that nothing was ever committed.
-    incomplete = families != expected;
-    if (incomplete &&
-        (mode == Mode::kReadOnly ||
-         !std::includes(expected.begin(), expected.end(), families.begin(), families.end()))) {
-      return Status::FailedPrecondition(
-          dir + " is a RocksDB database but not a ckptdb store; nothing was changed");
-    }
+  if (!writing && *kind == DirKind::kCreating) {
+    return Status::NotFound("the ckptdb store in " + dir + " is still being created");
   }
-
-  rocksdb::DBOptions options = BaseDBOptions();
-  if (env != nullptr) options.env = env;
-  rep.env = options.env;
-  rocksdb::DB* raw_db = nullptr;
-  rocksdb::Status opened;
-  if (mode == Mode::kWrite) {
+  // A new store is created under a marker, removed once it is complete: a
+  // writer that finds the marker finishes the creation; nothing else is ever
+  // taken for an interrupted creation.
+  const bool creating = *kind != DirKind::kDatabase;
+  if (writing && creating) {
     std::error_code ec;
     if (fs::create_directories(dir, ec) && owner_only) {
       fs::permissions(dir, fs::perms::owner_all, fs::perm_options::replace, ec);
     }
     if (ec) return Status::IOError("cannot create " + dir + ": " + ec.message());
-    options.create_if_missing = fresh;
-    options.create_missing_column_families = fresh || incomplete;
+  }
+  if (writing) {
+    Result<LockedFile> lock = TryLockExclusive((fs::path(dir) / kWriterLockFile).string());
+    if (!lock.ok()) {
+      if (lock.status().code() == Status::Code::kBusy) {
+        return Status::Busy("another process has " + dir + " open for writing");
+      }
+      return lock.status();
+    }
+    rep.writer_lock = std::move(*lock);
+  }
+  if (writing && creating && *kind != DirKind::kCreating) {
+    Status marked = WriteFileDurably((fs::path(dir) / kCreatingMarker).string(), "");
+    if (!marked.ok()) return marked;
+  }
+  std::optional<std::string> identity;
+  if (!creating) {
+    Result<std::optional<std::string>> read = ReadIdentityFile(dir);
+    if (!read.ok()) return read.status();
+    identity = *read;
+    Status checked = CheckDatabaseFiles(dir, identity.has_value());
+    if (!checked.ok()) return checked;
+    if (writing) {
+      checked = ProbeBeforeWriting(dir, env, identity, mode == Mode::kSalvage);
+      if (!checked.ok()) return checked;
+    }
+  }
+
+  rocksdb::DBOptions options = BaseDBOptions(env);
+  rep.env = options.env;
+  rocksdb::DB* raw_db = nullptr;
+  rocksdb::Status opened;
+  if (writing) {
+    options.create_if_missing = creating;
+    options.create_missing_column_families = creating;
     opened = rocksdb::DB::Open(options, dir, FamilyDescriptors(), &rep.handles, &raw_db);
-    // RocksDB's words for a LOCK file held by another process, or by this one.
+    // RocksDB's words for its LOCK file held by a writer of an older build.
     const std::string error = opened.ToString();
     if (!opened.ok() && (error.find("While lock file") != std::string::npos ||
                          error.find("lock hold by current process") != std::string::npos)) {
-      return Status::Busy("another process has " + dir + " open for writing (" + opened.ToString() +
-                          ")");
+      return Status::Busy("another process has " + dir + " open for writing (" + error + ")");
     }
   } else {
-    std::string pattern = (fs::temp_directory_path() / "ckptdb-reader-XXXXXX").string();
+    std::error_code ec;
+    const fs::path temporary = fs::temp_directory_path(ec);
+    if (ec) return Status::IOError("no temporary directory for a reader of " + dir);
+    std::string pattern = (temporary / "ckptdb-reader-XXXXXX").string();
     if (mkdtemp(pattern.data()) == nullptr) {
       return Status::IOError("cannot create a temporary directory for a reader of " + dir);
     }
@@ -255,80 +636,84 @@ Result<std::unique_ptr<Store>> Store::Open(const std::string& dir, Mode mode, ro
     opened = rocksdb::DB::OpenAsSecondary(options, dir, rep.secondary_dir, FamilyDescriptors(),
                                           &rep.handles, &raw_db);
   }
-  if (!opened.ok()) return FromRocksDb(opened, "opening the store in " + dir);
+  if (!opened.ok()) {
+    if (creating) return FromRocksDb(opened, "creating the store in " + dir);
+    return Status::Corruption("cannot open " + dir + ": " + opened.ToString() + SalvageHint(dir));
+  }
   rep.db.reset(raw_db);
 
-  std::string version;
-  rocksdb::Status got =
-      rep.db->Get(rocksdb::ReadOptions(), rep.meta(), kFormatVersionKey, &version);
-  if (got.IsNotFound() && mode == Mode::kWrite) {
-    // A new store, or one whose creation crashed before its metadata was
-    // written (then it holds no manifest yet, so nothing can be lost).
-    Result<std::vector<int64_t>> steps = store->ListSteps();
-    if (!steps.ok()) return steps.status();
-    if (!steps->empty()) {
-      return Status::Corruption(dir + " has manifests but no ckptdb format version");
+  if (creating) {
+    // A new store, or one whose creation was interrupted before its metadata
+    // was written (the marker says so): then it holds no manifest yet.
+    std::string version;
+    rocksdb::Status got = rep.db->Get(rocksdb::ReadOptions(), rep.meta(), kFormatVersionKey, &version);
+    if (got.IsNotFound()) {
+      Result<std::vector<int64_t>> steps = store->ListSteps();
+      if (!steps.ok()) return steps.status();
+      if (!steps->empty()) {
+        return Status::Corruption(dir + " has manifests but no ckptdb format version");
+      }
+      rocksdb::WriteBatch batch;
+      std::string version_bytes;
+      AppendLittleEndian(&version_bytes, kStoreFormatVersion, 4);
+      batch.Put(rep.meta(), kFormatVersionKey, version_bytes);
+      batch.Put(rep.meta(), kHashSecretKey, ChunkHasher::NewSecret());
+      batch.Put(rep.meta(), kStoreIdKey, ChunkHasher::NewSecret().substr(0, 16));
+      rocksdb::WriteOptions sync;
+      sync.sync = true;
+      rocksdb::Status written = rep.db->Write(sync, &batch);
+      if (!written.ok()) return FromRocksDb(written, "initializing the store in " + dir);
+    } else if (!got.ok()) {
+      return FromRocksDb(got, "reading the format version of " + dir);
     }
-    rocksdb::WriteBatch batch;
-    std::string version_bytes;
-    AppendLittleEndian(&version_bytes, kStoreFormatVersion, 4);
-    batch.Put(rep.meta(), kFormatVersionKey, version_bytes);
-    batch.Put(rep.meta(), kHashSecretKey, ChunkHasher::NewSecret());
-    batch.Put(rep.meta(), kStoreIdKey, ChunkHasher::NewSecret().substr(0, 16));
-    rocksdb::WriteOptions sync;
-    sync.sync = true;
-    rocksdb::Status written = rep.db->Write(sync, &batch);
-    if (!written.ok()) return FromRocksDb(written, "initializing the store in " + dir);
-    version = version_bytes;
-  } else if (got.IsNotFound()) {
-    return Status::FailedPrecondition(dir + " has no ckptdb format version (not a ckptdb store)");
-  } else if (!got.ok()) {
-    return FromRocksDb(got, "reading the format version of " + dir);
   }
-  if (version.size() != 4) return Status::Corruption("malformed format version in " + dir);
-  uint64_t format = ReadLittleEndian(version.data(), 4);
-  if (format > kStoreFormatVersion || format == 0) {
-    return Status::NotSupported(dir + " has store format version " + std::to_string(format) +
-                                "; this build reads version " +
-                                std::to_string(kStoreFormatVersion));
+  Result<StoreMetadata> metadata = ReadStoreMetadata(rep.db.get(), rep.meta(), dir);
+  if (!metadata.ok()) return metadata.status();
+  if (!writing) {
+    Status checked = CheckIdentity(dir, identity, *metadata);
+    // A live writer may have ingested a file whose reservation this reader
+    // has not read yet (its log flushed meanwhile): catch up before judging.
+    if (checked.ok() && !CheckGenerationHighWater(rep.db.get(), dir, *metadata).ok()) {
+      checked = store->CatchUp();
+      if (checked.ok()) metadata = ReadStoreMetadata(rep.db.get(), rep.meta(), dir);
+      if (checked.ok()) checked = metadata.status();
+      if (checked.ok()) checked = CheckGenerationHighWater(rep.db.get(), dir, *metadata);
+    }
+    if (!checked.ok()) return checked;
   }
-  std::string secret;
-  got = rep.db->Get(rocksdb::ReadOptions(), rep.meta(), kHashSecretKey, &secret);
-  if (!got.ok()) return FromRocksDb(got, "reading the hash secret of " + dir);
-  if (secret.size() != ChunkHasher::kSecretSize) {
-    return Status::Corruption("hash secret of " + dir + " has " + std::to_string(secret.size()) +
-                              " bytes");
-  }
-  store->hasher_ = std::make_unique<ChunkHasher>(secret);
+  store->hasher_ = std::make_unique<ChunkHasher>(metadata->secret);
+  rep.store_id = metadata->store_id;
+  rep.durable_next_generation = metadata->next_generation;
+  rep.next_generation = std::max<uint64_t>(1, metadata->next_generation);
 
-  if (mode == Mode::kWrite) {
+  if (writing) {
+    if (creating || !identity.has_value() || mode == Mode::kSalvage) {
+      Status written = WriteFileDurably((fs::path(dir) / kIdentityFile).string(),
+                                        kIdentityHeader + Hex(rep.store_id) + "\n");
+      if (!written.ok()) return written;
+    }
+    if (creating) {
+      std::error_code ec;
+      fs::remove(fs::path(dir) / kCreatingMarker, ec);
+      if (ec) return Status::IOError("cannot remove the creation marker of " + dir + ": " + ec.message());
+      Status synced = SyncDirectory(dir);
+      if (!synced.ok()) return synced;
+    }
     // Files left by a save that crashed before ingestion are garbage.
     rep.staging_dir = (fs::path(dir) / "staging").string();
     std::error_code ec;
     fs::remove_all(rep.staging_dir, ec);
     fs::create_directories(rep.staging_dir, ec);
     if (ec) return Status::IOError("cannot create " + rep.staging_dir + ": " + ec.message());
-    // New generations number above every generation ever indexed and every
-    // generation present in a table file (a crash can leave one unindexed).
-    std::string high_water;
-    got = rep.db->Get(rocksdb::ReadOptions(), rep.meta(), kNextGenerationKey, &high_water);
-    if (got.ok() && high_water.size() == 8 &&
-        ReadLittleEndian(high_water.data(), 8) < kMaxGeneration) {
-      rep.next_generation = std::max<uint64_t>(1, ReadLittleEndian(high_water.data(), 8));
-    } else if (!got.IsNotFound()) {
-      return got.ok() ? Status::Corruption("malformed generation high-water mark in " + dir)
-                      : FromRocksDb(got, "reading the generation high-water mark of " + dir);
-    }
-    std::vector<rocksdb::LiveFileMetaData> files;
-    rep.db->GetLiveFilesMetaData(&files);
-    for (const rocksdb::LiveFileMetaData& file : files) {
-      if (file.column_family_name != kChunksFamily || file.largestkey.size() < 8) continue;
-      const uint64_t generation = ReadBigEndian64(file.largestkey.data());
-      if (generation >= kMaxGeneration) {
-        return Status::Corruption("chunk file " + file.name + " of " + dir +
-                                  " holds an impossible generation");
-      }
-      rep.next_generation = std::max(rep.next_generation, generation + 1);
+    // Salvage only: generations a lost log no longer records move the
+    // high-water mark above them, so that no number is used twice.
+    std::string file;
+    Result<uint64_t> largest = LargestFileGeneration(rep.db.get(), dir, &file);
+    if (!largest.ok()) return largest.status();
+    if (*largest >= rep.next_generation) {
+      rep.next_generation = *largest + 1;
+      Status reserved = store->ReserveGenerations(rep.next_generation);
+      if (!reserved.ok()) return reserved;
     }
   }
   return store;
@@ -359,12 +744,15 @@ Status Store::ReadChunk(const ChunkDigest& digest, const ChunkLocation& location
   rocksdb::PinnableSlice value;
   rocksdb::Status s =
       rep_->db->Get(read, rep_->chunks(), ChunkKey(location.generation, digest), &value);
+  if (!s.ok()) rep_->damage_seen = true;
   if (s.IsNotFound()) {
     return Status::NotFound("chunk " + digest.ToHex() + " is missing from generation " +
                             std::to_string(location.generation));
   }
   if (!s.ok()) return FromRocksDb(s, "reading chunk " + digest.ToHex());
-  return use(std::string_view(value.data(), value.size()));
+  Status used = use(std::string_view(value.data(), value.size()));
+  if (used.code() == Status::Code::kCorruption) rep_->damage_seen = true;
+  return used;
 }
 
 class GenerationWriter::Rep {
@@ -416,6 +804,8 @@ Status GenerationWriter::Finish() {
   if (!rep_->opened) return Status::OK();
   rocksdb::Status s = rep_->writer.Finish();
   if (!s.ok()) return FromRocksDb(s, "finishing " + rep_->path);
+  Status reserved = store_->ReserveGenerations(generation_ + 1);
+  if (!reserved.ok()) return reserved;
   rocksdb::IngestExternalFileOptions ingest;
   ingest.move_files = true;
   s = store_->rep_->db->IngestExternalFile(store_->rep_->chunks(), {rep_->path}, ingest);
@@ -463,14 +853,35 @@ Status Store::CommitStep(int64_t step, std::string_view manifest,
   if (read_only()) return Status::FailedPrecondition(dir_ + " is open read-only");
   rocksdb::WriteBatch batch = IndexBatch(*rep_, new_chunks, {});
   batch.Put(rep_->manifests(), StepKey(step), rocksdb::Slice(manifest.data(), manifest.size()));
-  return WriteSynced(rep_->db.get(), &batch, "committing step " + std::to_string(step));
+  Status written = WriteSynced(rep_->db.get(), &batch, "committing step " + std::to_string(step));
+  if (written.ok() && !new_chunks.empty()) {
+    rep_->durable_next_generation = std::max(rep_->durable_next_generation, rep_->next_generation);
+  }
+  return written;
 }
 
 Status Store::UpdateIndex(const std::vector<IndexEntry>& put,
                           const std::vector<ChunkDigest>& remove) {
   if (read_only()) return Status::FailedPrecondition(dir_ + " is open read-only");
   rocksdb::WriteBatch batch = IndexBatch(*rep_, put, remove);
-  return WriteSynced(rep_->db.get(), &batch, "updating the chunk index");
+  Status written = WriteSynced(rep_->db.get(), &batch, "updating the chunk index");
+  if (written.ok() && batch.Count() > 0) {
+    rep_->durable_next_generation = std::max(rep_->durable_next_generation, rep_->next_generation);
+  }
+  return written;
+}
+
+Status Store::ReserveGenerations(uint64_t next) {
+  if (read_only()) return Status::FailedPrecondition(dir_ + " is open read-only");
+  if (next <= rep_->durable_next_generation) return Status::OK();
+  rocksdb::WriteBatch batch;
+  std::string value;
+  AppendLittleEndian(&value, next, 8);
+  batch.Put(rep_->meta(), kNextGenerationKey, value);
+  Status written = WriteSynced(rep_->db.get(), &batch, "reserving chunk generation " +
+                                                           std::to_string(next - 1) + " in " + dir_);
+  if (written.ok()) rep_->durable_next_generation = next;
+  return written;
 }
 
 Status Store::ForEachIndexEntry(const std::function<Status(const IndexEntry&)>& visit) const {
@@ -502,7 +913,8 @@ std::vector<ChunkFile> Store::ChunkFiles() const {
         file.largestkey.size() < 8) {
       continue;
     }
-    chunk_files.push_back({ReadBigEndian64(file.smallestkey.data()),
+    chunk_files.push_back({fs::path(file.name).filename().string(),
+                           ReadBigEndian64(file.smallestkey.data()),
                            ReadBigEndian64(file.largestkey.data()), file.size});
   }
   return chunk_files;
@@ -577,6 +989,83 @@ Status Store::DeleteManifests(const std::vector<int64_t>& steps) {
 Status Store::CatchUp() {
   if (!read_only()) return Status::OK();
   return FromRocksDb(rep_->db->TryCatchUpWithPrimary(), "catching up with the writer of " + dir_);
+}
+
+std::vector<std::string> Store::CheckChunkFiles() const {
+  std::vector<std::string> problems;
+  for (const ChunkFile& file : ChunkFiles()) {
+    const fs::path path = fs::path(dir_) / file.name;
+    std::error_code ec;
+    const uintmax_t size = fs::file_size(path, ec);
+    if (ec) {
+      problems.push_back("chunk file " + path.string() + " (generations " +
+                         std::to_string(file.first_generation) + "-" +
+                         std::to_string(file.last_generation) + "): " + ec.message());
+    } else if (size != file.bytes) {
+      problems.push_back("chunk file " + path.string() + " has " + std::to_string(size) +
+                         " bytes where RocksDB recorded " + std::to_string(file.bytes));
+    }
+  }
+  return problems;
+}
+
+bool Store::damage_seen() const { return rep_->damage_seen; }
+
+namespace {
+
+// RocksDB's metadata files: what a rebuild replaces.
+bool IsMetadataFileName(const std::string& name) {
+  return name == "CURRENT" || name == "IDENTITY" || name == kIdentityFile ||
+         name.starts_with("MANIFEST-") || name.starts_with("OPTIONS-") || name.ends_with(".log");
+}
+
+Status CopyMetadataFiles(const std::string& dir, const std::string& backup_dir) {
+  std::error_code ec;
+  fs::create_directories(backup_dir, ec);
+  if (ec) return Status::IOError("cannot create " + backup_dir + ": " + ec.message());
+  for (fs::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
+    const std::string name = it->path().filename().string();
+    if (!IsMetadataFileName(name) || !it->is_regular_file()) continue;
+    fs::copy_file(it->path(), fs::path(backup_dir) / name, fs::copy_options::overwrite_existing,
+                  ec);
+    if (ec) return Status::IOError("cannot copy " + it->path().string() + ": " + ec.message());
+  }
+  if (ec) return Status::IOError("cannot list " + dir + ": " + ec.message());
+  return SyncDirectory(backup_dir);
+}
+
+}  // namespace
+
+Status Store::BackUpMetadata(const std::string& backup_dir) const {
+  return CopyMetadataFiles(dir_, backup_dir);
+}
+
+Status Store::Rebuild(const std::string& dir, const std::string& backup_dir, rocksdb::Env* env) {
+  Result<LockedFile> lock = TryLockExclusive((fs::path(dir) / kWriterLockFile).string());
+  if (!lock.ok()) {
+    if (lock.status().code() == Status::Code::kBusy) {
+      return Status::Busy("another process has " + dir + " open for writing");
+    }
+    return lock.status();
+  }
+  Status copied = CopyMetadataFiles(dir, backup_dir);
+  if (!copied.ok()) return copied;
+  // OPTIONS files are never read back: a damaged one goes, RocksDB writes a
+  // fresh one at the next open. The backup holds the originals.
+  std::error_code ec;
+  for (fs::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
+    if (it->path().filename().string().starts_with("OPTIONS-")) fs::remove(it->path(), ec);
+  }
+  if (ec) return Status::IOError("cannot set aside the OPTIONS files of " + dir + ": " + ec.message());
+  rocksdb::DBOptions options = BaseDBOptions(env);
+  rocksdb::Status repaired = rocksdb::RepairDB(dir, options, FamilyDescriptors());
+  if (!repaired.ok()) return FromRocksDb(repaired, "rebuilding the metadata of " + dir);
+  const fs::path lost = fs::path(dir) / "lost";
+  if (fs::exists(lost, ec)) {
+    fs::rename(lost, fs::path(backup_dir) / "lost", ec);
+    if (ec) return Status::IOError("cannot move " + lost.string() + ": " + ec.message());
+  }
+  return SyncDirectory(dir);
 }
 
 Status Store::Close() { return FromRocksDb(rep_->CloseDb(), "closing " + dir_); }

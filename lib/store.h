@@ -55,6 +55,7 @@ struct IndexEntry {
 // Ingested files hold one generation each; a file can span several only if
 // RocksDB compacted files of the family together.
 struct ChunkFile {
+  std::string name;  // file name in the workdir, e.g. "000027.sst"
   uint64_t first_generation = 0;
   uint64_t last_generation = 0;
   uint64_t bytes = 0;
@@ -67,8 +68,17 @@ class Store {
   enum class Mode {
     kWrite,     // create if missing; takes the single-writer lock
     kReadOnly,  // follows a writer in another process (a RocksDB secondary)
+    kSalvage,   // kWrite for repair, right after a rebuild: chunk files that
+                // the write-ahead log no longer records are accepted
   };
 
+  // Opens the store in `dir`. Nothing is ever deleted, truncated or rolled
+  // back to make an open succeed: a store whose metadata files (CURRENT,
+  // MANIFEST, OPTIONS, write-ahead log, CKPTDB) or chunk files are damaged,
+  // missing or inconsistent is Corruption naming the file, every file left
+  // as it was (a writer checks everything on a read-only open first).
+  // Readers open stores with damaged chunk files: the steps that do not use
+  // them stay readable.
   // `env` (tests: a fault-injecting file system) replaces RocksDB's default
   // environment for every file the store touches; it must outlive the store.
   // A directory created here gets mode 0700 when `owner_only`.
@@ -117,6 +127,24 @@ class Store {
   // Read-only mode: catch up with the writer. Write mode: no-op.
   Status CatchUp();
 
+  // Chunk files that are missing or whose size differs from what RocksDB
+  // recorded, one line each naming the file (stat only; no chunk is read).
+  std::vector<std::string> CheckChunkFiles() const;
+  // Whether a chunk read failed (Corruption or I/O error) since open;
+  // garbage collection refuses to run then.
+  bool damage_seen() const;
+
+  // Rebuilds RocksDB's metadata of the store in `dir` from the files present
+  // (RocksDB's RepairDB) after copying CURRENT, MANIFEST-*, OPTIONS-*, the
+  // write-ahead logs, IDENTITY and CKPTDB into `backup_dir`; what RocksDB
+  // sets aside moves there too (its lost/ folder). Holds the writer lock
+  // throughout. The caller then opens the store in kSalvage mode.
+  static Status Rebuild(const std::string& dir, const std::string& backup_dir,
+                        rocksdb::Env* env = nullptr);
+  // Copies the metadata files Rebuild copies into `backup_dir`, without
+  // rebuilding (repair keeps them before it changes a store in place).
+  Status BackUpMetadata(const std::string& backup_dir) const;
+
   // Closes the database; idempotent.
   Status Close();
 
@@ -126,6 +154,9 @@ class Store {
   Store(std::string dir, Mode mode);
 
   friend class GenerationWriter;
+  // Makes ckptdb.next_generation at least `next` durable (doc/format.md §7).
+  Status ReserveGenerations(uint64_t next);
+
   std::string dir_;
   Mode mode_;
   std::unique_ptr<ChunkHasher> hasher_;

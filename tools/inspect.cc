@@ -553,7 +553,10 @@ Status Verify(const Context& context, const std::string& workdir,
 Status Gc(const Context& context, const std::string& workdir) {
   CheckpointerOptions options;
   options.max_to_keep = std::nullopt;  // gc never prunes steps
-  if (!std::filesystem::exists(std::filesystem::path(workdir) / "CURRENT")) {
+  // gc never creates a store: a missing or empty directory has none (a
+  // writer's open refuses any other directory that is not a store).
+  std::error_code ec;
+  if (std::filesystem::is_empty(workdir, ec) || ec) {
     return Status::NotFound("no ckptdb store in " + workdir);
   }
   Result<std::unique_ptr<Checkpointer>> checkpointer = Checkpointer::Open(workdir, options);
