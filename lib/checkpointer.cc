@@ -100,6 +100,9 @@ struct InFlightSave {
 
   Manifest manifest;
   std::vector<Chunk> chunks;               // new chunks, digest order
+  // The writer reads caller memory that the caller may change meanwhile
+  // (an asynchronous zero_copy save): it re-hashes what it compresses.
+  bool recheck_caller_bytes = false;
   std::map<int64_t, RetainedStep> pruned;  // steps retention drops once this commits
 
   // Staging progress: chunks[0, staged) may be read by the writer. A stager
@@ -404,6 +407,7 @@ Result<bool> Checkpointer::Impl::Save(const Tree& state, int64_t step, const Sav
   Result<std::shared_ptr<InFlightSave>> prepared = Prepare(state, step, options, stage);
   if (!prepared.ok()) return prepared.status().WithContext("saving " + StepName(step));
   std::shared_ptr<InFlightSave> save = std::move(*prepared);
+  save->recheck_caller_bytes = options_.enable_async_checkpointing && options.zero_copy;
 
   // The step is listed at once, and the steps retention will drop are not;
   // if the save fails, both changes are undone.
@@ -731,7 +735,22 @@ Status Checkpointer::Impl::WriteChunks(InFlightSave& save, std::vector<IndexEntr
       const InFlightSave::Chunk& chunk = save.chunks[begin + i];
       ChunkEncoding encoding = base;
       encoding.element_width = chunk.element_width;
-      EncodeChunk(chunk.data, chunk.size, encoding, &encoded[i]);
+      const std::byte* bytes = chunk.data;
+      if (save.recheck_caller_bytes && !chunk.slot.has_value()) {
+        // What is stored under a digest must hash to it: compress a private
+        // copy whose digest was taken on the way, never the caller's
+        // buffer, which a broken zero_copy promise may be changing.
+        thread_local std::vector<std::byte> copy;
+        if (copy.size() < chunk.size) copy.resize(chunk.size);
+        if (store_->hasher().DigestAndCopy(chunk.data, chunk.size, copy.data()) != chunk.digest) {
+          return Status::InvalidArgument(
+              "tensor '" + save.manifest.nodes[chunk.refs.front().first].path +
+              "' changed during a zero_copy save (its buffer must stay unchanged until the save "
+              "finishes); the step was not saved");
+        }
+        bytes = copy.data();
+      }
+      EncodeChunk(bytes, chunk.size, encoding, &encoded[i]);
       return Status::OK();
     });
     if (!status.ok()) return status;

@@ -97,6 +97,19 @@ Result<Survey> SurveyStore(const Store& store) {
     return Status::OK();
   });
   if (!status.ok()) return status;
+  // Every live chunk's file must be there: GC never deletes to "fix" damage.
+  const std::vector<ChunkFile> files = store.ChunkFiles();
+  for (const auto& [generation, usage] : survey.usage) {
+    const bool covered = std::any_of(files.begin(), files.end(), [&](const ChunkFile& file) {
+      return generation >= file.first_generation && generation <= file.last_generation;
+    });
+    if (!covered) {
+      return Status::Corruption("the chunk file of generation " + std::to_string(generation) +
+                                " is missing from " + store.dir() + " (run verify)");
+    }
+  }
+  const std::vector<std::string> file_problems = store.CheckTableFiles();
+  if (!file_problems.empty()) return Status::Corruption(file_problems.front() + " (run verify)");
   if (stats.chunks_live != live.size()) {
     // Some referenced digest is not indexed: find one to name.
     DigestSet indexed;
@@ -126,6 +139,11 @@ Result<GcStats> MeasureGarbage(const Store& store) {
 
 Result<GcStats> CollectGarbage(Store* store, const GcSettings& settings) {
   const auto start = std::chrono::steady_clock::now();
+  if (store->damage_seen()) {
+    return Status::FailedPrecondition(
+        "garbage collection refused, nothing was deleted: a chunk of " + store->dir() +
+        " failed to read since it was opened (run `ckpt-inspect verify`, then `repair`)");
+  }
   Result<Survey> survey = SurveyStore(*store);
   if (!survey.ok()) {
     return survey.status().WithContext("garbage collection refused, nothing was deleted");

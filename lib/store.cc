@@ -476,6 +476,28 @@ Result<StoreMetadata> ReadStoreMetadata(rocksdb::DB* db, rocksdb::ColumnFamilyHa
   return metadata;
 }
 
+// Table files that are missing or whose size differs from the MANIFEST's
+// record, one line each (stat only).
+std::vector<std::string> TableFileProblems(rocksdb::DB* db, const std::string& dir) {
+  std::vector<rocksdb::LiveFileMetaData> files;
+  db->GetLiveFilesMetaData(&files);
+  std::vector<std::string> problems;
+  for (const rocksdb::LiveFileMetaData& file : files) {
+    const fs::path path = fs::path(dir) / fs::path(file.name).filename();
+    const std::string what = "table file " + path.string() + " of the " +
+                             file.column_family_name + " family";
+    std::error_code ec;
+    const uintmax_t size = fs::file_size(path, ec);
+    if (ec) {
+      problems.push_back(what + ": " + ec.message());
+    } else if (size != file.size) {
+      problems.push_back(what + " has " + std::to_string(size) + " bytes where RocksDB recorded " +
+                         std::to_string(file.size));
+    }
+  }
+  return problems;
+}
+
 // The largest generation in any table file of the chunks family (0: none).
 Result<uint64_t> LargestFileGeneration(rocksdb::DB* db, const std::string& dir,
                                        std::string* file_name) {
@@ -524,12 +546,21 @@ Status CheckIdentity(const std::string& dir, const std::optional<std::string>& i
                             ": its metadata files come from another store" + SalvageHint(dir));
 }
 
-// Opens the database read-only (nothing is written, nothing deleted), runs
-// every check a writer needs, and closes it again. The writer opens for
-// real only after this passed, so a refused open leaves every file as it
-// was.
-Status ProbeBeforeWriting(const std::string& dir, rocksdb::Env* env,
-                          const std::optional<std::string>& identity, bool tolerate_lost_wal) {
+// What a probe checks beyond RocksDB's own checks at open.
+enum class ProbeChecks {
+  kRocksDbOnly,  // salvage: right after a rebuild
+  kReader,       // store metadata and identity
+  kWriter,       // and the generation high-water mark
+};
+
+// Opens the database read-only (nothing is written, nothing deleted) with
+// every table file opened and checked, runs `checks`, and closes it again.
+// RocksDB's secondary instance, which readers use, silently shows an older
+// version when a table file is missing or damaged, and a writer's open would
+// delete or rewrite files: both open for real only after this passed, so a
+// refused open leaves every file as it was.
+Status ProbeDatabase(const std::string& dir, rocksdb::Env* env,
+                     const std::optional<std::string>& identity, ProbeChecks checks) {
   rocksdb::DBOptions options = BaseDBOptions(env);
   std::vector<rocksdb::ColumnFamilyHandle*> handles;
   rocksdb::DB* raw_db = nullptr;
@@ -541,8 +572,12 @@ Status ProbeBeforeWriting(const std::string& dir, rocksdb::Env* env,
   std::unique_ptr<rocksdb::DB> db(raw_db);
   Result<StoreMetadata> metadata = ReadStoreMetadata(db.get(), handles[0], dir);
   Status status = metadata.status();
-  if (status.ok()) status = CheckIdentity(dir, identity, *metadata);
-  if (status.ok() && !tolerate_lost_wal) status = CheckGenerationHighWater(db.get(), dir, *metadata);
+  if (status.ok() && checks != ProbeChecks::kRocksDbOnly) {
+    status = CheckIdentity(dir, identity, *metadata);
+  }
+  if (status.ok() && checks == ProbeChecks::kWriter) {
+    status = CheckGenerationHighWater(db.get(), dir, *metadata);
+  }
   for (rocksdb::ColumnFamilyHandle* handle : handles) db->DestroyColumnFamilyHandle(handle);
   db->Close().PermitUncheckedError();
   return status;
@@ -559,7 +594,7 @@ Result<std::unique_ptr<Store>> Store::Open(const std::string& dir, Mode mode, ro
                                            bool owner_only) {
   std::unique_ptr<Store> store(new Store(dir, mode));
   Rep& rep = *store->rep_;
-  const bool writing = mode != Mode::kReadOnly;
+  const bool writing = mode == Mode::kWrite || mode == Mode::kSalvage;
   Result<DirKind> kind = ClassifyDirectory(dir);
   if (!kind.ok()) return kind.status();
   if (*kind == DirKind::kForeign) {
@@ -602,12 +637,23 @@ Result<std::unique_ptr<Store>> Store::Open(const std::string& dir, Mode mode, ro
     Result<std::optional<std::string>> read = ReadIdentityFile(dir);
     if (!read.ok()) return read.status();
     identity = *read;
-    Status checked = CheckDatabaseFiles(dir, identity.has_value());
+    Status checked = mode == Mode::kDiagnose ? Status::OK()
+                                             : CheckDatabaseFiles(dir, identity.has_value());
     if (!checked.ok()) return checked;
     if (writing) {
-      checked = ProbeBeforeWriting(dir, env, identity, mode == Mode::kSalvage);
-      if (!checked.ok()) return checked;
+      checked = ProbeDatabase(dir, env, identity,
+                              mode == Mode::kSalvage ? ProbeChecks::kRocksDbOnly
+                                                     : ProbeChecks::kWriter);
+    } else if (mode == Mode::kReadOnly) {
+      // A live writer can delete a file (GC, compaction) between the
+      // probe's reading of the MANIFEST and its opening of the file: damage
+      // is what persists across attempts.
+      for (int attempt = 0; attempt < 3; ++attempt) {
+        checked = ProbeDatabase(dir, env, identity, ProbeChecks::kReader);
+        if (checked.ok()) break;
+      }
     }
+    if (!checked.ok()) return checked;
   }
 
   rocksdb::DBOptions options = BaseDBOptions(env);
@@ -624,6 +670,12 @@ Result<std::unique_ptr<Store>> Store::Open(const std::string& dir, Mode mode, ro
                          error.find("lock hold by current process") != std::string::npos)) {
       return Status::Busy("another process has " + dir + " open for writing (" + error + ")");
     }
+  } else if (mode == Mode::kDiagnose) {
+    // Whatever RocksDB can still read, without opening table files up front
+    // or checking them: reads from a damaged file then fail one by one.
+    options.paranoid_checks = false;
+    options.max_open_files = 64;
+    opened = rocksdb::DB::OpenForReadOnly(options, dir, FamilyDescriptors(), &rep.handles, &raw_db);
   } else {
     std::error_code ec;
     const fs::path temporary = fs::temp_directory_path(ec);
@@ -669,7 +721,7 @@ Result<std::unique_ptr<Store>> Store::Open(const std::string& dir, Mode mode, ro
   }
   Result<StoreMetadata> metadata = ReadStoreMetadata(rep.db.get(), rep.meta(), dir);
   if (!metadata.ok()) return metadata.status();
-  if (!writing) {
+  if (mode == Mode::kReadOnly) {
     Status checked = CheckIdentity(dir, identity, *metadata);
     // A live writer may have ingested a file whose reservation this reader
     // has not read yet (its log flushed meanwhile): catch up before judging.
@@ -987,27 +1039,11 @@ Status Store::DeleteManifests(const std::vector<int64_t>& steps) {
 }
 
 Status Store::CatchUp() {
-  if (!read_only()) return Status::OK();
+  if (mode_ != Mode::kReadOnly) return Status::OK();
   return FromRocksDb(rep_->db->TryCatchUpWithPrimary(), "catching up with the writer of " + dir_);
 }
 
-std::vector<std::string> Store::CheckChunkFiles() const {
-  std::vector<std::string> problems;
-  for (const ChunkFile& file : ChunkFiles()) {
-    const fs::path path = fs::path(dir_) / file.name;
-    std::error_code ec;
-    const uintmax_t size = fs::file_size(path, ec);
-    if (ec) {
-      problems.push_back("chunk file " + path.string() + " (generations " +
-                         std::to_string(file.first_generation) + "-" +
-                         std::to_string(file.last_generation) + "): " + ec.message());
-    } else if (size != file.bytes) {
-      problems.push_back("chunk file " + path.string() + " has " + std::to_string(size) +
-                         " bytes where RocksDB recorded " + std::to_string(file.bytes));
-    }
-  }
-  return problems;
-}
+std::vector<std::string> Store::CheckTableFiles() const { return TableFileProblems(rep_->db.get(), dir_); }
 
 bool Store::damage_seen() const { return rep_->damage_seen; }
 

@@ -70,6 +70,9 @@ class Store {
     kReadOnly,  // follows a writer in another process (a RocksDB secondary)
     kSalvage,   // kWrite for repair, right after a rebuild: chunk files that
                 // the write-ahead log no longer records are accepted
+    kDiagnose,  // read-only, for verify on a store the other modes refuse:
+                // opens what RocksDB can read without checking table files,
+                // so that reads name the damaged ones (a static snapshot)
   };
 
   // Opens the store in `dir`. Nothing is ever deleted, truncated or rolled
@@ -87,7 +90,7 @@ class Store {
   ~Store();
 
   const std::string& dir() const { return dir_; }
-  bool read_only() const { return mode_ == Mode::kReadOnly; }
+  bool read_only() const { return mode_ == Mode::kReadOnly || mode_ == Mode::kDiagnose; }
   const ChunkHasher& hasher() const { return *hasher_; }
 
   // Where a chunk is stored, or nullopt if the index does not know it.
@@ -127,9 +130,9 @@ class Store {
   // Read-only mode: catch up with the writer. Write mode: no-op.
   Status CatchUp();
 
-  // Chunk files that are missing or whose size differs from what RocksDB
-  // recorded, one line each naming the file (stat only; no chunk is read).
-  std::vector<std::string> CheckChunkFiles() const;
+  // Table files (of every family) that are missing or whose size differs
+  // from what RocksDB recorded, one line each naming the file (stat only).
+  std::vector<std::string> CheckTableFiles() const;
   // Whether a chunk read failed (Corruption or I/O error) since open;
   // garbage collection refuses to run then.
   bool damage_seen() const;

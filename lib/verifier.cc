@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <map>
 #include <mutex>
+#include <set>
 
 #include "chunk_codec.h"
 #include "manifest.h"
@@ -15,7 +16,18 @@ namespace {
 struct ChunkToCheck {
   uint32_t raw_size = 0;
   std::string referenced_by;
+  std::set<int64_t> steps;  // every step that references the chunk
 };
+
+// The chunk file holding `generation`, by name.
+std::string FileOf(const std::vector<ChunkFile>& files, uint64_t generation) {
+  for (const ChunkFile& file : files) {
+    if (generation >= file.first_generation && generation <= file.last_generation) {
+      return file.name;
+    }
+  }
+  return "the missing file of generation " + std::to_string(generation);
+}
 
 }  // namespace
 
@@ -37,22 +49,26 @@ Result<VerifyReport> VerifyStore(const Store& store, std::optional<int64_t> step
     if (!bytes.ok()) return bytes.status();
     if (!bytes->has_value()) {
       report.problems.push_back(name + ": no such step");
+      report.damaged_steps.emplace(s, "no such step");
       continue;
     }
     Result<Manifest> manifest = DecodeManifest(**bytes);
     if (!manifest.ok()) {
       report.problems.push_back(name + ": manifest: " + manifest.status().ToString());
+      report.damaged_steps.emplace(s, "manifest: " + manifest.status().ToString());
       continue;
     }
     if (manifest->step != s) {
       report.problems.push_back(name + ": the manifest describes step " +
                                 std::to_string(manifest->step));
+      report.damaged_steps.emplace(s, "the manifest describes another step");
     }
     ++report.steps_checked;
     for (const ManifestNode& node : manifest->nodes) {
       for (size_t k = 0; k < node.chunks.size(); ++k) {
         const ChunkRef& ref = node.chunks[k];
         auto [it, inserted] = chunks.try_emplace(ref.digest);
+        it->second.steps.insert(s);
         if (inserted) {
           it->second.raw_size = ref.raw_size;
           it->second.referenced_by =
@@ -62,11 +78,14 @@ Result<VerifyReport> VerifyStore(const Store& store, std::optional<int64_t> step
                                     std::to_string(k) + ": raw size " +
                                     std::to_string(ref.raw_size) + " differs from " +
                                     it->second.referenced_by + " for the same digest");
+          report.damaged_steps.emplace(s, "a chunk's raw size disagrees with another reference");
         }
       }
     }
   }
 
+  const std::vector<ChunkFile> files = store.ChunkFiles();
+  for (const std::string& problem : store.CheckTableFiles()) report.problems.push_back(problem);
   std::vector<std::pair<const ChunkDigest*, const ChunkToCheck*>> work;
   work.reserve(chunks.size());
   for (const auto& [digest, check] : chunks) work.emplace_back(&digest, &check);
@@ -77,12 +96,14 @@ Result<VerifyReport> VerifyStore(const Store& store, std::optional<int64_t> step
     const ChunkDigest& digest = *work[i].first;
     const ChunkToCheck& check = *work[i].second;
     std::string problem;
+    std::string file = "chunk index";
     Result<std::optional<ChunkLocation>> location = store.FindChunk(digest);
     if (!location.ok()) {
       problem = location.status().ToString();
     } else if (!location->has_value()) {
       problem = "missing from the chunk index";
     } else {
+      file = FileOf(files, (*location)->generation);
       thread_local std::vector<std::byte> buffer;
       buffer.resize(check.raw_size);
       Status read = store.ReadChunk(digest, **location, [&](std::string_view stored) {
@@ -96,7 +117,13 @@ Result<VerifyReport> VerifyStore(const Store& store, std::optional<int64_t> step
     }
     std::lock_guard<std::mutex> lock(mutex);
     if (!problem.empty()) {
-      report.problems.push_back(check.referenced_by + " (" + digest.ToHex() + "): " + problem);
+      report.problems.push_back(check.referenced_by + " (" + digest.ToHex() + ", in " + file +
+                                "): " + problem);
+      report.damaged_chunks.push_back(digest);
+      report.damaged_files[file].insert(check.steps.begin(), check.steps.end());
+      for (int64_t s : check.steps) {
+        report.damaged_steps.emplace(s, "chunk " + digest.ToHex() + " (in " + file + "): " + problem);
+      }
     }
     ++report.chunks_checked;
     report.bytes_checked += check.raw_size;
@@ -105,6 +132,7 @@ Result<VerifyReport> VerifyStore(const Store& store, std::optional<int64_t> step
   });
   if (!status.ok()) return status;
   std::sort(report.problems.begin(), report.problems.end());
+  std::sort(report.damaged_chunks.begin(), report.damaged_chunks.end());
   return report;
 }
 

@@ -1,13 +1,16 @@
-// Verification of a store: every manifest decodes and every chunk a manifest
-// references is indexed, readable, decodes to its recorded size and hashes to
-// its digest. Reads every referenced chunk once (the cost is the bytes).
+// Verification of a store: every manifest decodes, every chunk file is
+// present with its recorded size, and every chunk a manifest references is
+// indexed, readable, decodes to its recorded size and hashes to its digest.
+// Reads every referenced chunk once (the cost is the bytes).
 
 #ifndef CKPTDB_LIB_VERIFIER_H_
 #define CKPTDB_LIB_VERIFIER_H_
 
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -22,6 +25,13 @@ struct VerifyReport {
   uint64_t bytes_checked = 0;   // their raw bytes
   // One line per problem, naming the step, the tensor path and the chunk.
   std::vector<std::string> problems;
+  // Steps that cannot be restored completely, each with its first problem.
+  std::map<int64_t, std::string> damaged_steps;
+  // Referenced chunks that are missing, unreadable or fail their digest.
+  std::vector<ChunkDigest> damaged_chunks;
+  // The files behind the damage ("000027.sst", or "chunk index" for chunks
+  // the index does not know), each with the steps that use them.
+  std::map<std::string, std::set<int64_t>> damaged_files;
   bool ok() const { return problems.empty(); }
 };
 

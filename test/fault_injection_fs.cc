@@ -68,8 +68,31 @@ void FaultInjectionFs::Disarm() {
   armed_ = false;
 }
 
-rocksdb::IOStatus FaultInjectionFs::Check(const std::string& path) {
+void FaultInjectionFs::PauseNextWrite(const std::string& pattern) {
   std::lock_guard<std::mutex> lock(mutex_);
+  pause_pattern_ = pattern;
+  pause_armed_ = true;
+}
+
+void FaultInjectionFs::WaitUntilPaused() {
+  std::unique_lock<std::mutex> lock(mutex_);
+  pause_changed_.wait(lock, [&] { return paused_; });
+}
+
+void FaultInjectionFs::Resume() {
+  std::lock_guard<std::mutex> lock(mutex_);
+  paused_ = false;
+  pause_changed_.notify_all();
+}
+
+rocksdb::IOStatus FaultInjectionFs::Check(const std::string& path) {
+  std::unique_lock<std::mutex> lock(mutex_);
+  if (pause_armed_ && path.find(pause_pattern_) != std::string::npos) {
+    pause_armed_ = false;
+    paused_ = true;
+    pause_changed_.notify_all();
+    pause_changed_.wait(lock, [&] { return !paused_; });
+  }
   if (!armed_ || path.find(pattern_) == std::string::npos) return rocksdb::IOStatus::OK();
   if (successes_ > 0) {
     --successes_;

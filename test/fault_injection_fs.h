@@ -11,6 +11,7 @@
 #include <rocksdb/file_system.h>
 
 #include <atomic>
+#include <condition_variable>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -35,6 +36,12 @@ class FaultInjectionFs : public rocksdb::FileSystemWrapper {
   void Arm(const std::string& pattern, Fault fault, int successes = 0);
   void Disarm();
   int injected() const { return injected_; }
+
+  // The next write to a file whose path contains `pattern` blocks until
+  // Resume(); WaitUntilPaused() returns once one does.
+  void PauseNextWrite(const std::string& pattern);
+  void WaitUntilPaused();
+  void Resume();
 
   // Power loss: each file written through this file system is cut back to
   // the size it had at its last sync (files never synced become empty).
@@ -62,6 +69,10 @@ class FaultInjectionFs : public rocksdb::FileSystemWrapper {
   int successes_ = 0;
   bool armed_ = false;
   std::atomic<int> injected_{0};
+  std::condition_variable pause_changed_;
+  std::string pause_pattern_;
+  bool pause_armed_ = false;
+  bool paused_ = false;
   struct Sizes {
     uint64_t written = 0;
     uint64_t synced = 0;

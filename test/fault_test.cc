@@ -215,6 +215,51 @@ TEST_F(FaultTest, RandomFaultsNeverLoseACommittedStep) {
 }
 
 // A real full disk: a small tmpfs, when this process may mount one.
+// A caller that breaks its zero_copy promise (changes the buffer while the
+// save runs) gets an error naming the tensor; nothing is committed, nothing
+// enters the index under a digest its bytes do not have, and a later honest
+// save of the original bytes restores bit-exact. The writer is held at its
+// first file write, after the first window of chunks was compressed and
+// before the rest are, while the caller changes its buffer.
+TEST_F(FaultTest, ABrokenZeroCopyPromiseFailsThatSaveAndPoisonsNothing) {
+  CheckpointerOptions options = KeepAll(/*async=*/true);
+  options.chunk_size_bytes = 64 << 10;
+  options.worker_threads = 1;
+  std::unique_ptr<Checkpointer> checkpointer = Open(options);
+  ASSERT_NE(checkpointer, nullptr);
+  std::vector<float> weights(16 * (64 << 10) / sizeof(float));
+  for (size_t i = 0; i < weights.size(); ++i) weights[i] = 0.001f * static_cast<float>(i % 9973);
+  const std::vector<float> original = weights;
+  Tree state;
+  ASSERT_OK(state.Set("w", Tree::Leaf(Tensor::View(DType::kFloat32,
+                                                   {static_cast<int64_t>(weights.size())},
+                                                   weights.data())
+                                          .value()))
+                .status());
+  SaveOptions zero_copy;
+  zero_copy.zero_copy = true;
+  fs_.PauseNextWrite("staging/generation");
+  ASSERT_TRUE(checkpointer->Save(state, 1, zero_copy).value());
+  fs_.WaitUntilPaused();
+  for (float& w : weights) w += 1.0f;  // the broken promise
+  fs_.Resume();
+  Status failed = checkpointer->WaitUntilFinished();
+  EXPECT_EQ(failed.code(), Status::Code::kInvalidArgument) << failed.ToString();
+  EXPECT_NE(failed.ToString().find("'w' changed during a zero_copy save"), std::string::npos)
+      << failed.ToString();
+  EXPECT_TRUE(checkpointer->AllSteps().empty());
+
+  // The original bytes again, honestly: they must not dedup onto anything
+  // the failed save left behind.
+  weights = original;
+  ASSERT_TRUE(checkpointer->Save(state, 2, zero_copy).value());
+  ASSERT_OK(checkpointer->WaitUntilFinished());
+  Result<Tree> restored = checkpointer->RestoreTree(2);
+  ASSERT_OK(restored.status());
+  EXPECT_TRUE(restored->ContentEquals(state));
+  ASSERT_OK(checkpointer->Close());
+}
+
 TEST(FullDiskTest, SavesFailCleanlyOnAFullFileSystemAndResumeAfterSpaceIsFreed) {
   TempDir dir;
   if (::mount("tmpfs", dir.path().c_str(), "tmpfs", 0, "size=24m") != 0) {

@@ -744,11 +744,16 @@ TEST(InspectVerifyTest, ACorruptChunkIsReportedWithItsStepAndTensor) {
   value.append(kernel_bytes, '\x5a');
   ASSERT_OK(testing::PutRawValue(store, "chunks", key, value));
 
-  const std::string problem = "step 2, tensor 'params/kernel', chunk 0 (" + target.digest.ToHex() +
-                              "): the bytes read fail their digest check";
+  // The problem names the chunk's file (the test's raw write landed in a
+  // table file of its own, whose number RocksDB chose).
+  const std::string problem_start =
+      "step 2, tensor 'params/kernel', chunk 0 (" + target.digest.ToHex() + ", in ";
+  const std::string problem_end = ".sst): the bytes read fail their digest check";
   ToolRun run = RunTool({"verify", store});
   EXPECT_EQ(run.exit_code, 1) << Describe(run);
-  EXPECT_TRUE(Contains(run.out, "problem: " + problem + "\n")) << run.out;
+  EXPECT_TRUE(Contains(run.out, "problem: " + problem_start)) << run.out;
+  EXPECT_TRUE(Contains(run.out, problem_end + "\n")) << run.out;
+  EXPECT_TRUE(Contains(run.out, ".sst, used by step 2\n")) << run.out;
   EXPECT_TRUE(Contains(run.out, "FAILED: 2 steps, ")) << run.out;
   EXPECT_TRUE(Contains(run.out, ", 1 problems\n")) << run.out;
 
@@ -757,7 +762,12 @@ TEST(InspectVerifyTest, ACorruptChunkIsReportedWithItsStepAndTensor) {
   const Json json = ParseJson(json_run.out);
   ASSERT_TRUE(json.is_object());
   EXPECT_EQ(json.at("ok"), false);
-  EXPECT_EQ(json.at("problems"), Json::array({problem}));
+  ASSERT_EQ(json.at("problems").size(), 1u);
+  const std::string reported = json.at("problems")[0];
+  EXPECT_TRUE(reported.starts_with(problem_start) && reported.ends_with(problem_end)) << reported;
+  ASSERT_EQ(json.at("damaged_files").size(), 1u);
+  EXPECT_EQ(json.at("damaged_files")[0].at("steps"), Json::array({2}));
+  EXPECT_EQ(json.at("damaged_steps")[0].at("step"), 2);
 
   ToolRun healthy = RunTool({"verify", store, "1"});
   EXPECT_EQ(healthy.exit_code, 0) << Describe(healthy);

@@ -15,6 +15,7 @@
 #include "ckptdb/checkpointer.h"
 #include "garbage_collector.h"
 #include "manifest.h"
+#include "repair.h"
 #include "safetensors.h"
 #include "store.h"
 #include "verifier.h"
@@ -34,6 +35,7 @@ commands:
   stats WORKDIR                       logical vs stored bytes, compression, dedup, garbage
   verify WORKDIR [STEP]               re-hash every chunk, check every reference
   gc WORKDIR                          delete unreferenced chunks, give their space back
+  repair WORKDIR                      salvage a damaged store: keep every intact step
   diff WORKDIR STEP STEP              what changed between two steps
   export WORKDIR STEP --out FILE      write a step as a .safetensors file
   import WORKDIR FILE --step N        store a .safetensors file as step N
@@ -63,12 +65,23 @@ constexpr CommandHelp kCommands[] = {
      "Reads manifests and the chunk index, never chunk bytes.\n"},
     {"verify", "verify WORKDIR [STEP]",
      "Reads every chunk the step (or every step) references, decodes it and checks its\n"
-     "digest; checks every manifest. Exit code 1 when anything is wrong, with one line per\n"
-     "problem naming the step, the tensor and the chunk.\n"},
+     "digest; checks every manifest and that every chunk file is present. Exit code 1 when\n"
+     "anything is wrong, with one line per problem naming the step, the tensor, the chunk\n"
+     "and its file, then each damaged file with the steps that use it.\n"},
     {"gc", "gc WORKDIR",
      "Garbage collection: deletes chunks no step references and gives their disk space back.\n"
      "Opens the store for writing (fails if a trainer has it open; its own GC runs after\n"
      "retention anyway).\n"},
+    {"repair", "repair WORKDIR",
+     "Brings a damaged store back to a consistent, writable state, keeping every step whose\n"
+     "chunks are all present and intact. On a healthy store it changes nothing and says so.\n"
+     "Otherwise it copies RocksDB's metadata files (CURRENT, MANIFEST-*, OPTIONS-*, *.log,\n"
+     "IDENTITY, CKPTDB) into WORKDIR/repair-<UTC time>/ first, rebuilds the metadata from the\n"
+     "files present if the store cannot be opened (files that cannot be used move into that\n"
+     "folder too), re-hashes every chunk, and deletes the manifests of the steps it cannot\n"
+     "restore completely. Prints what it kept and what it dropped and why. Exit code 0 when\n"
+     "the store is consistent afterwards, 1 when nothing could be salvaged or repair failed.\n"
+     "Fails (changing nothing) if a trainer has the store open.\n"},
     {"diff", "diff WORKDIR STEP STEP",
      "Compares two steps path by path: added, removed, changed (kind, dtype, shape, value or\n"
      "bytes, by chunk digests: no tensor data is read) and unchanged leaves.\n"},
@@ -200,8 +213,9 @@ uint64_t StoredBytes(const ManifestNode& node) {
 // A read-only view of a store for the inspecting commands.
 class Inspector {
  public:
-  static Result<Inspector> Open(const std::string& workdir) {
-    Result<std::unique_ptr<Store>> store = Store::Open(workdir, Store::Mode::kReadOnly);
+  static Result<Inspector> Open(const std::string& workdir,
+                                Store::Mode mode = Store::Mode::kReadOnly) {
+    Result<std::unique_ptr<Store>> store = Store::Open(workdir, mode);
     if (!store.ok()) return store.status();
     return Inspector(workdir, std::move(*store));
   }
@@ -513,10 +527,40 @@ Status Stats(const Context& context, const std::string& workdir) {
   return Status::OK();
 }
 
+// "step 50" or "steps 50, 60".
+template <typename Steps>
+std::string StepList(const Steps& steps) {
+  std::string text = steps.size() == 1 ? "step " : "steps ";
+  bool first = true;
+  for (int64_t step : steps) {
+    text += (first ? "" : ", ") + std::to_string(step);
+    first = false;
+  }
+  return steps.empty() ? "no step" : text;
+}
+
 // Verify returns whether the store is healthy through `healthy`.
 Status Verify(const Context& context, const std::string& workdir,
               const std::optional<std::string>& step_text, bool* healthy) {
   Result<Inspector> inspector = Inspector::Open(workdir);
+  // A store readers refuse is examined as it lies on disk, so that the
+  // report names the damaged files and the steps that use them.
+  std::string open_problem;
+  if (!inspector.ok() && inspector.status().code() == Status::Code::kCorruption) {
+    open_problem = inspector.status().ToString();
+    inspector = Inspector::Open(workdir, Store::Mode::kDiagnose);
+    if (!inspector.ok()) {
+      *healthy = false;
+      if (context.json) {
+        context.out << Json{{"workdir", workdir}, {"ok", false}, {"problems", {open_problem}}}
+                           .dump(2)
+                    << "\n";
+      } else {
+        context.out << "problem: " << open_problem << "\nFAILED: the store cannot be read\n";
+      }
+      return Status::OK();
+    }
+  }
   if (!inspector.ok()) return inspector.status();
   std::optional<int64_t> step;
   if (step_text.has_value()) {
@@ -531,22 +575,76 @@ Status Verify(const Context& context, const std::string& workdir,
   };
   Result<VerifyReport> report = VerifyStore(inspector->store(), step, progress);
   if (!report.ok()) return report.status();
+  if (!open_problem.empty()) report->problems.insert(report->problems.begin(), open_problem);
   *healthy = report->ok();
+  Json damaged_files = Json::array();
+  for (const auto& [file, steps] : report->damaged_files) {
+    damaged_files.push_back({{"file", file}, {"steps", steps}});
+  }
+  Json damaged_steps = Json::array();
+  for (const auto& [damaged, why] : report->damaged_steps) {
+    damaged_steps.push_back({{"step", damaged}, {"problem", why}});
+  }
   if (context.json) {
     context.out << Json{{"workdir", workdir},
                         {"ok", report->ok()},
                         {"steps_checked", report->steps_checked},
                         {"chunks_checked", report->chunks_checked},
                         {"bytes_checked", report->bytes_checked},
-                        {"problems", report->problems}}
+                        {"problems", report->problems},
+                        {"damaged_files", damaged_files},
+                        {"damaged_steps", damaged_steps}}
                        .dump(2)
                 << "\n";
     return Status::OK();
   }
   for (const std::string& problem : report->problems) context.out << "problem: " << problem << "\n";
+  for (const auto& [file, steps] : report->damaged_files) {
+    context.out << "damaged: " << file << ", used by " << StepList(steps) << "\n";
+  }
   context.out << (report->ok() ? "ok" : "FAILED") << ": " << report->steps_checked << " steps, "
               << report->chunks_checked << " chunks (" << FormatBytes(report->bytes_checked)
               << ") checked, " << report->problems.size() << " problems\n";
+  return Status::OK();
+}
+
+// Repair returns through `healthy` whether anything could be salvaged.
+Status Repair(const Context& context, const std::string& workdir, bool* healthy) {
+  Result<RepairReport> report = RepairStore(workdir);
+  if (!report.ok()) return report.status();
+  *healthy = !report->salvaged_nothing();
+  if (context.json) {
+    Json dropped = Json::array();
+    for (const auto& [step, why] : report->dropped_steps) {
+      dropped.push_back({{"step", step}, {"reason", why}});
+    }
+    context.out << Json{{"workdir", workdir},
+                        {"changed", report->changed},
+                        {"rebuilt", report->rebuilt},
+                        {"backup_dir", report->backup_dir},
+                        {"findings", report->findings},
+                        {"kept_steps", report->kept_steps},
+                        {"dropped_steps", dropped},
+                        {"index_entries_removed", report->index_entries_removed}}
+                       .dump(2)
+                << "\n";
+    return Status::OK();
+  }
+  if (!report->changed) {
+    context.out << "healthy: nothing to repair, nothing changed (" << StepList(report->kept_steps)
+                << ")\n";
+    return Status::OK();
+  }
+  for (const std::string& finding : report->findings) context.out << "found: " << finding << "\n";
+  if (report->rebuilt) context.out << "rebuilt RocksDB's metadata from the files present\n";
+  for (const auto& [step, why] : report->dropped_steps) {
+    context.out << "dropped: step " << step << ": " << why << "\n";
+  }
+  context.out << "kept: " << StepList(report->kept_steps) << "\n";
+  context.out << "removed " << report->index_entries_removed
+              << " damaged or missing chunks from the index\n";
+  context.out << "the replaced files are in " << report->backup_dir << "\n";
+  context.out << (*healthy ? "repaired" : "FAILED: nothing could be salvaged") << "\n";
   return Status::OK();
 }
 
@@ -880,11 +978,12 @@ int RunInspect(const std::vector<std::string>& args, std::ostream& out, std::ost
   Context context{out, err, line.json, show_progress};
   Status status;
   bool healthy = true;
-  if (name == "list" || name == "stats" || name == "gc") {
+  if (name == "list" || name == "stats" || name == "gc" || name == "repair") {
     if (!expect_operands(1, 1)) return Usage(err, name + " takes WORKDIR", command);
     status = name == "list"    ? List(context, operands[0])
              : name == "stats" ? Stats(context, operands[0])
-                               : Gc(context, operands[0]);
+             : name == "gc"    ? Gc(context, operands[0])
+                               : Repair(context, operands[0], &healthy);
   } else if (name == "show") {
     if (!expect_operands(2, 2)) return Usage(err, "show takes WORKDIR STEP", command);
     status = Show(context, operands[0], operands[1]);

@@ -1,0 +1,126 @@
+#include "repair.h"
+
+#include <algorithm>
+#include <chrono>
+#include <ctime>
+#include <filesystem>
+#include <memory>
+#include <set>
+
+#include "store.h"
+#include "verifier.h"
+
+namespace ckptdb {
+namespace fs = std::filesystem;
+namespace {
+
+// WORKDIR/repair-YYYYMMDDTHHMMSSZ, or with -N appended when taken.
+Result<std::string> NewBackupDir(const std::string& workdir) {
+  const std::time_t now = std::chrono::system_clock::to_time_t(std::chrono::system_clock::now());
+  std::tm utc{};
+  gmtime_r(&now, &utc);
+  char stamp[32];
+  std::strftime(stamp, sizeof(stamp), "%Y%m%dT%H%M%SZ", &utc);
+  const fs::path base = fs::path(workdir) / ("repair-" + std::string(stamp));
+  for (int attempt = 0; attempt < 1000; ++attempt) {
+    fs::path candidate = base;
+    if (attempt > 0) candidate += "-" + std::to_string(attempt);
+    std::error_code ec;
+    if (fs::create_directory(candidate, ec)) return candidate.string();
+    if (ec) return Status::IOError("cannot create " + candidate.string() + ": " + ec.message());
+  }
+  return Status::IOError("cannot find a free name for a repair folder in " + workdir);
+}
+
+// Deletes what `report` found damaged: the manifests of damaged steps, the
+// index entries of damaged chunks and of chunks whose generation no chunk
+// file holds.
+Status DropDamage(Store* store, const VerifyReport& verified, RepairReport* report) {
+  std::vector<int64_t> doomed;
+  for (const auto& [step, why] : verified.damaged_steps) {
+    doomed.push_back(step);
+    report->dropped_steps.emplace_back(step, why);
+  }
+  std::set<ChunkDigest> remove(verified.damaged_chunks.begin(), verified.damaged_chunks.end());
+  const std::vector<ChunkFile> files = store->ChunkFiles();
+  Status listed = store->ForEachIndexEntry([&](const IndexEntry& entry) {
+    const uint64_t generation = entry.location.generation;
+    const bool covered = std::any_of(files.begin(), files.end(), [&](const ChunkFile& file) {
+      return generation >= file.first_generation && generation <= file.last_generation;
+    });
+    if (!covered) remove.insert(entry.digest);
+    return Status::OK();
+  });
+  if (!listed.ok()) return listed;
+  if (!doomed.empty()) {
+    Status deleted = store->DeleteManifests(doomed);
+    if (!deleted.ok()) return deleted;
+  }
+  if (!remove.empty()) {
+    Status updated = store->UpdateIndex({}, std::vector<ChunkDigest>(remove.begin(), remove.end()));
+    if (!updated.ok()) return updated;
+  }
+  report->index_entries_removed = remove.size();
+  return Status::OK();
+}
+
+}  // namespace
+
+Result<RepairReport> RepairStore(const std::string& workdir, rocksdb::Env* env) {
+  RepairReport report;
+  Result<std::unique_ptr<Store>> store = Store::Open(workdir, Store::Mode::kWrite, env);
+  if (store.ok()) {
+    Result<VerifyReport> verified = VerifyStore(**store, std::nullopt, {});
+    if (!verified.ok()) return verified.status();
+    if (verified->ok()) {
+      Result<std::vector<int64_t>> steps = (*store)->ListSteps();
+      if (!steps.ok()) return steps.status();
+      report.kept_steps = *steps;
+      Status closed = (*store)->Close();
+      if (!closed.ok()) return closed;
+      return report;
+    }
+    report.findings = verified->problems;
+    Result<std::string> backup = NewBackupDir(workdir);
+    if (!backup.ok()) return backup.status();
+    report.backup_dir = *backup;
+    Status copied = (*store)->BackUpMetadata(report.backup_dir);
+    if (!copied.ok()) return copied;
+  } else {
+    // Only damage is rebuilt: a directory that is no store, a store another
+    // process writes, or one this build cannot read stays as it is.
+    if (store.status().code() != Status::Code::kCorruption) return store.status();
+    report.findings.push_back(store.status().ToString());
+    Result<std::string> backup = NewBackupDir(workdir);
+    if (!backup.ok()) return backup.status();
+    report.backup_dir = *backup;
+    Status rebuilt = Store::Rebuild(workdir, report.backup_dir, env);
+    if (!rebuilt.ok()) return rebuilt.WithContext("repair: the originals are in " + report.backup_dir);
+    report.rebuilt = true;
+    store = Store::Open(workdir, Store::Mode::kSalvage, env);
+    if (!store.ok()) {
+      return store.status().WithContext("repair could not open the rebuilt store (the originals are in " +
+                                        report.backup_dir + ")");
+    }
+  }
+  report.changed = true;
+  Result<VerifyReport> verified = VerifyStore(**store, std::nullopt, {});
+  if (!verified.ok()) return verified.status();
+  Status dropped = DropDamage(store->get(), *verified, &report);
+  if (!dropped.ok()) return dropped.WithContext("repair (originals in " + report.backup_dir + ")");
+  // What is left must verify clean.
+  verified = VerifyStore(**store, std::nullopt, {});
+  if (!verified.ok()) return verified.status();
+  if (!verified->ok()) {
+    return Status::Corruption("repair left problems in " + workdir + ": " +
+                              verified->problems.front());
+  }
+  Result<std::vector<int64_t>> steps = (*store)->ListSteps();
+  if (!steps.ok()) return steps.status();
+  report.kept_steps = *steps;
+  Status closed = (*store)->Close();
+  if (!closed.ok()) return closed;
+  return report;
+}
+
+}  // namespace ckptdb
