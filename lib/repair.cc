@@ -5,8 +5,11 @@
 #include <ctime>
 #include <filesystem>
 #include <memory>
+#include <map>
+#include <optional>
 #include <set>
 
+#include "manifest.h"
 #include "store.h"
 #include "verifier.h"
 
@@ -64,6 +67,68 @@ Status DropDamage(Store* store, const VerifyReport& verified, RepairReport* repo
   return Status::OK();
 }
 
+// Points the index at the chunks the manifests reference wherever the chunk
+// files hold them: entries a lost log or table file took with it come back,
+// and entries naming a generation without the chunk move to one with it.
+Status Reindex(Store* store, RepairReport* report) {
+  // Manifests in damaged blocks are lost; the others are kept.
+  std::vector<std::string> lost;
+  Result<std::map<int64_t, std::string>> manifests = store->ReadableManifests(&lost);
+  if (!manifests.ok()) return manifests.status();
+  if (!lost.empty()) {
+    report->findings.insert(report->findings.end(), lost.begin(), lost.end());
+    Status replaced = store->ReplaceManifests(*manifests);
+    if (!replaced.ok()) return replaced;
+  }
+  std::set<ChunkDigest> referenced;
+  Result<std::vector<int64_t>> steps = store->ListSteps();
+  if (!steps.ok()) return steps.status();
+  for (int64_t step : *steps) {
+    Result<std::optional<std::string>> bytes = store->ReadManifest(step);
+    if (!bytes.ok() || !bytes->has_value()) continue;  // verify reports it
+    Result<Manifest> manifest = DecodeManifest(**bytes);
+    if (!manifest.ok()) continue;
+    for (const ManifestNode& node : manifest->nodes) {
+      for (const ChunkRef& ref : node.chunks) referenced.insert(ref.digest);
+    }
+  }
+  std::map<ChunkDigest, std::vector<ChunkLocation>> stored;
+  std::vector<std::string> unreadable;
+  Status scanned = store->ForEachStoredChunk(
+      [&](const IndexEntry& entry) {
+        stored[entry.digest].push_back(entry.location);
+        return Status::OK();
+      },
+      &unreadable);
+  if (!scanned.ok()) return scanned;
+  for (const std::string& file : unreadable) {
+    report->findings.push_back("unreadable chunk file " + file);
+  }
+  // An index that cannot be read whole is built anew from the chunk files.
+  Status readable = store->ForEachIndexEntry([](const IndexEntry&) { return Status::OK(); });
+  if (!readable.ok()) {
+    report->findings.push_back("the chunk index is damaged (" + readable.ToString() +
+                               "): rebuilt from the chunk files");
+    std::vector<IndexEntry> entries;
+    for (const auto& [digest, locations] : stored) entries.push_back({digest, locations.back()});
+    report->index_entries_restored = entries.size();
+    return store->ReplaceIndex(entries);
+  }
+  std::vector<IndexEntry> put;
+  for (const auto& [digest, locations] : stored) {
+    if (referenced.count(digest) == 0) continue;
+    Result<std::optional<ChunkLocation>> indexed = store->FindChunk(digest);
+    if (!indexed.ok()) return indexed.status();
+    const bool right = indexed->has_value() &&
+                       std::any_of(locations.begin(), locations.end(), [&](const ChunkLocation& at) {
+                         return at.generation == (*indexed)->generation;
+                       });
+    if (!right) put.push_back({digest, locations.back()});
+  }
+  report->index_entries_restored = put.size();
+  return store->UpdateIndex(put, {});
+}
+
 }  // namespace
 
 Result<RepairReport> RepairStore(const std::string& workdir, rocksdb::Env* env) {
@@ -71,7 +136,12 @@ Result<RepairReport> RepairStore(const std::string& workdir, rocksdb::Env* env) 
   Result<std::unique_ptr<Store>> store = Store::Open(workdir, Store::Mode::kWrite, env);
   if (store.ok()) {
     Result<VerifyReport> verified = VerifyStore(**store, std::nullopt, {});
-    if (!verified.ok()) return verified.status();
+    if (!verified.ok()) {
+      // The store opened, but its steps cannot even be listed: repair below.
+      const std::string problem = verified.status().ToString();
+      verified = VerifyReport{};
+      verified->problems.push_back(problem);
+    }
     if (verified->ok()) {
       Result<std::vector<int64_t>> steps = (*store)->ListSteps();
       if (!steps.ok()) return steps.status();
@@ -104,6 +174,8 @@ Result<RepairReport> RepairStore(const std::string& workdir, rocksdb::Env* env) 
     }
   }
   report.changed = true;
+  Status reindexed = Reindex(store->get(), &report);
+  if (!reindexed.ok()) return reindexed.WithContext("repair (originals in " + report.backup_dir + ")");
   Result<VerifyReport> verified = VerifyStore(**store, std::nullopt, {});
   if (!verified.ok()) return verified.status();
   Status dropped = DropDamage(store->get(), *verified, &report);

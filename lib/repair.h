@@ -5,7 +5,8 @@
 // metadata files (CURRENT, MANIFEST-*, OPTIONS-*, *.log, IDENTITY, CKPTDB)
 // into WORKDIR/repair-<UTC time>/; if the store cannot be opened, it
 // rebuilds RocksDB's metadata from the files present (RocksDB's RepairDB;
-// files RocksDB cannot use move into the same folder); then it verifies
+// files RocksDB cannot use move into the same folder); then it points the
+// chunk index at every referenced chunk the chunk files hold; verifies
 // every step, re-hashing every chunk, deletes the manifests of the steps it
 // cannot restore completely, and removes from the chunk index every chunk
 // that is missing or damaged, so no later save deduplicates onto one.
@@ -35,6 +36,8 @@ struct RepairReport {
   std::vector<int64_t> kept_steps;
   std::vector<std::pair<int64_t, std::string>> dropped_steps;  // step, why
   uint64_t index_entries_removed = 0;
+  // Index entries pointed (back) at chunks the chunk files hold.
+  uint64_t index_entries_restored = 0;
   // Whether anything is left: a repair that had to drop every step salvaged
   // nothing.
   bool salvaged_nothing() const { return kept_steps.empty() && !dropped_steps.empty(); }

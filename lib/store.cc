@@ -21,6 +21,7 @@
 #include <iterator>
 #include <mutex>
 #include <set>
+#include <sstream>
 
 #include "recycling_allocator.h"
 #include "step_holds.h"
@@ -132,7 +133,7 @@ std::vector<rocksdb::ColumnFamilyDescriptor> FamilyDescriptors() {
 constexpr char kIdentityFile[] = "CKPTDB";
 constexpr char kCreatingMarker[] = "CKPTDB.creating";
 constexpr char kWriterLockFile[] = "CKPTDB.lock";
-constexpr char kIdentityHeader[] = "ckptdb store\nstore_id ";
+constexpr char kIdentityHeader[] = "ckptdb store\n";
 
 std::string SalvageHint(const std::string& dir) {
   return "; nothing was changed. `ckpt-inspect verify " + dir +
@@ -327,23 +328,72 @@ Status CheckDatabaseFiles(const std::string& dir, bool has_identity) {
   return Status::OK();
 }
 
-// The store id recorded in CKPTDB; nullopt when the file is absent.
-Result<std::optional<std::string>> ReadIdentityFile(const std::string& dir) {
+// Lower-case hex back to bytes; nullopt unless `hex` is exactly that.
+std::optional<std::string> Unhex(std::string_view hex) {
+  if (hex.size() % 2 != 0) return std::nullopt;
+  auto digit = [](char c) -> int {
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    return -1;
+  };
+  std::string bytes;
+  for (size_t i = 0; i < hex.size(); i += 2) {
+    const int high = digit(hex[i]);
+    const int low = digit(hex[i + 1]);
+    if (high < 0 || low < 0) return std::nullopt;
+    bytes.push_back(static_cast<char>(high * 16 + low));
+  }
+  return bytes;
+}
+
+// CKPTDB: the store's identity and a copy of its metadata (doc/format.md
+// §1), so that neither another store's files nor the loss of the table file
+// holding the metadata can go unnoticed or lose the store.
+struct StoreIdentity {
+  uint32_t format_version = 0;
+  std::string store_id;  // 16 bytes
+  std::string secret;    // ChunkHasher::kSecretSize bytes
+};
+
+std::string IdentityText(const StoreIdentity& identity) {
+  return std::string(kIdentityHeader) + "format_version " +
+         std::to_string(identity.format_version) + "\nstore_id " + Hex(identity.store_id) +
+         "\nhash_secret " + Hex(identity.secret) + "\n";
+}
+
+// The identity recorded in CKPTDB; nullopt when the file is absent.
+Result<std::optional<StoreIdentity>> ReadIdentityFile(const std::string& dir) {
   const std::string path = (fs::path(dir) / kIdentityFile).string();
   std::error_code ec;
   if (!fs::exists(path, ec)) {
     if (ec) return Status::IOError("cannot access " + path + ": " + ec.message());
-    return std::optional<std::string>();
+    return std::optional<StoreIdentity>();
   }
   std::ifstream in(path, std::ios::binary);
-  std::string contents((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  if (!in.good() && !in.eof()) return Status::IOError("cannot read " + path);
-  const std::string header = kIdentityHeader;
-  if (contents.size() != header.size() + 33 || !contents.starts_with(header) ||
-      contents.back() != '\n') {
-    return Status::Corruption(path + " is damaged (not a ckptdb identity file)" + SalvageHint(dir));
+  std::string contents;
+  std::getline(in, contents, '\0');  // the whole file (it holds no NUL when intact)
+  if (in.bad()) return Status::IOError("cannot read " + path);
+  const Status damaged =
+      Status::Corruption(path + " is damaged (not a ckptdb identity file)" + SalvageHint(dir));
+  std::istringstream lines(contents);
+  std::string header, version_name, id_name, secret_name, id_hex, secret_hex;
+  uint32_t version = 0;
+  if (!std::getline(lines, header) || header + "\n" != kIdentityHeader ||
+      !(lines >> version_name >> version >> id_name >> id_hex >> secret_name >> secret_hex) ||
+      version_name != "format_version" || id_name != "store_id" || secret_name != "hash_secret") {
+    return damaged;
   }
-  return std::optional<std::string>(contents.substr(header.size(), 32));
+  StoreIdentity identity;
+  identity.format_version = version;
+  std::optional<std::string> id = Unhex(id_hex);
+  std::optional<std::string> secret = Unhex(secret_hex);
+  if (!id || id->size() != 16 || !secret || secret->size() != ChunkHasher::kSecretSize) {
+    return damaged;
+  }
+  identity.store_id = *id;
+  identity.secret = *secret;
+  if (IdentityText(identity) != contents) return damaged;
+  return std::optional<StoreIdentity>(identity);
 }
 
 class NoAutomaticRecovery : public rocksdb::EventListener {
@@ -538,20 +588,61 @@ Status CheckGenerationHighWater(rocksdb::DB* db, const std::string& dir,
 
 // The store id in CKPTDB must be the database's: another store's metadata
 // files would otherwise pass for this store's.
-Status CheckIdentity(const std::string& dir, const std::optional<std::string>& identity,
+Status CheckIdentity(const std::string& dir, const std::optional<StoreIdentity>& identity,
                      const StoreMetadata& metadata) {
-  if (!identity.has_value() || *identity == Hex(metadata.store_id)) return Status::OK();
-  return Status::Corruption(dir + "/" + kIdentityFile + " names store " + *identity +
-                            " but the database holds store " + Hex(metadata.store_id) +
+  if (!identity.has_value() ||
+      (identity->store_id == metadata.store_id && identity->secret == metadata.secret)) {
+    return Status::OK();
+  }
+  return Status::Corruption(dir + "/" + kIdentityFile + " names store " +
+                            Hex(identity->store_id) + " but the database holds store " +
+                            Hex(metadata.store_id) +
                             ": its metadata files come from another store" + SalvageHint(dir));
 }
 
-// What a probe checks beyond RocksDB's own checks at open.
+// Salvage: the store metadata a rebuild could not find comes back from
+// CKPTDB (the database's own wins where it has it).
+Status RestoreMetadataFromIdentity(rocksdb::DB* db, rocksdb::ColumnFamilyHandle* meta,
+                                   const StoreIdentity& identity) {
+  rocksdb::WriteBatch batch;
+  std::string value;
+  if (db->Get(rocksdb::ReadOptions(), meta, kFormatVersionKey, &value).IsNotFound()) {
+    std::string version;
+    AppendLittleEndian(&version, identity.format_version, 4);
+    batch.Put(meta, kFormatVersionKey, version);
+  }
+  if (db->Get(rocksdb::ReadOptions(), meta, kHashSecretKey, &value).IsNotFound()) {
+    batch.Put(meta, kHashSecretKey, identity.secret);
+  }
+  if (db->Get(rocksdb::ReadOptions(), meta, kStoreIdKey, &value).IsNotFound()) {
+    batch.Put(meta, kStoreIdKey, identity.store_id);
+  }
+  if (batch.Count() == 0) return Status::OK();
+  rocksdb::WriteOptions sync;
+  sync.sync = true;
+  return FromRocksDb(db->Write(sync, &batch), "restoring the store metadata from CKPTDB");
+}
+
+// What a probe checks beyond RocksDB's own checks at open and the reading
+// of every value of the small families that opening a checkpointer reads.
 enum class ProbeChecks {
-  kRocksDbOnly,  // salvage: right after a rebuild
-  kReader,       // store metadata and identity
-  kWriter,       // and the generation high-water mark
+  kReader,  // store metadata and identity
+  kWriter,  // and the generation high-water mark
 };
+
+// Reads every entry of `family` with checksums verified.
+Status ReadWholeFamily(rocksdb::DB* db, rocksdb::ColumnFamilyHandle* family,
+                       const std::string& dir) {
+  rocksdb::ReadOptions read;
+  read.verify_checksums = true;
+  read.fill_cache = false;
+  std::unique_ptr<rocksdb::Iterator> it(db->NewIterator(read, family));
+  for (it->SeekToFirst(); it->Valid(); it->Next()) {
+  }
+  if (it->status().ok()) return Status::OK();
+  return Status::Corruption("cannot read the " + family->GetName() + " family of " + dir + ": " +
+                            it->status().ToString() + SalvageHint(dir));
+}
 
 // Opens the database read-only (nothing is written, nothing deleted) with
 // every table file opened and checked, runs `checks`, and closes it again.
@@ -560,7 +651,7 @@ enum class ProbeChecks {
 // delete or rewrite files: both open for real only after this passed, so a
 // refused open leaves every file as it was.
 Status ProbeDatabase(const std::string& dir, rocksdb::Env* env,
-                     const std::optional<std::string>& identity, ProbeChecks checks) {
+                     const std::optional<StoreIdentity>& identity, ProbeChecks checks) {
   rocksdb::DBOptions options = BaseDBOptions(env);
   std::vector<rocksdb::ColumnFamilyHandle*> handles;
   rocksdb::DB* raw_db = nullptr;
@@ -572,9 +663,9 @@ Status ProbeDatabase(const std::string& dir, rocksdb::Env* env,
   std::unique_ptr<rocksdb::DB> db(raw_db);
   Result<StoreMetadata> metadata = ReadStoreMetadata(db.get(), handles[0], dir);
   Status status = metadata.status();
-  if (status.ok() && checks != ProbeChecks::kRocksDbOnly) {
-    status = CheckIdentity(dir, identity, *metadata);
-  }
+  if (status.ok()) status = CheckIdentity(dir, identity, *metadata);
+  if (status.ok()) status = ReadWholeFamily(db.get(), handles[0], dir);
+  if (status.ok()) status = ReadWholeFamily(db.get(), handles[3], dir);
   if (status.ok() && checks == ProbeChecks::kWriter) {
     status = CheckGenerationHighWater(db.get(), dir, *metadata);
   }
@@ -632,18 +723,18 @@ Result<std::unique_ptr<Store>> Store::Open(const std::string& dir, Mode mode, ro
     Status marked = WriteFileDurably((fs::path(dir) / kCreatingMarker).string(), "");
     if (!marked.ok()) return marked;
   }
-  std::optional<std::string> identity;
+  std::optional<StoreIdentity> identity;
   if (!creating) {
-    Result<std::optional<std::string>> read = ReadIdentityFile(dir);
-    if (!read.ok()) return read.status();
-    identity = *read;
-    Status checked = mode == Mode::kDiagnose ? Status::OK()
-                                             : CheckDatabaseFiles(dir, identity.has_value());
+    // Salvage rewrites CKPTDB from the database, whatever it holds now.
+    Result<std::optional<StoreIdentity>> read = ReadIdentityFile(dir);
+    if (!read.ok() && mode != Mode::kSalvage) return read.status();
+    if (read.ok()) identity = *read;
+    Status checked = mode == Mode::kDiagnose || mode == Mode::kSalvage
+                         ? Status::OK()
+                         : CheckDatabaseFiles(dir, identity.has_value());
     if (!checked.ok()) return checked;
-    if (writing) {
-      checked = ProbeDatabase(dir, env, identity,
-                              mode == Mode::kSalvage ? ProbeChecks::kRocksDbOnly
-                                                     : ProbeChecks::kWriter);
+    if (mode == Mode::kWrite) {
+      checked = ProbeDatabase(dir, env, identity, ProbeChecks::kWriter);
     } else if (mode == Mode::kReadOnly) {
       // A live writer can delete a file (GC, compaction) between the
       // probe's reading of the MANIFEST and its opening of the file: damage
@@ -662,7 +753,8 @@ Result<std::unique_ptr<Store>> Store::Open(const std::string& dir, Mode mode, ro
   rocksdb::Status opened;
   if (writing) {
     options.create_if_missing = creating;
-    options.create_missing_column_families = creating;
+    // A rebuild leaves out the families it found no data for.
+    options.create_missing_column_families = creating || mode == Mode::kSalvage;
     opened = rocksdb::DB::Open(options, dir, FamilyDescriptors(), &rep.handles, &raw_db);
     // RocksDB's words for its LOCK file held by a writer of an older build.
     const std::string error = opened.ToString();
@@ -719,6 +811,10 @@ Result<std::unique_ptr<Store>> Store::Open(const std::string& dir, Mode mode, ro
       return FromRocksDb(got, "reading the format version of " + dir);
     }
   }
+  if (mode == Mode::kSalvage && identity.has_value()) {
+    Status restored = RestoreMetadataFromIdentity(rep.db.get(), rep.meta(), *identity);
+    if (!restored.ok()) return restored;
+  }
   Result<StoreMetadata> metadata = ReadStoreMetadata(rep.db.get(), rep.meta(), dir);
   if (!metadata.ok()) return metadata.status();
   if (mode == Mode::kReadOnly) {
@@ -740,8 +836,9 @@ Result<std::unique_ptr<Store>> Store::Open(const std::string& dir, Mode mode, ro
 
   if (writing) {
     if (creating || !identity.has_value() || mode == Mode::kSalvage) {
-      Status written = WriteFileDurably((fs::path(dir) / kIdentityFile).string(),
-                                        kIdentityHeader + Hex(rep.store_id) + "\n");
+      Status written = WriteFileDurably(
+          (fs::path(dir) / kIdentityFile).string(),
+          IdentityText({kStoreFormatVersion, metadata->store_id, metadata->secret}));
       if (!written.ok()) return written;
     }
     if (creating) {
@@ -875,12 +972,21 @@ Result<std::unique_ptr<GenerationWriter>> Store::NewGeneration() {
 
 namespace {
 
+// Every batch ckptdb writes starts by restating the store id: a write-ahead
+// log of another store put in this one's place then changes the id, which
+// the next open checks against CKPTDB (doc/format.md §11).
+rocksdb::WriteBatch StoreBatch(const Store::Rep& rep) {
+  rocksdb::WriteBatch batch;
+  batch.Put(rep.meta(), kStoreIdKey, rep.store_id);
+  return batch;
+}
+
 // Index changes always travel with the generation high-water mark, so that a
 // generation number is never reused once the index has pointed at it.
 rocksdb::WriteBatch IndexBatch(const Store::Rep& rep, const std::vector<IndexEntry>& put,
                                const std::vector<ChunkDigest>& remove) {
   rocksdb::ColumnFamilyHandle* index = rep.index();
-  rocksdb::WriteBatch batch;
+  rocksdb::WriteBatch batch = StoreBatch(rep);
   if (put.empty() && remove.empty()) return batch;
   std::string next_generation;
   AppendLittleEndian(&next_generation, rep.next_generation, 8);
@@ -915,9 +1021,10 @@ Status Store::CommitStep(int64_t step, std::string_view manifest,
 Status Store::UpdateIndex(const std::vector<IndexEntry>& put,
                           const std::vector<ChunkDigest>& remove) {
   if (read_only()) return Status::FailedPrecondition(dir_ + " is open read-only");
+  if (put.empty() && remove.empty()) return Status::OK();
   rocksdb::WriteBatch batch = IndexBatch(*rep_, put, remove);
   Status written = WriteSynced(rep_->db.get(), &batch, "updating the chunk index");
-  if (written.ok() && batch.Count() > 0) {
+  if (written.ok()) {
     rep_->durable_next_generation = std::max(rep_->durable_next_generation, rep_->next_generation);
   }
   return written;
@@ -926,7 +1033,7 @@ Status Store::UpdateIndex(const std::vector<IndexEntry>& put,
 Status Store::ReserveGenerations(uint64_t next) {
   if (read_only()) return Status::FailedPrecondition(dir_ + " is open read-only");
   if (next <= rep_->durable_next_generation) return Status::OK();
-  rocksdb::WriteBatch batch;
+  rocksdb::WriteBatch batch = StoreBatch(*rep_);
   std::string value;
   AppendLittleEndian(&value, next, 8);
   batch.Put(rep_->meta(), kNextGenerationKey, value);
@@ -954,6 +1061,96 @@ Status Store::ForEachIndexEntry(const std::function<Status(const IndexEntry&)>& 
     if (!status.ok()) return status;
   }
   return FromRocksDb(it->status(), "reading the chunk index of " + dir_);
+}
+
+Status Store::ForEachStoredChunk(const std::function<Status(const IndexEntry&)>& visit,
+                                std::vector<std::string>* unreadable) const {
+  for (const ChunkFile& file : ChunkFiles()) {
+    const std::string lower = GenerationStart(file.first_generation);
+    const std::string upper = GenerationStart(file.last_generation + 1);
+    rocksdb::Slice lower_bound(lower);
+    rocksdb::Slice upper_bound(upper);
+    rocksdb::ReadOptions read;
+    read.fill_cache = false;
+    read.verify_checksums = true;
+    read.iterate_lower_bound = &lower_bound;
+    read.iterate_upper_bound = &upper_bound;
+    std::unique_ptr<rocksdb::Iterator> it(rep_->db->NewIterator(read, rep_->chunks()));
+    for (it->Seek(lower); it->Valid(); it->Next()) {
+      if (it->key().size() != kChunkKeySize || it->value().size() < 6) continue;
+      IndexEntry entry;
+      entry.location.generation = ReadBigEndian64(it->key().data());
+      entry.digest = ChunkDigest::FromBytes(it->key().data() + 8);
+      entry.location.raw_size = static_cast<uint32_t>(ReadLittleEndian(it->value().data() + 2, 4));
+      entry.location.stored_size = static_cast<uint32_t>(it->value().size());
+      Status status = visit(entry);
+      if (!status.ok()) return status;
+    }
+    if (!it->status().ok()) unreadable->push_back(file.name + ": " + it->status().ToString());
+  }
+  return Status::OK();
+}
+
+namespace {
+
+// Drops the family behind `*handle` and creates it anew, empty.
+Status RecreateFamily(rocksdb::DB* db, rocksdb::ColumnFamilyHandle** handle,
+                      const std::string& dir) {
+  const std::string name = (*handle)->GetName();
+  rocksdb::Status s = db->DropColumnFamily(*handle);
+  if (s.ok()) s = db->DestroyColumnFamilyHandle(*handle);
+  *handle = nullptr;
+  if (s.ok()) s = db->CreateColumnFamily(rocksdb::ColumnFamilyOptions(), name, handle);
+  return FromRocksDb(s, "recreating the " + name + " family of " + dir);
+}
+
+}  // namespace
+
+Status Store::ReplaceIndex(const std::vector<IndexEntry>& entries) {
+  if (read_only()) return Status::FailedPrecondition(dir_ + " is open read-only");
+  Status status = RecreateFamily(rep_->db.get(), &rep_->handles[2], dir_);
+  if (!status.ok()) return status;
+  constexpr size_t kBatch = 4096;
+  for (size_t begin = 0; status.ok() && begin < entries.size(); begin += kBatch) {
+    const size_t end = std::min(entries.size(), begin + kBatch);
+    status = UpdateIndex(std::vector<IndexEntry>(entries.begin() + begin, entries.begin() + end), {});
+  }
+  return status;
+}
+
+Result<std::map<int64_t, std::string>> Store::ReadableManifests(
+    std::vector<std::string>* problems) const {
+  std::map<int64_t, std::string> manifests;
+  rocksdb::ReadOptions read;
+  read.verify_checksums = true;
+  std::unique_ptr<rocksdb::Iterator> it(rep_->db->NewIterator(read, rep_->manifests()));
+  for (it->SeekToFirst(); it->Valid(); it->Next()) {
+    if (it->key().size() != 8) continue;
+    manifests[static_cast<int64_t>(ReadBigEndian64(it->key().data()))] = it->value().ToString();
+  }
+  if (it->status().ok()) return manifests;
+  problems->push_back("the manifests family of " + dir_ + " is damaged after step " +
+                      (manifests.empty() ? std::string("(none)")
+                                         : std::to_string(manifests.rbegin()->first)) +
+                      ": " + it->status().ToString());
+  const int64_t last_read = manifests.empty() ? -1 : manifests.rbegin()->first;
+  it.reset(rep_->db->NewIterator(read, rep_->manifests()));
+  for (it->SeekToLast(); it->Valid(); it->Prev()) {
+    if (it->key().size() != 8) continue;
+    const auto step = static_cast<int64_t>(ReadBigEndian64(it->key().data()));
+    if (step <= last_read) break;
+    manifests[step] = it->value().ToString();
+  }
+  return manifests;
+}
+
+Status Store::ReplaceManifests(const std::map<int64_t, std::string>& manifests) {
+  if (read_only()) return Status::FailedPrecondition(dir_ + " is open read-only");
+  Status status = RecreateFamily(rep_->db.get(), &rep_->handles[3], dir_);
+  if (!status.ok()) return status;
+  rocksdb::WriteBatch batch = StoreBatch(*rep_);
+  for (const auto& [step, manifest] : manifests) batch.Put(rep_->manifests(), StepKey(step), manifest);
+  return WriteSynced(rep_->db.get(), &batch, "rewriting the manifests of " + dir_);
 }
 
 std::vector<ChunkFile> Store::ChunkFiles() const {
@@ -992,7 +1189,8 @@ Status Store::DropGenerations(const std::vector<uint64_t>& generations) {
   // keys with a range tombstone. Otherwise write nothing to the chunks
   // family, whose memtable must stay empty for ingestion to reach the bottom.
   std::set<uint64_t> dropped(generations.begin(), generations.end());
-  rocksdb::WriteBatch batch;
+  rocksdb::WriteBatch batch = StoreBatch(*rep_);
+  const uint32_t store_id_only = batch.Count();
   for (const ChunkFile& file : ChunkFiles()) {
     for (uint64_t generation : dropped) {
       if (generation >= file.first_generation && generation <= file.last_generation) {
@@ -1001,7 +1199,7 @@ Status Store::DropGenerations(const std::vector<uint64_t>& generations) {
       }
     }
   }
-  if (batch.Count() == 0) return Status::OK();
+  if (batch.Count() == store_id_only) return Status::OK();
   return WriteSynced(rep_->db.get(), &batch, "dropping chunk generations of " + dir_);
 }
 
@@ -1031,11 +1229,9 @@ Result<std::optional<std::string>> Store::ReadManifest(int64_t step) const {
 
 Status Store::DeleteManifests(const std::vector<int64_t>& steps) {
   if (read_only()) return Status::FailedPrecondition(dir_ + " is open read-only");
-  rocksdb::WriteBatch batch;
+  rocksdb::WriteBatch batch = StoreBatch(*rep_);
   for (int64_t step : steps) batch.Delete(rep_->manifests(), StepKey(step));
-  rocksdb::WriteOptions sync;
-  sync.sync = true;
-  return FromRocksDb(rep_->db->Write(sync, &batch), "deleting manifests");
+  return WriteSynced(rep_->db.get(), &batch, "deleting manifests");
 }
 
 Status Store::CatchUp() {

@@ -22,6 +22,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -109,6 +110,20 @@ class Store {
   Status CommitStep(int64_t step, std::string_view manifest,
                     const std::vector<IndexEntry>& new_chunks);
 
+  // Calls `visit` for every chunk stored in the chunks family, file by file,
+  // reading every chunk's bytes (for repair: where each chunk really is).
+  // Files that cannot be read are skipped, one line each in `unreadable`.
+  Status ForEachStoredChunk(const std::function<Status(const IndexEntry&)>& visit,
+                            std::vector<std::string>* unreadable) const;
+  // Repair: replaces the whole chunk index with `entries` (the family is
+  // dropped and created anew, so no damaged table file of it stays).
+  Status ReplaceIndex(const std::vector<IndexEntry>& entries);
+  // Repair: every manifest that can still be read (scanning forward, then
+  // backward from the end, around damaged blocks), by step; what could not
+  // be read goes into `problems`.
+  Result<std::map<int64_t, std::string>> ReadableManifests(std::vector<std::string>* problems) const;
+  // Repair: replaces the manifests family with `manifests` (as ReplaceIndex).
+  Status ReplaceManifests(const std::map<int64_t, std::string>& manifests);
   // Calls `visit` for every chunk_index entry, in digest order.
   Status ForEachIndexEntry(const std::function<Status(const IndexEntry&)>& visit) const;
   // Puts and removes index entries in one synced batch.

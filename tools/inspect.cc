@@ -625,7 +625,8 @@ Status Repair(const Context& context, const std::string& workdir, bool* healthy)
                         {"findings", report->findings},
                         {"kept_steps", report->kept_steps},
                         {"dropped_steps", dropped},
-                        {"index_entries_removed", report->index_entries_removed}}
+                        {"index_entries_removed", report->index_entries_removed},
+                        {"index_entries_restored", report->index_entries_restored}}
                        .dump(2)
                 << "\n";
     return Status::OK();
@@ -641,6 +642,10 @@ Status Repair(const Context& context, const std::string& workdir, bool* healthy)
     context.out << "dropped: step " << step << ": " << why << "\n";
   }
   context.out << "kept: " << StepList(report->kept_steps) << "\n";
+  if (report->index_entries_restored > 0) {
+    context.out << "re-indexed " << report->index_entries_restored
+                << " chunks found in the chunk files\n";
+  }
   context.out << "removed " << report->index_entries_removed
               << " damaged or missing chunks from the index\n";
   context.out << "the replaced files are in " << report->backup_dir << "\n";
