@@ -6,6 +6,7 @@
 
 #include <atomic>
 #include <cerrno>
+#include <charconv>
 #include <cstring>
 #include <filesystem>
 
@@ -107,15 +108,16 @@ Result<std::set<int64_t>> HeldSteps(const std::string& workdir) {
     if (ec == std::errc::no_such_file_or_directory) return held;
     return Status::IOError("listing " + HoldsDir(workdir) + ": " + ec.message());
   }
-  for (const fs::directory_entry& entry : entries) {
+  for (; !ec && entries != fs::directory_iterator(); entries.increment(ec)) {
+    const fs::directory_entry& entry = *entries;
     const std::string name = entry.path().filename().string();
     if (name.rfind(kHoldPrefix, 0) != 0) continue;
+    // step-S-PID-N: S is what counts; a name that does not start with a
+    // number is not a hold file of ours.
     int64_t step = 0;
-    try {
-      step = std::stoll(name.substr(std::strlen(kHoldPrefix)));
-    } catch (const std::exception&) {
-      continue;  // not a hold file of ours
-    }
+    const char* digits = name.data() + std::strlen(kHoldPrefix);
+    const auto [end, error] = std::from_chars(digits, name.data() + name.size(), step);
+    if (error != std::errc() || end == digits) continue;
     int fd = ::open(entry.path().c_str(), O_RDONLY | O_CLOEXEC);
     if (fd < 0) continue;  // released meanwhile
     if (::flock(fd, LOCK_EX | LOCK_NB) == 0) {
@@ -125,6 +127,7 @@ Result<std::set<int64_t>> HeldSteps(const std::string& workdir) {
     }
     ::close(fd);
   }
+  if (ec) return Status::IOError("listing " + HoldsDir(workdir) + ": " + ec.message());
   return held;
 }
 

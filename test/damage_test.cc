@@ -47,6 +47,7 @@ CheckpointerOptions TemplateOptions() {
   CheckpointerOptions options;
   options.max_to_keep = 4;
   options.chunk_size_bytes = 64 << 10;
+  options.staging_bytes = 4 << 20;  // the default pool (256 MiB) would dominate each case
   return options;
 }
 
@@ -487,6 +488,33 @@ INSTANTIATE_TEST_SUITE_P(
                           Damage::kForeign),
         ::testing::Values(Opener::kReader, Opener::kWriter, Opener::kVerify, Opener::kRepair)),
     CaseName);
+
+// A store in a directory the process may not enter (another user's 0700
+// store), and a path below it: IOError naming the path, for readers and
+// writers; no exception escapes (it would abort the helper process).
+TEST(PermissionTest, AStoreThatCannotBeEnteredIsAnIOErrorNamingThePath) {
+  TempDir root;
+  const std::string store = root.Sub("store");
+  {
+    auto opened = Checkpointer::Open(store, TemplateOptions());
+    ASSERT_OK(opened.status());
+    ASSERT_OK((*opened)->Save(ExpectedState(1), 1).status());
+    ASSERT_OK((*opened)->Close());
+  }
+  // The helper runs as another user when this test runs as root; as
+  // anyone else, the mode alone keeps it out.
+  fs::permissions(root.path(), fs::perms::owner_all | fs::perms::others_exec,
+                  fs::perm_options::replace);
+  fs::permissions(store, ::geteuid() == 0 ? fs::perms::owner_all : fs::perms::none,
+                  fs::perm_options::replace);
+  for (const std::string& dir : {store, store + "/below"}) {
+    for (const char* mode : {"reader", "writer"}) {
+      EXPECT_EQ(testing::RunProcess({testing::TestProcessPath(), "open-unprivileged", dir, mode}), 0)
+          << mode << " of " << dir;
+    }
+  }
+  fs::permissions(store, fs::perms::owner_all, fs::perm_options::replace);
+}
 
 // Unset or unparsable: `fallback`.
 uint64_t EnvNumber(const char* name, uint64_t fallback) {

@@ -16,6 +16,12 @@
 //       follows the writer with IterNewCheckpoints until it has visited
 //       LAST_STEP; restores every visited step and checks every byte. Prints
 //       "visited N" and exits 0 when every restore was exact.
+//   test_process open-unprivileged DIR reader|writer
+//       drops root privileges (to uid and gid 65534) if it has them, then
+//       opens DIR. Exit 0: IOError naming DIR; 1: opened; 2: anything else
+//       (an exception crossing the API aborts it).
+
+#include <unistd.h>
 
 #include <csignal>
 #include <cstdio>
@@ -128,6 +134,20 @@ int Evaluate(const std::string& dir, size_t megabytes, int64_t last_step) {
 
 }  // namespace
 
+int OpenUnprivileged(const std::string& dir, bool writer) {
+  if (::geteuid() == 0 && (::setgid(65534) != 0 || ::setuid(65534) != 0)) {
+    std::perror("test_process: dropping privileges");
+    return 2;
+  }
+  CheckpointerOptions options;
+  options.create = writer;
+  auto opened = Checkpointer::Open(dir, options);
+  if (opened.ok()) return 1;
+  std::printf("%s\n", opened.status().ToString().c_str());
+  const bool named = opened.status().ToString().find(dir) != std::string::npos;
+  return opened.status().code() == ckptdb::Status::Code::kIOError && named ? 0 : 2;
+}
+
 int main(int argc, char** argv) {
   std::vector<std::string> args(argv + 1, argv + argc);
   if ((args.size() == 5 || args.size() == 6) && args[0] == "save-loop") {
@@ -141,6 +161,9 @@ int main(int argc, char** argv) {
     return Verify(args[1], std::stoul(args[2]), steps);
   }
   if (args.size() == 2 && args[0] == "open-writer") return OpenWriter(args[1]);
+  if (args.size() == 3 && args[0] == "open-unprivileged") {
+    return OpenUnprivileged(args[1], args[2] == "writer");
+  }
   if (args.size() == 3 && args[0] == "hold-and-die")
     return HoldAndDie(args[1], std::stoll(args[2]));
   if (args.size() == 4 && args[0] == "evaluate") {
