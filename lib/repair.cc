@@ -129,6 +129,14 @@ Status Reindex(Store* store, RepairReport* report) {
   return store->UpdateIndex(put, {});
 }
 
+// The steps the store holds at the end go into the report.
+Status ListAndClose(Store* store, RepairReport* report) {
+  Result<std::vector<int64_t>> steps = store->ListSteps();
+  if (!steps.ok()) return steps.status();
+  report->kept_steps = *steps;
+  return store->Close();
+}
+
 }  // namespace
 
 Result<RepairReport> RepairStore(const std::string& workdir, rocksdb::Env* env) {
@@ -143,10 +151,7 @@ Result<RepairReport> RepairStore(const std::string& workdir, rocksdb::Env* env) 
       verified->problems.push_back(problem);
     }
     if (verified->ok()) {
-      Result<std::vector<int64_t>> steps = (*store)->ListSteps();
-      if (!steps.ok()) return steps.status();
-      report.kept_steps = *steps;
-      Status closed = (*store)->Close();
+      Status closed = ListAndClose(store->get(), &report);
       if (!closed.ok()) return closed;
       return report;
     }
@@ -187,10 +192,7 @@ Result<RepairReport> RepairStore(const std::string& workdir, rocksdb::Env* env) 
     return Status::Corruption("repair left problems in " + workdir + ": " +
                               verified->problems.front());
   }
-  Result<std::vector<int64_t>> steps = (*store)->ListSteps();
-  if (!steps.ok()) return steps.status();
-  report.kept_steps = *steps;
-  Status closed = (*store)->Close();
+  Status closed = ListAndClose(store->get(), &report);
   if (!closed.ok()) return closed;
   return report;
 }
