@@ -58,12 +58,14 @@
 #include <functional>
 #include <limits>
 #include <numeric>
+#include <random>
 #include <system_error>
 #include <unordered_map>
 #include <utility>
 #include <vector>
 
 #include "manifest.h"
+#include "utf8.h"
 
 namespace ckptdb {
 namespace {
@@ -97,42 +99,6 @@ constexpr SafetensorsDType kSafetensorsDTypes[] = {
 
 // ---- Strings ----
 
-// Well-formed UTF-8 (no overlong forms, surrogates or code points above
-// U+10FFFF): what a JSON string holds, and what nlohmann refuses to dump
-// otherwise.
-bool IsValidUtf8(std::string_view text) {
-  size_t i = 0;
-  while (i < text.size()) {
-    const auto lead = static_cast<unsigned char>(text[i]);
-    if (lead < 0x80) {
-      ++i;
-      continue;
-    }
-    size_t length = 0;
-    unsigned char low = 0x80;  // bounds of the second byte
-    unsigned char high = 0xbf;
-    if (lead >= 0xc2 && lead <= 0xdf) {
-      length = 2;
-    } else if (lead >= 0xe0 && lead <= 0xef) {
-      length = 3;
-      if (lead == 0xe0) low = 0xa0;
-      if (lead == 0xed) high = 0x9f;
-    } else if (lead >= 0xf0 && lead <= 0xf4) {
-      length = 4;
-      if (lead == 0xf0) low = 0x90;
-      if (lead == 0xf4) high = 0x8f;
-    } else {
-      return false;
-    }
-    if (text.size() - i < length) return false;
-    for (size_t k = 1; k < length; ++k) {
-      const auto next = static_cast<unsigned char>(text[i + k]);
-      if (next < (k == 1 ? low : 0x80) || next > (k == 1 ? high : 0xbf)) return false;
-    }
-    i += length;
-  }
-  return true;
-}
 
 constexpr char kHexDigits[] = "0123456789abcdef";
 
@@ -1129,6 +1095,15 @@ Status CheckTiling(uint64_t data_size, const std::string& source,
 // the tree. Nothing is allocated for the tensors yet.
 Result<ValidatedHeader> ValidateHeader(std::string_view header, uint64_t data_size,
                                        const std::string& source) {
+  // The format's header is a JSON object padded with spaces: no byte-order
+  // mark (which the JSON parser would skip), no NUL (no JSON either, which
+  // the parser would take for the end of the text).
+  if (header.starts_with("\xef\xbb\xbf")) {
+    return Status::InvalidArgument(source + ": header: starts with a byte-order mark");
+  }
+  if (header.find('\0') != std::string_view::npos) {
+    return Status::InvalidArgument(source + ": header: holds a NUL byte");
+  }
   HeaderMachine machine;
   const std::string error = RunMachine(header, &machine);
   if (!error.empty()) return Status::InvalidArgument(source + ": header: " + error);
@@ -1265,14 +1240,75 @@ Result<DType> DTypeFromSafetensorsName(std::string_view name) {
   return Status::InvalidArgument("unknown safetensors dtype " + Quote(name));
 }
 
+namespace {
+
+// What may be replaced by a written file: nothing, a regular file, or a
+// symbolic link (the rename replaces the link itself, never what it names).
+Status CheckWriteTarget(const std::string& path) {
+  if (path.empty()) return Status::InvalidArgument("an empty file name; nothing was written");
+  if (path.back() == '/') {
+    return Status::InvalidArgument("'" + path + "' names a directory; nothing was written");
+  }
+  struct stat target {};
+  if (::lstat(path.c_str(), &target) != 0) {
+    if (errno == ENOENT) return Status::OK();
+    return Status::IOError("cannot examine '" + path + "': " + ErrnoText(errno));
+  }
+  if (S_ISDIR(target.st_mode)) {
+    return Status::InvalidArgument("'" + path + "' is a directory; nothing was written");
+  }
+  if (!S_ISREG(target.st_mode) && !S_ISLNK(target.st_mode)) {
+    return Status::InvalidArgument("'" + path +
+                                   "' is not a regular file (a device, fifo or socket); nothing "
+                                   "was written");
+  }
+  return Status::OK();
+}
+
+// Creates a new file beside `path` under an unpredictable name, never
+// following a link and never opening an existing file.
+Result<std::pair<int, std::string>> CreateTemporaryBeside(const std::string& path,
+                                                          unsigned permissions) {
+  const std::filesystem::path target(path);
+  std::random_device random;
+  for (int attempt = 0; attempt < 16; ++attempt) {
+    char suffix[32];
+    std::snprintf(suffix, sizeof(suffix), ".%08x%08x.tmp", random(), random());
+    const std::string temporary =
+        (target.parent_path() / ("." + target.filename().string() + suffix)).string();
+    const int fd = ::open(temporary.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
+                          permissions);
+    if (fd >= 0) {
+      // Exactly the permissions asked for, whatever the umask.
+      if (::fchmod(fd, permissions) != 0) {
+        const Status error =
+            Status::IOError("cannot set the mode of '" + temporary + "': " + ErrnoText(errno));
+        ::close(fd);
+        ::unlink(temporary.c_str());
+        return error;
+      }
+      return std::pair<int, std::string>(fd, temporary);
+    }
+    if (errno != EEXIST) {
+      return Status::IOError("cannot create a temporary file beside '" + path +
+                             "': " + ErrnoText(errno));
+    }
+  }
+  return Status::IOError("cannot find a free temporary name beside '" + path + "'");
+}
+
+}  // namespace
+
 Status WriteSafetensors(const std::string& path, const Tree& tree,
-                        const std::map<std::string, std::string>& metadata) {
+                        const std::map<std::string, std::string>& metadata, unsigned permissions) {
+  Status status = CheckWriteTarget(path);
+  if (!status.ok()) return status;
   Result<EncodedFile> file = EncodeFile(tree, metadata);
   if (!file.ok()) return file.status().WithContext("safetensors file '" + path + "'");
-  const std::string temp = path + ".tmp";
-  const int fd = ::open(temp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0) return Status::IOError("cannot create '" + temp + "': " + ErrnoText(errno));
-  Status status = WriteAll(fd, file->head.data(), file->head.size(), temp);
+  Result<std::pair<int, std::string>> created = CreateTemporaryBeside(path, permissions & 07777);
+  if (!created.ok()) return created.status();
+  const auto [fd, temp] = *created;
+  status = WriteAll(fd, file->head.data(), file->head.size(), temp);
   for (const Tensor* tensor : file->tensors) {
     if (!status.ok()) break;
     status = WriteAll(fd, tensor->data(), tensor->byte_size(), temp);
@@ -1283,6 +1319,8 @@ Status WriteSafetensors(const std::string& path, const Tree& tree,
   if (::close(fd) != 0 && status.ok()) {
     status = Status::IOError("cannot close '" + temp + "': " + ErrnoText(errno));
   }
+  // The target is checked again: it may have changed since.
+  if (status.ok()) status = CheckWriteTarget(path);
   if (status.ok() && ::rename(temp.c_str(), path.c_str()) != 0) {
     status = Status::IOError("cannot rename '" + temp + "' to '" + path + "': " + ErrnoText(errno));
   }

@@ -42,13 +42,19 @@ struct SafetensorsFile {
   std::map<std::string, std::string> metadata;  // __metadata__ minus kTreeMetadataKey
 };
 
-// Writes `tree` and `metadata` to `path` (through a temporary file beside it,
-// renamed into place, so a crash never leaves a half-written `path`). Writes
-// nothing else: tensor names never become file names. InvalidArgument for
-// trees a safetensors file cannot name: a tensor at the root or at path
+// Writes `tree` and `metadata` to `path`, and nothing else: the bytes go to
+// a new file beside `path` (created with O_EXCL and O_NOFOLLOW under an
+// unpredictable name, mode `permissions` whatever the umask), synced, renamed
+// over `path`, and the directory synced, so a crash never leaves a
+// half-written `path` and a planted link is never followed. Tensor names
+// never become file names. InvalidArgument, nothing written, for an empty
+// `path`, a directory, or an existing file that is not regular (a device, a
+// fifo, a socket; a symbolic link is replaced, not followed), and for trees a
+// safetensors file cannot name: a tensor at the root or at path
 // "__metadata__", names or metadata that are not valid UTF-8.
 Status WriteSafetensors(const std::string& path, const Tree& tree,
-                        const std::map<std::string, std::string>& metadata);
+                        const std::map<std::string, std::string>& metadata,
+                        unsigned permissions = 0600);
 
 // Reads a file written by any tool. InvalidArgument naming the file and the
 // problem for anything malformed. Memory: the tensors (at most the file's

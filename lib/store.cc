@@ -9,10 +9,12 @@
 #include <rocksdb/utilities/options_util.h>
 
 #include <fcntl.h>
+#include <sys/file.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <cerrno>
 #include <charconv>
 #include <cstring>
@@ -396,6 +398,71 @@ Result<std::optional<StoreIdentity>> ReadIdentityFile(const std::string& dir) {
   return std::optional<StoreIdentity>(identity);
 }
 
+// Readers' private RocksDB files (a secondary instance's) live in
+// TMPDIR/ckptdb-reader-XXXXXX, beside a lock file its reader holds (flock)
+// for its lifetime, so that a reader that was killed leaves nothing for
+// long: every reader's open removes the folders whose lock nobody holds.
+constexpr char kReaderDirPrefix[] = "ckptdb-reader-";
+constexpr char kReaderLockFile[] = "reader.lock";
+// A folder without its lock file is being set up, or was left by an older
+// build: removed once it is this old.
+constexpr auto kUnlockedReaderDirAge = std::chrono::minutes(10);
+
+// Whether `dir` belongs to a reader that is gone.
+bool ReaderIsGone(const fs::path& dir) {
+  const int fd = ::open((dir / kReaderLockFile).c_str(), O_RDWR | O_CLOEXEC | O_NOFOLLOW);
+  if (fd < 0) {
+    if (errno != ENOENT) return false;
+    std::error_code ec;
+    const auto modified = fs::last_write_time(dir, ec);
+    return !ec && fs::file_time_type::clock::now() - modified > kUnlockedReaderDirAge;
+  }
+  const bool unlocked = ::flock(fd, LOCK_EX | LOCK_NB) == 0;
+  ::close(fd);
+  return unlocked;
+}
+
+void RemoveDeadReaderDirs(const fs::path& temporary) {
+  std::error_code ec;
+  for (fs::directory_iterator it(temporary, ec), end; !ec && it != end; it.increment(ec)) {
+    std::error_code type_error;
+    if (!it->path().filename().string().starts_with(kReaderDirPrefix) ||
+        !it->is_directory(type_error) || it->is_symlink(type_error)) {
+      continue;
+    }
+    if (ReaderIsGone(it->path())) {
+      std::error_code removed;
+      fs::remove_all(it->path(), removed);  // another user's folder stays: fine
+    }
+  }
+}
+
+// A new reader folder and the lock that marks it alive. The lock file is
+// locked under a temporary name and then renamed into place, so that the
+// name the sweep looks at is never unlocked while its reader lives.
+Result<std::pair<std::string, LockedFile>> NewReaderDir(const std::string& store_dir) {
+  std::error_code ec;
+  const fs::path temporary = fs::temp_directory_path(ec);
+  if (ec) return Status::IOError("no temporary directory for a reader of " + store_dir);
+  RemoveDeadReaderDirs(temporary);
+  std::string pattern = (temporary / (std::string(kReaderDirPrefix) + "XXXXXX")).string();
+  if (mkdtemp(pattern.data()) == nullptr) {
+    return Status::IOError("cannot create a temporary directory for a reader of " + store_dir +
+                           ": " + std::strerror(errno));
+  }
+  const fs::path dir(pattern);
+  const fs::path setup = dir / (std::string(kReaderLockFile) + ".new");
+  Result<LockedFile> lock = TryLockExclusive(setup.string());
+  if (lock.ok() && ::rename(setup.c_str(), (dir / kReaderLockFile).c_str()) != 0) {
+    lock = Status::IOError("cannot set up " + pattern + ": " + std::strerror(errno));
+  }
+  if (!lock.ok()) {
+    fs::remove_all(dir, ec);
+    return lock.status();
+  }
+  return std::pair<std::string, LockedFile>(pattern, std::move(*lock));
+}
+
 class NoAutomaticRecovery : public rocksdb::EventListener {
  public:
   void OnErrorRecoveryBegin(rocksdb::BackgroundErrorReason /*reason*/, rocksdb::Status /*error*/,
@@ -454,6 +521,7 @@ class Store::Rep {
       fs::remove_all(secondary_dir, ec);
       secondary_dir.clear();
     }
+    reader_lock.Release();
     writer_lock.Release();
     return closed;
   }
@@ -468,6 +536,7 @@ class Store::Rep {
   std::vector<rocksdb::ColumnFamilyHandle*> handles;
   LockedFile writer_lock;       // write modes: CKPTDB.lock, held until Close
   std::string secondary_dir;    // read-only mode: the secondary's own files
+  LockedFile reader_lock;       // read-only mode: marks secondary_dir alive
   std::string staging_dir;      // write mode: SST files before ingestion
   rocksdb::Env* env = nullptr;  // for SST files written outside the database
   std::string store_id;         // 16 bytes
@@ -769,14 +838,10 @@ Result<std::unique_ptr<Store>> Store::Open(const std::string& dir, Mode mode, ro
     options.max_open_files = 64;
     opened = rocksdb::DB::OpenForReadOnly(options, dir, FamilyDescriptors(), &rep.handles, &raw_db);
   } else {
-    std::error_code ec;
-    const fs::path temporary = fs::temp_directory_path(ec);
-    if (ec) return Status::IOError("no temporary directory for a reader of " + dir);
-    std::string pattern = (temporary / "ckptdb-reader-XXXXXX").string();
-    if (mkdtemp(pattern.data()) == nullptr) {
-      return Status::IOError("cannot create a temporary directory for a reader of " + dir);
-    }
-    rep.secondary_dir = pattern;
+    Result<std::pair<std::string, LockedFile>> reader_dir = NewReaderDir(dir);
+    if (!reader_dir.ok()) return reader_dir.status();
+    rep.secondary_dir = reader_dir->first;
+    rep.reader_lock = std::move(reader_dir->second);
     opened = rocksdb::DB::OpenAsSecondary(options, dir, rep.secondary_dir, FamilyDescriptors(),
                                           &rep.handles, &raw_db);
   }

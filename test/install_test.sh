@@ -1,29 +1,36 @@
 #!/bin/bash
-# Installs the built project into a scratch root, then builds two consumers
-# against the installed files only: one with pkg-config and g++, one as a
-# meson project using dependency('ckptdb'). Both must round-trip a tensor.
+# Builds and installs the project into a fresh prefix, then runs what a user
+# of that install runs, each with a clean environment (no LD_LIBRARY_PATH):
+# the installed ckpt-inspect, a consumer built with pkg-config and g++, and
+# one built as a meson project using dependency('ckptdb'). Both consumers
+# round-trip a tensor.
 # Usage: install_test.sh BUILD_ROOT SOURCE_ROOT
 set -euo pipefail
-build_root=$1
 source_root=$2
 scratch=$(mktemp -d)
 trap 'rm -rf "$scratch"' EXIT
+prefix=$scratch/prefix
 
-meson install -C "$build_root" --no-rebuild --quiet --destdir "$scratch/root" >/dev/null
-pc_file=$(find "$scratch/root" -name ckptdb.pc | head -n 1)
+meson setup "$scratch/build" "$source_root" --prefix="$prefix" --buildtype=release \
+    -Dtests=disabled -Dbenchmarks=disabled >/dev/null
+ninja -C "$scratch/build" >/dev/null
+meson install -C "$scratch/build" --no-rebuild --quiet >/dev/null
+pc_file=$(find "$prefix" -name ckptdb.pc | head -n 1)
 [ -n "$pc_file" ] || { echo "ckptdb.pc was not installed"; exit 1; }
-lib_dir=$(dirname "$(find "$scratch/root" -name 'libckptdb.so' | head -n 1)")
-export PKG_CONFIG_PATH=$(dirname "$pc_file")
-export PKG_CONFIG_SYSROOT_DIR="$scratch/root"
-export LD_LIBRARY_PATH="$lib_dir"
+clean_env=(env -i PATH=/usr/bin:/bin)
 
-# 1. pkg-config + g++
+# 1. the installed tool
+"${clean_env[@]}" "$prefix/bin/ckpt-inspect" --help >/dev/null
+
+# 2. pkg-config + g++
+export PKG_CONFIG_PATH=$(dirname "$pc_file")
 g++ -std=c++20 "$source_root/test/consumer/consumer.cc" -o "$scratch/consumer_pc" \
     $(pkg-config --cflags --libs ckptdb)
-"$scratch/consumer_pc" "$scratch/store_pc"
+"${clean_env[@]}" "$scratch/consumer_pc" "$scratch/store_pc"
+"${clean_env[@]}" "$prefix/bin/ckpt-inspect" verify "$scratch/store_pc" >/dev/null
 
-# 2. a meson project
+# 3. a meson project
 meson setup "$scratch/consumer_build" "$source_root/test/consumer" >/dev/null
 ninja -C "$scratch/consumer_build" >/dev/null
-"$scratch/consumer_build/consumer" "$scratch/store_meson"
-echo "install_test: both consumers built against the installed files and ran"
+"${clean_env[@]}" "$scratch/consumer_build/consumer" "$scratch/store_meson"
+echo "install_test: ckpt-inspect and both consumers ran from $prefix with a clean environment"

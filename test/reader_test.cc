@@ -177,6 +177,48 @@ TEST(ReaderTest, ACrashedReadersHoldExpires) {
   }
 }
 
+// Readers killed with SIGKILL leave their scratch folder behind; the next
+// reader's open removes every one whose reader is gone, and never one whose
+// reader lives. The readers run with a TMPDIR of their own.
+TEST(ReaderTest, KilledReadersLeaveNoScratchFolderForLong) {
+  TempDir dir;
+  TempDir scratch;
+  CheckpointerOptions options;
+  options.max_to_keep = std::nullopt;
+  auto writer = OpenOrDie(dir.path(), options);
+  ASSERT_TRUE(writer->Save(MakeStepState(0, 1), 0).value());
+  ASSERT_OK(writer->WaitUntilFinished());
+  const std::string tmpdir = "TMPDIR=" + scratch.path();
+  auto reader_folders = [&] {
+    int count = 0;
+    for (const auto& entry : std::filesystem::directory_iterator(scratch.path())) {
+      count += entry.path().filename().string().starts_with("ckptdb-reader-");
+    }
+    return count;
+  };
+  for (int i = 0; i < 3; ++i) {
+    ASSERT_EQ(testing::RunProcess({"/usr/bin/env", tmpdir, testing::TestProcessPath(),
+                                   "hold-and-die", dir.path(), "0"}),
+              128 + SIGKILL);
+  }
+  // Each killed reader's open removed the folders of those killed before.
+  EXPECT_EQ(reader_folders(), 1) << "the last killed reader's folder";
+  // A live reader in this process (its folder must survive the sweep).
+  setenv("TMPDIR", scratch.path().c_str(), 1);
+  CheckpointerOptions reader_options;
+  reader_options.create = false;
+  auto reader = OpenOrDie(dir.path(), reader_options);
+  unsetenv("TMPDIR");
+  EXPECT_EQ(reader_folders(), 1) << "the dead readers' folders were not removed";
+  ASSERT_EQ(testing::RunProcess({"/usr/bin/env", tmpdir, testing::TestProcessPath(), "verify",
+                                 dir.path(), "1", "0"}),
+            0);
+  EXPECT_EQ(reader_folders(), 1) << "a live reader's folder was removed, or one was left";
+  ASSERT_OK(reader->RestoreTree(0).status());
+  ASSERT_OK(reader->Close());
+  EXPECT_EQ(reader_folders(), 0);
+}
+
 TEST(ReaderTest, IterNewCheckpointsVisitsTheNewestStepAndTimesOut) {
   TempDir dir;
   CheckpointerOptions writer_options;

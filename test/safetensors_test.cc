@@ -526,13 +526,16 @@ TEST(SafetensorsWriteTest, MissingDirectoryIsIOErrorAndLeavesNothing) {
   EXPECT_TRUE(std::filesystem::is_empty(dir.path()));
 }
 
-TEST(SafetensorsWriteTest, PathThatIsADirectoryIsIOErrorAndLeavesNoTemporary) {
+TEST(SafetensorsWriteTest, PathThatIsADirectoryIsRefusedAndLeavesNothing) {
   TempDir dir;
   const std::string path = dir.Sub("taken");
   std::filesystem::create_directory(path);
   const Status status = WriteSafetensors(path, MakeStepState(1, 1), {});
-  EXPECT_EQ(status.code(), Status::Code::kIOError) << status.ToString();
-  EXPECT_FALSE(std::filesystem::exists(path + ".tmp"));
+  EXPECT_EQ(status.code(), Status::Code::kInvalidArgument) << status.ToString();
+  EXPECT_TRUE(std::filesystem::is_empty(path));
+  EXPECT_EQ(std::distance(std::filesystem::directory_iterator(dir.path()),
+                          std::filesystem::directory_iterator()),
+            1);
 }
 
 // ---- Reading errors ----
@@ -652,6 +655,9 @@ TEST(SafetensorsHostileTest, MalformedHeadersAreInvalidArgument) {
       {"unterminated", R"({"a":)", 0, "not valid JSON"},
       {"trailing_garbage", "{} x", 0, "not valid JSON"},
       {"two_values", "{}{}", 0, "not valid JSON"},
+      {"byte_order_mark", "\xef\xbb\xbf{}", 0, "byte-order mark"},
+      {"nul_padding", std::string("{}\0\0\0", 5), 0, "NUL"},
+      {"nul_inside", std::string("{\0}", 3), 0, "NUL"},
       {"comment", "{/**/}", 0, "not valid JSON"},
       {"invalid_utf8_name", "{\"\xff\":" + Entry(R"("U8")", "[1]", "[0,1]") + "}", 1, "JSON"},
       {"lone_surrogate", R"({"\ud800":)" + Entry(R"("U8")", "[1]", "[0,1]") + "}", 1, "JSON"},

@@ -2,6 +2,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include <charconv>
 #include <chrono>
 #include <cinttypes>
 #include <cstdio>
@@ -16,6 +17,7 @@
 #include "garbage_collector.h"
 #include "manifest.h"
 #include "repair.h"
+#include "utf8.h"
 #include "safetensors.h"
 #include "store.h"
 #include "verifier.h"
@@ -24,6 +26,95 @@ namespace ckptdb {
 namespace {
 
 using Json = nlohmann::ordered_json;
+
+// Appends a member without nlohmann's search for an existing key, which is
+// linear per insertion (operator[] in a loop is quadratic): keys must be
+// distinct.
+void AppendMember(Json& object, std::string key, Json value) {
+  auto& members = static_cast<std::vector<std::pair<const std::string, Json>>&>(
+      object.get_ref<Json::object_t&>());
+  members.emplace_back(std::move(key), std::move(value));
+}
+
+// A JSON object of a map's entries, in the map's order.
+template <typename Map>
+Json JsonObject(const Map& map) {
+  Json object = Json::object();
+  for (const auto& [key, value] : map) AppendMember(object, key, value);
+  return object;
+}
+
+// `json` with every string, keys included, made valid UTF-8
+// (EscapeInvalidUtf8): nlohmann refuses to print anything else.
+Json Printable(const Json& json) {
+  switch (json.type()) {
+    case Json::value_t::string:
+      return EscapeInvalidUtf8(json.get_ref<const std::string&>());
+    case Json::value_t::array: {
+      Json array = Json::array();
+      for (const Json& element : json) array.push_back(Printable(element));
+      return array;
+    }
+    case Json::value_t::object: {
+      Json object = Json::object();
+      for (const auto& [key, value] : json.items()) {
+        AppendMember(object, EscapeInvalidUtf8(key), Printable(value));
+      }
+      return object;
+    }
+    default:
+      return json;
+  }
+}
+
+void PrintJson(std::ostream& out, const Json& json) { out << Printable(json).dump(2) << "\n"; }
+
+// Passes text through to `target`, writing each byte that is not part of
+// well-formed UTF-8 as \xHH, so that whatever a store or a command line
+// holds, ckpt-inspect prints valid UTF-8. A sequence cut by the end of one
+// write waits for the next.
+class EscapingBuffer : public std::streambuf {
+ public:
+  explicit EscapingBuffer(std::ostream& target) : target_(target) {}
+  ~EscapingBuffer() override { Drain(true); }
+
+ protected:
+  int_type overflow(int_type c) override {
+    if (!traits_type::eq_int_type(c, traits_type::eof())) pending_ += traits_type::to_char_type(c);
+    Drain(false);
+    return traits_type::not_eof(c);
+  }
+  std::streamsize xsputn(const char* text, std::streamsize count) override {
+    pending_.append(text, static_cast<size_t>(count));
+    Drain(false);
+    return count;
+  }
+  int sync() override {
+    Drain(true);
+    target_.flush();
+    return 0;
+  }
+
+ private:
+  // Bytes at the end of `text` that begin a sequence still incomplete.
+  static size_t IncompleteTail(std::string_view text) {
+    for (size_t back = 1; back <= 3 && back <= text.size(); ++back) {
+      const auto byte = static_cast<unsigned char>(text[text.size() - back]);
+      if ((byte & 0xc0) == 0x80) continue;  // a continuation byte: look further back
+      const size_t needed = byte >= 0xf0 ? 4 : byte >= 0xe0 ? 3 : byte >= 0xc2 ? 2 : 1;
+      return needed > back ? back : 0;
+    }
+    return 0;
+  }
+  void Drain(bool at_end) {
+    const size_t keep = at_end ? 0 : IncompleteTail(pending_);
+    target_ << EscapeInvalidUtf8(std::string_view(pending_).substr(0, pending_.size() - keep));
+    pending_.erase(0, pending_.size() - keep);
+  }
+
+  std::ostream& target_;
+  std::string pending_;
+};
 
 constexpr char kUsage[] = R"(usage: ckpt-inspect [--json] COMMAND ARGS...
 
@@ -85,10 +176,13 @@ constexpr CommandHelp kCommands[] = {
     {"diff", "diff WORKDIR STEP STEP",
      "Compares two steps path by path: added, removed, changed (kind, dtype, shape, value or\n"
      "bytes, by chunk digests: no tensor data is read) and unchanged leaves.\n"},
-    {"export", "export WORKDIR STEP --out FILE",
+    {"export", "export WORKDIR STEP --out FILE [--mode OCTAL]",
      "Writes the step as a safetensors file: each tensor named by its tree path; the rest of\n"
      "the tree (lists, scalars) in __metadata__[\"ckptdb.tree\"], so import restores it\n"
-     "bit-exact. Writes FILE only (through FILE.tmp, renamed).\n"},
+     "bit-exact. Writes FILE only: a new file beside it under an unpredictable name, synced,\n"
+     "then renamed over FILE. Refuses (nothing written) an empty FILE, a directory, a device,\n"
+     "fifo or socket, and any path inside a store. FILE gets mode 600 unless --mode says\n"
+     "otherwise (octal, e.g. --mode 644).\n"},
     {"import", "import WORKDIR FILE --step N [--max-to-keep K] [--keep-period P] [--force]",
      "Stores a safetensors file (from ckptdb or any other tool) as step N, creating the store\n"
      "if needed. --max-to-keep and --keep-period are retention options for this save\n"
@@ -153,7 +247,10 @@ class Table {
  public:
   Table() = default;
   explicit Table(std::vector<std::string> header) { rows_.push_back(std::move(header)); }
-  void Add(std::vector<std::string> row) { rows_.push_back(std::move(row)); }
+  void Add(std::vector<std::string> row) {
+    for (std::string& cell : row) cell = EscapeInvalidUtf8(cell);  // aligned as printed
+    rows_.push_back(std::move(row));
+  }
   void Print(std::ostream& out, const std::set<size_t>& right_aligned) const {
     std::vector<size_t> widths;
     for (const auto& row : rows_) {
@@ -178,6 +275,29 @@ class Table {
   std::vector<std::vector<std::string>> rows_;
 };
 
+// A string as a JSON string literal, except that bytes which are not UTF-8
+// appear as \xHH (what the rest of the human form prints for them).
+std::string QuotedText(std::string_view text) {
+  std::string quoted = "\"";
+  size_t run_start = 0;
+  auto flush_run = [&](size_t end) {
+    const std::string run = Json(std::string(text.substr(run_start, end - run_start))).dump();
+    quoted.append(run, 1, run.size() - 2);  // without the quotes
+  };
+  for (size_t i = 0; i < text.size();) {
+    const size_t length = Utf8SequenceLength(text, i);
+    if (length > 0) {
+      i += length;
+      continue;
+    }
+    flush_run(i);
+    quoted += EscapeInvalidUtf8(text.substr(i, 1));
+    run_start = ++i;
+  }
+  flush_run(text.size());
+  return quoted + "\"";
+}
+
 std::string ScalarText(const ManifestNode& node) {
   switch (node.kind) {
     case Tree::Kind::kInt: return std::to_string(node.int_value);
@@ -187,7 +307,7 @@ std::string ScalarText(const ManifestNode& node) {
       std::snprintf(text, sizeof(text), "%.17g", node.float_value);
       return text;
     }
-    case Tree::Kind::kString: return Json(node.string_value).dump();
+    case Tree::Kind::kString: return QuotedText(node.string_value);
     default: return "";
   }
 }
@@ -235,13 +355,13 @@ class Inspector {
     return ParseStepNumber(text);
   }
 
+  // Every step the library accepts, 0 to INT64_MAX, in plain decimal.
   static Result<int64_t> ParseStepNumber(const std::string& text) {
     int64_t step = 0;
-    size_t used = 0;
-    const bool digits = !text.empty() && text.size() <= 18 &&
-                        text.find_first_not_of("0123456789") == std::string::npos;
-    if (digits) step = std::stoll(text, &used);
-    if (!digits || used != text.size()) {
+    const char* end = text.data() + text.size();
+    const auto [parsed_to, error] = std::from_chars(text.data(), end, step);
+    const bool digits_only = !text.empty() && text.find_first_not_of("0123456789") == std::string::npos;
+    if (!digits_only || error != std::errc() || parsed_to != end) {
       return Status::InvalidArgument("'" + text + "' is not a step (a number >= 0 or latest)");
     }
     return step;
@@ -307,15 +427,13 @@ Status List(const Context& context, const std::string& workdir) {
       stored += StoredBytes(node);
       tensors += node.kind == Tree::Kind::kTensor;
     }
-    Json metrics = Json::object();
     std::string metrics_text;
     for (const auto& [name, value] : manifest->metrics) {
-      metrics[name] = value;
-      char text[64];
-      std::snprintf(text, sizeof(text), "%s%s=%.6g", metrics_text.empty() ? "" : " ", name.c_str(),
-                    value);
-      metrics_text += text;
+      char number[32];
+      std::snprintf(number, sizeof(number), "%.6g", value);
+      metrics_text += (metrics_text.empty() ? "" : " ") + name + "=" + number;
     }
+    const Json metrics = JsonObject(manifest->metrics);
     const uint64_t logical = LogicalBytes(*manifest);
     json_steps.push_back({{"step", step},
                           {"commit_time", FormatTime(manifest->commit_time_ns)},
@@ -328,7 +446,7 @@ Status List(const Context& context, const std::string& workdir) {
                FormatBytes(stored), std::to_string(tensors), metrics_text});
   }
   if (context.json) {
-    context.out << Json{{"workdir", workdir}, {"steps", json_steps}}.dump(2) << "\n";
+    PrintJson(context.out, Json{{"workdir", workdir}, {"steps", json_steps}});
   } else if (json_steps.empty()) {
     context.out << "no checkpoint in " << workdir << "\n";
   } else {
@@ -395,12 +513,10 @@ Status Show(const Context& context, const std::string& workdir, const std::strin
                FormatBytes(node.byte_size), FormatBytes(leaf_stored),
                std::to_string(node.chunks.size()), std::to_string(shared)});
   }
-  Json metrics = Json::object();
-  for (const auto& [name, value] : manifest->metrics) metrics[name] = value;
-  Json user_metadata = Json::object();
-  for (const auto& [key, value] : manifest->user_metadata) user_metadata[key] = value;
+  const Json metrics = JsonObject(manifest->metrics);
+  const Json user_metadata = JsonObject(manifest->user_metadata);
   if (context.json) {
-    context.out << Json{{"workdir", workdir},
+    PrintJson(context.out, Json{{"workdir", workdir},
                         {"step", *step},
                         {"commit_time", FormatTime(manifest->commit_time_ns)},
                         {"commit_time_ns", manifest->commit_time_ns},
@@ -408,9 +524,7 @@ Status Show(const Context& context, const std::string& workdir, const std::strin
                         {"stored_bytes", stored},
                         {"metrics", metrics},
                         {"user_metadata", user_metadata},
-                        {"leaves", leaves}}
-                       .dump(2)
-                << "\n";
+                        {"leaves", leaves}});
     return Status::OK();
   }
   context.out << "step " << *step << " of " << workdir << ", committed "
@@ -488,7 +602,7 @@ Status Stats(const Context& context, const std::string& workdir) {
   const double overall =
       on_disk > 0 ? static_cast<double>(logical) / static_cast<double>(on_disk) : 1;
   if (context.json) {
-    context.out << Json{{"workdir", workdir},
+    PrintJson(context.out, Json{{"workdir", workdir},
                         {"steps", held},
                         {"unreadable_steps", unreadable},
                         {"logical_bytes", logical},
@@ -502,9 +616,7 @@ Status Stats(const Context& context, const std::string& workdir) {
                         {"garbage_bytes", garbage->garbage_bytes},
                         {"chunk_file_bytes", chunk_files},
                         {"disk_bytes", on_disk},
-                        {"logical_over_disk", overall}}
-                       .dump(2)
-                << "\n";
+                        {"logical_over_disk", overall}});
     return Status::OK();
   }
   Table table;
@@ -552,9 +664,7 @@ Status Verify(const Context& context, const std::string& workdir,
     if (!inspector.ok()) {
       *healthy = false;
       if (context.json) {
-        context.out << Json{{"workdir", workdir}, {"ok", false}, {"problems", {open_problem}}}
-                           .dump(2)
-                    << "\n";
+        PrintJson(context.out, Json{{"workdir", workdir}, {"ok", false}, {"problems", {open_problem}}});
       } else {
         context.out << "problem: " << open_problem << "\nFAILED: the store cannot be read\n";
       }
@@ -586,16 +696,14 @@ Status Verify(const Context& context, const std::string& workdir,
     damaged_steps.push_back({{"step", damaged}, {"problem", why}});
   }
   if (context.json) {
-    context.out << Json{{"workdir", workdir},
+    PrintJson(context.out, Json{{"workdir", workdir},
                         {"ok", report->ok()},
                         {"steps_checked", report->steps_checked},
                         {"chunks_checked", report->chunks_checked},
                         {"bytes_checked", report->bytes_checked},
                         {"problems", report->problems},
                         {"damaged_files", damaged_files},
-                        {"damaged_steps", damaged_steps}}
-                       .dump(2)
-                << "\n";
+                        {"damaged_steps", damaged_steps}});
     return Status::OK();
   }
   for (const std::string& problem : report->problems) context.out << "problem: " << problem << "\n";
@@ -618,7 +726,7 @@ Status Repair(const Context& context, const std::string& workdir, bool* healthy)
     for (const auto& [step, why] : report->dropped_steps) {
       dropped.push_back({{"step", step}, {"reason", why}});
     }
-    context.out << Json{{"workdir", workdir},
+    PrintJson(context.out, Json{{"workdir", workdir},
                         {"changed", report->changed},
                         {"rebuilt", report->rebuilt},
                         {"backup_dir", report->backup_dir},
@@ -626,9 +734,7 @@ Status Repair(const Context& context, const std::string& workdir, bool* healthy)
                         {"kept_steps", report->kept_steps},
                         {"dropped_steps", dropped},
                         {"index_entries_removed", report->index_entries_removed},
-                        {"index_entries_restored", report->index_entries_restored}}
-                       .dump(2)
-                << "\n";
+                        {"index_entries_restored", report->index_entries_restored}});
     return Status::OK();
   }
   if (!report->changed) {
@@ -669,7 +775,7 @@ Status Gc(const Context& context, const std::string& workdir) {
   Status closed = (*checkpointer)->Close();
   if (!closed.ok()) return closed;
   if (context.json) {
-    context.out << Json{{"workdir", workdir},
+    PrintJson(context.out, Json{{"workdir", workdir},
                         {"chunks_scanned", stats->chunks_scanned},
                         {"chunks_live", stats->chunks_live},
                         {"chunks_deleted", stats->chunks_deleted},
@@ -679,9 +785,7 @@ Status Gc(const Context& context, const std::string& workdir) {
                         {"files_rewritten", stats->generations_rewritten},
                         {"bytes_freed", stats->bytes_freed},
                         {"bytes_rewritten", stats->bytes_rewritten},
-                        {"seconds", stats->seconds}}
-                       .dump(2)
-                << "\n";
+                        {"seconds", stats->seconds}});
     return Status::OK();
   }
   context.out << "deleted " << stats->chunks_deleted << " of " << stats->chunks_scanned
@@ -782,13 +886,11 @@ Status Diff(const Context& context, const std::string& workdir, const std::strin
     record("removed", path, std::string(KindName(node->kind)), Json::object());
   }
   if (context.json) {
-    context.out << Json{{"workdir", workdir},
+    PrintJson(context.out, Json{{"workdir", workdir},
                         {"from", *from},
                         {"to", *to},
                         {"unchanged", unchanged},
-                        {"changes", changes}}
-                       .dump(2)
-                << "\n";
+                        {"changes", changes}});
     return Status::OK();
   }
   context.out << "step " << *from << " -> step " << *to << ": " << changes.size()
@@ -797,8 +899,30 @@ Status Diff(const Context& context, const std::string& workdir, const std::strin
   return Status::OK();
 }
 
+// An export never writes into a store, the one exported or any other: a
+// directory on the way up from FILE's that holds CKPTDB or CURRENT refuses it.
+Status CheckOutsideStores(const std::string& out_path) {
+  std::filesystem::path parent = std::filesystem::path(out_path).parent_path();
+  if (parent.empty()) parent = ".";
+  std::error_code ec;
+  const std::filesystem::path resolved = std::filesystem::weakly_canonical(parent, ec);
+  if (ec) return Status::IOError("cannot resolve '" + parent.string() + "': " + ec.message());
+  for (std::filesystem::path at = resolved;; at = at.parent_path()) {
+    for (const char* marker : {"CKPTDB", "CURRENT"}) {
+      if (std::filesystem::exists(at / marker, ec)) {
+        return Status::InvalidArgument("'" + out_path + "' is inside the store " + at.string() +
+                                       "; nothing was written");
+      }
+    }
+    if (at == at.parent_path()) break;
+  }
+  return Status::OK();
+}
+
 Status Export(const Context& context, const std::string& workdir, const std::string& step_text,
-              const std::string& out_path) {
+              const std::string& out_path, unsigned permissions) {
+  Status outside = CheckOutsideStores(out_path);
+  if (!outside.ok()) return outside;
   Result<Inspector> inspector = Inspector::Open(workdir);
   if (!inspector.ok()) return inspector.status();
   Result<int64_t> step = inspector->ParseStep(step_text);
@@ -813,15 +937,13 @@ Status Export(const Context& context, const std::string& workdir, const std::str
   if (!metadata.ok()) return metadata.status();
   std::map<std::string, std::string> file_metadata = metadata->user_metadata;
   file_metadata["ckptdb.step"] = std::to_string(*step);
-  Status status = WriteSafetensors(out_path, *tree, file_metadata);
+  Status status = WriteSafetensors(out_path, *tree, file_metadata, permissions);
   if (!status.ok()) return status;
   if (context.json) {
-    context.out << Json{{"workdir", workdir},
+    PrintJson(context.out, Json{{"workdir", workdir},
                         {"step", *step},
                         {"file", out_path},
-                        {"logical_bytes", metadata->logical_bytes}}
-                       .dump(2)
-                << "\n";
+                        {"logical_bytes", metadata->logical_bytes}});
   } else {
     context.out << "exported step " << *step << " (" << FormatBytes(metadata->logical_bytes)
                 << ") to " << out_path << "\n";
@@ -849,7 +971,9 @@ Status Import(const Context& context, const std::string& workdir, const std::str
   save.force = true;  // an explicit step is always wanted...
   save.user_metadata = contents->metadata;
   save.user_metadata.erase("ckptdb.step");
-  save.user_metadata["ckptdb.imported_from"] = std::filesystem::path(file).filename().string();
+  // The name as printed: metadata must be UTF-8 to export again.
+  save.user_metadata["ckptdb.imported_from"] =
+      EscapeInvalidUtf8(std::filesystem::path(file).filename().string());
   // ...but not below the latest step unless --force says so.
   std::optional<int64_t> latest = (*checkpointer)->LatestStep();
   if (!flags.force && latest.has_value() && flags.step <= *latest) {
@@ -864,13 +988,11 @@ Status Import(const Context& context, const std::string& workdir, const std::str
   if (!closed.ok()) return closed;
   const uint64_t logical = metadata.ok() ? metadata->logical_bytes : 0;
   if (context.json) {
-    context.out << Json{{"workdir", workdir},
+    PrintJson(context.out, Json{{"workdir", workdir},
                         {"step", flags.step},
                         {"file", file},
                         {"logical_bytes", logical},
-                        {"steps", (*checkpointer)->AllSteps()}}
-                       .dump(2)
-                << "\n";
+                        {"steps", (*checkpointer)->AllSteps()}});
   } else {
     context.out << "imported " << file << " (" << FormatBytes(logical) << ") as step " << flags.step
                 << " of " << workdir << "\n";
@@ -889,7 +1011,8 @@ struct CommandLine {
 };
 
 // Flags that take a value.
-const std::set<std::string> kValueFlags = {"--out", "--step", "--max-to-keep", "--keep-period"};
+const std::set<std::string> kValueFlags = {"--out", "--mode", "--step", "--max-to-keep",
+                                           "--keep-period"};
 const std::set<std::string> kSwitches = {"--force"};
 
 std::optional<UsageError> Parse(const std::vector<std::string>& args, CommandLine* line) {
@@ -934,7 +1057,9 @@ int Usage(std::ostream& err, const std::string& message, const CommandHelp* comm
 
 }  // namespace
 
-int RunInspect(const std::vector<std::string>& args, std::ostream& out, std::ostream& err,
+namespace {
+
+int RunEscaped(const std::vector<std::string>& args, std::ostream& out, std::ostream& err,
                bool show_progress) {
   CommandLine line;
   std::optional<UsageError> error = Parse(args, &line);
@@ -962,8 +1087,8 @@ int RunInspect(const std::vector<std::string>& args, std::ostream& out, std::ost
   };
   const bool wants_values = name == "export" || name == "import";
   for (const auto& [flag, value] : line.options) {
-    const bool allowed =
-        (name == "export" && flag == "--out") || (name == "import" && flag != "--out");
+    const bool allowed = (name == "export" && (flag == "--out" || flag == "--mode")) ||
+                         (name == "import" && flag != "--out" && flag != "--mode");
     if (!allowed) return Usage(err, flag + " does not apply to " + name, command);
   }
   if (!line.switches.empty() && name != "import") {
@@ -1004,7 +1129,17 @@ int RunInspect(const std::vector<std::string>& args, std::ostream& out, std::ost
     if (!expect_operands(2, 2) || !line.options.count("--out")) {
       return Usage(err, "export takes WORKDIR STEP --out FILE", command);
     }
-    status = Export(context, operands[0], operands[1], line.options["--out"]);
+    unsigned permissions = 0600;
+    if (line.options.count("--mode")) {
+      const std::string& text = line.options["--mode"];
+      const auto [end, failed] =
+          std::from_chars(text.data(), text.data() + text.size(), permissions, 8);
+      if (text.empty() || failed != std::errc() || end != text.data() + text.size() ||
+          permissions > 0777) {
+        return Usage(err, "--mode needs octal permissions such as 600 or 644", command);
+      }
+    }
+    status = Export(context, operands[0], operands[1], line.options["--out"], permissions);
   } else {  // import
     if (!expect_operands(2, 2) || !line.options.count("--step")) {
       return Usage(err, "import takes WORKDIR FILE --step N", command);
@@ -1030,6 +1165,17 @@ int RunInspect(const std::vector<std::string>& args, std::ostream& out, std::ost
     return kExitStoreProblem;
   }
   return healthy ? kExitOk : kExitStoreProblem;
+}
+
+}  // namespace
+
+int RunInspect(const std::vector<std::string>& args, std::ostream& out, std::ostream& err,
+               bool show_progress) {
+  EscapingBuffer out_buffer(out);
+  EscapingBuffer err_buffer(err);
+  std::ostream escaped_out(&out_buffer);
+  std::ostream escaped_err(&err_buffer);
+  return RunEscaped(args, escaped_out, escaped_err, show_progress);
 }
 
 }  // namespace ckptdb
