@@ -175,6 +175,13 @@ Result<std::vector<ManifestNode>> FlattenTree(const Tree& tree) {
 }
 
 Result<Tree> BuildTree(const std::vector<ManifestNode>& nodes) {
+  return BuildTree(nodes, [](const ManifestNode& node) {
+    return Tensor::Allocate(node.dtype, node.shape);
+  });
+}
+
+Result<Tree> BuildTree(const std::vector<ManifestNode>& nodes,
+                       const std::function<Result<Tensor>(const ManifestNode&)>& make_tensor) {
   // Parents are found through a stack of open containers, as in CheckTree.
   Tree root;
   std::vector<std::pair<Tree*, uint32_t>> open;  // container, children still to add
@@ -184,7 +191,7 @@ Result<Tree> BuildTree(const std::vector<ManifestNode>& nodes) {
       case Tree::Kind::kMap: built = Tree::Map(); break;
       case Tree::Kind::kList: built = Tree::List(); break;
       case Tree::Kind::kTensor: {
-        Result<Tensor> tensor = Tensor::Allocate(node.dtype, node.shape);
+        Result<Tensor> tensor = make_tensor(node);
         if (!tensor.ok()) return tensor.status().WithContext(node.path);
         built = Tree::Leaf(std::move(*tensor));
         break;

@@ -6,6 +6,7 @@
 #define CKPTDB_LIB_MANIFEST_H_
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <string>
 #include <string_view>
@@ -69,6 +70,9 @@ Result<std::vector<ManifestNode>> FlattenTree(const Tree& tree);
 // pre-order, its root first; the root's key is ignored), and tensors
 // allocated (zero-filled, owned) with the stored dtypes and shapes.
 Result<Tree> BuildTree(const std::vector<ManifestNode>& nodes);
+// The same with each tensor leaf made by `make_tensor` from its node.
+Result<Tree> BuildTree(const std::vector<ManifestNode>& nodes,
+                       const std::function<Result<Tensor>(const ManifestNode&)>& make_tensor);
 
 std::string EncodeManifest(const Manifest& manifest);
 

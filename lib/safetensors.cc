@@ -44,6 +44,7 @@
 #include "safetensors.h"
 
 #include <fcntl.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -1365,6 +1366,63 @@ Result<SafetensorsFile> ReadSafetensors(const std::string& path) {
         return ReadAt(fd, data_start + offset, out, size, path);
       },
       source);
+}
+
+Result<MappedSafetensors> MapSafetensors(const std::string& path) {
+  const std::string source = "safetensors file '" + path + "'";
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    const int error = errno;
+    const std::string message = "cannot open " + source + ": " + ErrnoText(error);
+    return error == ENOENT ? Status::NotFound(message) : Status::IOError(message);
+  }
+  const FileCloser closer(fd);
+  struct stat info {};
+  if (::fstat(fd, &info) != 0) {
+    return Status::IOError("cannot stat " + source + ": " + ErrnoText(errno));
+  }
+  if (!S_ISREG(info.st_mode)) return Status::InvalidArgument(source + " is not a regular file");
+  const auto file_size = static_cast<uint64_t>(info.st_size);
+  if (file_size < kLengthFieldSize) {
+    return HeaderLength(std::string(file_size, '\0'), file_size, source).status();
+  }
+  void* address = ::mmap(nullptr, file_size, PROT_READ, MAP_PRIVATE, fd, 0);
+  if (address == MAP_FAILED) return Status::IOError("cannot map " + source + ": " + ErrnoText(errno));
+  ::madvise(address, file_size, MADV_SEQUENTIAL);
+  std::shared_ptr<const void> mapping(address,
+                                      [file_size](const void* at) {
+                                        ::munmap(const_cast<void*>(at), file_size);
+                                      });
+  const std::string_view bytes(static_cast<const char*>(address), file_size);
+  Result<uint64_t> header_size = HeaderLength(bytes.substr(0, kLengthFieldSize), file_size, source);
+  if (!header_size.ok()) return header_size.status();
+  const uint64_t data_start = kLengthFieldSize + *header_size;
+  Result<ValidatedHeader> validated =
+      ValidateHeader(bytes.substr(kLengthFieldSize, *header_size), file_size - data_start, source);
+  if (!validated.ok()) return validated.status();
+  // The tree's leaves first view the start of the data, then each is pointed
+  // at its own bytes (the nodes do not carry their paths; the entries do).
+  const std::byte* data = reinterpret_cast<const std::byte*>(bytes.data()) + data_start;
+  Result<Tree> tree = BuildTree(validated->nodes, [&](const ManifestNode& node) {
+    return Tensor::ConstView(node.dtype, node.shape, data);
+  });
+  if (!tree.ok()) return tree.status().WithContext(source);
+  for (const TensorEntry& entry : validated->tensors) {
+    Tree* leaf = tree->Find(entry.name);
+    if (leaf == nullptr || leaf->kind() != Tree::Kind::kTensor ||
+        leaf->tensor().byte_size() != entry.end - entry.begin) {
+      return Status::Internal(source + ": tensor " + Quote(entry.name) +
+                              " is not where the tree should hold it");
+    }
+    Result<Tensor> view = Tensor::ConstView(entry.dtype, entry.shape, data + entry.begin);
+    if (!view.ok()) return view.status().WithContext(source);
+    *leaf = Tree::Leaf(std::move(*view));
+  }
+  MappedSafetensors file;
+  file.tree = std::move(*tree);
+  file.metadata = std::move(validated->metadata);
+  file.mapping = std::move(mapping);
+  return file;
 }
 
 Result<SafetensorsFile> ParseSafetensors(std::string_view bytes) {

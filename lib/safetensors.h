@@ -18,6 +18,7 @@
 #define CKPTDB_LIB_SAFETENSORS_H_
 
 #include <map>
+#include <memory>
 #include <string>
 #include <string_view>
 
@@ -62,6 +63,21 @@ Status WriteSafetensors(const std::string& path, const Tree& tree,
 // kMaxSafetensorsHeaderSize). Without kTreeMetadataKey, "layers/0/w" becomes
 // maps ("0" a map key): only ckptdb's own metadata can say it was a list.
 Result<SafetensorsFile> ReadSafetensors(const std::string& path);
+
+// A file mapped into memory: the tree's tensors are read-only views of the
+// mapping, which lives as long as any copy of `mapping` does.
+struct MappedSafetensors {
+  Tree tree;
+  std::map<std::string, std::string> metadata;
+  std::shared_ptr<const void> mapping;
+};
+
+// As ReadSafetensors, without reading the tensors into memory of their own:
+// their bytes come from the page cache as they are used (no allocation, no
+// first touch of fresh pages). Memory: the header's. The file must not shrink
+// while it is mapped (reading a page past its new end kills the process with
+// SIGBUS).
+Result<MappedSafetensors> MapSafetensors(const std::string& path);
 
 // The same from bytes in memory (for tests and fuzzing).
 Result<SafetensorsFile> ParseSafetensors(std::string_view bytes);

@@ -308,6 +308,29 @@ TEST(SafetensorsRoundTripTest, RewriteReplacesTheFileAndLeavesNoTemporary) {
             1);
 }
 
+TEST(SafetensorsRoundTripTest, AMappedFileEqualsTheReadOneWithoutOwningItsBytes) {
+  TempDir dir;
+  const std::string path = dir.Sub("m.safetensors");
+  ASSERT_OK(WriteSafetensors(path, MakeStepState(3, 1), {{"k", "v"}}));
+  Result<MappedSafetensors> mapped = MapSafetensors(path);
+  ASSERT_OK(mapped.status());
+  EXPECT_TRUE(mapped->tree.ContentEquals(MakeStepState(3, 1)));
+  EXPECT_EQ(mapped->metadata, (std::map<std::string, std::string>{{"k", "v"}}));
+  mapped->tree.ForEachLeaf([](const std::string& path, const Tree& leaf) {
+    if (leaf.kind() == Tree::Kind::kTensor) {
+      EXPECT_FALSE(leaf.tensor().owns_data()) << path;
+      EXPECT_FALSE(leaf.tensor().writable() && leaf.tensor().byte_size() > 0) << path;
+    }
+  });
+  // Malformed files are refused as ReadSafetensors refuses them.
+  const std::string bytes = ReadFileBytes(path);
+  for (size_t size : {size_t{0}, size_t{7}, size_t{12}, bytes.size() - 1}) {
+    std::ofstream(path, std::ios::binary | std::ios::trunc) << bytes.substr(0, size);
+    EXPECT_EQ(MapSafetensors(path).status().code(), Status::Code::kInvalidArgument) << size;
+  }
+  EXPECT_EQ(MapSafetensors(dir.Sub("missing")).status().code(), Status::Code::kNotFound);
+}
+
 // ---- The format ----
 
 // The bytes of the hand-written reference below: {"a": F32 [1.0, -2.0],

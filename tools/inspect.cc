@@ -960,7 +960,9 @@ struct ImportFlags {
 
 Status Import(const Context& context, const std::string& workdir, const std::string& file,
               const ImportFlags& flags) {
-  Result<SafetensorsFile> contents = ReadSafetensors(file);
+  // Mapped, not read: the save reads the tensors' bytes from the page cache,
+  // and the mapping outlives the checkpointer (closed below).
+  Result<MappedSafetensors> contents = MapSafetensors(file);
   if (!contents.ok()) return contents.status();
   CheckpointerOptions options;
   options.max_to_keep = flags.max_to_keep;
@@ -968,7 +970,8 @@ Status Import(const Context& context, const std::string& workdir, const std::str
   Result<std::unique_ptr<Checkpointer>> checkpointer = Checkpointer::Open(workdir, options);
   if (!checkpointer.ok()) return checkpointer.status();
   SaveOptions save;
-  save.force = true;  // an explicit step is always wanted...
+  save.zero_copy = true;  // the mapping stays unchanged until Close
+  save.force = true;      // an explicit step is always wanted...
   save.user_metadata = contents->metadata;
   save.user_metadata.erase("ckptdb.step");
   // The name as printed: metadata must be UTF-8 to export again.
