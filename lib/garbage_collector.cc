@@ -100,10 +100,7 @@ Result<Survey> SurveyStore(const Store& store) {
   // Every live chunk's file must be there: GC never deletes to "fix" damage.
   const std::vector<ChunkFile> files = store.ChunkFiles();
   for (const auto& [generation, usage] : survey.usage) {
-    const bool covered = std::any_of(files.begin(), files.end(), [&](const ChunkFile& file) {
-      return generation >= file.first_generation && generation <= file.last_generation;
-    });
-    if (!covered) {
+    if (FileHolding(files, generation) == nullptr) {
       return Status::Corruption("the chunk file of generation " + std::to_string(generation) +
                                 " is missing from " + store.dir() + " (run verify)");
     }

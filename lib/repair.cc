@@ -47,11 +47,7 @@ Status DropDamage(Store* store, const VerifyReport& verified, RepairReport* repo
   std::set<ChunkDigest> remove(verified.damaged_chunks.begin(), verified.damaged_chunks.end());
   const std::vector<ChunkFile> files = store->ChunkFiles();
   Status listed = store->ForEachIndexEntry([&](const IndexEntry& entry) {
-    const uint64_t generation = entry.location.generation;
-    const bool covered = std::any_of(files.begin(), files.end(), [&](const ChunkFile& file) {
-      return generation >= file.first_generation && generation <= file.last_generation;
-    });
-    if (!covered) remove.insert(entry.digest);
+    if (FileHolding(files, entry.location.generation) == nullptr) remove.insert(entry.digest);
     return Status::OK();
   });
   if (!listed.ok()) return listed;

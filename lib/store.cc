@@ -1218,6 +1218,13 @@ Status Store::ReplaceManifests(const std::map<int64_t, std::string>& manifests) 
   return WriteSynced(rep_->db.get(), &batch, "rewriting the manifests of " + dir_);
 }
 
+const ChunkFile* FileHolding(const std::vector<ChunkFile>& files, uint64_t generation) {
+  for (const ChunkFile& file : files) {
+    if (generation >= file.first_generation && generation <= file.last_generation) return &file;
+  }
+  return nullptr;
+}
+
 std::vector<ChunkFile> Store::ChunkFiles() const {
   std::vector<rocksdb::LiveFileMetaData> files;
   rep_->db->GetLiveFilesMetaData(&files);

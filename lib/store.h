@@ -62,6 +62,9 @@ struct ChunkFile {
   uint64_t bytes = 0;
 };
 
+// The file among `files` holding `generation`, or nullptr when none does.
+const ChunkFile* FileHolding(const std::vector<ChunkFile>& files, uint64_t generation);
+
 class GenerationWriter;
 
 class Store {

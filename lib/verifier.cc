@@ -21,12 +21,9 @@ struct ChunkToCheck {
 
 // The chunk file holding `generation`, by name.
 std::string FileOf(const std::vector<ChunkFile>& files, uint64_t generation) {
-  for (const ChunkFile& file : files) {
-    if (generation >= file.first_generation && generation <= file.last_generation) {
-      return file.name;
-    }
-  }
-  return "the missing file of generation " + std::to_string(generation);
+  const ChunkFile* file = FileHolding(files, generation);
+  return file != nullptr ? file->name
+                         : "the missing file of generation " + std::to_string(generation);
 }
 
 }  // namespace

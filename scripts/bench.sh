@@ -5,6 +5,8 @@
 #   bash scripts/bench.sh            # 256 MiB of state
 #   bash scripts/bench.sh --quick    # 32 MiB, a smoke test (CI)
 #   bash scripts/bench.sh --full     # 1 GiB, and GC of 1M chunks
+# Except with --quick, ends with ckpt-inspect import against dd
+# (scripts/bench_import.sh).
 # CKPTDB_BENCH_BINARY names an already built suite_bench (the test suite's
 # smoke test): nothing is installed or built then.
 set -euo pipefail
@@ -27,3 +29,6 @@ trap 'rm -f "$out"' EXIT
 CKPTDB_BENCH_MB=$megabytes "$binary" --benchmark_filter="$filter" \
   --benchmark_format=json --benchmark_out="$out" >/dev/null
 python3 scripts/bench_table.py "$out"
+if [ -z "${CKPTDB_BENCH_BINARY:-}" ] && [ "$megabytes" -ne 32 ]; then
+  bash scripts/bench_import.sh 256 5 1024 | grep -v '^round'
+fi

@@ -19,7 +19,10 @@ if ! [[ $seconds =~ ^[0-9]+$ ]] || [ "$seconds" -eq 0 ]; then
   echo "usage: bash scripts/fuzz.sh [SECONDS_PER_TARGET]" >&2
   exit 2
 fi
-targets=(manifest chunk safetensors)
+targets=(manifest chunk safetensors inspect)
+# The seed corpus of each target (inspect takes files, as safetensors does).
+declare -A corpus_of=([manifest]=manifest [chunk]=chunk [safetensors]=safetensors
+  [inspect]=safetensors)
 
 # What the build needs, plus clang and its sanitizer and libFuzzer runtimes.
 source scripts/packages.sh
@@ -43,7 +46,7 @@ failed=()
 summary=()
 for target in "${targets[@]}"; do
   corpus=$work/corpus-$target
-  cp -r "test/fuzz/corpus/$target" "$corpus"
+  cp -r "test/fuzz/corpus/${corpus_of[$target]}" "$corpus"
   log=$work/$target.log
   echo "== $target: ${seconds}s"
   status=0
