@@ -636,6 +636,13 @@ Status Checkpointer::Impl::Stage(InFlightSave& save) {
     // never while holding slots of chunks not yet marked staged: the writer
     // may be waiting for exactly those.
     std::vector<std::pair<std::byte*, size_t>> copies;
+    // Every way out with an error frees the slots taken and abandons the
+    // save, or the writer would wait for these chunks for ever.
+    auto give_up = [&](const Status& why) {
+      for (const auto& [copy, used] : copies) staging_->Release(used);
+      save.Abandon(why);
+      return why;
+    };
     for (size_t i = begin; i < end; ++i) {
       Result<std::optional<size_t>> slot = staging_->TryAcquire();
       if (slot.ok() && !slot->has_value()) {
@@ -645,11 +652,7 @@ Status Checkpointer::Impl::Stage(InFlightSave& save) {
         slot = waited.ok() ? Result<std::optional<size_t>>(std::optional<size_t>(*waited))
                            : Result<std::optional<size_t>>(waited.status());
       }
-      if (!slot.ok()) {
-        for (const auto& [copy, used] : copies) staging_->Release(used);
-        save.Abandon(slot.status());
-        return slot.status();
-      }
+      if (!slot.ok()) return give_up(slot.status());
       copies.emplace_back(staging_->data(**slot), **slot);
     }
     end = begin + copies.size();
@@ -657,7 +660,7 @@ Status Checkpointer::Impl::Stage(InFlightSave& save) {
       std::memcpy(copies[k].first, save.chunks[begin + k].data, save.chunks[begin + k].size);
       return Status::OK();
     });
-    if (!status.ok()) return status;
+    if (!status.ok()) return give_up(status);
     for (size_t i = begin; i < end; ++i) {
       save.chunks[i].data = copies[i - begin].first;
       save.chunks[i].slot = copies[i - begin].second;

@@ -1,5 +1,8 @@
 #include "ckptdb/status.h"
 
+#include <cstdio>
+#include <cstdlib>
+
 namespace ckptdb {
 
 std::string_view CodeName(Status::Code code) {
@@ -34,4 +37,12 @@ std::string Status::ToString() const {
   return text;
 }
 
+namespace internal {
+
+void DieOfBadResult(const char* what, const Status& status) {
+  std::fprintf(stderr, "ckptdb: %s: %s\n", what, status.ToString().c_str());
+  std::abort();
+}
+
+}  // namespace internal
 }  // namespace ckptdb

@@ -516,22 +516,11 @@ TEST(PermissionTest, AStoreThatCannotBeEnteredIsAnIOErrorNamingThePath) {
   fs::permissions(store, fs::perms::owner_all, fs::perm_options::replace);
 }
 
-// Unset or unparsable: `fallback`.
-uint64_t EnvNumber(const char* name, uint64_t fallback) {
-  const char* text = std::getenv(name);
-  if (text == nullptr || *text == '\0') return fallback;
-  char* end = nullptr;
-  const unsigned long long value = std::strtoull(text, &end, 10);
-  return *end == '\0' ? value : fallback;
-}
-
 // Random damage to a random file, many rounds. CKPTDB_DAMAGE_ROUNDS sets the
 // count (default 12), CKPTDB_DAMAGE_SEED the seed (printed).
 TEST(RandomDamageTest, NoWrongByteAndRepairAlwaysLeavesAWorkingStore) {
-  const uint64_t rounds = EnvNumber("CKPTDB_DAMAGE_ROUNDS", 12);
-  const uint64_t seed = EnvNumber("CKPTDB_DAMAGE_SEED", 20261201);
-  std::printf("random damage: %llu rounds, seed %llu (CKPTDB_DAMAGE_SEED)\n",
-              static_cast<unsigned long long>(rounds), static_cast<unsigned long long>(seed));
+  const uint64_t rounds = testing::EnvNumber("CKPTDB_DAMAGE_ROUNDS", 12);
+  const uint64_t seed = testing::SeedFromEnv("CKPTDB_DAMAGE_SEED", 20261201);
   std::mt19937_64 random(seed);
   const Templates& templates = Templates::Get();
   std::map<std::string, int> kinds;

@@ -262,7 +262,7 @@ TEST(InspectHostileTest, EveryStepTheLibraryAcceptsCanBeNamed) {
   ASSERT_EQ(imported.code, 0) << imported.Describe();
   const ToolRun listed = Inspect({"--json", "list", root.Sub("b")});
   EXPECT_EQ(ParseOrFail(listed.out).at("steps").at(0).at("step"), largest);
-  for (const std::string& bad : {"9223372036854775808", "-1", "+5", "1e3", " 5"}) {
+  for (const char* bad : {"9223372036854775808", "-1", "+5", "1e3", " 5"}) {
     EXPECT_EQ(Inspect({"show", root.Sub("a"), bad}).code, kExitUsage) << bad;
   }
 }

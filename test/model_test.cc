@@ -1036,8 +1036,7 @@ class ModelRun {
 };
 
 TEST(ModelTest, RandomOperationsMatchTheModel) {
-  const uint64_t seed = static_cast<uint64_t>(
-      EnvInt("CKPTDB_MODEL_SEED", static_cast<int64_t>(std::random_device{}())));
+  const uint64_t seed = testing::SeedFromEnv("CKPTDB_MODEL_SEED", 20261201);
   const int64_t ops = EnvInt("CKPTDB_MODEL_OPS", 1500);
   const std::chrono::seconds stall_limit(EnvInt("CKPTDB_MODEL_STALL_SECONDS", 60));
   SCOPED_TRACE("CKPTDB_MODEL_SEED=" + std::to_string(seed) +

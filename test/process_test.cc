@@ -62,8 +62,8 @@ void CrashAndCheck(std::optional<int64_t> max_to_keep) {
   TempDir dir;
   const std::string store = dir.Sub("store");
   const std::string log = dir.Sub("committed.log");
-  const uint64_t seed = std::random_device()();
-  SCOPED_TRACE("seed " + std::to_string(seed));
+  const uint64_t seed = testing::SeedFromEnv("CKPTDB_CRASH_SEED", 20261201);
+  SCOPED_TRACE("CKPTDB_CRASH_SEED=" + std::to_string(seed));
   std::mt19937_64 rng(seed);
   int64_t next_step = 0;
   const int rounds = CrashRounds();

@@ -15,7 +15,8 @@
 //   test_process evaluate DIR MEGABYTES LAST_STEP
 //       follows the writer with IterNewCheckpoints until it has visited
 //       LAST_STEP; restores every visited step and checks every byte. Prints
-//       "visited N" and exits 0 when every restore was exact.
+//       "visit STEP" for each (flushed at once), then "visited N", and exits 0
+//       when every restore was exact.
 //   test_process open-unprivileged DIR reader|writer
 //       drops root privileges (to uid and gid 65534) if it has them, then
 //       opens DIR. Exit 0: IOError naming DIR; 1: opened; 2: anything else
@@ -123,6 +124,8 @@ int Evaluate(const std::string& dir, size_t megabytes, int64_t last_step) {
                   return false;
                 }
                 ++visited;
+                std::printf("visit %lld\n", static_cast<long long>(step));
+                std::fflush(stdout);  // the trainer waits for the first one
                 return step < last_step;
               },
               iterate);

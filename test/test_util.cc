@@ -4,6 +4,8 @@
 #include <spawn.h>
 #include <sys/wait.h>
 
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <functional>
 #include <filesystem>
@@ -122,6 +124,20 @@ Status PutRawValue(const std::string& dir, const std::string& family, const std:
   for (rocksdb::ColumnFamilyHandle* handle : handles) db->DestroyColumnFamilyHandle(handle);
   delete db;
   return s.ok() ? Status::OK() : Status::IOError(s.ToString());
+}
+
+uint64_t EnvNumber(const char* name, uint64_t fallback) {
+  const char* text = std::getenv(name);
+  if (text == nullptr || *text == '\0') return fallback;
+  char* end = nullptr;
+  const unsigned long long value = std::strtoull(text, &end, 10);
+  return *end == '\0' ? value : fallback;
+}
+
+uint64_t SeedFromEnv(const char* name, uint64_t fixed) {
+  const uint64_t seed = EnvNumber(name, fixed);
+  std::printf("%s=%llu\n", name, static_cast<unsigned long long>(seed));
+  return seed;
 }
 
 std::string TestProcessPath() { return CKPTDB_TEST_PROCESS_PATH; }

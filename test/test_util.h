@@ -69,6 +69,13 @@ uint64_t DirectoryBytes(const std::string& dir);
 Status PutRawValue(const std::string& dir, const std::string& family, const std::string& key,
                    const std::string& value);
 
+// $NAME as a decimal number, or `fallback` when unset or not one.
+uint64_t EnvNumber(const char* name, uint64_t fallback);
+
+// A randomized test's seed: $NAME when set, else `fixed`, so that every run
+// (CI's included) reproduces; printed, so that a failure names its seed.
+uint64_t SeedFromEnv(const char* name, uint64_t fixed);
+
 // The path of the helper program test_process (built beside the tests).
 std::string TestProcessPath();
 

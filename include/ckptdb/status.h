@@ -9,7 +9,6 @@
 #ifndef CKPTDB_STATUS_H_
 #define CKPTDB_STATUS_H_
 
-#include <cassert>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -73,29 +72,36 @@ class [[nodiscard]] Status {
 
 std::string_view CodeName(Status::Code code);
 
-// Either a value or a non-OK Status. Reading value() of an error is a bug
-// (asserted in debug builds).
+namespace internal {
+// Prints "ckptdb: WHAT: STATUS" to standard error and aborts: what reading
+// the value of an error Result does, in every build type.
+[[noreturn]] void DieOfBadResult(const char* what, const Status& status);
+}  // namespace internal
+
+// Either a value or a non-OK Status. value(), operator* and operator-> of an
+// error abort the process with the status's text, in every build type (as
+// absl::StatusOr does): check ok() first.
 template <typename T>
 class [[nodiscard]] Result {
  public:
   Result(T value) : value_(std::move(value)) {}         // NOLINT: implicit by design
   Result(Status status) : status_(std::move(status)) {  // NOLINT: implicit by design
-    assert(!status_.ok() && "Result constructed from an OK status without a value");
+    if (status_.ok()) internal::DieOfBadResult("a Result made from an OK status", status_);
   }
 
   bool ok() const { return status_.ok(); }
   const Status& status() const { return status_; }
 
   T& value() & {
-    assert(ok());
+    CheckHasValue();
     return *value_;
   }
   const T& value() const& {
-    assert(ok());
+    CheckHasValue();
     return *value_;
   }
   T&& value() && {
-    assert(ok());
+    CheckHasValue();
     return std::move(*value_);
   }
   T* operator->() { return &value(); }
@@ -104,6 +110,10 @@ class [[nodiscard]] Result {
   const T& operator*() const& { return value(); }
 
  private:
+  void CheckHasValue() const {
+    if (!status_.ok()) internal::DieOfBadResult("value() of an error Result", status_);
+  }
+
   Status status_;
   std::optional<T> value_;
 };
