@@ -676,7 +676,9 @@ void ResumeAndFinish(const Flags& flags) {
 
   TrainState resumed = ZeroState();
   Tree tree = BuildStateTree(&resumed);
-  CheckOk(checkpointer->Restore(&tree, *latest, ckptdb::RestoreOptions{.donate = true}));
+  ckptdb::RestoreOptions restore;
+  restore.donate = true;  // into the fresh buffers above (the default, said aloud)
+  CheckOk(checkpointer->Restore(&tree, *latest, restore));
   LoadScalars(tree, &resumed);
   std::printf("  restored step %" PRId64 " into fresh zeroed buffers\n", resumed.step);
   VerifyBitExact(*latest, &resumed);

@@ -1216,15 +1216,22 @@ Status ReadAt(int fd, uint64_t offset, void* out, uint64_t size, const std::stri
   return Status::OK();
 }
 
-class FileCloser {
+// A regular file open for reading; closed on destruction.
+class RegularFile {
  public:
-  explicit FileCloser(int fd) : fd_(fd) {}
-  ~FileCloser() { ::close(fd_); }
-  FileCloser(const FileCloser&) = delete;
-  FileCloser& operator=(const FileCloser&) = delete;
+  RegularFile(int fd, uint64_t size) : fd_(fd), size_(size) {}
+  RegularFile(RegularFile&& other) noexcept
+      : fd_(std::exchange(other.fd_, -1)), size_(other.size_) {}
+  RegularFile& operator=(RegularFile&&) = delete;
+  ~RegularFile() {
+    if (fd_ >= 0) ::close(fd_);
+  }
+  int fd() const { return fd_; }
+  uint64_t size() const { return size_; }
 
  private:
   int fd_;
+  uint64_t size_;
 };
 
 }  // namespace
@@ -1332,21 +1339,37 @@ Status WriteSafetensors(const std::string& path, const Tree& tree,
   return SyncParentDirectory(path);
 }
 
-Result<SafetensorsFile> ReadSafetensors(const std::string& path) {
-  const std::string source = "safetensors file '" + path + "'";
+namespace {
+
+// `path` open for reading, when it is a regular file: NotFound, IOError or
+// InvalidArgument naming `source` otherwise.
+Result<RegularFile> OpenRegularFile(const std::string& path, const std::string& source) {
   const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) {
     const int error = errno;
     const std::string message = "cannot open " + source + ": " + ErrnoText(error);
     return error == ENOENT ? Status::NotFound(message) : Status::IOError(message);
   }
-  const FileCloser closer(fd);
   struct stat info {};
+  Status refused;
   if (::fstat(fd, &info) != 0) {
-    return Status::IOError("cannot stat " + source + ": " + ErrnoText(errno));
+    refused = Status::IOError("cannot stat " + source + ": " + ErrnoText(errno));
+  } else if (!S_ISREG(info.st_mode)) {
+    refused = Status::InvalidArgument(source + " is not a regular file");
   }
-  if (!S_ISREG(info.st_mode)) return Status::InvalidArgument(source + " is not a regular file");
-  const auto file_size = static_cast<uint64_t>(info.st_size);
+  if (refused.ok()) return RegularFile(fd, static_cast<uint64_t>(info.st_size));
+  ::close(fd);
+  return refused;
+}
+
+}  // namespace
+
+Result<SafetensorsFile> ReadSafetensors(const std::string& path) {
+  const std::string source = "safetensors file '" + path + "'";
+  Result<RegularFile> file = OpenRegularFile(path, source);
+  if (!file.ok()) return file.status();
+  const int fd = file->fd();
+  const uint64_t file_size = file->size();
 
   std::string first_bytes(std::min(file_size, kLengthFieldSize), '\0');
   Status status = ReadAt(fd, 0, first_bytes.data(), first_bytes.size(), path);
@@ -1370,19 +1393,10 @@ Result<SafetensorsFile> ReadSafetensors(const std::string& path) {
 
 Result<MappedSafetensors> MapSafetensors(const std::string& path) {
   const std::string source = "safetensors file '" + path + "'";
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) {
-    const int error = errno;
-    const std::string message = "cannot open " + source + ": " + ErrnoText(error);
-    return error == ENOENT ? Status::NotFound(message) : Status::IOError(message);
-  }
-  const FileCloser closer(fd);
-  struct stat info {};
-  if (::fstat(fd, &info) != 0) {
-    return Status::IOError("cannot stat " + source + ": " + ErrnoText(errno));
-  }
-  if (!S_ISREG(info.st_mode)) return Status::InvalidArgument(source + " is not a regular file");
-  const auto file_size = static_cast<uint64_t>(info.st_size);
+  Result<RegularFile> file = OpenRegularFile(path, source);
+  if (!file.ok()) return file.status();
+  const int fd = file->fd();
+  const uint64_t file_size = file->size();
   if (file_size < kLengthFieldSize) {
     return HeaderLength(std::string(file_size, '\0'), file_size, source).status();
   }
@@ -1418,11 +1432,11 @@ Result<MappedSafetensors> MapSafetensors(const std::string& path) {
     if (!view.ok()) return view.status().WithContext(source);
     *leaf = Tree::Leaf(std::move(*view));
   }
-  MappedSafetensors file;
-  file.tree = std::move(*tree);
-  file.metadata = std::move(validated->metadata);
-  file.mapping = std::move(mapping);
-  return file;
+  MappedSafetensors mapped;
+  mapped.tree = std::move(*tree);
+  mapped.metadata = std::move(validated->metadata);
+  mapped.mapping = std::move(mapping);
+  return mapped;
 }
 
 Result<SafetensorsFile> ParseSafetensors(std::string_view bytes) {
