@@ -1161,6 +1161,10 @@ Result<StepMetadata> Checkpointer::Impl::ItemMetadata(int64_t step) {
       leaf.chunk_count = static_cast<uint32_t>(node.chunks.size());
       metadata.logical_bytes += node.byte_size;
     }
+    leaf.int_value = node.kind == Tree::Kind::kInt ? node.int_value : 0;
+    leaf.bool_value = node.kind == Tree::Kind::kBool && node.int_value != 0;
+    leaf.float_value = node.kind == Tree::Kind::kFloat ? node.float_value : 0;
+    if (node.kind == Tree::Kind::kString) leaf.string_value = node.string_value;
     metadata.leaves.push_back(std::move(leaf));
   }
   return metadata;
@@ -1257,10 +1261,14 @@ Result<bool> Checkpointer::Save(const Tree& state, int64_t step, const SaveOptio
 }
 
 Result<bool> Checkpointer::MaybeSave(const Tree& state, int64_t step, bool force) {
-  std::unique_lock<std::mutex> lock(impl_->mu_);
-  if (!impl_->ShouldSaveLocked(step)) return false;
   SaveOptions options;
   options.force = force;
+  return MaybeSave(state, step, options);
+}
+
+Result<bool> Checkpointer::MaybeSave(const Tree& state, int64_t step, const SaveOptions& options) {
+  std::unique_lock<std::mutex> lock(impl_->mu_);
+  if (!impl_->ShouldSaveLocked(step)) return false;
   return impl_->Save(state, step, options, lock);
 }
 

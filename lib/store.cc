@@ -596,12 +596,15 @@ Result<StoreMetadata> ReadStoreMetadata(rocksdb::DB* db, rocksdb::ColumnFamilyHa
 }
 
 // Table files that are missing or whose size differs from the MANIFEST's
-// record, one line each (stat only).
-std::vector<std::string> TableFileProblems(rocksdb::DB* db, const std::string& dir) {
+// record, one line each (stat only): of the chunks family, or of every
+// family when `all_families`.
+std::vector<std::string> TableFileProblems(rocksdb::DB* db, const std::string& dir,
+                                           bool all_families) {
   std::vector<rocksdb::LiveFileMetaData> files;
   db->GetLiveFilesMetaData(&files);
   std::vector<std::string> problems;
   for (const rocksdb::LiveFileMetaData& file : files) {
+    if (!all_families && file.column_family_name != kChunksFamily) continue;
     const fs::path path = fs::path(dir) / fs::path(file.name).filename();
     const std::string what = "table file " + path.string() + " of the " +
                              file.column_family_name + " family";
@@ -1311,7 +1314,11 @@ Status Store::CatchUp() {
   return FromRocksDb(rep_->db->TryCatchUpWithPrimary(), "catching up with the writer of " + dir_);
 }
 
-std::vector<std::string> Store::CheckTableFiles() const { return TableFileProblems(rep_->db.get(), dir_); }
+std::vector<std::string> Store::CheckTableFiles() const {
+  // The small families' files come and go with RocksDB's compactions (a
+  // live writer's, or this writer's own): only a static store's are stable.
+  return TableFileProblems(rep_->db.get(), dir_, mode_ == Mode::kDiagnose);
+}
 
 bool Store::damage_seen() const { return rep_->damage_seen; }
 

@@ -148,8 +148,10 @@ class Store {
   // Read-only mode: catch up with the writer. Write mode: no-op.
   Status CatchUp();
 
-  // Table files (of every family) that are missing or whose size differs
-  // from what RocksDB recorded, one line each naming the file (stat only).
+  // Table files that are missing or whose size differs from what RocksDB
+  // recorded, one line each naming the file (stat only): the chunk files,
+  // which only ckptdb's GC removes, and in kDiagnose mode (a static store)
+  // the files of every family.
   std::vector<std::string> CheckTableFiles() const;
   // Whether a chunk read failed (Corruption or I/O error) since open;
   // garbage collection refuses to run then.

@@ -1,5 +1,7 @@
 #include "ckptdb/tensor.h"
 
+#include <bit>
+#include <cmath>
 #include <cstring>
 #include <new>
 #include <string>
@@ -156,6 +158,64 @@ Tensor Tensor::CopyOf(const Tensor& source) {
 bool Tensor::ContentEquals(const Tensor& other) const {
   return dtype_ == other.dtype_ && shape_ == other.shape_ && byte_size_ == other.byte_size_ &&
          (byte_size_ == 0 || std::memcmp(data_, other.data_, byte_size_) == 0);
+}
+
+Status Tensor::CheckElementType(DType wanted, bool writing) const {
+  if (dtype_ != wanted) {
+    return Status::InvalidArgument("typed access as " + std::string(DTypeName(wanted)) +
+                                   " to a " + std::string(DTypeName(dtype_)) + " tensor");
+  }
+  if (writing && !writable()) {
+    return Status::InvalidArgument("writable access to a read-only tensor view");
+  }
+  return Status::OK();
+}
+
+namespace {
+
+// Rounds the float32 bits `bits` to their top 16 bits, ties to even (NaN
+// kept quiet).
+uint16_t RoundToUpperHalf(uint32_t bits) {
+  if ((bits & 0x7fffffffu) > 0x7f800000u) return static_cast<uint16_t>((bits >> 16) | 0x40);
+  const uint32_t rounding = 0x7fffu + ((bits >> 16) & 1u);
+  return static_cast<uint16_t>((bits + rounding) >> 16);
+}
+
+}  // namespace
+
+float ToFloat(BFloat16 value) { return std::bit_cast<float>(uint32_t{value.bits} << 16); }
+
+BFloat16 ToBFloat16(float value) { return {RoundToUpperHalf(std::bit_cast<uint32_t>(value))}; }
+
+float ToFloat(Float16 value) {
+  const uint32_t sign = uint32_t{value.bits & 0x8000u} << 16;
+  const uint32_t exponent = (value.bits >> 10) & 0x1fu;
+  const uint32_t mantissa = value.bits & 0x3ffu;
+  if (exponent == 0x1f) return std::bit_cast<float>(sign | 0x7f800000u | (mantissa << 13));
+  if (exponent != 0) {
+    return std::bit_cast<float>(sign | ((exponent + 112) << 23) | (mantissa << 13));
+  }
+  // Zero and subnormals: mantissa x 2^-24, exact in float.
+  const float magnitude = static_cast<float>(mantissa) * 0x1p-24f;
+  return sign != 0 ? -magnitude : magnitude;
+}
+
+Float16 ToFloat16(float value) {
+  const uint32_t bits = std::bit_cast<uint32_t>(value);
+  const auto sign = static_cast<uint16_t>((bits >> 16) & 0x8000u);
+  const uint32_t magnitude = bits & 0x7fffffffu;
+  if (magnitude > 0x7f800000u) return {static_cast<uint16_t>(sign | 0x7e00u)};  // NaN
+  if (magnitude >= 0x477ff000u) return {static_cast<uint16_t>(sign | 0x7c00u)};  // overflow
+  if (magnitude < 0x38800000u) {
+    // Subnormal or zero in float16: round magnitude x 2^24 to an integer,
+    // ties to even (nearbyint under the default rounding mode).
+    const float scaled = std::bit_cast<float>(magnitude) * 0x1p24f;
+    return {static_cast<uint16_t>(sign | static_cast<uint16_t>(std::nearbyint(scaled)))};
+  }
+  // Normal: rebias the exponent, round the 13 dropped mantissa bits.
+  const uint32_t rebased = magnitude - (112u << 23);
+  const uint32_t rounding = 0xfffu + ((rebased >> 13) & 1u);
+  return {static_cast<uint16_t>(sign | ((rebased + rounding) >> 13))};
 }
 
 }  // namespace ckptdb

@@ -88,6 +88,65 @@ Result<Tree*> Tree::Append(Tree child) {
   return &children_.back();
 }
 
+Status Tree::SetPath(std::string_view path, Tree node) {
+  if (path.empty()) return Status::InvalidArgument("SetPath of an empty path");
+  // Checked whole first, so that a refused path changes nothing.
+  std::vector<std::string_view> parts;
+  for (size_t start = 0;;) {
+    const size_t slash = path.find('/', start);
+    parts.push_back(path.substr(start, slash == std::string_view::npos ? slash : slash - start));
+    if (parts.back().empty()) {
+      return Status::InvalidArgument("path '" + std::string(path) + "' has an empty component");
+    }
+    if (slash == std::string_view::npos) break;
+    start = slash + 1;
+  }
+  const Tree* probe = this;
+  for (size_t i = 0; i + 1 < parts.size() && probe != nullptr; ++i) {
+    if (probe->kind_ != Kind::kMap && probe->kind_ != Kind::kList) {
+      return Status::InvalidArgument("path '" + std::string(path) + "' passes through a " +
+                                     std::string(KindName(probe->kind_)) + " leaf");
+    }
+    const Tree* next = probe->Find(parts[i]);
+    if (next == nullptr && probe->kind_ == Kind::kList) {
+      return Status::InvalidArgument("path '" + std::string(path) + "': list index '" +
+                                     std::string(parts[i]) + "' does not exist");
+    }
+    probe = next;  // nullptr: the maps from here on are new
+  }
+  if (probe != nullptr && probe->kind_ == Kind::kList && probe->Find(parts.back()) == nullptr) {
+    return Status::InvalidArgument("path '" + std::string(path) + "': list index '" +
+                                   std::string(parts.back()) + "' does not exist");
+  }
+  if (probe != nullptr && !probe->is_container()) {
+    return Status::InvalidArgument("path '" + std::string(path) + "' passes through a " +
+                                   std::string(KindName(probe->kind_)) + " leaf");
+  }
+  Tree* parent = this;
+  for (size_t i = 0; i + 1 < parts.size(); ++i) {
+    Tree* next = parent->Find(parts[i]);
+    if (next == nullptr) next = parent->Set(parts[i], Tree::Map()).value();
+    parent = next;
+  }
+  if (parent->kind_ == Kind::kList) {
+    *parent->Find(parts.back()) = std::move(node);
+    return Status::OK();
+  }
+  return parent->Set(parts.back(), std::move(node)).status();
+}
+
+Result<Tree> Tree::FromPaths(std::vector<std::pair<std::string, Tree>> nodes) {
+  Tree tree;
+  for (auto& [path, node] : nodes) {
+    if (tree.Find(path) != nullptr) {
+      return Status::InvalidArgument("path '" + path + "' is given twice or inside another");
+    }
+    Status set = tree.SetPath(path, std::move(node));
+    if (!set.ok()) return set;
+  }
+  return tree;
+}
+
 const Tree* Tree::Find(std::string_view path) const {
   const Tree* node = this;
   while (!path.empty()) {

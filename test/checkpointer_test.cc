@@ -166,6 +166,41 @@ TEST(CheckpointerTest, ReopenSeesEveryStepAndMetadata) {
   EXPECT_EQ(metadata->user_metadata.at("config"), "mlp");
 }
 
+// MaybeSave takes the save options (metrics for best-metric retention, user
+// metadata) and still saves only due steps; ItemMetadata carries scalars.
+TEST(CheckpointerTest, MaybeSaveWithOptionsAndScalarsInTheMetadata) {
+  TempDir dir;
+  CheckpointerOptions options = KeepAll();
+  options.save_interval_steps = 10;
+  auto checkpointer = OpenOrDie(dir.path(), options);
+  Tree state;
+  ASSERT_OK(state.SetPath("params/w", Tree::Leaf(Tensor::Allocate(DType::kFloat32, {4}).value())));
+  ASSERT_OK(state.SetPath("config/name", Tree::String("mlp")));
+  ASSERT_OK(state.SetPath("config/lr", Tree::Float(0.25)));
+  ASSERT_OK(state.SetPath("config/ema", Tree::Bool(true)));
+  ASSERT_OK(state.SetPath("step", Tree::Int(10)));
+  SaveOptions save;
+  save.metrics = {{"loss", 0.5}};
+  save.user_metadata = {{"run", "a"}};
+  ASSERT_TRUE(checkpointer->MaybeSave(state, 10, save).value());
+  save.force = true;  // does not make step 11 due
+  ASSERT_FALSE(checkpointer->MaybeSave(state, 11, save).value());
+  ASSERT_OK(checkpointer->WaitUntilFinished());
+  EXPECT_EQ(checkpointer->AllSteps(), (std::vector<int64_t>{10}));
+  Result<StepMetadata> metadata = checkpointer->ItemMetadata(10);
+  ASSERT_OK(metadata.status());
+  EXPECT_EQ(metadata->metrics.at("loss"), 0.5);
+  EXPECT_EQ(metadata->user_metadata.at("run"), "a");
+  std::map<std::string, const LeafMetadata*> leaves;
+  for (const LeafMetadata& leaf : metadata->leaves) leaves[leaf.path] = &leaf;
+  EXPECT_EQ(leaves.at("config/name")->string_value, "mlp");
+  EXPECT_EQ(leaves.at("config/lr")->float_value, 0.25);
+  EXPECT_TRUE(leaves.at("config/ema")->bool_value);
+  EXPECT_EQ(leaves.at("step")->int_value, 10);
+  EXPECT_EQ(leaves.at("params/w")->kind, Tree::Kind::kTensor);
+  EXPECT_EQ(leaves.at("params/w")->int_value, 0);
+}
+
 // Size of the manifest of `step` as stored.
 size_t StoredManifestBytes(const std::string& dir, int64_t step) {
   auto store = Store::Open(dir, Store::Mode::kReadOnly);

@@ -46,6 +46,11 @@ struct LeafMetadata {
   uint64_t logical_bytes = 0;  // dtype size x elements
   uint64_t stored_bytes = 0;   // sum of the chunks' stored sizes (before dedup)
   uint32_t chunk_count = 0;
+  // Scalar leaves only: the value of the leaf's kind (the others stay 0).
+  int64_t int_value = 0;
+  double float_value = 0;
+  bool bool_value = false;
+  std::string string_value;
 };
 
 // What a step holds, read from its manifest alone (no tensor data is read).
@@ -134,6 +139,10 @@ class Checkpointer {
   // Save(state, step, {.force = force}) only if ShouldSave(step); a step that
   // is not due is not saved even when forced (Kauldron's rule).
   Result<bool> MaybeSave(const Tree& state, int64_t step, bool force = false);
+  // Save(state, step, options) only if ShouldSave(step), with metrics, user
+  // metadata and the other save options (options.force does not make a step
+  // due). Pass SaveOptions by name: MaybeSave(state, step, {}) is ambiguous.
+  Result<bool> MaybeSave(const Tree& state, int64_t step, const SaveOptions& options);
 
   // Marks that the job is being preempted: the next step above LatestStep()
   // becomes due whatever the interval. Cleared by the next save.

@@ -18,6 +18,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <span>
 #include <string_view>
 #include <vector>
 
@@ -61,6 +62,38 @@ bool IsKnownDType(uint8_t raw);
 Result<uint64_t> ElementCount(const std::vector<int64_t>& shape);
 Result<uint64_t> TensorByteSize(DType dtype, const std::vector<int64_t>& shape);
 
+// One element of the 16-bit float dtypes, as stored (C++ has no such types).
+struct BFloat16 {
+  uint16_t bits = 0;
+};
+struct Float16 {
+  uint16_t bits = 0;
+};
+// Exact widening; NaN stays NaN, infinities stay infinite.
+float ToFloat(BFloat16 value);
+float ToFloat(Float16 value);
+// Rounded to nearest, ties to even; NaN stays NaN; overflow gives infinity.
+BFloat16 ToBFloat16(float value);
+Float16 ToFloat16(float value);
+
+// The dtype of a C++ element type, for typed access (Tensor::Values): bool,
+// the fixed-width integers, float, double, BFloat16 and Float16.
+template <typename T>
+constexpr DType DTypeOf() = delete;
+template <> constexpr DType DTypeOf<bool>() { return DType::kBool; }
+template <> constexpr DType DTypeOf<int8_t>() { return DType::kInt8; }
+template <> constexpr DType DTypeOf<int16_t>() { return DType::kInt16; }
+template <> constexpr DType DTypeOf<int32_t>() { return DType::kInt32; }
+template <> constexpr DType DTypeOf<int64_t>() { return DType::kInt64; }
+template <> constexpr DType DTypeOf<uint8_t>() { return DType::kUInt8; }
+template <> constexpr DType DTypeOf<uint16_t>() { return DType::kUInt16; }
+template <> constexpr DType DTypeOf<uint32_t>() { return DType::kUInt32; }
+template <> constexpr DType DTypeOf<uint64_t>() { return DType::kUInt64; }
+template <> constexpr DType DTypeOf<float>() { return DType::kFloat32; }
+template <> constexpr DType DTypeOf<double>() { return DType::kFloat64; }
+template <> constexpr DType DTypeOf<BFloat16>() { return DType::kBFloat16; }
+template <> constexpr DType DTypeOf<Float16>() { return DType::kFloat16; }
+
 class Tensor {
  public:
   // An empty float32 tensor of shape [0], owning nothing.
@@ -92,9 +125,26 @@ class Tensor {
   // Same dtype, shape and bytes.
   bool ContentEquals(const Tensor& other) const;
 
+  // The elements as T, row-major: InvalidArgument naming both dtypes unless
+  // T is this tensor's element type (DTypeOf<T>()); MutableValues is also
+  // InvalidArgument for a read-only view.
+  template <typename T>
+  Result<std::span<const T>> Values() const {
+    Status checked = CheckElementType(DTypeOf<T>(), false);
+    if (!checked.ok()) return checked;
+    return std::span<const T>(reinterpret_cast<const T*>(data_), element_count());
+  }
+  template <typename T>
+  Result<std::span<T>> MutableValues() {
+    Status checked = CheckElementType(DTypeOf<T>(), true);
+    if (!checked.ok()) return checked;
+    return std::span<T>(reinterpret_cast<T*>(mutable_data_), element_count());
+  }
+
  private:
   // A tensor with dtype, shape and size set and no buffer.
   static Result<Tensor> Shaped(DType dtype, std::vector<int64_t> shape);
+  Status CheckElementType(DType wanted, bool writing) const;
 
   DType dtype_ = DType::kFloat32;
   std::vector<int64_t> shape_;

@@ -15,6 +15,7 @@
 #include <functional>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "ckptdb/status.h"
@@ -54,6 +55,18 @@ class Tree {
   Result<Tree*> Set(std::string_view key, Tree child);
   // List: appends a child and returns it. InvalidArgument if this is not a list.
   Result<Tree*> Append(Tree child);
+  // The pointers Set and Append return are invalidated by the next insertion
+  // into the same container; SetPath and FromPaths hand out none.
+
+  // Sets the node at `path` ("params/encoder/kernel"), creating the maps on
+  // the way; an existing list on the way is entered by index. InvalidArgument,
+  // the tree unchanged, for an empty path or component, or when the way
+  // passes through a leaf or a list index that does not exist.
+  Status SetPath(std::string_view path, Tree node);
+  // A tree of maps holding each (path, node), as SetPath would make it.
+  // InvalidArgument when two paths collide (the same path twice, or a node
+  // where another path needs a map).
+  static Result<Tree> FromPaths(std::vector<std::pair<std::string, Tree>> nodes);
 
   // Children of a map (sorted by key) or a list (in order); empty for leaves.
   size_t child_count() const { return children_.size(); }

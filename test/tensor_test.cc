@@ -1,0 +1,90 @@
+// Tensor: typed access with a dtype check, and the 16-bit float conversions.
+
+#include <gtest/gtest.h>
+
+#include <bit>
+#include <cmath>
+#include <limits>
+#include <vector>
+
+#include "ckptdb/tensor.h"
+#include "test_util.h"
+
+namespace ckptdb {
+namespace {
+
+TEST(TensorValuesTest, TypedAccessChecksTheDType) {
+  std::vector<float> data = {1.5f, -2.0f, 3.25f};
+  Tensor tensor = Tensor::View(DType::kFloat32, {3}, data.data()).value();
+  Result<std::span<const float>> values = tensor.Values<float>();
+  ASSERT_OK(values.status());
+  EXPECT_EQ(std::vector<float>(values->begin(), values->end()), data);
+  Result<std::span<float>> writable = tensor.MutableValues<float>();
+  ASSERT_OK(writable.status());
+  (*writable)[1] = 7.0f;
+  EXPECT_EQ(data[1], 7.0f);
+
+  const Status wrong = tensor.Values<double>().status();
+  EXPECT_EQ(wrong.code(), Status::Code::kInvalidArgument);
+  EXPECT_NE(wrong.ToString().find("float64"), std::string::npos) << wrong.ToString();
+  EXPECT_NE(wrong.ToString().find("float32"), std::string::npos) << wrong.ToString();
+  EXPECT_EQ(tensor.Values<int32_t>().status().code(), Status::Code::kInvalidArgument);
+
+  const Tensor read_only = Tensor::ConstView(DType::kFloat32, {3}, data.data()).value();
+  EXPECT_OK(read_only.Values<float>().status());
+  Tensor copy = read_only;
+  EXPECT_EQ(copy.MutableValues<float>().status().code(), Status::Code::kInvalidArgument);
+
+  Tensor halves = Tensor::Allocate(DType::kBFloat16, {2}).value();
+  ASSERT_OK(halves.MutableValues<BFloat16>().status());
+  (*halves.MutableValues<BFloat16>())[0] = ToBFloat16(1.0f);
+  EXPECT_EQ(ToFloat((*halves.Values<BFloat16>())[0]), 1.0f);
+  EXPECT_EQ(halves.Values<Float16>().status().code(), Status::Code::kInvalidArgument);
+}
+
+TEST(Float16Test, KnownValuesAndRounding) {
+  EXPECT_EQ(ToFloat16(1.0f).bits, 0x3c00);
+  EXPECT_EQ(ToFloat16(-2.0f).bits, 0xc000);
+  EXPECT_EQ(ToFloat16(65504.0f).bits, 0x7bff);                 // largest
+  EXPECT_EQ(ToFloat16(65519.0f).bits, 0x7bff);                 // below the midpoint
+  EXPECT_EQ(ToFloat16(65520.0f).bits, 0x7c00);                 // ties to even: infinity
+  EXPECT_EQ(ToFloat16(std::ldexp(1.0f, -24)).bits, 0x0001);    // smallest subnormal
+  EXPECT_EQ(ToFloat16(std::ldexp(1.0f, -25)).bits, 0x0000);    // tie to even: zero
+  EXPECT_EQ(ToFloat16(std::ldexp(3.0f, -25)).bits, 0x0002);    // tie to even: 2
+  EXPECT_EQ(ToFloat16(std::ldexp(1.0f, -14)).bits, 0x0400);    // smallest normal
+  EXPECT_EQ(ToFloat16(1.0f + std::ldexp(1.0f, -11)).bits, 0x3c00);  // tie to even
+  EXPECT_EQ(ToFloat16(1.0f + std::ldexp(3.0f, -11)).bits, 0x3c02);  // tie to even
+  EXPECT_EQ(ToFloat16(-0.0f).bits, 0x8000);
+  EXPECT_EQ(ToFloat16(std::numeric_limits<float>::infinity()).bits, 0x7c00);
+  EXPECT_TRUE(std::isnan(ToFloat(ToFloat16(std::numeric_limits<float>::quiet_NaN()))));
+}
+
+TEST(Float16Test, EveryValueRoundTripsThroughFloat) {
+  for (uint32_t bits = 0; bits <= 0xffff; ++bits) {
+    const Float16 value{static_cast<uint16_t>(bits)};
+    const float widened = ToFloat(value);
+    if (std::isnan(widened)) {
+      EXPECT_EQ(bits & 0x7c00u, 0x7c00u) << bits;
+      continue;
+    }
+    EXPECT_EQ(ToFloat16(widened).bits, bits) << std::hex << bits;
+  }
+}
+
+TEST(BFloat16Test, KnownValuesRoundingAndEveryValueRoundTrips) {
+  EXPECT_EQ(ToBFloat16(1.0f).bits, 0x3f80);
+  EXPECT_EQ(ToBFloat16(std::bit_cast<float>(0x3f808000u)).bits, 0x3f80);  // tie to even
+  EXPECT_EQ(ToBFloat16(std::bit_cast<float>(0x3f818000u)).bits, 0x3f82);  // tie to even
+  EXPECT_EQ(ToBFloat16(std::bit_cast<float>(0x3f808001u)).bits, 0x3f81);  // above the tie
+  EXPECT_EQ(ToBFloat16(std::numeric_limits<float>::max()).bits, 0x7f80);  // overflow
+  EXPECT_TRUE(std::isnan(ToFloat(ToBFloat16(std::numeric_limits<float>::quiet_NaN()))));
+  EXPECT_TRUE(std::isnan(ToFloat(ToBFloat16(std::bit_cast<float>(0x7f800001u)))));  // signalling
+  for (uint32_t bits = 0; bits <= 0xffff; ++bits) {
+    const float widened = ToFloat(BFloat16{static_cast<uint16_t>(bits)});
+    if (std::isnan(widened)) continue;
+    EXPECT_EQ(ToBFloat16(widened).bits, bits) << std::hex << bits;
+  }
+}
+
+}  // namespace
+}  // namespace ckptdb
