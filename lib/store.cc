@@ -162,10 +162,15 @@ enum class DirKind {
   kForeign,   // other files
 };
 
-bool IsDatabaseFileName(const std::string& name) {
+// The metadata files of a store (RocksDB's and CKPTDB): what a rebuild
+// replaces and keeps copies of.
+bool IsMetadataFileName(const std::string& name) {
   return name == "CURRENT" || name == "IDENTITY" || name == kIdentityFile ||
-         name.starts_with("MANIFEST-") || name.starts_with("OPTIONS-") || name.ends_with(".sst") ||
-         name.ends_with(".log");
+         name.starts_with("MANIFEST-") || name.starts_with("OPTIONS-") || name.ends_with(".log");
+}
+
+bool IsDatabaseFileName(const std::string& name) {
+  return IsMetadataFileName(name) || name.ends_with(".sst");
 }
 
 Result<DirKind> ClassifyDirectory(const std::string& dir) {
@@ -1323,12 +1328,6 @@ std::vector<std::string> Store::CheckTableFiles() const {
 bool Store::damage_seen() const { return rep_->damage_seen; }
 
 namespace {
-
-// RocksDB's metadata files: what a rebuild replaces.
-bool IsMetadataFileName(const std::string& name) {
-  return name == "CURRENT" || name == "IDENTITY" || name == kIdentityFile ||
-         name.starts_with("MANIFEST-") || name.starts_with("OPTIONS-") || name.ends_with(".log");
-}
 
 Status CopyMetadataFiles(const std::string& dir, const std::string& backup_dir) {
   std::error_code ec;
