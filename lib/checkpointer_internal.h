@@ -15,12 +15,22 @@ class Env;
 
 namespace ckptdb {
 
-// Checkpointer::Open with `env` (tests: a fault-injecting file system) under
-// the store's database; `env` must outlive the checkpointer. nullptr: the
-// default environment.
-Result<std::unique_ptr<Checkpointer>> OpenCheckpointer(const std::string& workdir,
-                                                       CheckpointerOptions options,
-                                                       rocksdb::Env* env);
+class CheckpointerAccess {
+ public:
+  // Checkpointer::Open with `env` (tests: a fault-injecting file system)
+  // under the store's database; `env` must outlive the checkpointer.
+  // nullptr: the default environment.
+  static Result<std::unique_ptr<Checkpointer>> Open(const std::string& workdir,
+                                                    CheckpointerOptions options,
+                                                    rocksdb::Env* env);
+};
+
+// CheckpointerAccess::Open.
+inline Result<std::unique_ptr<Checkpointer>> OpenCheckpointer(const std::string& workdir,
+                                                              CheckpointerOptions options,
+                                                              rocksdb::Env* env) {
+  return CheckpointerAccess::Open(workdir, std::move(options), env);
+}
 
 }  // namespace ckptdb
 

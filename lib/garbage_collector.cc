@@ -6,6 +6,7 @@
 #include <unordered_set>
 
 #include "manifest.h"
+#include "restore.h"
 
 namespace ckptdb {
 namespace {
@@ -17,14 +18,9 @@ Status MarkLive(const Store& store, DigestSet* live, GcStats* stats) {
   Result<std::vector<int64_t>> steps = store.ListSteps();
   if (!steps.ok()) return steps.status();
   for (int64_t step : *steps) {
-    Result<std::optional<std::string>> bytes = store.ReadManifest(step);
-    if (!bytes.ok()) return bytes.status();
-    if (!bytes->has_value()) continue;
-    Result<Manifest> manifest = DecodeManifest(**bytes);
-    if (!manifest.ok()) {
-      return manifest.status().WithContext("garbage collection: manifest of step " +
-                                           std::to_string(step));
-    }
+    Result<Manifest> manifest = ReadStepManifest(store, step);
+    if (manifest.status().IsNotFound()) continue;
+    if (!manifest.ok()) return manifest.status().WithContext("garbage collection");
     ++stats->manifests_scanned;
     for (const ManifestNode& node : manifest->nodes) {
       for (const ChunkRef& chunk : node.chunks) live->insert(chunk.digest);

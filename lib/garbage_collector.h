@@ -14,9 +14,10 @@
 // Safety: a chunk referenced by a manifest is never removed from the index.
 // If a manifest references a chunk the index lacks, GC refuses to run and
 // reports it (Corruption): deleting anything then could make things worse.
-// Callers serialize GC with saves (the Checkpointer holds its mutex, and a
-// save is committed when it returns), so no save in flight can dedup against
-// a chunk while it is being swept.
+// Callers serialize GC with saves, so that no save can dedup against a chunk
+// while it is being swept: the Checkpointer runs GC as the last phase of the
+// save in flight (its mutex released, but no other save can start) or under
+// its mutex with no save in flight.
 
 #ifndef CKPTDB_LIB_GARBAGE_COLLECTOR_H_
 #define CKPTDB_LIB_GARBAGE_COLLECTOR_H_

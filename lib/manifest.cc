@@ -2,6 +2,7 @@
 
 #include <flatbuffers/flatbuffers.h>
 
+#include <algorithm>
 #include <bit>
 #include <cmath>
 #include <cstring>
@@ -172,6 +173,28 @@ Result<std::vector<ManifestNode>> FlattenTree(const Tree& tree) {
                                    std::to_string(kMaxTreeTextBytes) + " are supported");
   }
   return nodes;
+}
+
+bool IsUnder(std::string_view path, std::string_view prefix) {
+  if (prefix.empty() || path == prefix) return true;
+  return path.size() > prefix.size() && path.substr(0, prefix.size()) == prefix &&
+         path[prefix.size()] == '/';
+}
+
+bool IsUnderAny(std::string_view path, const std::vector<std::string>& prefixes) {
+  return std::any_of(prefixes.begin(), prefixes.end(),
+                     [&](const std::string& prefix) { return IsUnder(path, prefix); });
+}
+
+std::optional<std::string> MissingPath(const std::vector<ManifestNode>& nodes,
+                                       const std::vector<std::string>& paths) {
+  for (const std::string& path : paths) {
+    if (std::none_of(nodes.begin(), nodes.end(),
+                     [&](const ManifestNode& node) { return node.path == path; })) {
+      return path;
+    }
+  }
+  return std::nullopt;
 }
 
 Result<Tree> BuildTree(const std::vector<ManifestNode>& nodes) {

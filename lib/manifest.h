@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <functional>
 #include <map>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -73,6 +74,13 @@ Result<Tree> BuildTree(const std::vector<ManifestNode>& nodes);
 // The same with each tensor leaf made by `make_tensor` from its node.
 Result<Tree> BuildTree(const std::vector<ManifestNode>& nodes,
                        const std::function<Result<Tensor>(const ManifestNode&)>& make_tensor);
+
+// True when `path` is `prefix` or below it ("" is the root, above all).
+bool IsUnder(std::string_view path, std::string_view prefix);
+bool IsUnderAny(std::string_view path, const std::vector<std::string>& prefixes);
+// The first of `paths` that names none of `nodes`, if any.
+std::optional<std::string> MissingPath(const std::vector<ManifestNode>& nodes,
+                                       const std::vector<std::string>& paths);
 
 std::string EncodeManifest(const Manifest& manifest);
 

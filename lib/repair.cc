@@ -10,6 +10,7 @@
 #include <set>
 
 #include "manifest.h"
+#include "restore.h"
 #include "store.h"
 #include "verifier.h"
 
@@ -80,10 +81,8 @@ Status Reindex(Store* store, RepairReport* report) {
   Result<std::vector<int64_t>> steps = store->ListSteps();
   if (!steps.ok()) return steps.status();
   for (int64_t step : *steps) {
-    Result<std::optional<std::string>> bytes = store->ReadManifest(step);
-    if (!bytes.ok() || !bytes->has_value()) continue;  // verify reports it
-    Result<Manifest> manifest = DecodeManifest(**bytes);
-    if (!manifest.ok()) continue;
+    Result<Manifest> manifest = ReadStepManifest(*store, step);
+    if (!manifest.ok()) continue;  // verify reports it
     for (const ManifestNode& node : manifest->nodes) {
       for (const ChunkRef& ref : node.chunks) referenced.insert(ref.digest);
     }

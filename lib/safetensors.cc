@@ -164,17 +164,6 @@ std::string Quote(std::string_view name) {
          " bytes)";
 }
 
-std::string ShapeString(const std::vector<int64_t>& shape) {
-  constexpr size_t kMaxShown = 16;
-  std::string text = "[";
-  for (size_t i = 0; i < shape.size() && i < kMaxShown; ++i) {
-    if (i > 0) text += ", ";
-    text += std::to_string(shape[i]);
-  }
-  if (shape.size() > kMaxShown) text += ", ... (" + std::to_string(shape.size()) + " dimensions)";
-  return text + "]";
-}
-
 std::string ErrnoText(int error) { return std::generic_category().message(error); }
 
 const SafetensorsDType* FindDType(DType dtype) {

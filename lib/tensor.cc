@@ -65,6 +65,17 @@ bool DTypeIsFloat(DType dtype) {
   return info != nullptr && info->is_float;
 }
 
+std::string ShapeString(const std::vector<int64_t>& shape) {
+  constexpr size_t kMaxShown = 16;
+  std::string text = "[";
+  for (size_t i = 0; i < shape.size() && i < kMaxShown; ++i) {
+    if (i > 0) text += ", ";
+    text += std::to_string(shape[i]);
+  }
+  if (shape.size() > kMaxShown) text += ", ... (" + std::to_string(shape.size()) + " dimensions)";
+  return text + "]";
+}
+
 std::string_view DTypeName(DType dtype) {
   const DTypeInfo* info = FindDType(dtype);
   return info == nullptr ? "unknown" : info->name;

@@ -7,6 +7,7 @@
 
 #include "chunk_codec.h"
 #include "manifest.h"
+#include "restore.h"
 #include "parallel.h"
 
 namespace ckptdb {
@@ -42,23 +43,16 @@ Result<VerifyReport> VerifyStore(const Store& store, std::optional<int64_t> step
   std::map<ChunkDigest, ChunkToCheck> chunks;
   for (int64_t s : steps) {
     const std::string name = "step " + std::to_string(s);
-    Result<std::optional<std::string>> bytes = store.ReadManifest(s);
-    if (!bytes.ok()) return bytes.status();
-    if (!bytes->has_value()) {
+    Result<Manifest> manifest = ReadStepManifest(store, s);
+    if (manifest.status().IsNotFound()) {
       report.problems.push_back(name + ": no such step");
       report.damaged_steps.emplace(s, "no such step");
       continue;
     }
-    Result<Manifest> manifest = DecodeManifest(**bytes);
     if (!manifest.ok()) {
       report.problems.push_back(name + ": manifest: " + manifest.status().ToString());
       report.damaged_steps.emplace(s, "manifest: " + manifest.status().ToString());
       continue;
-    }
-    if (manifest->step != s) {
-      report.problems.push_back(name + ": the manifest describes step " +
-                                std::to_string(manifest->step));
-      report.damaged_steps.emplace(s, "the manifest describes another step");
     }
     ++report.steps_checked;
     for (const ManifestNode& node : manifest->nodes) {
@@ -103,14 +97,8 @@ Result<VerifyReport> VerifyStore(const Store& store, std::optional<int64_t> step
       file = FileOf(files, (*location)->generation);
       thread_local std::vector<std::byte> buffer;
       buffer.resize(check.raw_size);
-      Status read = store.ReadChunk(digest, **location, [&](std::string_view stored) {
-        return DecodeChunk(stored, check.raw_size, buffer.data());
-      });
-      if (!read.ok()) {
-        problem = read.ToString();
-      } else if (store.hasher().Digest(buffer.data(), check.raw_size) != digest) {
-        problem = "the bytes read fail their digest check";
-      }
+      Status read = ReadVerifiedChunk(store, digest, **location, check.raw_size, buffer.data());
+      if (!read.ok()) problem = read.ToString();
     }
     std::lock_guard<std::mutex> lock(mutex);
     if (!problem.empty()) {

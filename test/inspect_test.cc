@@ -748,7 +748,7 @@ TEST(InspectVerifyTest, ACorruptChunkIsReportedWithItsStepAndTensor) {
   // table file of its own, whose number RocksDB chose).
   const std::string problem_start =
       "step 2, tensor 'params/kernel', chunk 0 (" + target.digest.ToHex() + ", in ";
-  const std::string problem_end = ".sst): the bytes read fail their digest check";
+  const std::string problem_end = ".sst): Corruption: the bytes read fail their digest check";
   ToolRun run = RunTool({"verify", store});
   EXPECT_EQ(run.exit_code, 1) << Describe(run);
   EXPECT_TRUE(Contains(run.out, "problem: " + problem_start)) << run.out;

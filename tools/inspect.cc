@@ -17,6 +17,7 @@
 #include "garbage_collector.h"
 #include "manifest.h"
 #include "repair.h"
+#include "restore.h"
 #include "utf8.h"
 #include "safetensors.h"
 #include "store.h"
@@ -224,15 +225,6 @@ std::string FormatRatio(double ratio) {
   return text;
 }
 
-std::string FormatShape(const std::vector<int64_t>& shape) {
-  std::string text = "[";
-  for (size_t i = 0; i < shape.size(); ++i) {
-    if (i > 0) text += ", ";
-    text += std::to_string(shape[i]);
-  }
-  return text + "]";
-}
-
 std::string FormatTime(int64_t unix_ns) {
   const std::time_t seconds = static_cast<std::time_t>(unix_ns / 1000000000);
   std::tm utc{};
@@ -367,18 +359,8 @@ class Inspector {
     return step;
   }
 
-  Result<Manifest> ReadManifest(int64_t step) const {
-    Result<std::optional<std::string>> bytes = store_->ReadManifest(step);
-    if (!bytes.ok()) return bytes.status();
-    if (!bytes->has_value()) {
-      return Status::NotFound("step " + std::to_string(step) + " is not in " + workdir_);
-    }
-    Result<Manifest> manifest = DecodeManifest(**bytes);
-    if (!manifest.ok()) {
-      return manifest.status().WithContext("manifest of step " + std::to_string(step));
-    }
-    return manifest;
-  }
+  Result<Manifest> ReadManifest(int64_t step) const { return ReadStepManifest(*store_, step); }
+
 
  private:
   Inspector(std::string workdir, std::unique_ptr<Store> store)
@@ -509,7 +491,7 @@ Status Show(const Context& context, const std::string& workdir, const std::strin
                       {"stored_bytes", leaf_stored},
                       {"chunks", node.chunks.size()},
                       {"shared_chunks", shared}});
-    table.Add({path, "tensor", std::string(DTypeName(node.dtype)), FormatShape(node.shape),
+    table.Add({path, "tensor", std::string(DTypeName(node.dtype)), ShapeString(node.shape),
                FormatBytes(node.byte_size), FormatBytes(leaf_stored),
                std::to_string(node.chunks.size()), std::to_string(shared)});
   }
@@ -849,8 +831,8 @@ Status Diff(const Context& context, const std::string& workdir, const std::strin
       }
     } else if (old.dtype != node.dtype || old.shape != node.shape) {
       record("changed", node.path,
-             std::string(DTypeName(old.dtype)) + FormatShape(old.shape) + " -> " +
-                 std::string(DTypeName(node.dtype)) + FormatShape(node.shape),
+             std::string(DTypeName(old.dtype)) + ShapeString(old.shape) + " -> " +
+                 std::string(DTypeName(node.dtype)) + ShapeString(node.shape),
              Json::object());
     } else {
       // Chunks compare position by position when both steps cut the tensor

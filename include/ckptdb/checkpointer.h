@@ -94,10 +94,11 @@ class StepHold {
   bool held() const;
   void Release();
 
+ private:
+  friend class Checkpointer;
   class Impl;
   StepHold(int64_t step, std::unique_ptr<Impl> impl);
 
- private:
   int64_t step_ = -1;
   std::unique_ptr<Impl> impl_;
 };
@@ -211,11 +212,11 @@ class Checkpointer {
   // Close and WaitUntilFinished return OK. Idempotent.
   Status Close();
 
-  // For ckptdb's own use (Impl is private to the library): use Open.
+ private:
+  friend class CheckpointerAccess;  // the library's own ways to open
   class Impl;
   explicit Checkpointer(std::unique_ptr<Impl> impl);
 
- private:
   std::unique_ptr<Impl> impl_;
 };
 

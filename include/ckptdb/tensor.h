@@ -19,6 +19,7 @@
 #include <cstdint>
 #include <memory>
 #include <span>
+#include <string>
 #include <string_view>
 #include <vector>
 
@@ -52,6 +53,9 @@ size_t DTypeSize(DType dtype);
 bool DTypeIsFloat(DType dtype);
 // "float32", "bfloat16", "float8_e4m3fn", ... ("unknown" for anything else).
 std::string_view DTypeName(DType dtype);
+// "[2, 3]" ("[]" for a scalar); past 16 dimensions, "[d0, ..., d15, ...
+// (N dimensions)]".
+std::string ShapeString(const std::vector<int64_t>& shape);
 // Inverse of DTypeName: NotFound for an unknown name.
 Result<DType> DTypeFromName(std::string_view name);
 // True when `raw` is the numeric value of a DType.

@@ -1,0 +1,266 @@
+#include "restore.h"
+
+#include <algorithm>
+#include <functional>
+#include <map>
+#include <set>
+
+#include "chunk_codec.h"
+#include "parallel.h"
+#include "store.h"
+
+namespace ckptdb {
+
+std::string StepName(int64_t step) { return "step " + std::to_string(step); }
+
+Result<Manifest> ReadStepManifest(const Store& store, int64_t step) {
+  Result<std::optional<std::string>> bytes = store.ReadManifest(step);
+  if (!bytes.ok()) return bytes.status();
+  if (!bytes->has_value()) return Status::NotFound(StepName(step) + " is not in " + store.dir());
+  Result<Manifest> manifest = DecodeManifest(**bytes);
+  if (!manifest.ok()) {
+    return manifest.status().WithContext("manifest of " + StepName(step) + " in " + store.dir());
+  }
+  if (manifest->step != step) {
+    return Status::Corruption("manifest stored under " + StepName(step) + " in " + store.dir() +
+                              " describes step " + std::to_string(manifest->step));
+  }
+  return manifest;
+}
+
+Status ReadVerifiedChunk(const Store& store, const ChunkDigest& digest,
+                         const ChunkLocation& location, uint32_t raw_size, std::byte* dest) {
+  Status status = store.ReadChunk(digest, location, [&](std::string_view stored) {
+    return DecodeChunk(stored, raw_size, dest);
+  });
+  if (!status.ok()) return status;
+  if (store.hasher().Digest(dest, raw_size) != digest) {
+    return Status::Corruption("the bytes read fail their digest check");
+  }
+  return Status::OK();
+}
+
+Status DecodeTensors(Store& store, int64_t step, const std::vector<DecodeTarget>& targets,
+                     size_t threads) {
+  struct ChunkTask {
+    const ManifestNode* node;
+    size_t chunk;
+    std::byte* dest;
+  };
+  std::vector<ChunkTask> tasks;
+  for (const DecodeTarget& target : targets) {
+    uint64_t offset = 0;
+    for (size_t k = 0; k < target.node->chunks.size(); ++k) {
+      tasks.push_back({target.node, k, target.dest + offset});
+      offset += target.node->chunks[k].raw_size;
+    }
+  }
+  constexpr int kReaderAttempts = 10;
+  std::vector<char> missing(tasks.size(), 0);
+  int attempt = 1;
+  auto decode = [&](size_t i) -> Status {
+    const ChunkTask& task = tasks[i];
+    const ChunkRef& ref = task.node->chunks[task.chunk];
+    missing[i] = 0;
+    Result<std::optional<ChunkLocation>> location = store.FindChunk(ref.digest);
+    Status status = location.status();
+    if (status.ok()) {
+      status = location->has_value()
+                   ? ReadVerifiedChunk(store, ref.digest, **location, ref.raw_size, task.dest)
+                   : Status::NotFound("the chunk is not in the chunk index");
+    }
+    if (status.IsNotFound() && store.read_only() && attempt < kReaderAttempts) {
+      missing[i] = 1;
+      return Status::OK();
+    }
+    if (status.ok()) return status;
+    const std::string where = StepName(step) + ", tensor '" + task.node->path + "', chunk " +
+                              std::to_string(task.chunk) + " (" + ref.digest.ToHex() + ")";
+    if (status.IsNotFound()) return Status::Corruption(where + ": " + status.message());
+    return status.WithContext(where);
+  };
+  std::vector<size_t> pending(tasks.size());
+  for (size_t i = 0; i < tasks.size(); ++i) pending[i] = i;
+  for (;; ++attempt) {
+    Status status =
+        ParallelFor(pending.size(), threads, [&](size_t i) { return decode(pending[i]); });
+    if (!status.ok()) return status;
+    std::erase_if(pending, [&](size_t i) { return !missing[i]; });
+    if (pending.empty()) return Status::OK();
+    status = store.CatchUp();
+    if (!status.ok()) return status;
+  }
+}
+
+namespace {
+
+std::string Shown(const std::string& path) { return path.empty() ? "(root)" : path; }
+
+// Every difference between the stored tree and a template, one per line.
+std::vector<std::string> TemplateMismatches(const std::vector<ManifestNode>& stored,
+                                            const std::vector<ManifestNode>& wanted,
+                                            const Tree& state, bool donate) {
+  std::map<std::string_view, const ManifestNode*> by_path;
+  for (const ManifestNode& node : stored) by_path[node.path] = &node;
+  std::vector<std::string> problems;
+  std::set<std::string_view> seen;
+  for (const ManifestNode& node : wanted) {
+    const std::string shown = Shown(node.path);
+    auto found = by_path.find(node.path);
+    if (found == by_path.end()) {
+      problems.push_back("extra: '" + shown + "' is in the template, not in the checkpoint");
+      continue;
+    }
+    seen.insert(node.path);
+    const ManifestNode& have = *found->second;
+    if (have.kind != node.kind) {
+      problems.push_back("kind: '" + shown + "' is a " + std::string(KindName(have.kind)) +
+                         " in the checkpoint, a " + std::string(KindName(node.kind)) +
+                         " in the template");
+      continue;
+    }
+    if (node.kind != Tree::Kind::kTensor) continue;
+    if (have.dtype != node.dtype) {
+      problems.push_back("dtype: '" + shown + "' is " + std::string(DTypeName(have.dtype)) +
+                         " in the checkpoint, " + std::string(DTypeName(node.dtype)) +
+                         " in the template");
+    }
+    if (have.shape != node.shape) {
+      problems.push_back("shape: '" + shown + "' is " + ShapeString(have.shape) +
+                         " in the checkpoint, " + ShapeString(node.shape) + " in the template");
+    }
+    if (donate && !state.Find(node.path)->tensor().writable()) {
+      problems.push_back("read-only: '" + shown +
+                         "' is a ConstView; restore with donate needs a writable buffer");
+    }
+  }
+  for (const ManifestNode& node : stored) {
+    if (seen.count(node.path) == 0) {
+      problems.push_back("missing: '" + Shown(node.path) +
+                         "' is in the checkpoint, not in the template");
+    }
+  }
+  return problems;
+}
+
+// Tensors of the template whose buffers overlap: decoding two stored tensors
+// into one buffer would leave one of them wrong.
+std::vector<std::string> AliasedBuffers(const std::vector<ManifestNode>& stored,
+                                        const Tree& state) {
+  struct Range {
+    const std::byte* begin;
+    const std::byte* end;
+    const std::string* path;
+  };
+  std::vector<Range> ranges;
+  for (const ManifestNode& node : stored) {
+    if (node.kind != Tree::Kind::kTensor || node.byte_size == 0) continue;
+    const Tensor& tensor = state.Find(node.path)->tensor();
+    ranges.push_back({tensor.data(), tensor.data() + tensor.byte_size(), &node.path});
+  }
+  std::sort(ranges.begin(), ranges.end(),
+            [](const Range& a, const Range& b) { return std::less<>()(a.begin, b.begin); });
+  std::vector<std::string> problems;
+  for (size_t i = 1; i < ranges.size(); ++i) {
+    if (std::less<>()(ranges[i].begin, ranges[i - 1].end)) {
+      problems.push_back("aliased: '" + *ranges[i - 1].path + "' and '" + *ranges[i].path +
+                         "' share memory; restore with donate needs distinct buffers");
+    }
+  }
+  return problems;
+}
+
+// The nodes of `nodes` under any of `paths` (all of them when `paths` is
+// empty). NotFound for a path that names no node.
+Result<std::vector<ManifestNode>> SelectNodes(const std::vector<ManifestNode>& nodes,
+                                              const std::vector<std::string>& paths,
+                                              const std::string& where) {
+  if (paths.empty()) return nodes;
+  if (std::optional<std::string> missing = MissingPath(nodes, paths)) {
+    return Status::NotFound(where + " holds no path '" + *missing + "'");
+  }
+  std::vector<ManifestNode> selected;
+  for (const ManifestNode& node : nodes) {
+    if (IsUnderAny(node.path, paths)) selected.push_back(node);
+  }
+  return selected;
+}
+
+}  // namespace
+
+Status RestoreIntoTemplate(Store& store, const Manifest& manifest, Tree* state,
+                           const RestoreOptions& options, size_t threads) {
+  const std::string where = StepName(manifest.step) + " in " + store.dir();
+  Result<std::vector<ManifestNode>> stored =
+      SelectNodes(manifest.nodes, options.only_paths, where);
+  if (!stored.ok()) return stored.status();
+  Result<std::vector<ManifestNode>> wanted = FlattenTree(*state);
+  if (!wanted.ok()) return wanted.status().WithContext("restore template");
+  if (!options.only_paths.empty()) {
+    std::erase_if(*wanted, [&](const ManifestNode& node) {
+      return !IsUnderAny(node.path, options.only_paths);
+    });
+  }
+  std::vector<std::string> problems = TemplateMismatches(*stored, *wanted, *state, options.donate);
+  if (options.donate && problems.empty()) problems = AliasedBuffers(*stored, *state);
+  if (!problems.empty()) {
+    std::string message = "the template does not match " + where + " (" +
+                          std::to_string(problems.size()) + " problems):";
+    for (const std::string& problem : problems) message += "\n  " + problem;
+    return Status::InvalidArgument(message);
+  }
+
+  // Without donation, tensors decode into new buffers that replace the
+  // template's only once everything decoded.
+  std::vector<DecodeTarget> targets;
+  std::vector<std::pair<Tree*, Tensor>> replacements;
+  for (const ManifestNode& node : *stored) {
+    if (node.kind != Tree::Kind::kTensor) continue;
+    Tree* leaf = state->Find(node.path);
+    if (options.donate) {
+      targets.push_back({&node, leaf->tensor().mutable_data()});
+    } else {
+      Result<Tensor> fresh = Tensor::Allocate(node.dtype, node.shape);
+      if (!fresh.ok()) return fresh.status().WithContext(node.path);
+      targets.push_back({&node, fresh->mutable_data()});
+      replacements.emplace_back(leaf, std::move(*fresh));
+    }
+  }
+  Status status = DecodeTensors(store, manifest.step, targets, threads);
+  if (!status.ok()) return status;
+  for (auto& [leaf, tensor] : replacements) *leaf = Tree::Leaf(std::move(tensor));
+  for (const ManifestNode& node : *stored) {
+    Tree* leaf = state->Find(node.path);
+    switch (node.kind) {
+      case Tree::Kind::kInt: *leaf = Tree::Int(node.int_value); break;
+      case Tree::Kind::kBool: *leaf = Tree::Bool(node.int_value != 0); break;
+      case Tree::Kind::kFloat: *leaf = Tree::Float(node.float_value); break;
+      case Tree::Kind::kString: *leaf = Tree::String(node.string_value); break;
+      default: break;
+    }
+  }
+  return Status::OK();
+}
+
+Result<Tree> RestoreSubtree(Store& store, const Manifest& manifest, const std::string& path,
+                            size_t threads) {
+  Result<std::vector<ManifestNode>> subtree = SelectNodes(
+      manifest.nodes, path.empty() ? std::vector<std::string>{} : std::vector<std::string>{path},
+      StepName(manifest.step) + " in " + store.dir());
+  if (!subtree.ok()) return subtree.status();
+  Result<Tree> tree = BuildTree(*subtree);
+  if (!tree.ok()) return tree.status();
+  // Paths inside the subtree drop the subtree's own path and its '/'.
+  const size_t prefix = path.empty() ? 0 : path.size() + 1;
+  std::vector<DecodeTarget> targets;
+  for (const ManifestNode& node : *subtree) {
+    if (node.kind != Tree::Kind::kTensor) continue;
+    const std::string relative = node.path.size() > prefix ? node.path.substr(prefix) : "";
+    targets.push_back({&node, tree->Find(relative)->tensor().mutable_data()});
+  }
+  Status status = DecodeTensors(store, manifest.step, targets, threads);
+  if (!status.ok()) return status;
+  return tree;
+}
+
+}  // namespace ckptdb

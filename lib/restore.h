@@ -1,0 +1,64 @@
+// The read path: a committed step's manifest, its chunks verified against
+// their digests, and trees restored from them. The Checkpointer, garbage
+// collection, verification, repair and ckpt-inspect all read steps through
+// these functions.
+
+#ifndef CKPTDB_LIB_RESTORE_H_
+#define CKPTDB_LIB_RESTORE_H_
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "ckptdb/options.h"
+#include "ckptdb/status.h"
+#include "ckptdb/tree.h"
+#include "manifest.h"
+
+namespace ckptdb {
+
+class Store;
+struct ChunkLocation;
+
+// "step N".
+std::string StepName(int64_t step);
+
+// The decoded manifest of `step`: NotFound when the store holds no such
+// step; Corruption (naming the step and the store) when the bytes are not a
+// manifest or describe another step; NotSupported for a newer format.
+Result<Manifest> ReadStepManifest(const Store& store, int64_t step);
+
+// Reads chunk `digest` (of `raw_size` bytes, stored at `location`) into
+// `dest` and checks its digest: NotFound when the chunk file lacks it,
+// Corruption when the bytes read are not the chunk's.
+Status ReadVerifiedChunk(const Store& store, const ChunkDigest& digest,
+                         const ChunkLocation& location, uint32_t raw_size, std::byte* dest);
+
+// A tensor to decode: its node, and where its bytes go.
+struct DecodeTarget {
+  const ManifestNode* node;
+  std::byte* dest;
+};
+
+// Decodes the tensors of `step` on `threads` threads. A missing chunk is
+// Corruption for a writer; a reader catches up with the writer and retries
+// (a held step's chunks stay live, but GC may move them to a new
+// generation) a bounded number of times.
+Status DecodeTensors(Store& store, int64_t step, const std::vector<DecodeTarget>& targets,
+                     size_t threads);
+
+// Restores `manifest` into the template `state` (Checkpointer::Restore):
+// InvalidArgument listing every mismatch between template and step, nothing
+// changed then.
+Status RestoreIntoTemplate(Store& store, const Manifest& manifest, Tree* state,
+                           const RestoreOptions& options, size_t threads);
+
+// A fresh tree of the subtree at `path` ("" = all) of `manifest`
+// (Checkpointer::RestoreTree); NotFound for a path the step does not hold.
+Result<Tree> RestoreSubtree(Store& store, const Manifest& manifest, const std::string& path,
+                            size_t threads);
+
+}  // namespace ckptdb
+
+#endif  // CKPTDB_LIB_RESTORE_H_

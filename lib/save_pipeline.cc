@@ -1,0 +1,371 @@
+#include "save_pipeline.h"
+
+#include <algorithm>
+#include <cstring>
+
+#include "chunk_codec.h"
+#include "cleanup.h"
+#include "parallel.h"
+#include "staging_pool.h"
+
+namespace ckptdb {
+
+// ---- PendingSave: the hand-over between stager and writer ----
+
+bool PendingSave::MarkStaged(size_t count) {
+  {
+    MutexLock lock(&mu_);
+    if (writer_stopped_) return false;
+    staged_ = count;
+  }
+  progress_.SignalAll();
+  return true;
+}
+
+void PendingSave::NeedWriter() {
+  {
+    MutexLock lock(&mu_);
+    writer_needed_ = true;
+  }
+  progress_.SignalAll();
+}
+
+void PendingSave::Abandon(const Status& why) {
+  {
+    MutexLock lock(&mu_);
+    abandoned_ = why;
+  }
+  progress_.SignalAll();
+}
+
+bool PendingSave::WriterStopped() {
+  MutexLock lock(&mu_);
+  return writer_stopped_;
+}
+
+void PendingSave::AwaitWriterStart() {
+  MutexLock lock(&mu_);
+  while (staged_ < chunks_.size() && !writer_needed_ && abandoned_.ok()) progress_.Wait();
+}
+
+Status PendingSave::AwaitStaged(size_t count) {
+  MutexLock lock(&mu_);
+  while (staged_ < count && abandoned_.ok()) progress_.Wait();
+  return staged_ >= count ? Status::OK() : abandoned_;
+}
+
+size_t PendingSave::StopWriter() {
+  MutexLock lock(&mu_);
+  writer_stopped_ = true;
+  return staged_;
+}
+
+// ---- SavePipeline ----
+
+SavePipeline::SavePipeline(Store* store, Settings settings)
+    : store_(store), settings_(settings) {}
+
+SavePipeline::~SavePipeline() = default;
+
+size_t SavePipeline::WriterWindow() const {
+  const size_t window = 2 * settings_.threads;
+  return staging_ ? std::max<size_t>(1, std::min(window, staging_->max_slots())) : window;
+}
+
+Result<std::shared_ptr<PendingSave>> SavePipeline::Prepare(
+    const Tree& state, Manifest header, const std::vector<std::string>& assume_unchanged,
+    Source source) {
+  const bool stage = source == Source::kStaged;
+  if (stage && staging_ == nullptr) {
+    staging_ = std::make_unique<StagingPool>(settings_.chunk_size_bytes,
+                                             settings_.staging_bytes / settings_.chunk_size_bytes);
+  }
+  auto save = std::make_shared<PendingSave>();
+  save->recheck_caller_bytes_ = source == Source::kCallerBuffers;
+  Manifest& manifest = save->manifest_;
+  manifest = std::move(header);
+  Result<std::vector<ManifestNode>> nodes = FlattenTree(state);
+  if (!nodes.ok()) return nodes.status();
+  manifest.nodes = std::move(*nodes);
+
+  // Tensors declared unchanged take the previous save's chunk list, unread,
+  // when the store still holds every chunk of it: a broken promise then
+  // stores stale values for that tensor, but never bytes under a digest that
+  // is not theirs.
+  std::vector<bool> reused(manifest.nodes.size(), false);
+  if (!assume_unchanged.empty()) {
+    if (std::optional<std::string> missing = MissingPath(manifest.nodes, assume_unchanged)) {
+      return Status::InvalidArgument("assume_unchanged names '" + *missing +
+                                     "', which the state does not hold");
+    }
+    for (uint32_t n = 0; n < manifest.nodes.size(); ++n) {
+      ManifestNode& node = manifest.nodes[n];
+      if (node.kind != Tree::Kind::kTensor || !IsUnderAny(node.path, assume_unchanged)) continue;
+      auto previous = last_save_.find(node.path);
+      if (previous == last_save_.end() || previous->second.node.dtype != node.dtype ||
+          previous->second.node.shape != node.shape) {
+        continue;
+      }
+      std::vector<ChunkRef> chunks = previous->second.node.chunks;
+      bool all_stored = true;
+      for (ChunkRef& ref : chunks) {
+        Result<std::optional<ChunkLocation>> stored = store_->FindChunk(ref.digest);
+        if (!stored.ok()) return stored.status();
+        if (!stored->has_value()) {
+          all_stored = false;
+          break;
+        }
+        ref.stored_size = (*stored)->stored_size;
+      }
+      if (!all_stored) continue;
+      node.chunks = std::move(chunks);
+      reused[n] = true;
+    }
+  }
+
+  // Hash every other chunk, on all cores.
+  struct Piece {
+    uint32_t node;
+    uint32_t chunk;
+    const Tensor* tensor;
+    std::optional<size_t> slot;  // a speculative copy
+  };
+  const uint32_t chunk_size = settings_.chunk_size_bytes;
+  std::vector<Piece> pieces;
+  for (uint32_t n = 0; n < manifest.nodes.size(); ++n) {
+    ManifestNode& node = manifest.nodes[n];
+    if (node.kind != Tree::Kind::kTensor || reused[n]) continue;
+    const Tensor* tensor = &state.Find(node.path)->tensor();
+    node.chunks.resize((node.byte_size + chunk_size - 1) / chunk_size);
+    for (uint32_t k = 0; k < node.chunks.size(); ++k) {
+      const uint64_t offset = uint64_t{k} * chunk_size;
+      node.chunks[k].raw_size =
+          static_cast<uint32_t>(std::min<uint64_t>(chunk_size, node.byte_size - offset));
+      pieces.push_back({n, k, tensor, std::nullopt});
+    }
+  }
+  // Slots taken here go back to the pool unless a new chunk keeps them.
+  Cleanup release_unused([&] {
+    for (Piece& piece : pieces) {
+      if (piece.slot.has_value()) staging_->Release(*piece.slot);
+    }
+  });
+  if (stage) {
+    // Speculative copies hold their slots until the writer reaches them in
+    // digest order; the stager must still be able to fill the writer's
+    // current window, so a window's worth of slots stays out of speculation.
+    const size_t reserved = WriterWindow();
+    size_t budget = staging_->max_slots() > reserved ? staging_->max_slots() - reserved : 0;
+    for (Piece& piece : pieces) {
+      if (budget == 0) break;
+      auto history = last_save_.find(manifest.nodes[piece.node].path);
+      const bool predicted_new = history == last_save_.end() ||
+                                 piece.chunk >= history->second.chunk_was_new.size() ||
+                                 history->second.chunk_was_new[piece.chunk];
+      if (!predicted_new) continue;
+      Result<std::optional<size_t>> slot = staging_->TryAcquire();
+      if (!slot.ok()) return slot.status();
+      if (!slot->has_value()) break;  // the pool is full: hash the rest only
+      piece.slot = **slot;
+      --budget;
+    }
+  }
+  auto bytes_of = [&](const Piece& piece) {
+    return piece.tensor->data() + uint64_t{piece.chunk} * chunk_size;
+  };
+  Status status = ParallelFor(pieces.size(), settings_.threads, [&](size_t i) {
+    const Piece& piece = pieces[i];
+    ChunkRef& ref = manifest.nodes[piece.node].chunks[piece.chunk];
+    ref.digest = piece.slot.has_value()
+                     ? store_->hasher().DigestAndCopy(bytes_of(piece), ref.raw_size,
+                                                      staging_->data(*piece.slot))
+                     : store_->hasher().Digest(bytes_of(piece), ref.raw_size);
+    return Status::OK();
+  });
+  if (!status.ok()) return status;
+
+  // Only chunks the store lacks are written, each distinct one once.
+  std::map<ChunkDigest, PendingSave::Chunk> fresh;  // ordered: written in digest order
+  std::vector<Piece*> copied;  // pieces whose speculative copy a new chunk keeps
+  std::map<std::string, SavedTensor> this_save;
+  for (const ManifestNode& node : manifest.nodes) {
+    if (node.kind == Tree::Kind::kTensor) {
+      this_save[node.path].chunk_was_new.assign(node.chunks.size(), false);
+    }
+  }
+  for (Piece& piece : pieces) {
+    const ManifestNode& node = manifest.nodes[piece.node];
+    ChunkRef& ref = manifest.nodes[piece.node].chunks[piece.chunk];
+    auto pending = fresh.find(ref.digest);
+    if (pending != fresh.end()) {
+      pending->second.refs.emplace_back(piece.node, piece.chunk);
+      continue;
+    }
+    Result<std::optional<ChunkLocation>> stored = store_->FindChunk(ref.digest);
+    if (!stored.ok()) return stored.status();
+    if (stored->has_value()) {
+      ref.stored_size = (*stored)->stored_size;
+      continue;
+    }
+    this_save[node.path].chunk_was_new[piece.chunk] = true;
+    PendingSave::Chunk& chunk = fresh[ref.digest];
+    chunk.digest = ref.digest;
+    chunk.data = bytes_of(piece);
+    if (piece.slot.has_value()) {  // already copied while hashing
+      chunk.data = staging_->data(*piece.slot);
+      chunk.slot = piece.slot;
+      copied.push_back(&piece);
+    }
+    chunk.size = ref.raw_size;
+    const DType dtype = piece.tensor->dtype();
+    chunk.element_width = DTypeIsFloat(dtype) ? DTypeSize(dtype) : 0;
+    chunk.refs.emplace_back(piece.node, piece.chunk);
+  }
+  for (Piece* piece : copied) piece->slot.reset();  // the save owns them now
+  for (const ManifestNode& node : manifest.nodes) {
+    if (node.kind == Tree::Kind::kTensor) this_save[node.path].node = node;
+  }
+  last_save_ = std::move(this_save);
+  save->chunks_.reserve(fresh.size());
+  for (auto& [digest, chunk] : fresh) save->chunks_.push_back(std::move(chunk));
+  // Without staging, the writer reads every chunk where it is.
+  if (!stage) save->MarkStaged(save->chunks_.size());
+  return save;
+}
+
+Status SavePipeline::Stage(PendingSave& save) {
+  std::vector<PendingSave::Chunk>& chunks = save.chunks_;
+  StagingPool& pool = *staging_;
+  // Chunks [0, marked) and their slots are the writer's. Every early exit
+  // stops the writer and frees the slots the stager still owns.
+  size_t marked = 0;
+  Status failure;
+  Cleanup stop_on_failure([&] {
+    save.Abandon(failure);
+    for (size_t i = marked; i < chunks.size(); ++i) {
+      if (chunks[i].slot.has_value()) pool.Release(*std::exchange(chunks[i].slot, std::nullopt));
+    }
+  });
+  auto hand_over = [&](size_t count) {
+    if (!save.MarkStaged(count)) {
+      failure = Status::Internal("the writer stopped before staging ended");
+      return false;
+    }
+    marked = count;
+    return true;
+  };
+  // A batch of slots at a time, copied on all cores: one core cannot use the
+  // whole memory bandwidth.
+  const size_t batch = std::max<size_t>(1, std::min(settings_.threads, pool.max_slots()));
+  for (size_t begin = 0;;) {
+    // Chunks copied while hashing are staged already.
+    while (begin < chunks.size() && chunks[begin].slot.has_value()) ++begin;
+    if (!hand_over(begin)) return failure;
+    if (begin == chunks.size()) break;
+    // Take the slots free now; wait (for the writer) only when none is, and
+    // never while holding slots of chunks not yet handed over: the writer
+    // may be waiting for exactly those.
+    size_t end = begin;
+    while (end < chunks.size() && end - begin < batch && !chunks[end].slot.has_value()) {
+      Result<std::optional<size_t>> slot = pool.TryAcquire();
+      if (slot.ok() && !slot->has_value()) {
+        if (end > begin) break;
+        save.NeedWriter();
+        Result<size_t> waited = pool.Acquire();  // a stopping writer frees its slots
+        slot = waited.ok() ? Result<std::optional<size_t>>(std::optional<size_t>(*waited))
+                           : Result<std::optional<size_t>>(waited.status());
+      }
+      if (!slot.ok()) {
+        failure = slot.status();
+        return failure;
+      }
+      chunks[end++].slot = **slot;
+    }
+    Status status = ParallelFor(end - begin, settings_.threads, [&](size_t k) {
+      PendingSave::Chunk& chunk = chunks[begin + k];
+      std::memcpy(pool.data(*chunk.slot), chunk.data, chunk.size);
+      return Status::OK();
+    });
+    if (!status.ok()) {
+      failure = status;
+      return failure;
+    }
+    for (size_t i = begin; i < end; ++i) chunks[i].data = pool.data(*chunks[i].slot);
+    begin = end;
+  }
+  stop_on_failure.Cancel();
+  return Status::OK();
+}
+
+Status SavePipeline::WriteAndCommit(PendingSave& save) {
+  std::vector<IndexEntry> index_entries;
+  Status status = WriteChunks(save, &index_entries);
+  if (!status.ok()) return status;
+  return store_->CommitStep(save.manifest_.step, EncodeManifest(save.manifest_), index_entries);
+}
+
+Status SavePipeline::WriteChunks(PendingSave& save, std::vector<IndexEntry>* index_entries) {
+  std::vector<PendingSave::Chunk>& chunks = save.chunks_;
+  // The writer releases the slots of the chunks it has written as it goes,
+  // and on every exit those of every chunk handed to it.
+  size_t released = 0;
+  auto release_until = [&](size_t end) {
+    for (; released < end; ++released) {
+      if (chunks[released].slot.has_value()) staging_->Release(*chunks[released].slot);
+    }
+  };
+  Cleanup stop([&] { release_until(save.StopWriter()); });
+  if (chunks.empty()) return Status::OK();
+  save.AwaitWriterStart();
+  Result<std::unique_ptr<GenerationWriter>> writer = store_->NewGeneration();
+  if (!writer.ok()) return writer.status();
+  const ChunkEncoding base{0, settings_.compression_level};
+
+  // Compress a window of chunks in parallel, then append them in digest
+  // order; the window bounds the memory held by compressed chunks.
+  const size_t window = WriterWindow();
+  std::vector<std::string>& encoded = encode_buffers_;
+  if (encoded.size() < window) encoded.resize(window);
+  for (size_t begin = 0; begin < chunks.size(); begin += window) {
+    const size_t count = std::min(window, chunks.size() - begin);
+    Status status = save.AwaitStaged(begin + count);
+    if (!status.ok()) return status;
+    status = ParallelFor(count, settings_.threads, [&](size_t i) {
+      const PendingSave::Chunk& chunk = chunks[begin + i];
+      ChunkEncoding encoding = base;
+      encoding.element_width = chunk.element_width;
+      const std::byte* bytes = chunk.data;
+      if (save.recheck_caller_bytes_) {
+        // What is stored under a digest must hash to it: compress a private
+        // copy whose digest was taken on the way, never the caller's
+        // buffer, which a broken zero_copy promise may be changing.
+        thread_local std::vector<std::byte> copy;
+        if (copy.size() < chunk.size) copy.resize(chunk.size);
+        if (store_->hasher().DigestAndCopy(chunk.data, chunk.size, copy.data()) != chunk.digest) {
+          return Status::InvalidArgument(
+              "tensor '" + save.manifest_.nodes[chunk.refs.front().first].path +
+              "' changed during a zero_copy save (its buffer must stay unchanged until the save "
+              "finishes); the step was not saved");
+        }
+        bytes = copy.data();
+      }
+      EncodeChunk(bytes, chunk.size, encoding, &encoded[i]);
+      return Status::OK();
+    });
+    if (!status.ok()) return status;
+    for (size_t i = 0; i < count; ++i) {
+      const PendingSave::Chunk& chunk = chunks[begin + i];
+      status = (*writer)->Add(chunk.digest, encoded[i]);
+      if (!status.ok()) return status;
+      const auto stored_size = static_cast<uint32_t>(encoded[i].size());
+      for (const auto& [node, k] : chunk.refs) {
+        save.manifest_.nodes[node].chunks[k].stored_size = stored_size;
+      }
+      index_entries->push_back({chunk.digest, {(*writer)->generation(), chunk.size, stored_size}});
+    }
+    release_until(begin + count);
+  }
+  return (*writer)->Finish();
+}
+
+}  // namespace ckptdb

@@ -1,0 +1,170 @@
+// SavePipeline: a save from the caller's tree to a committed step.
+//
+//   Prepare        caller's thread, the blocking phase: flattens the tree,
+//                  hashes every chunk on all cores, looks each digest up in
+//                  the store and lists the chunks it lacks, in digest order.
+//                  A staged save copies chunks predicted to be new into the
+//                  staging pool while hashing them (speculative copies).
+//   Stage          caller's thread, staged saves only: copies the remaining
+//                  new chunks into the staging pool, in order, waiting for
+//                  slots the writer frees; the caller may change its buffers
+//                  once it returns.
+//   WriteAndCommit the writer (the Checkpointer's background thread, or the
+//                  caller's for a synchronous save): compresses a window of
+//                  staged chunks on all cores, appends them to one new
+//                  generation, releases their slots, and finally commits the
+//                  manifest with the new chunks' index entries.
+//
+// Ownership of staging slots between the stager and the writer: the chunks
+// before the save's staged mark are the writer's (it reads them and releases
+// their slots), the chunks from the mark on are the stager's. Whichever side
+// stops first on an error makes the other stop too, and each releases the
+// slots it owns, so that neither waits for ever and no slot leaks.
+//
+// Thread safety: a pipeline serves one save at a time (the Checkpointer's
+// in-flight flag serializes saves); during that save, Stage and
+// WriteAndCommit run concurrently on two threads and share only the
+// PendingSave's hand-over state (guarded by its mutex) and the thread-safe
+// staging pool. The pipeline's own members (encode buffers, save history)
+// are owned by the save in flight: Prepare and WriteAndCommit use them, never
+// at the same time.
+
+#ifndef CKPTDB_LIB_SAVE_PIPELINE_H_
+#define CKPTDB_LIB_SAVE_PIPELINE_H_
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "ckptdb/status.h"
+#include "ckptdb/tree.h"
+#include "manifest.h"
+#include "mutex.h"
+#include "store.h"
+
+namespace ckptdb {
+
+class StagingPool;
+
+// One save between its blocking phase and its commit.
+class PendingSave {
+ public:
+  PendingSave() = default;
+  PendingSave(const PendingSave&) = delete;
+  PendingSave& operator=(const PendingSave&) = delete;
+
+  // The step's manifest; chunk stored sizes are final once committed.
+  const Manifest& manifest() const { return manifest_; }
+  // New chunks the writer will write.
+  size_t new_chunk_count() const { return chunks_.size(); }
+
+ private:
+  friend class SavePipeline;
+
+  struct Chunk {
+    ChunkDigest digest;
+    const std::byte* data = nullptr;  // caller memory, or a staging slot
+    uint32_t size = 0;
+    size_t element_width = 0;                          // 0: not byte-grouped
+    std::vector<std::pair<uint32_t, uint32_t>> refs;   // (node, chunk) in the manifest
+    std::optional<size_t> slot;  // a staging slot holds the chunk's bytes
+  };
+
+  // Stager side. Moves the staged mark to `count`, handing chunks [mark,
+  // count) and their slots to the writer; false (nothing handed over) once
+  // the writer has stopped.
+  bool MarkStaged(size_t count) EXCLUDES(mu_);
+  // The stager needs slots back: the writer starts even before staging ends.
+  void NeedWriter() EXCLUDES(mu_);
+  // The stager failed: the writer stops at the chunks it has.
+  void Abandon(const Status& why) EXCLUDES(mu_);
+  // Whether the writer has stopped (the stager then stops too).
+  bool WriterStopped() EXCLUDES(mu_);
+
+  // Writer side. Waits until staging ends, the stager needs slots back, or
+  // it gave up (compressing earlier would slow down the caller's blocking
+  // phase, which has the cores to itself until then).
+  void AwaitWriterStart() EXCLUDES(mu_);
+  // Waits until `count` chunks are staged; the stager's error if it gave up.
+  Status AwaitStaged(size_t count) EXCLUDES(mu_);
+  // The writer stops (done or failed): returns the staged mark, below which
+  // the writer owns every slot; the stager keeps the rest.
+  size_t StopWriter() EXCLUDES(mu_);
+
+  Manifest manifest_;
+  std::vector<Chunk> chunks_;  // the new chunks, digest order
+  // The writer reads caller memory that the caller may change meanwhile (an
+  // asynchronous zero_copy save): it re-hashes what it compresses.
+  bool recheck_caller_bytes_ = false;
+
+  Mutex mu_;
+  CondVar progress_{&mu_};
+  size_t staged_ GUARDED_BY(mu_) = 0;
+  bool writer_needed_ GUARDED_BY(mu_) = false;
+  bool writer_stopped_ GUARDED_BY(mu_) = false;
+  Status abandoned_ GUARDED_BY(mu_);
+};
+
+class SavePipeline {
+ public:
+  struct Settings {
+    uint32_t chunk_size_bytes = 0;
+    size_t staging_bytes = 0;  // the staging pool's bound
+    size_t threads = 1;        // hashing, copying and compressing
+    int compression_level = 1;
+  };
+  // Where the writer reads the new chunks' bytes.
+  enum class Source {
+    kCallerWaits,       // the caller's buffers, while the caller waits for the commit
+    kCallerBuffers,     // the caller's buffers, after Save returned (zero_copy): re-hashed
+    kStaged,            // copies in the staging pool (Stage)
+  };
+
+  SavePipeline(Store* store, Settings settings);
+  ~SavePipeline();
+  SavePipeline(const SavePipeline&) = delete;
+  SavePipeline& operator=(const SavePipeline&) = delete;
+
+  // The blocking phase. `header` carries the step, commit time, metrics and
+  // user metadata; its nodes are filled here from `state`. Tensors under
+  // `assume_unchanged` reuse the previous save's chunk list, unread, when the
+  // store still holds all of it. InvalidArgument for a path of
+  // `assume_unchanged` the state does not hold.
+  Result<std::shared_ptr<PendingSave>> Prepare(const Tree& state, Manifest header,
+                                               const std::vector<std::string>& assume_unchanged,
+                                               Source source);
+  // kStaged saves: copies every new chunk not copied yet into the staging
+  // pool. On an error the writer stops too.
+  Status Stage(PendingSave& save);
+  // Writes the new chunks as one generation and commits the step. On an
+  // error nothing of the step is visible and a staged save's stager stops.
+  Status WriteAndCommit(PendingSave& save);
+
+ private:
+  // Chunks the writer compresses at once; never more than the staging slots.
+  size_t WriterWindow() const;
+  Status WriteChunks(PendingSave& save, std::vector<IndexEntry>* index_entries);
+
+  Store* const store_;
+  const Settings settings_;
+  std::unique_ptr<StagingPool> staging_;  // made by the first staged save
+  // The writer's compressed chunks, one per chunk of its window, kept from
+  // save to save: fresh buffers would cost a page fault per 4 KiB each time
+  // (more than compressing the page).
+  std::vector<std::string> encode_buffers_;
+  // Per tensor path, the previous save's tensor: its chunk list (reused for
+  // assume_unchanged) and which of its chunks were new then. Chunks that
+  // were not (frozen weights) are hashed without a speculative copy.
+  struct SavedTensor {
+    ManifestNode node;
+    std::vector<bool> chunk_was_new;
+  };
+  std::map<std::string, SavedTensor> last_save_;
+};
+
+}  // namespace ckptdb
+
+#endif  // CKPTDB_LIB_SAVE_PIPELINE_H_
