@@ -33,7 +33,8 @@ namespace ckptdb {
 // it never overlaps the writer. Garbage collection runs either as the
 // in-flight save's last phase or under mu_ with no save in flight: never
 // beside a save's deduplication.
-class Checkpointer::Impl {
+// Hidden: a nested class takes the exported visibility of its enclosing one.
+class [[gnu::visibility("hidden")]] Checkpointer::Impl {
  public:
   Impl(std::string workdir, CheckpointerOptions options, std::unique_ptr<Store> store)
       : workdir_(std::move(workdir)),
@@ -495,7 +496,7 @@ Status Checkpointer::Impl::Close() {
 
 // ---- StepHold ----
 
-class StepHold::Impl {
+class [[gnu::visibility("hidden")]] StepHold::Impl {
  public:
   explicit Impl(LockedFile file) : file(std::move(file)) {}
   LockedFile file;

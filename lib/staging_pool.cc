@@ -31,7 +31,7 @@ Result<std::optional<size_t>> StagingPool::TryAcquire() {
 }
 
 Result<size_t> StagingPool::Acquire() {
-  std::unique_lock<std::mutex> lock(mutex_);
+  MutexLock lock(&mu_);
   if (free_.empty() && buffers_.size() < max_slots_) {
     const size_t bytes = (slot_bytes_ + kHugePage - 1) / kHugePage * kHugePage;
     auto* buffer = static_cast<std::byte*>(std::aligned_alloc(kHugePage, bytes));
@@ -44,27 +44,27 @@ Result<size_t> StagingPool::Acquire() {
     buffers_.push_back(buffer);
     return buffers_.size() - 1;
   }
-  released_.wait(lock, [&] { return !free_.empty(); });
+  while (free_.empty()) released_.Wait();
   const size_t slot = free_.back();
   free_.pop_back();
   return slot;
 }
 
 bool StagingPool::Exhausted() {
-  std::lock_guard<std::mutex> lock(mutex_);
+  MutexLock lock(&mu_);
   return free_.empty() && buffers_.size() >= max_slots_;
 }
 
 void StagingPool::Release(size_t slot) {
   {
-    std::lock_guard<std::mutex> lock(mutex_);
+    MutexLock lock(&mu_);
     free_.push_back(slot);
   }
-  released_.notify_one();
+  released_.Signal();
 }
 
 std::byte* StagingPool::data(size_t slot) {
-  std::lock_guard<std::mutex> lock(mutex_);
+  MutexLock lock(&mu_);
   return buffers_[slot];
 }
 

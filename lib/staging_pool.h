@@ -12,14 +12,13 @@
 #ifndef CKPTDB_LIB_STAGING_POOL_H_
 #define CKPTDB_LIB_STAGING_POOL_H_
 
-#include <condition_variable>
 #include <cstddef>
 #include <memory>
-#include <mutex>
 #include <optional>
 #include <vector>
 
 #include "ckptdb/status.h"
+#include "mutex.h"
 
 namespace ckptdb {
 
@@ -47,10 +46,10 @@ class StagingPool {
  private:
   const size_t slot_bytes_;
   const size_t max_slots_;
-  std::mutex mutex_;
-  std::condition_variable released_;
-  std::vector<std::byte*> buffers_;
-  std::vector<size_t> free_;
+  Mutex mu_;
+  CondVar released_{&mu_};
+  std::vector<std::byte*> buffers_ GUARDED_BY(mu_);
+  std::vector<size_t> free_ GUARDED_BY(mu_);
 };
 
 }  // namespace ckptdb

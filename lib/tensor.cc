@@ -1,8 +1,10 @@
 #include "ckptdb/tensor.h"
 
+#include <algorithm>
 #include <bit>
 #include <cmath>
 #include <cstring>
+#include <limits>
 #include <new>
 #include <string>
 
@@ -192,7 +194,84 @@ uint16_t RoundToUpperHalf(uint32_t bits) {
   return static_cast<uint16_t>((bits + rounding) >> 16);
 }
 
+// A float8 format: exponent and mantissa widths, exponent bias, and whether
+// the all-ones exponent is reserved for infinities and NaNs (E5M2, as IEEE)
+// or only exponent and mantissa all ones are NaN (E4M3FN).
+struct Float8Format {
+  int exponent_bits;
+  int mantissa_bits;
+  int bias;
+  bool ieee_special;
+};
+constexpr Float8Format kE4M3FN{4, 3, 7, false};
+constexpr Float8Format kE5M2{5, 2, 15, true};
+
+float Float8ToFloat(uint8_t bits, const Float8Format& format) {
+  const bool negative = (bits & 0x80) != 0;
+  const int exponent_all_ones = (1 << format.exponent_bits) - 1;
+  const int exponent = (bits >> format.mantissa_bits) & exponent_all_ones;
+  const int mantissa = bits & ((1 << format.mantissa_bits) - 1);
+  float magnitude;
+  if (format.ieee_special && exponent == exponent_all_ones) {
+    magnitude = mantissa == 0 ? std::numeric_limits<float>::infinity()
+                              : std::numeric_limits<float>::quiet_NaN();
+  } else if (!format.ieee_special && exponent == exponent_all_ones &&
+             mantissa == (1 << format.mantissa_bits) - 1) {
+    magnitude = std::numeric_limits<float>::quiet_NaN();
+  } else if (exponent == 0) {  // zero and subnormals
+    magnitude = std::ldexp(static_cast<float>(mantissa),
+                           1 - format.bias - format.mantissa_bits);
+  } else {
+    magnitude = std::ldexp(static_cast<float>(mantissa + (1 << format.mantissa_bits)),
+                           exponent - format.bias - format.mantissa_bits);
+  }
+  return negative ? -magnitude : magnitude;
+}
+
+uint8_t FloatToFloat8(float value, const Float8Format& format) {
+  const uint8_t sign = std::signbit(value) ? 0x80 : 0;
+  const int exponent_all_ones = (1 << format.exponent_bits) - 1;
+  const int mantissa_all_ones = (1 << format.mantissa_bits) - 1;
+  const uint8_t nan = static_cast<uint8_t>(
+      sign | (exponent_all_ones << format.mantissa_bits) | mantissa_all_ones);
+  const uint8_t overflow =
+      format.ieee_special ? static_cast<uint8_t>(sign | (exponent_all_ones << format.mantissa_bits))
+                          : nan;
+  if (std::isnan(value)) return nan;
+  const double magnitude = std::fabs(static_cast<double>(value));
+  if (std::isinf(magnitude)) return overflow;
+  const int min_exponent = 1 - format.bias;  // of the smallest normal
+  const int max_exponent = exponent_all_ones - (format.ieee_special ? 1 : 0) - format.bias;
+  const double largest =
+      std::ldexp(2.0 - std::ldexp(1.0, format.ieee_special ? -format.mantissa_bits
+                                                           : 1 - format.mantissa_bits),
+                 max_exponent);
+  // Round to the grid of the magnitude's binade (the subnormal grid below the
+  // normals), ties to even: the quotient is exact in double, nearbyint
+  // rounds ties to even under the default rounding mode.
+  int exponent = magnitude == 0 ? min_exponent : std::ilogb(magnitude);
+  exponent = std::max(exponent, min_exponent);
+  const double quantum = std::ldexp(1.0, exponent - format.mantissa_bits);
+  const double rounded = std::nearbyint(magnitude / quantum) * quantum;
+  if (rounded > largest) return overflow;
+  if (rounded < std::ldexp(1.0, min_exponent)) {
+    return static_cast<uint8_t>(sign | static_cast<int>(rounded / std::ldexp(1.0, min_exponent -
+                                                                          format.mantissa_bits)));
+  }
+  const int rounded_exponent = std::ilogb(rounded);
+  const int mantissa =
+      static_cast<int>(std::ldexp(rounded, format.mantissa_bits - rounded_exponent)) -
+      (1 << format.mantissa_bits);
+  return static_cast<uint8_t>(sign | ((rounded_exponent + format.bias) << format.mantissa_bits) |
+                              mantissa);
+}
+
 }  // namespace
+
+float ToFloat(Float8E4M3FN value) { return Float8ToFloat(value.bits, kE4M3FN); }
+float ToFloat(Float8E5M2 value) { return Float8ToFloat(value.bits, kE5M2); }
+Float8E4M3FN ToFloat8E4M3FN(float value) { return {FloatToFloat8(value, kE4M3FN)}; }
+Float8E5M2 ToFloat8E5M2(float value) { return {FloatToFloat8(value, kE5M2)}; }
 
 float ToFloat(BFloat16 value) { return std::bit_cast<float>(uint32_t{value.bits} << 16); }
 

@@ -86,5 +86,69 @@ TEST(BFloat16Test, KnownValuesRoundingAndEveryValueRoundTrips) {
   }
 }
 
+// The float8 value nearest `x` among every finite value of the format, ties
+// to the even encoding: the definition the conversions must meet.
+template <typename Float8>
+uint8_t NearestByBruteForce(float x) {
+  int best = -1;
+  double best_distance = 0;
+  for (int bits = 0; bits < 256; ++bits) {
+    const float candidate = ToFloat(Float8{static_cast<uint8_t>(bits)});
+    if (!std::isfinite(candidate) || std::signbit(candidate) != std::signbit(x)) continue;
+    const double distance = std::fabs(double{candidate} - double{x});
+    if (best < 0 || distance < best_distance ||
+        (distance == best_distance && (bits & 1) == 0 && (best & 1) == 1)) {
+      best = bits;
+      best_distance = distance;
+    }
+  }
+  return static_cast<uint8_t>(best);
+}
+
+TEST(Float8Test, KnownValues) {
+  EXPECT_EQ(ToFloat(Float8E4M3FN{0x7e}), 448.0f);                  // largest
+  EXPECT_EQ(ToFloat(Float8E4M3FN{0x01}), std::ldexp(1.0f, -9));    // smallest subnormal
+  EXPECT_EQ(ToFloat(Float8E4M3FN{0x38}), 1.0f);
+  EXPECT_TRUE(std::isnan(ToFloat(Float8E4M3FN{0x7f})));
+  EXPECT_TRUE(std::isnan(ToFloat(Float8E4M3FN{0xff})));
+  EXPECT_EQ(ToFloat(Float8E4M3FN{0x78}), 256.0f);                  // no infinity: a number
+  EXPECT_EQ(ToFloat8E4M3FN(464.0f).bits, 0x7e);                    // tie to even: 448
+  EXPECT_EQ(ToFloat8E4M3FN(465.0f).bits, 0x7f);                    // overflow: NaN
+  EXPECT_EQ(ToFloat8E4M3FN(-1e9f).bits, 0xff);
+  EXPECT_EQ(ToFloat8E4M3FN(std::numeric_limits<float>::infinity()).bits, 0x7f);
+  EXPECT_EQ(ToFloat8E4M3FN(-0.0f).bits, 0x80);
+
+  EXPECT_EQ(ToFloat(Float8E5M2{0x7b}), 57344.0f);                  // largest
+  EXPECT_EQ(ToFloat(Float8E5M2{0x01}), std::ldexp(1.0f, -16));     // smallest subnormal
+  EXPECT_EQ(ToFloat(Float8E5M2{0x3c}), 1.0f);
+  EXPECT_TRUE(std::isinf(ToFloat(Float8E5M2{0x7c})));
+  EXPECT_TRUE(std::isnan(ToFloat(Float8E5M2{0x7d})));
+  EXPECT_EQ(ToFloat8E5M2(61440.0f).bits, 0x7c);                    // tie to even: infinity
+  EXPECT_EQ(ToFloat8E5M2(61439.0f).bits, 0x7b);
+  EXPECT_EQ(ToFloat8E5M2(-std::numeric_limits<float>::infinity()).bits, 0xfc);
+  EXPECT_TRUE(std::isnan(ToFloat(ToFloat8E5M2(std::numeric_limits<float>::quiet_NaN()))));
+}
+
+TEST(Float8Test, EveryValueRoundTripsAndRoundingIsNearestEven) {
+  for (int bits = 0; bits < 256; ++bits) {
+    const float e4m3 = ToFloat(Float8E4M3FN{static_cast<uint8_t>(bits)});
+    if (!std::isnan(e4m3)) EXPECT_EQ(ToFloat8E4M3FN(e4m3).bits, bits) << bits;
+    const float e5m2 = ToFloat(Float8E5M2{static_cast<uint8_t>(bits)});
+    if (!std::isnan(e5m2)) EXPECT_EQ(ToFloat8E5M2(e5m2).bits, bits) << bits;
+  }
+  // Every float16 value within range (a dense sample including every
+  // midpoint between float8 values) rounds to the nearest, ties to even.
+  for (uint32_t bits = 0; bits <= 0xffff; ++bits) {
+    const float x = ToFloat(Float16{static_cast<uint16_t>(bits)});
+    if (!std::isfinite(x)) continue;
+    if (std::fabs(x) <= 448.0f) {
+      EXPECT_EQ(ToFloat8E4M3FN(x).bits, NearestByBruteForce<Float8E4M3FN>(x)) << x;
+    }
+    if (std::fabs(x) <= 57344.0f) {
+      EXPECT_EQ(ToFloat8E5M2(x).bits, NearestByBruteForce<Float8E5M2>(x)) << x;
+    }
+  }
+}
+
 }  // namespace
 }  // namespace ckptdb

@@ -83,7 +83,7 @@ struct GcStats {
 // deleting the step (and its chunks) until it is released. Released by
 // Release() or the destructor; a crashed process's holds end with it.
 // Movable, not copyable.
-class StepHold {
+class CKPTDB_EXPORT StepHold {
  public:
   StepHold();
   StepHold(StepHold&&) noexcept;
@@ -103,7 +103,7 @@ class StepHold {
   std::unique_ptr<Impl> impl_;
 };
 
-class Checkpointer {
+class CKPTDB_EXPORT Checkpointer {
  public:
   // Opens the store in `workdir` (see CheckpointerOptions::create).
   // Errors: InvalidArgument (an option, named), NotSupported (an option this

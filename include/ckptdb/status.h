@@ -14,9 +14,11 @@
 #include <string_view>
 #include <utility>
 
+#include "ckptdb/export.h"
+
 namespace ckptdb {
 
-class [[nodiscard]] Status {
+class [[nodiscard]] CKPTDB_EXPORT Status {
  public:
   enum class Code {
     kOk = 0,
@@ -70,12 +72,12 @@ class [[nodiscard]] Status {
   std::string message_;
 };
 
-std::string_view CodeName(Status::Code code);
+CKPTDB_EXPORT std::string_view CodeName(Status::Code code);
 
 namespace internal {
 // Prints "ckptdb: WHAT: STATUS" to standard error and aborts: what reading
 // the value of an error Result does, in every build type.
-[[noreturn]] void DieOfBadResult(const char* what, const Status& status);
+[[noreturn]] CKPTDB_EXPORT void DieOfBadResult(const char* what, const Status& status);
 }  // namespace internal
 
 // Either a value or a non-OK Status. value(), operator* and operator-> of an

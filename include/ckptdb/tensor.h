@@ -23,6 +23,7 @@
 #include <string_view>
 #include <vector>
 
+#include "ckptdb/export.h"
 #include "ckptdb/status.h"
 
 namespace ckptdb {
@@ -48,40 +49,55 @@ enum class DType : uint8_t {
 };
 
 // Bytes per element; 0 for a value that is not a known DType.
-size_t DTypeSize(DType dtype);
+CKPTDB_EXPORT size_t DTypeSize(DType dtype);
 // True for the floating-point dtypes (float8 to float64).
-bool DTypeIsFloat(DType dtype);
+CKPTDB_EXPORT bool DTypeIsFloat(DType dtype);
 // "float32", "bfloat16", "float8_e4m3fn", ... ("unknown" for anything else).
-std::string_view DTypeName(DType dtype);
+CKPTDB_EXPORT std::string_view DTypeName(DType dtype);
 // "[2, 3]" ("[]" for a scalar); past 16 dimensions, "[d0, ..., d15, ...
 // (N dimensions)]".
-std::string ShapeString(const std::vector<int64_t>& shape);
+CKPTDB_EXPORT std::string ShapeString(const std::vector<int64_t>& shape);
 // Inverse of DTypeName: NotFound for an unknown name.
-Result<DType> DTypeFromName(std::string_view name);
+CKPTDB_EXPORT Result<DType> DTypeFromName(std::string_view name);
 // True when `raw` is the numeric value of a DType.
-bool IsKnownDType(uint8_t raw);
+CKPTDB_EXPORT bool IsKnownDType(uint8_t raw);
 
 // Elements in `shape` (1 for rank 0). InvalidArgument for a negative dimension
 // or when the element count or the byte size of `dtype` overflows 2^62.
-Result<uint64_t> ElementCount(const std::vector<int64_t>& shape);
-Result<uint64_t> TensorByteSize(DType dtype, const std::vector<int64_t>& shape);
+CKPTDB_EXPORT Result<uint64_t> ElementCount(const std::vector<int64_t>& shape);
+CKPTDB_EXPORT Result<uint64_t> TensorByteSize(DType dtype, const std::vector<int64_t>& shape);
 
-// One element of the 16-bit float dtypes, as stored (C++ has no such types).
+// One element of the 16- and 8-bit float dtypes, as stored (C++ has no such
+// types). Float8E4M3FN: 4 exponent bits (bias 7), 3 mantissa bits, no
+// infinities, largest 448, NaN 0x7f/0xff. Float8E5M2: 5 exponent bits (bias
+// 15), 2 mantissa bits, IEEE infinities and NaNs, largest 57344.
 struct BFloat16 {
   uint16_t bits = 0;
 };
 struct Float16 {
   uint16_t bits = 0;
 };
+struct Float8E4M3FN {
+  uint8_t bits = 0;
+};
+struct Float8E5M2 {
+  uint8_t bits = 0;
+};
 // Exact widening; NaN stays NaN, infinities stay infinite.
-float ToFloat(BFloat16 value);
-float ToFloat(Float16 value);
-// Rounded to nearest, ties to even; NaN stays NaN; overflow gives infinity.
-BFloat16 ToBFloat16(float value);
-Float16 ToFloat16(float value);
+CKPTDB_EXPORT float ToFloat(BFloat16 value);
+CKPTDB_EXPORT float ToFloat(Float16 value);
+CKPTDB_EXPORT float ToFloat(Float8E4M3FN value);
+CKPTDB_EXPORT float ToFloat(Float8E5M2 value);
+// Rounded to nearest, ties to even; NaN stays NaN; overflow gives infinity
+// (NaN for Float8E4M3FN, which has no infinity).
+CKPTDB_EXPORT BFloat16 ToBFloat16(float value);
+CKPTDB_EXPORT Float16 ToFloat16(float value);
+CKPTDB_EXPORT Float8E4M3FN ToFloat8E4M3FN(float value);
+CKPTDB_EXPORT Float8E5M2 ToFloat8E5M2(float value);
 
 // The dtype of a C++ element type, for typed access (Tensor::Values): bool,
-// the fixed-width integers, float, double, BFloat16 and Float16.
+// the fixed-width integers, float, double, BFloat16, Float16 and the float8
+// types.
 template <typename T>
 constexpr DType DTypeOf() = delete;
 template <> constexpr DType DTypeOf<bool>() { return DType::kBool; }
@@ -97,8 +113,10 @@ template <> constexpr DType DTypeOf<float>() { return DType::kFloat32; }
 template <> constexpr DType DTypeOf<double>() { return DType::kFloat64; }
 template <> constexpr DType DTypeOf<BFloat16>() { return DType::kBFloat16; }
 template <> constexpr DType DTypeOf<Float16>() { return DType::kFloat16; }
+template <> constexpr DType DTypeOf<Float8E4M3FN>() { return DType::kFloat8E4M3FN; }
+template <> constexpr DType DTypeOf<Float8E5M2>() { return DType::kFloat8E5M2; }
 
-class Tensor {
+class CKPTDB_EXPORT Tensor {
  public:
   // An empty float32 tensor of shape [0], owning nothing.
   Tensor();

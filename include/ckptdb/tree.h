@@ -23,7 +23,7 @@
 
 namespace ckptdb {
 
-class Tree {
+class CKPTDB_EXPORT Tree {
  public:
   // Node kinds. The numeric values are persisted: never change them.
   enum class Kind : uint8_t {
@@ -106,7 +106,7 @@ class Tree {
   std::string string_value_;
 };
 
-std::string_view KindName(Tree::Kind kind);
+CKPTDB_EXPORT std::string_view KindName(Tree::Kind kind);
 
 }  // namespace ckptdb
 
