@@ -5,6 +5,8 @@
 
 #include "ckptdb/checkpointer.h"
 
+#include <algorithm>
+#include <chrono>
 #include <map>
 #include <set>
 #include <thread>
@@ -532,9 +534,15 @@ Result<std::unique_ptr<Checkpointer>> CheckpointerAccess::Open(const std::string
                                                                rocksdb::Env* env) {
   Status status = ValidateOptions(options);
   if (!status.ok()) return status.WithContext("opening " + workdir);
-  Result<std::unique_ptr<Store>> store =
-      Store::Open(workdir, options.create ? Store::Mode::kWrite : Store::Mode::kReadOnly, env,
-                  options.owner_only);
+  const Store::Mode mode = options.create ? Store::Mode::kWrite : Store::Mode::kReadOnly;
+  const auto give_up = std::chrono::steady_clock::now() + options.wait_for_store;
+  Result<std::unique_ptr<Store>> store = Store::Open(workdir, mode, env, options.owner_only);
+  while (store.status().IsNotFound() && std::chrono::steady_clock::now() < give_up) {
+    constexpr std::chrono::milliseconds kPoll{100};
+    std::this_thread::sleep_for(
+        std::min<std::chrono::steady_clock::duration>(kPoll, give_up - std::chrono::steady_clock::now()));
+    store = Store::Open(workdir, mode, env, options.owner_only);
+  }
   if (!store.ok()) return store.status();
   auto impl = std::make_unique<Checkpointer::Impl>(workdir, std::move(options), std::move(*store));
   {

@@ -7,6 +7,8 @@
 #include <memory>
 #include <vector>
 
+#include "coding.h"
+
 namespace ckptdb {
 namespace {
 
@@ -78,8 +80,7 @@ void WriteHeader(ChunkCodec codec, size_t width, size_t raw_size, std::string* o
   out->resize(kChunkHeaderSize);
   (*out)[0] = static_cast<char>(codec);
   (*out)[1] = static_cast<char>(width);
-  uint32_t size = static_cast<uint32_t>(raw_size);
-  for (int i = 0; i < 4; ++i) (*out)[2 + i] = static_cast<char>((size >> (8 * i)) & 0xff);
+  StoreLittleEndian(out->data() + 2, static_cast<uint32_t>(raw_size), 4);
 }
 
 bool GroupingApplies(size_t width, size_t size) {
@@ -126,10 +127,7 @@ Status DecodeChunk(std::string_view stored, size_t expected_size, std::byte* des
   }
   const auto codec = static_cast<ChunkCodec>(stored[0]);
   const size_t width = static_cast<unsigned char>(stored[1]);
-  uint32_t raw_size = 0;
-  for (int i = 0; i < 4; ++i) {
-    raw_size |= static_cast<uint32_t>(static_cast<unsigned char>(stored[2 + i])) << (8 * i);
-  }
+  const auto raw_size = static_cast<uint32_t>(ReadLittleEndian(stored.data() + 2, 4));
   if (raw_size != expected_size || raw_size > kMaxChunkRawSize) {
     return Status::Corruption("chunk header says " + std::to_string(raw_size) +
                               " raw bytes, the manifest " + std::to_string(expected_size));

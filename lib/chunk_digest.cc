@@ -5,33 +5,12 @@
 #include <cstring>
 #include <random>
 
+#include "coding.h"
 #include "xxh3_kernels.h"
 
 namespace ckptdb {
 
-void AppendBigEndian64(std::string* out, uint64_t value) {
-  for (int shift = 56; shift >= 0; shift -= 8) {
-    out->push_back(static_cast<char>((value >> shift) & 0xff));
-  }
-}
-
-uint64_t ReadBigEndian64(const char* eight_bytes) {
-  uint64_t value = 0;
-  for (int i = 0; i < 8; ++i) value = (value << 8) | static_cast<unsigned char>(eight_bytes[i]);
-  return value;
-}
-
-std::string ChunkDigest::ToHex() const {
-  static constexpr char kHex[] = "0123456789abcdef";
-  std::string bytes = ToBytes();
-  std::string hex;
-  hex.reserve(32);
-  for (unsigned char c : bytes) {
-    hex.push_back(kHex[c >> 4]);
-    hex.push_back(kHex[c & 15]);
-  }
-  return hex;
-}
+std::string ChunkDigest::ToHex() const { return HexEncode(ToBytes()); }
 
 std::string ChunkDigest::ToBytes() const {
   std::string bytes;

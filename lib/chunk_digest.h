@@ -60,10 +60,6 @@ class ChunkHasher {
   const xxh3::Kernels* kernels_;  // the fastest this CPU runs
 };
 
-// Fixed-width big-endian integers: keys sort as the numbers they hold.
-void AppendBigEndian64(std::string* out, uint64_t value);
-uint64_t ReadBigEndian64(const char* eight_bytes);
-
 }  // namespace ckptdb
 
 #endif  // CKPTDB_LIB_CHUNK_DIGEST_H_

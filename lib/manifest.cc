@@ -58,14 +58,6 @@ Status FlattenNode(const Tree& node, std::string key, std::string path, uint32_t
   return Status::OK();
 }
 
-// The frame of a container whose children are still being read.
-struct OpenContainer {
-  size_t node_index;
-  uint32_t remaining;
-  uint32_t next_index;
-  const std::string* last_key;
-};
-
 Status Invalid(size_t index, const std::string& what) {
   return Status::Corruption("manifest node " + std::to_string(index) + ": " + what);
 }
@@ -91,45 +83,17 @@ Status CheckTensorNode(size_t index, ManifestNode* node) {
   return Status::OK();
 }
 
-// Checks that the pre-order node list forms one tree with valid keys, and
-// fills in paths and depths.
+// Checks the decoded node list: one tree (CheckPreOrderTree), known kinds,
+// tensors whose chunks cover exactly their bytes, scalars in range.
 Status CheckTree(std::vector<ManifestNode>* nodes) {
   if (nodes->empty()) return Status::Corruption("manifest has no root node");
-  std::vector<OpenContainer> open;
-  for (size_t i = 0; i < nodes->size(); ++i) {
-    ManifestNode& node = (*nodes)[i];
-    if (i > 0) {
-      if (open.empty()) return Invalid(i, "follows a complete tree");
-      OpenContainer& parent = open.back();
-      const ManifestNode& parent_node = (*nodes)[parent.node_index];
-      if (parent_node.kind == Tree::Kind::kMap) {
-        if (node.key.empty() || node.key.find('/') != std::string::npos) {
-          return Invalid(i, "bad map key '" + node.key + "'");
-        }
-        if (parent.last_key != nullptr && node.key <= *parent.last_key) {
-          return Invalid(i, "map key '" + node.key + "' out of order or repeated");
-        }
-        parent.last_key = &node.key;
-        node.path = JoinPath(parent_node.path, node.key);
-      } else {
-        if (!node.key.empty()) return Invalid(i, "list element with a key");
-        node.path = JoinPath(parent_node.path, std::to_string(parent.next_index));
-      }
-      node.depth = parent_node.depth + 1;
-      ++parent.next_index;
-      if (--parent.remaining == 0) open.pop_back();
-    } else if (!node.key.empty()) {
-      return Invalid(i, "root with a key");
-    }
-    if (node.depth > kMaxTreeDepth) return Invalid(i, "tree too deep");
+  return CheckPreOrderTree(nodes, Invalid, [](size_t i, ManifestNode& node) -> Status {
     switch (node.kind) {
       case Tree::Kind::kMap:
       case Tree::Kind::kList:
-        if (node.child_count > nodes->size() - i - 1) {
-          return Invalid(i, std::to_string(node.child_count) + " children, too few nodes left");
-        }
-        if (node.child_count > 0) open.push_back({i, node.child_count, 0, nullptr});
-        break;
+      case Tree::Kind::kInt:
+      case Tree::Kind::kFloat:
+      case Tree::Kind::kString: break;
       case Tree::Kind::kTensor: {
         Status status = CheckTensorNode(i, &node);
         if (!status.ok()) return status;
@@ -138,20 +102,13 @@ Status CheckTree(std::vector<ManifestNode>* nodes) {
       case Tree::Kind::kBool:
         if (node.int_value != 0 && node.int_value != 1) return Invalid(i, "bool not 0 or 1");
         break;
-      case Tree::Kind::kInt:
-      case Tree::Kind::kFloat:
-      case Tree::Kind::kString: break;
       default: return Invalid(i, "unknown kind " + std::to_string(static_cast<int>(node.kind)));
-    }
-    if (node.kind != Tree::Kind::kMap && node.kind != Tree::Kind::kList && node.child_count != 0) {
-      return Invalid(i, "leaf with children");
     }
     if (node.kind != Tree::Kind::kTensor && !node.chunks.empty()) {
       return Invalid(i, "chunks on a node that is not a tensor");
     }
-  }
-  if (!open.empty()) return Status::Corruption("manifest tree is truncated");
-  return Status::OK();
+    return Status::OK();
+  });
 }
 
 }  // namespace
@@ -173,6 +130,75 @@ Result<std::vector<ManifestNode>> FlattenTree(const Tree& tree) {
                                    std::to_string(kMaxTreeTextBytes) + " are supported");
   }
   return nodes;
+}
+
+Status CheckPreOrderTree(
+    std::vector<ManifestNode>* nodes,
+    const std::function<Status(size_t index, const std::string& what)>& invalid,
+    const std::function<Status(size_t index, ManifestNode& node)>& check_node) {
+  if (nodes->empty()) return invalid(0, "no nodes");
+  // A container whose children are still being read.
+  struct OpenContainer {
+    size_t node_index;
+    uint32_t remaining;
+    uint32_t next_index;
+    const std::string* last_key;
+  };
+  std::vector<OpenContainer> open;
+  for (size_t i = 0; i < nodes->size(); ++i) {
+    ManifestNode& node = (*nodes)[i];
+    if (i > 0) {
+      if (open.empty()) return invalid(i, "follows a complete tree");
+      OpenContainer& parent = open.back();
+      const ManifestNode& parent_node = (*nodes)[parent.node_index];
+      if (parent_node.kind == Tree::Kind::kMap) {
+        if (node.key.empty()) return invalid(i, "child of a map without a key");
+        if (node.key.find('/') != std::string::npos) {
+          return invalid(i, "map key " + QuotedName(node.key) + " holds '/'");
+        }
+        if (parent.last_key != nullptr && node.key <= *parent.last_key) {
+          return invalid(i, "map key " + QuotedName(node.key) + " out of order or repeated");
+        }
+        parent.last_key = &node.key;
+        node.path = JoinPath(parent_node.path, node.key);
+      } else {
+        if (!node.key.empty()) return invalid(i, "list element with a key");
+        node.path = JoinPath(parent_node.path, std::to_string(parent.next_index));
+      }
+      node.depth = parent_node.depth + 1;
+      ++parent.next_index;
+      if (--parent.remaining == 0) open.pop_back();
+    } else {
+      if (!node.key.empty()) return invalid(i, "root with a key");
+      node.path.clear();
+      node.depth = 0;
+    }
+    if (node.depth > kMaxTreeDepth) {
+      return invalid(i, "tree deeper than " + std::to_string(kMaxTreeDepth) + " levels");
+    }
+    const bool container = node.kind == Tree::Kind::kMap || node.kind == Tree::Kind::kList;
+    if (!container && node.child_count != 0) return invalid(i, "leaf with children");
+    if (container && node.child_count > 0) {
+      if (node.child_count > nodes->size() - i - 1) {
+        return invalid(i, std::to_string(node.child_count) + " children, but only " +
+                              std::to_string(nodes->size() - i - 1) + " nodes follow");
+      }
+      open.push_back({i, node.child_count, 0, nullptr});
+    }
+    Status status = check_node(i, node);
+    if (!status.ok()) return status;
+  }
+  if (!open.empty()) {
+    return invalid(open.back().node_index, "the list ends before this node has all its children");
+  }
+  return Status::OK();
+}
+
+std::string QuotedName(std::string_view name) {
+  constexpr size_t kMaxShown = 200;
+  if (name.size() <= kMaxShown) return "'" + std::string(name) + "'";
+  return "'" + std::string(name.substr(0, kMaxShown)) + "...' (" + std::to_string(name.size()) +
+         " bytes)";
 }
 
 bool IsUnder(std::string_view path, std::string_view prefix) {

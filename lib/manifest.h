@@ -75,6 +75,22 @@ Result<Tree> BuildTree(const std::vector<ManifestNode>& nodes);
 Result<Tree> BuildTree(const std::vector<ManifestNode>& nodes,
                        const std::function<Result<Tensor>(const ManifestNode&)>& make_tensor);
 
+// Checks that `nodes` (pre-order, nodes[0] the root) form one tree: the root
+// has no key; a map's children have non-empty keys without '/' in strictly
+// increasing order; a list's children have none; a container's children fit
+// in the list and only containers have children; no node is deeper than
+// kMaxTreeDepth. Fills in every node's path and depth, then calls
+// `check_node(index, node)` for what depends on the source (kinds, tensors).
+// Each problem is `invalid(index, what)`.
+Status CheckPreOrderTree(
+    std::vector<ManifestNode>* nodes,
+    const std::function<Status(size_t index, const std::string& what)>& invalid,
+    const std::function<Status(size_t index, ManifestNode& node)>& check_node);
+
+// 'NAME' for messages, cut to its first 200 bytes (a hostile name can be
+// gigabytes long).
+std::string QuotedName(std::string_view name);
+
 // True when `path` is `prefix` or below it ("" is the root, above all).
 bool IsUnder(std::string_view path, std::string_view prefix);
 bool IsUnderAny(std::string_view path, const std::vector<std::string>& prefixes);

@@ -65,6 +65,8 @@
 #include <utility>
 #include <vector>
 
+#include "coding.h"
+#include "file_util.h"
 #include "manifest.h"
 #include "utf8.h"
 
@@ -101,39 +103,6 @@ constexpr SafetensorsDType kSafetensorsDTypes[] = {
 // ---- Strings ----
 
 
-constexpr char kHexDigits[] = "0123456789abcdef";
-
-std::string ToHex(std::string_view bytes) {
-  std::string hex;
-  hex.reserve(bytes.size() * 2);
-  for (char c : bytes) {
-    const auto byte = static_cast<unsigned char>(c);
-    hex += kHexDigits[byte >> 4];
-    hex += kHexDigits[byte & 0xf];
-  }
-  return hex;
-}
-
-int HexValue(char c) {
-  if (c >= '0' && c <= '9') return c - '0';
-  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-  return -1;
-}
-
-bool FromHex(std::string_view hex, std::string* bytes) {
-  if (hex.size() % 2 != 0) return false;
-  bytes->clear();
-  bytes->reserve(hex.size() / 2);
-  for (size_t i = 0; i < hex.size(); i += 2) {
-    const int high = HexValue(hex[i]);
-    const int low = HexValue(hex[i + 1]);
-    if (high < 0 || low < 0) return false;
-    *bytes += static_cast<char>(high * 16 + low);
-  }
-  return true;
-}
-
 // The 16 hex digits of `bits`.
 std::string HexBits(uint64_t bits) {
   std::string hex(16, '0');
@@ -157,13 +126,6 @@ bool ParseDecimal(std::string_view text, int64_t* value) {
 std::string JsonString(std::string_view text) { return nlohmann::json(std::string(text)).dump(); }
 
 // 'name' for messages, cut short when long.
-std::string Quote(std::string_view name) {
-  constexpr size_t kMaxShown = 200;
-  if (name.size() <= kMaxShown) return "'" + std::string(name) + "'";
-  return "'" + std::string(name.substr(0, kMaxShown)) + "...' (" + std::to_string(name.size()) +
-         " bytes)";
-}
-
 std::string ErrnoText(int error) { return std::generic_category().message(error); }
 
 const SafetensorsDType* FindDType(DType dtype) {
@@ -184,7 +146,7 @@ void AppendText(std::string_view field, std::string_view text, std::string* out)
     *out += JsonString(text);
   } else {
     *out += "_hex\":\"";
-    *out += ToHex(text);
+    *out += HexEncode(text);
     *out += '"';
   }
 }
@@ -228,12 +190,12 @@ Status AppendTensorEntry(const std::string& path, const Tensor& tensor, uint64_t
     return Status::InvalidArgument("a tensor at '__metadata__', a name safetensors reserves");
   }
   if (!IsValidUtf8(path)) {
-    return Status::InvalidArgument("tensor path " + Quote(path) +
+    return Status::InvalidArgument("tensor path " + QuotedName(path) +
                                    " is not valid UTF-8, which safetensors names must be");
   }
   const SafetensorsDType* dtype = FindDType(tensor.dtype());
   if (dtype == nullptr) {
-    return Status::InvalidArgument("tensor " + Quote(path) + " has an unknown dtype");
+    return Status::InvalidArgument("tensor " + QuotedName(path) + " has an unknown dtype");
   }
   *header += ',';
   *header += JsonString(path);
@@ -263,7 +225,7 @@ Result<EncodedFile> EncodeFile(const Tree& tree,
   }
   for (const auto& [key, value] : metadata) {
     if (!IsValidUtf8(key) || !IsValidUtf8(value)) {
-      return Status::InvalidArgument("metadata entry " + Quote(key) +
+      return Status::InvalidArgument("metadata entry " + QuotedName(key) +
                                      " is not valid UTF-8, which safetensors metadata must be");
     }
   }
@@ -299,9 +261,7 @@ Result<EncodedFile> EncodeFile(const Tree& tree,
                                    std::to_string(kMaxSafetensorsHeaderSize));
   }
   file.head.reserve(kLengthFieldSize + header.size());
-  for (uint64_t i = 0; i < kLengthFieldSize; ++i) {
-    file.head += static_cast<char>((header.size() >> (8 * i)) & 0xff);
-  }
+  AppendLittleEndian(&file.head, header.size(), kLengthFieldSize);
   file.head += header;
   return file;
 }
@@ -317,26 +277,6 @@ Status WriteAll(int fd, const void* data, uint64_t size, const std::string& path
     }
     cursor += written;
     size -= static_cast<uint64_t>(written);
-  }
-  return Status::OK();
-}
-
-// Makes the rename of `path` durable.
-Status SyncParentDirectory(const std::string& path) {
-  std::string dir = std::filesystem::path(path).parent_path().string();
-  if (dir.empty()) dir = ".";
-  const int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (fd < 0) {
-    return Status::IOError("cannot open '" + dir + "' to sync the creation of '" + path +
-                           "': " + ErrnoText(errno));
-  }
-  const int result = ::fsync(fd);
-  const int error = errno;
-  ::close(fd);
-  // EINVAL: a file system that cannot sync directories.
-  if (result != 0 && error != EINVAL) {
-    return Status::IOError("cannot sync '" + dir + "' after creating '" + path +
-                           "': " + ErrnoText(error));
   }
   return Status::OK();
 }
@@ -480,11 +420,11 @@ struct TensorEntry {
 std::string CheckTensorName(std::string_view name) {
   if (name.empty()) return "a tensor has an empty name";
   if (name.front() == '/' || name.back() == '/' || name.find("//") != std::string_view::npos) {
-    return "tensor " + Quote(name) + ": empty path segment";
+    return "tensor " + QuotedName(name) + ": empty path segment";
   }
   const auto segments = static_cast<size_t>(std::count(name.begin(), name.end(), '/')) + 1;
   if (segments > kMaxTreeDepth) {
-    return "tensor " + Quote(name) + ": more than " + std::to_string(kMaxTreeDepth) +
+    return "tensor " + QuotedName(name) + ": more than " + std::to_string(kMaxTreeDepth) +
            " path segments";
   }
   return "";
@@ -521,7 +461,7 @@ class HeaderMachine : public Machine {
   static constexpr unsigned kOffsetsField = 4;
 
   bool FailTensor(const std::string& what) {
-    return Fail("tensor " + Quote(tensors.back().name) + ": " + what);
+    return Fail("tensor " + QuotedName(tensors.back().name) + ": " + what);
   }
   bool FinishEntry();
 
@@ -580,11 +520,11 @@ bool HeaderMachine::On(Event& event) {
       return true;
     case State::kMetadataValue: {
       if (type != Type::kString) {
-        return Fail("__metadata__ entry " + Quote(metadata_key_) + " is " + Describe(type) +
+        return Fail("__metadata__ entry " + QuotedName(metadata_key_) + " is " + Describe(type) +
                     ", not a string");
       }
       const auto [entry, inserted] = metadata.try_emplace(metadata_key_);
-      if (!inserted) return Fail("__metadata__ entry " + Quote(metadata_key_) + " appears twice");
+      if (!inserted) return Fail("__metadata__ entry " + QuotedName(metadata_key_) + " appears twice");
       entry->second = std::move(*event.text);
       state_ = State::kMetadataKey;
       return true;
@@ -612,9 +552,9 @@ bool HeaderMachine::On(Event& event) {
         offset_count_ = 0;
         state_ = State::kOffsetsArray;
       } else {
-        return FailTensor("unknown field " + Quote(field));
+        return FailTensor("unknown field " + QuotedName(field));
       }
-      if ((fields_ & bit) != 0) return FailTensor("field " + Quote(field) + " appears twice");
+      if ((fields_ & bit) != 0) return FailTensor("field " + QuotedName(field) + " appears twice");
       fields_ |= bit;
       return true;
     }
@@ -758,9 +698,9 @@ bool TreeMachine::On(Event& event) {
       }
       if (type != Type::kKey) return FailNode("unexpected " + Describe(type));
       const auto* found = std::find(std::begin(kFieldNames), std::end(kFieldNames), *event.text);
-      if (found == std::end(kFieldNames)) return FailNode("unknown field " + Quote(*event.text));
+      if (found == std::end(kFieldNames)) return FailNode("unknown field " + QuotedName(*event.text));
       field_ = static_cast<Field>(found - std::begin(kFieldNames));
-      if (Has(field_)) return FailNode("field " + Quote(*event.text) + " appears twice");
+      if (Has(field_)) return FailNode("field " + QuotedName(*event.text) + " appears twice");
       seen_ |= 1u << field_;
       state_ = State::kValue;
       return true;
@@ -787,7 +727,7 @@ bool TreeMachine::On(Event& event) {
           return true;
         default:
           if (type != Type::kString) {
-            return FailNode("field " + Quote(kFieldNames[field_]) + " is " + Describe(type) +
+            return FailNode("field " + QuotedName(kFieldNames[field_]) + " is " + Describe(type) +
                             ", not a string");
           }
           (field_ == kKind ? kind_ : field_ == kValueHex ? text_ : key_) = std::move(*event.text);
@@ -809,12 +749,16 @@ bool TreeMachine::FinishNode() {
       known = true;
     }
   }
-  if (!known) return FailNode("unknown kind " + Quote(kind_));
-  const std::string kind = Quote(kind_) + " node";
+  if (!known) return FailNode("unknown kind " + QuotedName(kind_));
+  const std::string kind = QuotedName(kind_) + " node";
 
   if (Has(kKey) && Has(kKeyHex)) return FailNode("both key and key_hex");
   if (Has(kKey)) node.key = std::move(key_);
-  if (Has(kKeyHex) && !FromHex(key_, &node.key)) return FailNode("key_hex is not hex");
+  if (Has(kKeyHex)) {
+    std::optional<std::string> key = HexDecode(key_, HexCase::kEither);
+    if (!key.has_value()) return FailNode("key_hex is not hex");
+    node.key = std::move(*key);
+  }
   if ((Has(kKey) || Has(kKeyHex)) && node.key.empty()) return FailNode("empty key");
 
   const bool container = node.kind == Tree::Kind::kMap || node.kind == Tree::Kind::kList;
@@ -850,7 +794,9 @@ bool TreeMachine::FinishNode() {
       break;
     case Tree::Kind::kString:
       if (Has(kValueHex)) {
-        if (!FromHex(text_, &node.string_value)) return FailNode("value_hex is not hex");
+        std::optional<std::string> value = HexDecode(text_, HexCase::kEither);
+        if (!value.has_value()) return FailNode("value_hex is not hex");
+        node.string_value = std::move(*value);
       } else if (value_is_bool_) {
         return FailNode("value is not a string");
       } else {
@@ -869,10 +815,9 @@ bool TreeMachine::FinishNode() {
 
 using NameIndex = std::unordered_map<std::string_view, size_t>;
 
-// Checks that `nodes` (pre-order, from ckptdb.tree) form one tree no deeper
-// than kMaxTreeDepth, with strictly sorted map keys without '/', whose tensor
-// nodes are exactly the header's tensors; gives each tensor node the dtype and
-// shape of its tensor. Modelled on manifest.cc's CheckTree.
+// Checks that `nodes` (pre-order, from ckptdb.tree) form one tree
+// (CheckPreOrderTree) whose tensor nodes are exactly the header's tensors;
+// gives each tensor node the dtype and shape of its tensor.
 Status MatchTree(const std::vector<TensorEntry>& tensors, const NameIndex& by_name,
                  const std::string& source, std::vector<ManifestNode>* nodes) {
   const auto invalid = [&](size_t index, const std::string& what) {
@@ -882,83 +827,25 @@ Status MatchTree(const std::vector<TensorEntry>& tensors, const NameIndex& by_na
   if (nodes->empty()) {
     return Status::InvalidArgument(source + ": " + kTreeMetadataKey + " has no nodes");
   }
-  // A container whose children are still being read.
-  struct OpenContainer {
-    size_t node_index;
-    uint32_t remaining;
-    uint32_t next_index;
-    size_t path_length;  // the container's path is a prefix of the current one
-    const std::string* last_key;
-  };
-  std::vector<OpenContainer> open;
-  std::string path;  // of the current node
   std::vector<bool> matched(tensors.size(), false);
-  for (size_t i = 0; i < nodes->size(); ++i) {
-    ManifestNode& node = (*nodes)[i];
-    if (i > 0) {
-      if (open.empty()) return invalid(i, "follows a complete tree");
-      OpenContainer& parent = open.back();
-      const ManifestNode& parent_node = (*nodes)[parent.node_index];
-      path.resize(parent.path_length);
-      if (!path.empty()) path += '/';
-      if (parent_node.kind == Tree::Kind::kMap) {
-        if (node.key.empty()) return invalid(i, "child of a map without a key");
-        if (node.key.find('/') != std::string::npos) {
-          return invalid(i, "map key " + Quote(node.key) + " holds '/'");
-        }
-        if (parent.last_key != nullptr && node.key <= *parent.last_key) {
-          return invalid(i, "map key " + Quote(node.key) + " out of order or repeated");
-        }
-        parent.last_key = &node.key;
-        path += node.key;
-      } else {
-        if (!node.key.empty()) return invalid(i, "list element with a key");
-        path += std::to_string(parent.next_index);
-      }
-      node.depth = parent_node.depth + 1;
-      ++parent.next_index;
-      if (--parent.remaining == 0) open.pop_back();
-    } else if (!node.key.empty()) {
-      return invalid(i, "root with a key");
+  Status status = CheckPreOrderTree(nodes, invalid, [&](size_t i, ManifestNode& node) -> Status {
+    if (node.kind != Tree::Kind::kTensor) return Status::OK();
+    const auto found = by_name.find(node.path);
+    if (found == by_name.end()) {
+      return invalid(i, "no tensor named " + QuotedName(node.path) + " in the header");
     }
-    if (node.depth > kMaxTreeDepth) {
-      return invalid(i, "tree deeper than " + std::to_string(kMaxTreeDepth) + " levels");
-    }
-    switch (node.kind) {
-      case Tree::Kind::kMap:
-      case Tree::Kind::kList:
-        if (node.child_count > nodes->size() - i - 1) {
-          return invalid(i, std::to_string(node.child_count) + " children, but only " +
-                                std::to_string(nodes->size() - i - 1) + " nodes follow");
-        }
-        if (node.child_count > 0) {
-          open.push_back({i, node.child_count, 0, path.size(), nullptr});
-        }
-        break;
-      case Tree::Kind::kTensor: {
-        const auto found = by_name.find(path);
-        if (found == by_name.end()) {
-          return invalid(i, "no tensor named " + Quote(path) + " in the header");
-        }
-        if (matched[found->second]) return invalid(i, "tensor " + Quote(path) + " twice");
-        matched[found->second] = true;
-        const TensorEntry& tensor = tensors[found->second];
-        node.dtype = tensor.dtype;
-        node.shape = tensor.shape;
-        node.byte_size = tensor.end - tensor.begin;
-        break;
-      }
-      default: break;
-    }
-  }
-  if (!open.empty()) {
-    return Status::InvalidArgument(source + ": " + kTreeMetadataKey + " ends before node " +
-                                   std::to_string(open.back().node_index) +
-                                   " has all its children");
-  }
+    if (matched[found->second]) return invalid(i, "tensor " + QuotedName(node.path) + " twice");
+    matched[found->second] = true;
+    const TensorEntry& tensor = tensors[found->second];
+    node.dtype = tensor.dtype;
+    node.shape = tensor.shape;
+    node.byte_size = tensor.end - tensor.begin;
+    return Status::OK();
+  });
+  if (!status.ok()) return status;
   for (size_t i = 0; i < tensors.size(); ++i) {
     if (!matched[i]) {
-      return Status::InvalidArgument(source + ": tensor " + Quote(tensors[i].name) + " is not in " +
+      return Status::InvalidArgument(source + ": tensor " + QuotedName(tensors[i].name) + " is not in " +
                                      kTreeMetadataKey);
     }
   }
@@ -1000,12 +887,12 @@ Result<std::vector<ManifestNode>> NodesFromNames(const std::vector<TensorEntry>&
     const std::string& name = tensor.name;
     if (previous != nullptr) {
       if (name == *previous) {
-        return Status::InvalidArgument(source + ": tensor " + Quote(name) + " appears twice");
+        return Status::InvalidArgument(source + ": tensor " + QuotedName(name) + " appears twice");
       }
       if (name.size() > previous->size() && name[previous->size()] == '/' &&
           name.compare(0, previous->size(), *previous) == 0) {
-        return Status::InvalidArgument(source + ": tensor names " + Quote(*previous) + " and " +
-                                       Quote(name) + " collide: " + Quote(*previous) +
+        return Status::InvalidArgument(source + ": tensor names " + QuotedName(*previous) + " and " +
+                                       QuotedName(name) + " collide: " + QuotedName(*previous) +
                                        " would be both a tensor and a map");
       }
       while (open.size() > 1) {
@@ -1059,7 +946,7 @@ Status CheckTiling(uint64_t data_size, const std::string& source,
   uint64_t covered = 0;
   for (const TensorEntry& tensor : *tensors) {
     const auto invalid = [&](const std::string& problem) {
-      return Status::InvalidArgument(source + ": tensor " + Quote(tensor.name) +
+      return Status::InvalidArgument(source + ": tensor " + QuotedName(tensor.name) +
                                      ": data_offsets [" + std::to_string(tensor.begin) + ", " +
                                      std::to_string(tensor.end) + "] " + problem);
     };
@@ -1105,7 +992,7 @@ Result<ValidatedHeader> ValidateHeader(std::string_view header, uint64_t data_si
     by_name.reserve(result.tensors.size());
     for (size_t i = 0; i < result.tensors.size(); ++i) {
       if (!by_name.emplace(result.tensors[i].name, i).second) {
-        return Status::InvalidArgument(source + ": tensor " + Quote(result.tensors[i].name) +
+        return Status::InvalidArgument(source + ": tensor " + QuotedName(result.tensors[i].name) +
                                        " appears twice");
       }
     }
@@ -1140,10 +1027,7 @@ Result<uint64_t> HeaderLength(std::string_view first_bytes, uint64_t total_size,
     return Status::InvalidArgument(source + ": " + std::to_string(total_size) +
                                    " bytes, too short for the 8-byte header length");
   }
-  uint64_t length = 0;
-  for (uint64_t i = 0; i < kLengthFieldSize; ++i) {
-    length |= uint64_t{static_cast<unsigned char>(first_bytes[i])} << (8 * i);
-  }
+  const uint64_t length = ReadLittleEndian(first_bytes.data(), kLengthFieldSize);
   if (length > kMaxSafetensorsHeaderSize) {
     return Status::InvalidArgument(source + ": header length " + std::to_string(length) +
                                    " exceeds the limit of " +
@@ -1172,7 +1056,7 @@ Result<SafetensorsFile> Materialize(ValidatedHeader header, const ReadData& read
     const uint64_t size = entry.end - entry.begin;
     if (leaf == nullptr || leaf->kind() != Tree::Kind::kTensor ||
         leaf->tensor().byte_size() != size) {
-      return Status::Internal(source + ": tensor " + Quote(entry.name) +
+      return Status::Internal(source + ": tensor " + QuotedName(entry.name) +
                               " is not where the tree should hold it");
     }
     if (size == 0) continue;
@@ -1234,7 +1118,7 @@ Result<DType> DTypeFromSafetensorsName(std::string_view name) {
   for (const SafetensorsDType& entry : kSafetensorsDTypes) {
     if (entry.name == name) return entry.dtype;
   }
-  return Status::InvalidArgument("unknown safetensors dtype " + Quote(name));
+  return Status::InvalidArgument("unknown safetensors dtype " + QuotedName(name));
 }
 
 namespace {
@@ -1414,7 +1298,7 @@ Result<MappedSafetensors> MapSafetensors(const std::string& path) {
     Tree* leaf = tree->Find(entry.name);
     if (leaf == nullptr || leaf->kind() != Tree::Kind::kTensor ||
         leaf->tensor().byte_size() != entry.end - entry.begin) {
-      return Status::Internal(source + ": tensor " + Quote(entry.name) +
+      return Status::Internal(source + ": tensor " + QuotedName(entry.name) +
                               " is not where the tree should hold it");
     }
     Result<Tensor> view = Tensor::ConstView(entry.dtype, entry.shape, data + entry.begin);

@@ -25,6 +25,8 @@
 #include <set>
 #include <sstream>
 
+#include "coding.h"
+#include "file_util.h"
 #include "recycling_allocator.h"
 #include "step_holds.h"
 
@@ -69,16 +71,6 @@ std::string ChunkKey(uint64_t generation, const ChunkDigest& digest) {
   AppendBigEndian64(&key, generation);
   key += digest.ToBytes();
   return key;
-}
-
-void AppendLittleEndian(std::string* out, uint64_t value, int bytes) {
-  for (int i = 0; i < bytes; ++i) out->push_back(static_cast<char>((value >> (8 * i)) & 0xff));
-}
-
-uint64_t ReadLittleEndian(const char* in, int bytes) {
-  uint64_t value = 0;
-  for (int i = bytes - 1; i >= 0; --i) value = (value << 8) | static_cast<unsigned char>(in[i]);
-  return value;
 }
 
 std::string EncodeLocation(const ChunkLocation& location) {
@@ -143,16 +135,6 @@ std::string SalvageHint(const std::string& dir) {
          "` salvages every intact step (doc/ckpt-inspect.md)";
 }
 
-std::string Hex(std::string_view bytes) {
-  static constexpr char kDigits[] = "0123456789abcdef";
-  std::string hex;
-  for (char c : bytes) {
-    hex += kDigits[static_cast<unsigned char>(c) >> 4];
-    hex += kDigits[static_cast<unsigned char>(c) & 15];
-  }
-  return hex;
-}
-
 // What a workdir holds, judged from its file names alone.
 enum class DirKind {
   kMissing,   // no such directory
@@ -195,42 +177,6 @@ Result<DirKind> ClassifyDirectory(const std::string& dir) {
   if (creating) return DirKind::kCreating;
   if (empty) return DirKind::kEmpty;
   return database ? DirKind::kDatabase : DirKind::kForeign;
-}
-
-Status SyncDirectory(const std::string& dir) {
-  const int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (fd < 0) return Status::IOError("cannot open " + dir + ": " + std::strerror(errno));
-  const bool synced = ::fsync(fd) == 0;
-  const int error = errno;
-  ::close(fd);
-  if (!synced) return Status::IOError("cannot sync " + dir + ": " + std::strerror(error));
-  return Status::OK();
-}
-
-// Writes `contents` to `path` durably: a temporary file, synced, renamed
-// over `path`, and the directory synced.
-Status WriteFileDurably(const std::string& path, std::string_view contents) {
-  const std::string temporary = path + ".tmp";
-  const int fd = ::open(temporary.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW,
-                        0644);
-  if (fd < 0) return Status::IOError("cannot create " + temporary + ": " + std::strerror(errno));
-  size_t written = 0;
-  while (written < contents.size()) {
-    const ssize_t n = ::write(fd, contents.data() + written, contents.size() - written);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) {
-      const Status error = Status::IOError("cannot write " + temporary + ": " + std::strerror(errno));
-      ::close(fd);
-      return error;
-    }
-    written += static_cast<size_t>(n);
-  }
-  const bool synced = ::fsync(fd) == 0;
-  ::close(fd);
-  if (!synced || ::rename(temporary.c_str(), path.c_str()) != 0) {
-    return Status::IOError("cannot write " + path + ": " + std::strerror(errno));
-  }
-  return SyncDirectory(fs::path(path).parent_path().string());
 }
 
 // The MANIFEST file CURRENT names, for messages ("CURRENT" if unreadable).
@@ -335,24 +281,6 @@ Status CheckDatabaseFiles(const std::string& dir, bool has_identity) {
   return Status::OK();
 }
 
-// Lower-case hex back to bytes; nullopt unless `hex` is exactly that.
-std::optional<std::string> Unhex(std::string_view hex) {
-  if (hex.size() % 2 != 0) return std::nullopt;
-  auto digit = [](char c) -> int {
-    if (c >= '0' && c <= '9') return c - '0';
-    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-    return -1;
-  };
-  std::string bytes;
-  for (size_t i = 0; i < hex.size(); i += 2) {
-    const int high = digit(hex[i]);
-    const int low = digit(hex[i + 1]);
-    if (high < 0 || low < 0) return std::nullopt;
-    bytes.push_back(static_cast<char>(high * 16 + low));
-  }
-  return bytes;
-}
-
 // CKPTDB: the store's identity and a copy of its metadata (doc/format.md
 // §1), so that neither another store's files nor the loss of the table file
 // holding the metadata can go unnoticed or lose the store.
@@ -364,8 +292,8 @@ struct StoreIdentity {
 
 std::string IdentityText(const StoreIdentity& identity) {
   return std::string(kIdentityHeader) + "format_version " +
-         std::to_string(identity.format_version) + "\nstore_id " + Hex(identity.store_id) +
-         "\nhash_secret " + Hex(identity.secret) + "\n";
+         std::to_string(identity.format_version) + "\nstore_id " + HexEncode(identity.store_id) +
+         "\nhash_secret " + HexEncode(identity.secret) + "\n";
 }
 
 // The identity recorded in CKPTDB; nullopt when the file is absent.
@@ -392,8 +320,8 @@ Result<std::optional<StoreIdentity>> ReadIdentityFile(const std::string& dir) {
   }
   StoreIdentity identity;
   identity.format_version = version;
-  std::optional<std::string> id = Unhex(id_hex);
-  std::optional<std::string> secret = Unhex(secret_hex);
+  std::optional<std::string> id = HexDecode(id_hex, HexCase::kLowerOnly);
+  std::optional<std::string> secret = HexDecode(secret_hex, HexCase::kLowerOnly);
   if (!id || id->size() != 16 || !secret || secret->size() != ChunkHasher::kSecretSize) {
     return damaged;
   }
@@ -672,8 +600,8 @@ Status CheckIdentity(const std::string& dir, const std::optional<StoreIdentity>&
     return Status::OK();
   }
   return Status::Corruption(dir + "/" + kIdentityFile + " names store " +
-                            Hex(identity->store_id) + " but the database holds store " +
-                            Hex(metadata.store_id) +
+                            HexEncode(identity->store_id) + " but the database holds store " +
+                            HexEncode(metadata.store_id) +
                             ": its metadata files come from another store" + SalvageHint(dir));
 }
 
@@ -797,7 +725,7 @@ Result<std::unique_ptr<Store>> Store::Open(const std::string& dir, Mode mode, ro
     rep.writer_lock = std::move(*lock);
   }
   if (writing && creating && *kind != DirKind::kCreating) {
-    Status marked = WriteFileDurably((fs::path(dir) / kCreatingMarker).string(), "");
+    Status marked = CreateEmptyFileDurably((fs::path(dir) / kCreatingMarker).string());
     if (!marked.ok()) return marked;
   }
   std::optional<StoreIdentity> identity;

@@ -1,5 +1,7 @@
 #include "utf8.h"
 
+#include "coding.h"
+
 namespace ckptdb {
 
 size_t Utf8SequenceLength(std::string_view text, size_t at) {
@@ -39,7 +41,6 @@ bool IsValidUtf8(std::string_view text) {
 }
 
 std::string EscapeInvalidUtf8(std::string_view text) {
-  static constexpr char kDigits[] = "0123456789abcdef";
   std::string out;
   out.reserve(text.size());
   for (size_t i = 0; i < text.size();) {
@@ -51,8 +52,8 @@ std::string EscapeInvalidUtf8(std::string_view text) {
     }
     const auto byte = static_cast<unsigned char>(text[i++]);
     out += "\\x";
-    out += kDigits[byte >> 4];
-    out += kDigits[byte & 15];
+    out += kHexDigits[byte >> 4];
+    out += kHexDigits[byte & 15];
   }
   return out;
 }

@@ -57,6 +57,10 @@ Status ValidateOptions(const CheckpointerOptions& options) {
                                    std::to_string(options.chunk_size_bytes) + "), got " +
                                    std::to_string(options.staging_bytes));
   }
+  if (options.wait_for_store.count() < 0 || (options.create && options.wait_for_store.count() != 0)) {
+    return Status::InvalidArgument("wait_for_store must be 0 with create = true, and >= 0, got " +
+                                   std::to_string(options.wait_for_store.count()) + " ms");
+  }
   if (options.multiprocessing.primary_host != 0 ||
       !options.multiprocessing.active_processes.empty()) {
     return Status::NotSupported(

@@ -7,5 +7,12 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 source scripts/packages.sh
 install_missing "${BUILD_PACKAGES[@]}" libgtest-dev libgmock-dev libbenchmark-dev
 
-[ -f build/build.ninja ] || meson setup build --buildtype=release
+# CKPTDB_WERROR=1 (the test suite sets it): warnings are errors.
+werror=false
+[ -n "${CKPTDB_WERROR:-}" ] && werror=true
+if [ -f build/build.ninja ]; then
+  $werror && meson configure build -Dwerror=true >/dev/null
+else
+  meson setup build --buildtype=release -Dwerror=$werror
+fi
 ninja -C build

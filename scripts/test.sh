@@ -1,6 +1,7 @@
 #!/bin/bash
 # The whole test suite: installs what is missing, builds, and runs
-#   1. every test in ./build (unit, cross-process, fault, model, install, demo);
+#   1. every test in ./build (unit, cross-process, fault, model, install, demo,
+#      and clang's thread-safety analysis of lib/);
 #   2. the unit tests under AddressSanitizer + UndefinedBehaviorSanitizer
 #      (./build-asan) and the concurrency-heavy ones under ThreadSanitizer
 #      (./build-tsan);
@@ -13,6 +14,11 @@ set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 quick=false
 [ "${1:-}" = "--quick" ] && quick=true
+# Every build of the suite treats warnings as errors (scripts/setup.sh).
+export CKPTDB_WERROR=1
+# clang: the thread-safety check (a test of ./build) and the fuzz targets.
+source scripts/packages.sh
+install_missing clang libclang-rt-14-dev || { echo "0 passed, 1 failed"; exit 1; }
 bash scripts/setup.sh || { echo "0 passed, 1 failed"; exit 1; }
 
 status=0

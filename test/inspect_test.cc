@@ -25,6 +25,7 @@
 
 #include "chunk_digest.h"
 #include "ckptdb/checkpointer.h"
+#include "coding.h"
 #include "store.h"
 #include "test_util.h"
 

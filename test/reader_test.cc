@@ -127,6 +127,38 @@ TEST(ReaderTest, AReaderRestoresTheWritersLatestStepAfterCatchingUp) {
   EXPECT_EQ(reader->LatestStep(), 400);
 }
 
+TEST(ReaderTest, AReaderWaitsForAStoreItsWriterHasNotCreatedYet) {
+  TempDir dir;
+  const std::string workdir = dir.path() + "/run";
+  CheckpointerOptions waiting = ReadOnly();
+  waiting.wait_for_store = std::chrono::seconds(60);
+  Result<std::unique_ptr<Checkpointer>> reader = Status::Internal("not opened");
+  std::thread evaluator([&] { reader = Checkpointer::Open(workdir, waiting); });
+  // Whether the evaluator looks before or after the writer creates the store,
+  // it opens it (without the wait it may find nothing: NotFound).
+  auto writer = OpenOrDie(workdir);
+  ASSERT_TRUE(writer->Save(MakeStepState(5, 1), 5).value());
+  ASSERT_OK(writer->WaitUntilFinished());
+  evaluator.join();
+  ASSERT_OK(reader.status());
+  ASSERT_OK((*reader)->Reload());
+  EXPECT_EQ((*reader)->LatestStep(), 5);
+}
+
+TEST(ReaderTest, WaitingForAStoreEndsWithNotFound) {
+  TempDir dir;
+  CheckpointerOptions waiting = ReadOnly();
+  waiting.wait_for_store = std::chrono::milliseconds(250);
+  const auto start = std::chrono::steady_clock::now();
+  Result<std::unique_ptr<Checkpointer>> reader = Checkpointer::Open(dir.path() + "/none", waiting);
+  EXPECT_TRUE(reader.status().IsNotFound()) << reader.status().ToString();
+  EXPECT_GE(std::chrono::steady_clock::now() - start, std::chrono::milliseconds(250));
+  // A writer does not wait: it creates.
+  CheckpointerOptions writer;
+  writer.wait_for_store = std::chrono::milliseconds(250);
+  EXPECT_TRUE(Checkpointer::Open(dir.path() + "/w", writer).status().IsInvalidArgument());
+}
+
 TEST(ReaderTest, AHeldStepOutlivesRetentionUntilReleased) {
   TempDir dir;
   CheckpointerOptions options;

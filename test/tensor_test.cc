@@ -132,9 +132,13 @@ TEST(Float8Test, KnownValues) {
 TEST(Float8Test, EveryValueRoundTripsAndRoundingIsNearestEven) {
   for (int bits = 0; bits < 256; ++bits) {
     const float e4m3 = ToFloat(Float8E4M3FN{static_cast<uint8_t>(bits)});
-    if (!std::isnan(e4m3)) EXPECT_EQ(ToFloat8E4M3FN(e4m3).bits, bits) << bits;
+    if (!std::isnan(e4m3)) {
+      EXPECT_EQ(ToFloat8E4M3FN(e4m3).bits, bits) << bits;
+    }
     const float e5m2 = ToFloat(Float8E5M2{static_cast<uint8_t>(bits)});
-    if (!std::isnan(e5m2)) EXPECT_EQ(ToFloat8E5M2(e5m2).bits, bits) << bits;
+    if (!std::isnan(e5m2)) {
+      EXPECT_EQ(ToFloat8E5M2(e5m2).bits, bits) << bits;
+    }
   }
   // Every float16 value within range (a dense sample including every
   // midpoint between float8 values) rounds to the nearest, ties to even.

@@ -38,7 +38,7 @@ inline constexpr int64_t kLatestStep = -1;
 
 // One leaf of a stored step, without its data.
 struct LeafMetadata {
-  std::string path;
+  std::string path = {};
   Tree::Kind kind = Tree::Kind::kTensor;
   // Tensor leaves only.
   DType dtype = DType::kFloat32;
@@ -50,15 +50,15 @@ struct LeafMetadata {
   int64_t int_value = 0;
   double float_value = 0;
   bool bool_value = false;
-  std::string string_value;
+  std::string string_value = {};
 };
 
 // What a step holds, read from its manifest alone (no tensor data is read).
 struct StepMetadata {
   int64_t step = 0;
-  std::chrono::system_clock::time_point commit_time;
-  std::map<std::string, double> metrics;
-  std::map<std::string, std::string> user_metadata;
+  std::chrono::system_clock::time_point commit_time = {};
+  std::map<std::string, double> metrics = {};
+  std::map<std::string, std::string> user_metadata = {};
   std::vector<LeafMetadata> leaves;  // pre-order, as Tree::ForEachLeaf
   uint64_t logical_bytes = 0;        // sum over tensor leaves
 };

@@ -34,7 +34,7 @@ struct MultiprocessingOptions {
   // The process that commits manifests and runs retention. Default: 0.
   int primary_host = 0;
   // Processes taking part in barriers; empty means all. Default: empty.
-  std::vector<int> active_processes;
+  std::vector<int> active_processes = {};
 };
 
 struct CheckpointerOptions {
@@ -45,7 +45,7 @@ struct CheckpointerOptions {
   int64_t save_interval_steps = 1;
 
   // Steps that are due whatever the interval. Default: none.
-  std::vector<int64_t> save_on_steps;
+  std::vector<int64_t> save_on_steps = {};
 
   // ---- Retention: runs after each committed save ----
 
@@ -58,16 +58,16 @@ struct CheckpointerOptions {
   // Also keep a chain of steps at least this far apart in commit time: the
   // oldest step, then every step at least the interval after the last one
   // kept (inclusive). Must be positive. Default: unset.
-  std::optional<std::chrono::seconds> keep_time_interval;
+  std::optional<std::chrono::seconds> keep_time_interval = {};
 
   // Also keep every step with step % keep_period == 0. Must be >= 1.
   // Default: unset.
-  std::optional<int64_t> keep_period;
+  std::optional<int64_t> keep_period = {};
 
   // The metric (a key of SaveOptions::metrics, e.g. "eval/accuracy") that ranks
   // steps for max_to_keep instead of recency. Empty: rank by recency.
   // Default: empty.
-  std::string best_metric_path;
+  std::string best_metric_path = {};
 
   // Whether a larger or a smaller best metric is better. Default: kMax.
   BestMode best_mode = BestMode::kMax;
@@ -100,13 +100,20 @@ struct CheckpointerOptions {
   // FailedPrecondition. Default: true.
   bool create = true;
 
+  // create = false: when `workdir` holds no store yet (or one still being
+  // created), Open waits up to this long for a writer to create it, looking
+  // every 100 ms, before giving NotFound: an evaluator may start before its
+  // trainer (Orbax's checkpoints_iterator waits for the directory). Must be
+  // 0 with create = true. Default: 0 (no wait).
+  std::chrono::milliseconds wait_for_store{0};
+
   // A store created by Open gets a directory only its owner may enter (mode
   // 0700): checkpoints often hold private data. false: the process's umask
   // decides. An existing directory is never changed. Default: true.
   bool owner_only = true;
 
   // Multi-process writing; see MultiprocessingOptions. Default: one process.
-  MultiprocessingOptions multiprocessing;
+  MultiprocessingOptions multiprocessing = {};
 
   // ---- Saving ----
 
@@ -145,7 +152,7 @@ struct CheckpointerOptions {
 
   // The time recorded as each step's commit time, used by keep_time_interval.
   // Empty: std::chrono::system_clock::now. Tests inject a fake clock.
-  std::function<std::chrono::system_clock::time_point()> clock;
+  std::function<std::chrono::system_clock::time_point()> clock = {};
 };
 
 // Options of one Save call.
@@ -156,11 +163,11 @@ struct SaveOptions {
 
   // Metrics stored with the step, e.g. {"eval/accuracy", 0.91}; the one named
   // by best_metric_path drives best-N retention. NaN is refused. Default: none.
-  std::map<std::string, double> metrics;
+  std::map<std::string, double> metrics = {};
 
   // Free-form key/value strings stored with the step (e.g. a config hash).
   // Default: none.
-  std::map<std::string, std::string> user_metadata;
+  std::map<std::string, std::string> user_metadata = {};
 
   // The caller promises that the state's tensor bytes stay alive and
   // unchanged until this save has finished (WaitUntilFinished, or the next
@@ -179,7 +186,7 @@ struct SaveOptions {
   // longer stored. A broken promise stores the previous save's values for
   // that tensor (never wrong bytes under a chunk's digest).
   // A path the state does not hold is InvalidArgument. Default: empty.
-  std::vector<std::string> assume_unchanged;
+  std::vector<std::string> assume_unchanged = {};
 };
 
 // Options of one Restore call.
@@ -201,7 +208,7 @@ struct RestoreOptions {
   // stored step on these subtrees only; the rest of the template is neither
   // checked nor touched. A path the step does not hold is NotFound.
   // Empty: the whole tree. Default: empty.
-  std::vector<std::string> only_paths;
+  std::vector<std::string> only_paths = {};
 };
 
 // Options of Checkpointer::IterNewCheckpoints (Orbax's checkpoints_iterator).
@@ -217,8 +224,8 @@ struct IterateOptions {
   // each wait) if timeout_fn is empty or returns true; with a timeout_fn
   // returning false, keep waiting and ask it again at every poll. Unset:
   // wait forever. Default: unset.
-  std::optional<std::chrono::milliseconds> timeout;
-  std::function<bool()> timeout_fn;
+  std::optional<std::chrono::milliseconds> timeout = {};
+  std::function<bool()> timeout_fn = {};
 };
 
 }  // namespace ckptdb
