@@ -127,13 +127,6 @@ const std::vector<float>& TrainedValues() {
   return values;
 }
 
-uint16_t ToBFloat16(float value) {
-  uint32_t bits;
-  std::memcpy(&bits, &value, 4);
-  bits += 0x7fff + ((bits >> 16) & 1);  // round to nearest even
-  return static_cast<uint16_t>(bits >> 16);
-}
-
 // Multiplies by (1 + scale * u), u uniform in [-1, 1], from a xorshift stream.
 float Perturb(float value, float scale, uint64_t* state) {
   uint64_t& x = *state;
@@ -166,7 +159,7 @@ TrainedState::TrainedState(uint64_t bytes, DType dtype, uint64_t seed, size_t te
     for (size_t i = 0; i < tensor_bytes / width; ++i) {
       const float value = Perturb(trained[next++ % trained.size()], kCopyScale, &state);
       if (dtype == DType::kBFloat16) {
-        const uint16_t half = ToBFloat16(value);
+        const uint16_t half = ToBFloat16(value).bits;
         std::memcpy(&buffer[i * 2], &half, 2);
       } else {
         std::memcpy(&buffer[i * 4], &value, 4);
@@ -183,10 +176,8 @@ void TrainedState::Train(size_t first, size_t count, uint64_t step) {
       for (size_t i = 0; i + 1 < buffer.size(); i += 2) {
         uint16_t half;
         std::memcpy(&half, &buffer[i], 2);
-        uint32_t bits = uint32_t{half} << 16;
-        float value;
-        std::memcpy(&value, &bits, 4);
-        half = ToBFloat16(Perturb(value, kStepScale, &state));
+        const float value = ToFloat(BFloat16{half});
+        half = ToBFloat16(Perturb(value, kStepScale, &state)).bits;
         std::memcpy(&buffer[i], &half, 2);
       }
     } else {

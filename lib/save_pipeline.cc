@@ -6,7 +6,6 @@
 #include "chunk_codec.h"
 #include "cleanup.h"
 #include "parallel.h"
-#include "staging_pool.h"
 
 namespace ckptdb {
 
@@ -78,7 +77,8 @@ Result<std::shared_ptr<PendingSave>> SavePipeline::Prepare(
   const bool stage = source == Source::kStaged;
   if (stage && staging_ == nullptr) {
     staging_ = std::make_unique<StagingPool>(settings_.chunk_size_bytes,
-                                             settings_.staging_bytes / settings_.chunk_size_bytes);
+                                             settings_.staging_bytes / settings_.chunk_size_bytes,
+                                             settings_.allocate_staging);
   }
   auto save = std::make_shared<PendingSave>();
   save->recheck_caller_bytes_ = source == Source::kCallerBuffers;

@@ -43,11 +43,10 @@
 #include "ckptdb/tree.h"
 #include "manifest.h"
 #include "mutex.h"
+#include "staging_pool.h"
 #include "store.h"
 
 namespace ckptdb {
-
-class StagingPool;
 
 // One save between its blocking phase and its commit.
 class PendingSave {
@@ -115,6 +114,7 @@ class SavePipeline {
     size_t staging_bytes = 0;  // the staging pool's bound
     size_t threads = 1;        // hashing, copying and compressing
     int compression_level = 1;
+    StagingPool::Allocator allocate_staging = nullptr;  // see StagingPool
   };
   // Where the writer reads the new chunks' bytes.
   enum class Source {
@@ -142,6 +142,9 @@ class SavePipeline {
   // Writes the new chunks as one generation and commits the step. On an
   // error nothing of the step is visible and a staged save's stager stops.
   Status WriteAndCommit(PendingSave& save);
+
+  // The staging pool (nullptr before the first staged save), for tests.
+  StagingPool* staging_pool() { return staging_.get(); }
 
  private:
   // Chunks the writer compresses at once; never more than the staging slots.

@@ -13,8 +13,12 @@ constexpr size_t kHugePage = 2u << 20;
 
 }  // namespace
 
-StagingPool::StagingPool(size_t slot_bytes, size_t max_slots)
-    : slot_bytes_(slot_bytes), max_slots_(max_slots) {
+StagingPool::StagingPool(size_t slot_bytes, size_t max_slots, Allocator allocate)
+    : slot_bytes_(slot_bytes),
+      max_slots_(max_slots),
+      allocate_(allocate ? std::move(allocate) : Allocator([](size_t alignment, size_t bytes) {
+        return std::aligned_alloc(alignment, bytes);
+      })) {
   buffers_.reserve(max_slots);
   free_.reserve(max_slots);
 }
@@ -34,7 +38,7 @@ Result<size_t> StagingPool::Acquire() {
   MutexLock lock(&mu_);
   if (free_.empty() && buffers_.size() < max_slots_) {
     const size_t bytes = (slot_bytes_ + kHugePage - 1) / kHugePage * kHugePage;
-    auto* buffer = static_cast<std::byte*>(std::aligned_alloc(kHugePage, bytes));
+    auto* buffer = static_cast<std::byte*>(allocate_(kHugePage, bytes));
     if (buffer == nullptr) {
       return Status::InvalidArgument("cannot allocate " + std::to_string(bytes) +
                                      " bytes of staging memory");
@@ -53,6 +57,11 @@ Result<size_t> StagingPool::Acquire() {
 bool StagingPool::Exhausted() {
   MutexLock lock(&mu_);
   return free_.empty() && buffers_.size() >= max_slots_;
+}
+
+size_t StagingPool::SlotsInUse() {
+  MutexLock lock(&mu_);
+  return buffers_.size() - free_.size();
 }
 
 void StagingPool::Release(size_t slot) {

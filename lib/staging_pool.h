@@ -13,6 +13,7 @@
 #define CKPTDB_LIB_STAGING_POOL_H_
 
 #include <cstddef>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <vector>
@@ -24,8 +25,13 @@ namespace ckptdb {
 
 class StagingPool {
  public:
-  // At most `max_slots` buffers of `slot_bytes` each.
-  StagingPool(size_t slot_bytes, size_t max_slots);
+  // Memory for one slot of `bytes` bytes, aligned to `alignment`, released
+  // with std::free; nullptr when there is none.
+  using Allocator = std::function<void*(size_t alignment, size_t bytes)>;
+
+  // At most `max_slots` buffers of `slot_bytes` each, from `allocate`
+  // (default: std::aligned_alloc; tests make it fail).
+  StagingPool(size_t slot_bytes, size_t max_slots, Allocator allocate = nullptr);
   ~StagingPool();
   StagingPool(const StagingPool&) = delete;
   StagingPool& operator=(const StagingPool&) = delete;
@@ -38,6 +44,8 @@ class StagingPool {
   Result<size_t> Acquire();
   // Whether Acquire would have to wait.
   bool Exhausted();
+  // Slots acquired and not yet released.
+  size_t SlotsInUse();
   // A slot if one can be had without waiting; nullopt otherwise.
   Result<std::optional<size_t>> TryAcquire();
   void Release(size_t slot);
@@ -46,6 +54,7 @@ class StagingPool {
  private:
   const size_t slot_bytes_;
   const size_t max_slots_;
+  const Allocator allocate_;
   Mutex mu_;
   CondVar released_{&mu_};
   std::vector<std::byte*> buffers_ GUARDED_BY(mu_);

@@ -2,9 +2,11 @@
 # The benchmark suite in one command: builds (installing what is missing),
 # runs bench/suite_bench and prints one table of ratios against baselines
 # measured in the same run.
-#   bash scripts/bench.sh            # 256 MiB of state
-#   bash scripts/bench.sh --quick    # 32 MiB, a smoke test (CI)
+#   bash scripts/bench.sh            # 256 MiB of state, 5 rounds per comparison
+#   bash scripts/bench.sh --quick    # 32 MiB, 2 rounds: a smoke test (CI)
 #   bash scripts/bench.sh --full     # 1 GiB, and GC of 1M chunks
+# CKPTDB_BENCH_ROUNDS overrides the rounds. Run as root: restores are timed
+# after dropping the whole page cache (otherwise only the files' pages).
 # Except with --quick, ends with ckpt-inspect import against dd
 # (scripts/bench_import.sh).
 # CKPTDB_BENCH_BINARY names an already built suite_bench (the test suite's
@@ -12,9 +14,10 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 megabytes=256
+rounds=${CKPTDB_BENCH_ROUNDS:-5}
 filter=.
 case "${1:-}" in
-  --quick) megabytes=32; filter='^(save_f32|save_bf16|restore|async|resave|gc/10k)' ;;
+  --quick) megabytes=32; rounds=${CKPTDB_BENCH_ROUNDS:-2}; filter='^(save/|restore_|async|resave|gc/10k)' ;;
   --full) megabytes=1024 ;;
   "") ;;
   *) echo "usage: bash scripts/bench.sh [--quick|--full]" >&2; exit 2 ;;
@@ -26,7 +29,7 @@ if [ -z "$binary" ]; then
 fi
 out=$(mktemp)
 trap 'rm -f "$out"' EXIT
-CKPTDB_BENCH_MB=$megabytes "$binary" --benchmark_filter="$filter" \
+CKPTDB_BENCH_MB=$megabytes CKPTDB_BENCH_ROUNDS=$rounds "$binary" --benchmark_filter="$filter" \
   --benchmark_format=json --benchmark_out="$out" >/dev/null
 python3 scripts/bench_table.py "$out"
 if [ -z "${CKPTDB_BENCH_BINARY:-}" ] && [ "$megabytes" -ne 32 ]; then

@@ -1,25 +1,40 @@
 """Prints the benchmark suite's results (Google Benchmark JSON) as one table.
 
-Each row: what was measured, ckptdb's figure, the baseline measured in the
-same run on the same bytes, their ratio, and the target the ratio is held to.
+Each row: what was measured, ckptdb's figure and the baseline's (medians over
+the rounds, measured interleaved in the same run on the same bytes), the
+median of the per-round ratios with their min-max, and the target.
 """
 import json
 import sys
 
-# name prefix -> (what, unit, better, target)
+# name prefix, counter prefix -> (what, unit, target)
 ROWS = [
-    ("save_f32/", "save until durable vs raw write+fdatasync (float32)", "GB/s", ">= 1.0"),
-    ("save_bf16/", "save until durable vs raw write+fdatasync (bfloat16)", "GB/s", ">= 1.0"),
-    ("save_f32_1thread/", "save, 1 thread, vs raw write+fdatasync", "GB/s", ""),
-    ("restore_cold/", "restore into caller buffers vs raw read, cold cache", "GB/s", ">= 0.8"),
-    ("restore_warm/", "restore into caller buffers vs raw read, warm cache", "GB/s", ">= 0.8"),
-    ("restore_warm_1thread/", "restore, 1 thread, vs raw read, warm cache", "GB/s", ""),
-    ("async_blocking_all_new/", "async save blocking time vs memcpy (all new)", "ms", "<= 1.2"),
-    ("async_blocking_90pct_frozen/", "async save blocking time vs memcpy (90% unchanged)", "ms",
+    ("save/trajectory_f32/", "", "save until durable vs safetensors file, trajectory f32", "GB/s",
+     ">= 1.0"),
+    ("save/trajectory_bf16/", "", "save until durable vs safetensors file, trajectory bf16",
+     "GB/s", ">= 1.0"),
+    ("save/trained_f32/", "", "save until durable vs safetensors file, trained-like f32", "GB/s",
+     ">= 1.0"),
+    ("save/trajectory_f32/", "stall_", "trainer's stall (async Save) / safetensors write, f32",
+     "ms", "<= 0.2"),
+    ("save/trajectory_bf16/", "stall_", "trainer's stall (async Save) / safetensors write, bf16",
+     "ms", "<= 0.2"),
+    ("restore_owned/trajectory_f32/", "", "cold restore, new process, vs safetensors, f32",
+     "GB/s", ">= 1.5"),
+    ("restore_template/trajectory_f32/", "", "  ... into the caller's template, f32", "GB/s",
+     ">= 1.5"),
+    ("restore_owned/trajectory_bf16/", "", "cold restore, new process, vs safetensors, bf16",
+     "GB/s", ">= 1.5"),
+    ("restore_template/trajectory_bf16/", "", "  ... into the caller's template, bf16", "GB/s",
+     ">= 1.5"),
+    ("restore_owned/trained_f32/", "", "cold restore, new process, vs safetensors, trained f32",
+     "GB/s", ">= 1.5"),
+    ("async_blocking_all_new/", "", "async save blocking / memcpy (all new)", "ms", "<= 1.2"),
+    ("async_blocking_90pct_frozen/", "", "async save blocking / memcpy (90% unchanged)", "ms",
      "<= 0.2"),
-    ("async_blocking_90pct_declared/", "  ... the 90% declared in assume_unchanged", "ms",
+    ("async_blocking_90pct_declared/", "", "  ... the 90% declared in assume_unchanged", "ms",
      "<= 0.2"),
-    ("resave_unchanged/", "re-save unchanged: times faster than raw write", "ms", ">= 8"),
+    ("resave_unchanged/", "", "re-save unchanged vs safetensors file", "ms", ">= 8"),
 ]
 
 
@@ -30,34 +45,43 @@ def main(path):
         print(f"{result['name']}: {result.get('error_message', 'failed')}", file=sys.stderr)
     if failed or not results:
         sys.exit(1)
-    print(f"{'measurement':<56} {'size':>8} {'ckptdb':>9} {'baseline':>9} {'ratio':>7}  target")
-    for prefix, what, unit, target in ROWS:
+    rounds = max(int(r.get("rounds", 0)) for r in results)
+    print(f"medians of {rounds} interleaved rounds; ratio: median (min-max) of the per-round "
+          "ratios")
+    print(f"{'measurement':<56} {'size':>6} {'ckptdb':>8} {'baseline':>8} "
+          f"{'ratio':>18}  target")
+    for prefix, counter, what, unit, target in ROWS:
         for result in results:
-            if not result["name"].startswith(prefix):
+            if not result["name"].startswith(prefix) or counter + "ratio" not in result:
                 continue
             size = result["name"][len(prefix):].split("/")[0]
-            keys = [k for k in result if k.endswith("_ckptdb")]
-            if not keys:
-                continue
-            mine = result[keys[0]]
-            base = result[keys[0].replace("_ckptdb", "_baseline")]
             if unit == "ms":
-                mine, base = mine * 1e3, base * 1e3
-            print(f"{what:<56} {size:>8} {mine:>9.3f} {base:>9.3f} {result['ratio']:>7.2f}  "
+                mine = result[counter + "ckptdb_seconds"] * 1e3
+                base = result[counter + "baseline_seconds"] * 1e3
+            else:
+                gigabytes = result[counter + "bytes"] / 1e9
+                mine = gigabytes / result[counter + "ckptdb_seconds"]
+                base = gigabytes / result[counter + "baseline_seconds"]
+            ratio = (f"{result[counter + 'ratio']:.2f} ({result[counter + 'ratio_min']:.2f}-"
+                     f"{result[counter + 'ratio_max']:.2f})")
+            print(f"{what:<56} {size:>6} {mine:>8.3f} {base:>8.3f} {ratio:>18}  "
                   f"{target} ({unit})")
     for result in results:
         name = result["name"]
-        if name.startswith(("save_f32/", "save_bf16/")):
-            print(f"{'stored / logical bytes, ' + name.split('/')[0][5:]:<56} "
-                  f"{name.split('/')[1]:>8} {result['stored_over_logical']:>9.3f} "
-                  f"{'':>9} {'':>7}  <= 0.85 (float32)")
-            print(f"{'write amplification (device bytes / stored), ' + name.split('/')[0][5:]:<56} "
-                  f"{name.split('/')[1]:>8} {result['write_amplification']:>9.3f} "
-                  f"{'':>9} {'':>7}  <= 1.2")
+        if name.startswith("save/"):
+            state = name.split("/")[1]
+            size = name.split("/")[2]
+            print(f"{'stored / logical bytes, ' + state:<56} {size:>6} "
+                  f"{result['stored_over_logical']:>8.3f}")
+            print(f"{'write amplification (device / stored), ' + state:<56} {size:>6} "
+                  f"{result['write_amplification']:>8.3f}{'':>28}<= 1.2")
+        if name.startswith("restore_") and result.get("cold_whole_cache") == 0:
+            print(f"note: {name}: not root, so only the files' pages were dropped before each "
+                  "restore", file=sys.stderr)
         if name.startswith("gc/"):
             print(f"{'GC seconds per 100k chunks (' + name.split('/')[1] + ')':<56} "
-                  f"{int(result['chunks']):>8} {result['seconds_per_100k_chunks']:>9.3f} "
-                  f"{'':>9} {'':>7}  <= 1 s")
+                  f"{int(result['chunks']):>6} {result['seconds_per_100k_chunks']:>8.3f}"
+                  f"{'':>28}<= 1 s")
 
 
 if __name__ == "__main__":

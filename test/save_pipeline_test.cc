@@ -1,0 +1,191 @@
+// Tests of the save pipeline on its own, with the stager (this thread) and
+// the writer (a second thread) running as the Checkpointer runs them, in the
+// corners the randomized model test only reaches by chance: a staging pool of
+// one slot, speculative copies beside a writer waiting for slots, a stager
+// that fails mid-save, a writer that fails mid-save. Every case must end
+// (no thread waits for ever), commit all or nothing, and give every staging
+// slot back.
+
+#include "save_pipeline.h"
+
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <cstdlib>
+#include <cstring>
+#include <thread>
+
+#include "fault_injection_fs.h"
+#include "restore.h"
+#include "store.h"
+#include "test_util.h"
+
+namespace ckptdb {
+namespace {
+
+using testing::TempDir;
+
+constexpr uint32_t kChunk = 64 << 10;
+
+// A state of `chunks` chunks of pseudo-random (incompressible) values that
+// differ with `seed`: every chunk is new, and stored as large as it is.
+Tree MakeState(int chunks, uint32_t seed) {
+  const int64_t elements = int64_t{chunks} * kChunk / 4;
+  Tensor tensor = Tensor::Allocate(DType::kUInt32, {elements}).value();
+  std::span<uint32_t> values = tensor.MutableValues<uint32_t>().value();
+  uint32_t x = seed * 2654435761u + 1;
+  for (int64_t i = 0; i < elements; ++i) {
+    x ^= x << 13;
+    x ^= x >> 17;
+    x ^= x << 5;
+    values[i] = x;
+  }
+  Tree state;
+  EXPECT_OK(state.SetPath("params/w", Tree::Leaf(std::move(tensor))));
+  EXPECT_OK(state.SetPath("step", Tree::Int(static_cast<int64_t>(seed))));
+  return state;
+}
+
+SavePipeline::Settings Settings(size_t staging_slots) {
+  SavePipeline::Settings settings;
+  settings.chunk_size_bytes = kChunk;
+  settings.staging_bytes = staging_slots * kChunk;
+  settings.threads = 2;
+  return settings;
+}
+
+Manifest Header(int64_t step) {
+  Manifest header;
+  header.step = step;
+  return header;
+}
+
+struct SaveOutcome {
+  Status staged;
+  Status written;
+  // OK when both sides succeeded.
+  Status Error() const { return staged.ok() ? written : staged; }
+};
+
+// Runs a staged save the way the Checkpointer does: the writer on its own
+// thread, staging on this one.
+SaveOutcome StagedSave(SavePipeline& pipeline, const Tree& state, int64_t step) {
+  Result<std::shared_ptr<PendingSave>> save =
+      pipeline.Prepare(state, Header(step), {}, SavePipeline::Source::kStaged);
+  EXPECT_OK(save.status());
+  if (!save.ok()) return {save.status(), save.status()};
+  SaveOutcome outcome;
+  std::thread writer([&] { outcome.written = pipeline.WriteAndCommit(**save); });
+  outcome.staged = pipeline.Stage(**save);
+  writer.join();
+  return outcome;
+}
+
+void ExpectStored(Store& store, int64_t step, const Tree& state) {
+  Result<Manifest> manifest = ReadStepManifest(store, step);
+  ASSERT_OK(manifest.status());
+  Result<Tree> restored = RestoreSubtree(store, *manifest, "", 2);
+  ASSERT_OK(restored.status());
+  EXPECT_TRUE(restored->ContentEquals(state));
+}
+
+class SavePipelineTest : public ::testing::Test {
+ protected:
+  std::unique_ptr<Store> OpenStore(rocksdb::Env* env = nullptr) {
+    Result<std::unique_ptr<Store>> store = Store::Open(dir_.path(), Store::Mode::kWrite, env);
+    EXPECT_OK(store.status());
+    return store.ok() ? std::move(*store) : nullptr;
+  }
+  TempDir dir_;
+};
+
+TEST_F(SavePipelineTest, OneStagingSlotCarriesAWholeSave) {
+  auto store = OpenStore();
+  SavePipeline pipeline(store.get(), Settings(1));
+  const Tree state = MakeState(48, 1);
+  ASSERT_OK(StagedSave(pipeline, state, 1).Error());
+  ExpectStored(*store, 1, state);
+  EXPECT_EQ(pipeline.staging_pool()->max_slots(), 1u);
+  EXPECT_EQ(pipeline.staging_pool()->SlotsInUse(), 0u);
+}
+
+TEST_F(SavePipelineTest, SpeculativeCopiesBesideAWriterWaitingForSlots) {
+  auto store = OpenStore();
+  // 6 slots, a writer window of 4: 2 slots for speculative copies while
+  // hashing, the rest staged while the writer frees slots.
+  SavePipeline pipeline(store.get(), Settings(6));
+  const Tree first = MakeState(40, 1);
+  ASSERT_OK(StagedSave(pipeline, first, 1).Error());
+  // The second save's chunks were all new at their paths last time: each is
+  // predicted new and copied while hashed, as far as the budget goes.
+  const Tree second = MakeState(40, 2);
+  ASSERT_OK(StagedSave(pipeline, second, 2).Error());
+  ExpectStored(*store, 1, first);
+  ExpectStored(*store, 2, second);
+  EXPECT_EQ(pipeline.staging_pool()->SlotsInUse(), 0u);
+}
+
+TEST_F(SavePipelineTest, AStagerThatFailsStopsTheWriterAndNothingCommits) {
+  auto store = OpenStore();
+  // Memory for 2 slots, then none: the stager fails once the writer has
+  // taken those two.
+  std::atomic<int> allocations{0};
+  std::atomic<bool> memory_left{false};
+  SavePipeline::Settings settings = Settings(4);
+  settings.allocate_staging = [&](size_t alignment, size_t bytes) -> void* {
+    if (!memory_left && allocations >= 2) return nullptr;
+    ++allocations;
+    return std::aligned_alloc(alignment, bytes);
+  };
+  SavePipeline pipeline(store.get(), settings);
+  const Tree state = MakeState(32, 3);
+  SaveOutcome outcome = StagedSave(pipeline, state, 3);
+  EXPECT_EQ(outcome.staged.code(), Status::Code::kInvalidArgument) << outcome.staged.ToString();
+  EXPECT_FALSE(outcome.written.ok());
+  EXPECT_TRUE(store->ListSteps().value().empty());
+  EXPECT_EQ(pipeline.staging_pool()->SlotsInUse(), 0u);
+
+  // With memory again, the next save goes through.
+  memory_left = true;
+  ASSERT_OK(StagedSave(pipeline, state, 3).Error());
+  ExpectStored(*store, 3, state);
+  EXPECT_EQ(pipeline.staging_pool()->SlotsInUse(), 0u);
+}
+
+TEST_F(SavePipelineTest, AWriterThatFailsStopsTheStagerAndNothingCommits) {
+  testing::FaultInjectionFs fs;
+  auto store = OpenStore(fs.env());
+  SavePipeline pipeline(store.get(), Settings(2));
+  const Tree state = MakeState(64, 4);
+  // The generation's file cannot be written: the writer, started when the
+  // stager ran out of slots, stops while the stager waits for the slots it
+  // holds (its writes are buffered, so a later failure would come only
+  // after staging ended).
+  fs.Arm("staging/generation", testing::FaultInjectionFs::Fault::kIOError);
+  SaveOutcome outcome = StagedSave(pipeline, state, 4);
+  EXPECT_FALSE(outcome.written.ok());
+  EXPECT_FALSE(outcome.staged.ok());
+  EXPECT_TRUE(store->ListSteps().value().empty());
+  EXPECT_EQ(pipeline.staging_pool()->SlotsInUse(), 0u);
+
+  fs.Disarm();
+  ASSERT_OK(StagedSave(pipeline, state, 4).Error());
+  ExpectStored(*store, 4, state);
+}
+
+TEST_F(SavePipelineTest, ChunksTheStoreHoldsAreNotWrittenAgain) {
+  auto store = OpenStore();
+  SavePipeline pipeline(store.get(), Settings(4));
+  const Tree state = MakeState(16, 5);
+  ASSERT_OK(StagedSave(pipeline, state, 1).Error());
+  Result<std::shared_ptr<PendingSave>> again =
+      pipeline.Prepare(state, Header(2), {}, SavePipeline::Source::kCallerWaits);
+  ASSERT_OK(again.status());
+  EXPECT_EQ((*again)->new_chunk_count(), 0u);
+  ASSERT_OK(pipeline.WriteAndCommit(**again));
+  EXPECT_EQ(store->ChunkFiles().size(), 1u);
+  ExpectStored(*store, 2, state);
+}
+
+}  // namespace
+}  // namespace ckptdb
