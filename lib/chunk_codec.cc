@@ -2,6 +2,7 @@
 
 #include <zstd.h>
 
+#include <algorithm>
 #include <cassert>
 #include <cstring>
 #include <memory>
@@ -37,44 +38,94 @@ std::vector<std::byte>& ThreadScratch(size_t size) {
 }
 
 // Byte k of element i moves between in[i * kWidth + k] (elements) and
-// out[k * count + i] (planes). One pass over the elements with the width
-// known at compile time lets the compiler vectorize the transposition:
-// 6-10x faster than a pass per plane, which ran at ~3.4 GB/s, as slow as
-// zstd itself.
-template <size_t kWidth, bool kToPlanes>
-void TransposeFixed(const std::byte* in, size_t count, std::byte* out) {
+// byte i of plane k. One pass over the elements with the width known at
+// compile time lets the compiler vectorize the transposition: 6-10x faster
+// than a pass per plane, which ran at ~3.4 GB/s, as slow as zstd itself.
+template <size_t kWidth>
+void SplitPlanesFixed(const std::byte* in, size_t count, std::byte* out) {
   for (size_t i = 0; i < count; ++i) {
-    for (size_t k = 0; k < kWidth; ++k) {
-      if constexpr (kToPlanes) {
-        out[k * count + i] = in[i * kWidth + k];
-      } else {
-        out[i * kWidth + k] = in[k * count + i];
-      }
-    }
+    for (size_t k = 0; k < kWidth; ++k) out[k * count + i] = in[i * kWidth + k];
   }
 }
 
-// `width` is 2, 4 or 8 and divides `size` (GroupingApplies).
-template <bool kToPlanes>
-void Transpose(const std::byte* in, size_t size, size_t width, std::byte* out) {
+// The inverse, from planes wherever each lies (the pointers are copied into
+// locals so that the compiler sees they do not change during the loop).
+template <size_t kWidth>
+void InterleavePlanesFixed(const std::byte* const* planes, size_t count, std::byte* out) {
+  const std::byte* plane[kWidth];
+  for (size_t k = 0; k < kWidth; ++k) plane[k] = planes[k];
+  for (size_t i = 0; i < count; ++i) {
+    for (size_t k = 0; k < kWidth; ++k) out[i * kWidth + k] = plane[k][i];
+  }
+}
+
+// `width` is 2, 4 or 8 and divides `size` (GroupingApplies). Into `width`
+// contiguous planes at `out`.
+void GroupBytes(const std::byte* in, size_t size, size_t width, std::byte* out) {
   switch (width) {
     case 2:
-      return TransposeFixed<2, kToPlanes>(in, size / 2, out);
+      return SplitPlanesFixed<2>(in, size / 2, out);
     case 4:
-      return TransposeFixed<4, kToPlanes>(in, size / 4, out);
+      return SplitPlanesFixed<4>(in, size / 4, out);
     default:
       assert(width == 8);
-      return TransposeFixed<8, kToPlanes>(in, size / 8, out);
+      return SplitPlanesFixed<8>(in, size / 8, out);
   }
 }
 
-void GroupBytes(const std::byte* in, size_t size, size_t width, std::byte* out) {
-  Transpose<true>(in, size, width, out);
+// The inverse, from `width` planes wherever each lies.
+void InterleavePlanes(const std::byte* const* planes, size_t size, size_t width, std::byte* out) {
+  switch (width) {
+    case 2:
+      return InterleavePlanesFixed<2>(planes, size / 2, out);
+    case 4:
+      return InterleavePlanesFixed<4>(planes, size / 4, out);
+    default:
+      assert(width == 8);
+      return InterleavePlanesFixed<8>(planes, size / 8, out);
+  }
 }
 
 void UngroupBytes(const std::byte* in, size_t size, size_t width, std::byte* out) {
-  Transpose<false>(in, size, width, out);
+  const std::byte* planes[8];
+  for (size_t k = 0; k < width; ++k) planes[k] = in + k * (size / width);
+  InterleavePlanes(planes, size, width, out);
 }
+
+// Compresses one byte plane. At level 1 (CheckpointerOptions::fast) with a
+// 64-entry hash table and 7-byte minimum matches: on the sign and exponent
+// plane of trained float32 weights that ran 3.2x faster than zstd's level 1
+// (0.87 against 0.27 GB/s on this machine) and stored 0.340 of the plane
+// instead of 0.368 (level 1's large table mostly missed the cache; its short
+// matches cost more than they saved on a plane of few, random symbols).
+size_t CompressPlane(std::byte* dest, size_t capacity, const std::byte* plane, size_t size,
+                     int level) {
+  ZSTD_CCtx* context = ThreadContexts().compress;
+  ZSTD_CCtx_reset(context, ZSTD_reset_session_and_parameters);
+  ZSTD_CCtx_setParameter(context, ZSTD_c_compressionLevel, level);
+  if (level == 1) {
+    ZSTD_CCtx_setParameter(context, ZSTD_c_hashLog, 6);
+    ZSTD_CCtx_setParameter(context, ZSTD_c_minMatch, 7);
+  }
+  return ZSTD_compress2(context, dest, capacity, plane, size);
+}
+
+// Whether zstd is worth trying on a whole plane: its first kProbeBytes must
+// compress by kMinSavings. The low mantissa bytes of trained floats are
+// close to uniformly random; compressing them costs zstd time and saves
+// nothing.
+bool PlaneLooksCompressible(const std::byte* plane, size_t size, int level, std::string* scratch) {
+  constexpr size_t kProbeBytes = 32 << 10;
+  const size_t probe = std::min(size, kProbeBytes);
+  scratch->resize(ZSTD_compressBound(probe));
+  const size_t compressed = CompressPlane(reinterpret_cast<std::byte*>(scratch->data()),
+                                          scratch->size(), plane, probe, level);
+  return !ZSTD_isError(compressed) &&
+         static_cast<double>(compressed) <= (1.0 - kMinSavings) * static_cast<double>(probe);
+}
+
+enum class PlaneMode : uint8_t { kRaw = 0, kZstd = 1 };
+constexpr size_t kPlaneDescriptorSize = 5;  // mode, stored length (uint32 LE)
 
 void WriteHeader(ChunkCodec codec, size_t width, size_t raw_size, std::string* out) {
   out->resize(kChunkHeaderSize);
@@ -87,11 +138,127 @@ bool GroupingApplies(size_t width, size_t size) {
   return (width == 2 || width == 4 || width == 8) && size % width == 0;
 }
 
+// Codec 0: the bytes as they are.
+void StoreRaw(const std::byte* raw, size_t size, std::string* out) {
+  WriteHeader(ChunkCodec::kRaw, 0, size, out);
+  out->append(reinterpret_cast<const char*>(raw), size);
+}
+
+}  // namespace
+
+namespace {
+
+// Codec 3: the byte planes of `raw`, each stored raw or as a zstd frame.
+// False (and `out` unspecified) when that saves less than kMinSavings.
+bool EncodeBytePlanes(const std::byte* raw, size_t size, size_t width, int level,
+                      std::string* out) {
+  std::vector<std::byte>& grouped = ThreadScratch(size);
+  GroupBytes(raw, size, width, grouped.data());
+  const size_t plane_size = size / width;
+  const size_t payload_start = kChunkHeaderSize + width * kPlaneDescriptorSize;
+  out->resize(payload_start + width * ZSTD_compressBound(plane_size));
+  thread_local std::string probe;
+  size_t at = payload_start;
+  for (size_t k = 0; k < width; ++k) {
+    const std::byte* plane = grouped.data() + k * plane_size;
+    size_t stored = plane_size;
+    PlaneMode mode = PlaneMode::kRaw;
+    if (PlaneLooksCompressible(plane, plane_size, level, &probe)) {
+      const size_t compressed =
+          CompressPlane(reinterpret_cast<std::byte*>(out->data() + at), out->size() - at, plane,
+                        plane_size, level);
+      if (!ZSTD_isError(compressed) &&
+          static_cast<double>(compressed) <= (1.0 - kMinSavings) * double(plane_size)) {
+        stored = compressed;
+        mode = PlaneMode::kZstd;
+      }
+    }
+    if (mode == PlaneMode::kRaw) std::memcpy(out->data() + at, plane, plane_size);
+    char* descriptor = out->data() + kChunkHeaderSize + k * kPlaneDescriptorSize;
+    descriptor[0] = static_cast<char>(mode);
+    StoreLittleEndian(descriptor + 1, stored, 4);
+    at += stored;
+  }
+  if (static_cast<double>(at - kChunkHeaderSize) > (1.0 - kMinSavings) * double(size)) {
+    return false;
+  }
+  out->resize(at);
+  std::string header;
+  WriteHeader(ChunkCodec::kBytePlanes, width, size, &header);
+  std::memcpy(out->data(), header.data(), kChunkHeaderSize);
+  return true;
+}
+
+// Codec 3's payload into `dest`: zstd planes decode into scratch, raw planes
+// are read where they lie, then the planes interleave into elements.
+Status DecodeBytePlanes(std::string_view payload, size_t width, size_t raw_size,
+                        std::byte* dest) {
+  if (!GroupingApplies(width, raw_size)) {
+    return Status::Corruption("byte-plane chunk of " + std::to_string(raw_size) +
+                              " bytes with width " + std::to_string(width));
+  }
+  const size_t plane_size = raw_size / width;
+  if (payload.size() < width * kPlaneDescriptorSize) {
+    return Status::Corruption("byte-plane chunk shorter than its plane descriptors");
+  }
+  std::string_view planes_bytes = payload.substr(width * kPlaneDescriptorSize);
+  std::byte* scratch = ThreadScratch(raw_size).data();
+  const std::byte* planes[8];
+  size_t at = 0;
+  for (size_t k = 0; k < width; ++k) {
+    const char* descriptor = payload.data() + k * kPlaneDescriptorSize;
+    const auto mode = static_cast<PlaneMode>(descriptor[0]);
+    const uint64_t stored = ReadLittleEndian(descriptor + 1, 4);
+    if (stored > planes_bytes.size() - at) {
+      return Status::Corruption("byte plane " + std::to_string(k) + " of " +
+                                std::to_string(stored) + " bytes overruns the chunk");
+    }
+    const std::string_view plane = planes_bytes.substr(at, stored);
+    at += stored;
+    if (mode == PlaneMode::kRaw) {
+      if (stored != plane_size) {
+        return Status::Corruption("raw byte plane " + std::to_string(k) + " of " +
+                                  std::to_string(stored) + " bytes, expected " +
+                                  std::to_string(plane_size));
+      }
+      planes[k] = reinterpret_cast<const std::byte*>(plane.data());
+    } else if (mode == PlaneMode::kZstd) {
+      std::byte* target = scratch + k * plane_size;
+      const size_t decoded = ZSTD_decompressDCtx(ThreadContexts().decompress, target, plane_size,
+                                                 plane.data(), plane.size());
+      if (ZSTD_isError(decoded)) {
+        return Status::Corruption("byte plane " + std::to_string(k) + ": zstd: " +
+                                  ZSTD_getErrorName(decoded));
+      }
+      if (decoded != plane_size) {
+        return Status::Corruption("byte plane " + std::to_string(k) + " decoded to " +
+                                  std::to_string(decoded) + " bytes, expected " +
+                                  std::to_string(plane_size));
+      }
+      planes[k] = target;
+    } else {
+      return Status::Corruption("byte plane " + std::to_string(k) + " has unknown mode " +
+                                std::to_string(static_cast<unsigned char>(descriptor[0])));
+    }
+  }
+  if (at != planes_bytes.size()) {
+    return Status::Corruption("byte-plane chunk has " + std::to_string(planes_bytes.size() - at) +
+                              " bytes after its planes");
+  }
+  InterleavePlanes(planes, raw_size, width, dest);
+  return Status::OK();
+}
+
 }  // namespace
 
 void EncodeChunk(const std::byte* raw, size_t size, const ChunkEncoding& encoding,
                  std::string* out) {
   const bool grouped = GroupingApplies(encoding.element_width, size);
+  if (grouped && encoding.byte_planes) {
+    if (EncodeBytePlanes(raw, size, encoding.element_width, encoding.zstd_level, out)) return;
+    StoreRaw(raw, size, out);
+    return;
+  }
   const std::byte* source = raw;
   if (grouped) {
     std::vector<std::byte>& scratch = ThreadScratch(size);
@@ -100,20 +267,19 @@ void EncodeChunk(const std::byte* raw, size_t size, const ChunkEncoding& encodin
   }
   const size_t bound = ZSTD_compressBound(size);
   out->resize(kChunkHeaderSize + bound);
-  size_t compressed = ZSTD_compressCCtx(ThreadContexts().compress, out->data() + kChunkHeaderSize,
-                                        bound, source, size, encoding.zstd_level);
-  const bool worth_it =
-      !ZSTD_isError(compressed) && static_cast<double>(compressed) <= (1.0 - kMinSavings) * size;
-  if (worth_it) {
-    out->resize(kChunkHeaderSize + compressed);
-    std::string header;
-    WriteHeader(grouped ? ChunkCodec::kByteGroupedZstd : ChunkCodec::kZstd,
-                grouped ? encoding.element_width : 0, size, &header);
-    std::memcpy(out->data(), header.data(), kChunkHeaderSize);
+  const size_t compressed = ZSTD_compressCCtx(
+      ThreadContexts().compress, out->data() + kChunkHeaderSize, bound, source, size,
+      encoding.zstd_level);
+  if (ZSTD_isError(compressed) ||
+      static_cast<double>(compressed) > (1.0 - kMinSavings) * static_cast<double>(size)) {
+    StoreRaw(raw, size, out);
     return;
   }
-  WriteHeader(ChunkCodec::kRaw, 0, size, out);
-  out->append(reinterpret_cast<const char*>(raw), size);
+  out->resize(kChunkHeaderSize + compressed);
+  std::string header;
+  WriteHeader(grouped ? ChunkCodec::kByteGroupedZstd : ChunkCodec::kZstd,
+              grouped ? encoding.element_width : 0, size, &header);
+  std::memcpy(out->data(), header.data(), kChunkHeaderSize);
 }
 
 ChunkCodec StoredChunkCodec(std::string_view stored) {
@@ -163,6 +329,8 @@ Status DecodeChunk(std::string_view stored, size_t expected_size, std::byte* des
       if (grouped) UngroupBytes(target, raw_size, width, dest);
       return Status::OK();
     }
+    case ChunkCodec::kBytePlanes:
+      return DecodeBytePlanes(payload, width, raw_size, dest);
   }
   return Status::Corruption("unknown chunk codec " +
                             std::to_string(static_cast<unsigned char>(stored[0])));

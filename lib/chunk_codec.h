@@ -1,14 +1,17 @@
 // The stored form of one chunk: a 6-byte header and a payload.
 //
-//   byte 0     codec: 0 raw, 1 zstd, 2 byte-grouped zstd
+//   byte 0     codec: 0 raw, 1 zstd, 2 byte-grouped zstd, 3 byte planes
 //   byte 1     element width of the byte grouping (2, 4 or 8), 0 otherwise
 //   bytes 2-5  raw (decoded) length, little-endian uint32
 //   bytes 6-   payload
 //
-// Byte grouping (codec 2) stores byte k of every element together before
-// zstd, as Blosc's shuffle does: the exponent bytes of floats are
-// compressible, the mantissa bytes mostly are not. The encoder keeps raw when
-// compression saves less than kMinSavings of the bytes.
+// Byte grouping stores byte k of every element together, as Blosc's shuffle
+// does: the exponent bytes of floats are compressible, the low mantissa
+// bytes mostly are not. Codec 2 (written before codec 3 existed, still read)
+// compresses all the planes as one zstd frame; codec 3 stores each plane
+// raw or as its own zstd frame, so that planes that do not compress cost no
+// zstd time to write nor to read (doc/format.md §5). The encoder keeps raw
+// when compression saves less than kMinSavings of the bytes.
 
 #ifndef CKPTDB_LIB_CHUNK_CODEC_H_
 #define CKPTDB_LIB_CHUNK_CODEC_H_
@@ -22,7 +25,7 @@
 
 namespace ckptdb {
 
-enum class ChunkCodec : uint8_t { kRaw = 0, kZstd = 1, kByteGroupedZstd = 2 };
+enum class ChunkCodec : uint8_t { kRaw = 0, kZstd = 1, kByteGroupedZstd = 2, kBytePlanes = 3 };
 
 inline constexpr size_t kChunkHeaderSize = 6;
 // Compressed payloads must be at most this fraction of the raw size.
@@ -34,6 +37,9 @@ struct ChunkEncoding {
   // Element width for byte grouping; 0 or 1 disables it.
   size_t element_width = 0;
   int zstd_level = 1;
+  // Byte-grouped chunks as codec 3 (store format 2); false: codec 2, for
+  // stores of format 1.
+  bool byte_planes = true;
 };
 
 // Encodes `size` raw bytes into `out` (replacing its contents).

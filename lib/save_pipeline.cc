@@ -319,7 +319,9 @@ Status SavePipeline::WriteChunks(PendingSave& save, std::vector<IndexEntry>* ind
   save.AwaitWriterStart();
   Result<std::unique_ptr<GenerationWriter>> writer = store_->NewGeneration();
   if (!writer.ok()) return writer.status();
-  const ChunkEncoding base{0, settings_.compression_level};
+  ChunkEncoding base;
+  base.zstd_level = settings_.compression_level;
+  base.byte_planes = store_->format_version() >= 2;
 
   // Compress a window of chunks in parallel, then append them in digest
   // order; the window bounds the memory held by compressed chunks.

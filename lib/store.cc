@@ -482,6 +482,7 @@ namespace {
 
 // The store metadata of an open database (doc/format.md §3).
 struct StoreMetadata {
+  uint32_t format_version = 0;
   std::string secret;
   std::string store_id;
   uint64_t next_generation = 0;  // 0: absent
@@ -498,11 +499,13 @@ Result<StoreMetadata> ReadStoreMetadata(rocksdb::DB* db, rocksdb::ColumnFamilyHa
   if (!got.ok()) return FromRocksDb(got, "reading the format version of " + dir);
   if (version.size() != 4) return Status::Corruption("malformed format version in " + dir);
   const uint64_t format = ReadLittleEndian(version.data(), 4);
-  if (format > kStoreFormatVersion || format == 0) {
+  if (format > kStoreFormatVersion || format < kOldestStoreFormatVersion) {
     return Status::NotSupported(dir + " has store format version " + std::to_string(format) +
-                                "; this build reads version " +
+                                "; this build reads versions " +
+                                std::to_string(kOldestStoreFormatVersion) + " to " +
                                 std::to_string(kStoreFormatVersion));
   }
+  metadata.format_version = static_cast<uint32_t>(format);
   got = db->Get(rocksdb::ReadOptions(), meta, kHashSecretKey, &metadata.secret);
   if (!got.ok()) return FromRocksDb(got, "reading the hash secret of " + dir);
   if (metadata.secret.size() != ChunkHasher::kSecretSize) {
@@ -831,6 +834,7 @@ Result<std::unique_ptr<Store>> Store::Open(const std::string& dir, Mode mode, ro
     if (!checked.ok()) return checked;
   }
   store->hasher_ = std::make_unique<ChunkHasher>(metadata->secret);
+  store->format_version_ = metadata->format_version;
   rep.store_id = metadata->store_id;
   rep.durable_next_generation = metadata->next_generation;
   rep.next_generation = std::max<uint64_t>(1, metadata->next_generation);
@@ -839,7 +843,7 @@ Result<std::unique_ptr<Store>> Store::Open(const std::string& dir, Mode mode, ro
     if (creating || !identity.has_value() || mode == Mode::kSalvage) {
       Status written = WriteFileDurably(
           (fs::path(dir) / kIdentityFile).string(),
-          IdentityText({kStoreFormatVersion, metadata->store_id, metadata->secret}));
+          IdentityText({metadata->format_version, metadata->store_id, metadata->secret}));
       if (!written.ok()) return written;
     }
     if (creating) {

@@ -38,8 +38,12 @@ class Env;
 
 namespace ckptdb {
 
-// The store format this build writes and the newest it opens.
-inline constexpr uint32_t kStoreFormatVersion = 1;
+// The store format version of the stores this build creates, and the newest
+// it opens. Version 2 added chunk codec 3 (byte planes, doc/format.md §5). A
+// store keeps the version it was created with: a version-1 store is written
+// with codecs 0-2 only, so that the builds that created it keep reading it.
+inline constexpr uint32_t kStoreFormatVersion = 2;
+inline constexpr uint32_t kOldestStoreFormatVersion = 1;
 
 struct ChunkLocation {
   uint64_t generation = 0;
@@ -96,6 +100,8 @@ class Store {
   const std::string& dir() const { return dir_; }
   bool read_only() const { return mode_ == Mode::kReadOnly || mode_ == Mode::kDiagnose; }
   const ChunkHasher& hasher() const { return *hasher_; }
+  // The store's format version (what it was created with).
+  uint32_t format_version() const { return format_version_; }
 
   // Where a chunk is stored, or nullopt if the index does not know it.
   Result<std::optional<ChunkLocation>> FindChunk(const ChunkDigest& digest) const;
@@ -183,6 +189,7 @@ class Store {
   std::string dir_;
   Mode mode_;
   std::unique_ptr<ChunkHasher> hasher_;
+  uint32_t format_version_ = 0;
   std::unique_ptr<Rep> rep_;
 };
 

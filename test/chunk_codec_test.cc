@@ -81,6 +81,28 @@ std::string Header(uint8_t codec, uint8_t width, uint32_t raw_size) {
   return header;
 }
 
+// Plane k holds byte k of every element, in element order (doc/format.md
+// §5), built independently of the encoder.
+std::vector<std::byte> Planes(const std::vector<std::byte>& raw, size_t width) {
+  const size_t count = raw.size() / width;
+  std::vector<std::byte> planes(raw.size());
+  for (size_t k = 0; k < width; ++k) {
+    for (size_t i = 0; i < count; ++i) planes[k * count + i] = raw[i * width + k];
+  }
+  return planes;
+}
+
+// Codec 2 (written by earlier versions, still read), built by hand: one zstd
+// frame of the planes.
+std::string ByteGroupedByHand(const std::vector<std::byte>& raw, size_t width) {
+  const std::vector<std::byte> planes = Planes(raw, width);
+  std::string built = Header(2, static_cast<uint8_t>(width), static_cast<uint32_t>(raw.size()));
+  std::string compressed(ZSTD_compressBound(planes.size()), '\0');
+  compressed.resize(
+      ZSTD_compress(compressed.data(), compressed.size(), planes.data(), planes.size(), 3));
+  return built + compressed;
+}
+
 // Decodes into exactly `expected_size` bytes.
 Status Decode(std::string_view stored, size_t expected_size, std::vector<std::byte>* out) {
   out->assign(expected_size, std::byte{0});
@@ -98,38 +120,50 @@ void ExpectRoundTrip(const std::vector<std::byte>& raw, size_t element_width, in
 
 // ---- Round trips ----
 
-// The byte-grouped layout of doc/format.md, built independently of the
-// encoder: plane k holds byte k of every element, in element order.
-TEST(ChunkCodecTest, ByteGroupedPayloadIsThePlanesOfEachByte) {
+// The byte-plane layout of doc/format.md, checked independently of the
+// encoder: `width` descriptors (mode, stored length), then each plane raw or
+// as a zstd frame; and codec 2 (one frame of all planes), built by hand,
+// still decodes.
+TEST(ChunkCodecTest, BytePlanePayloadIsThePlanesOfEachByte) {
   for (size_t width : {2, 4, 8}) {
     SCOPED_TRACE("width " + std::to_string(width));
     const size_t count = 4099;  // not a multiple of any vector width
     std::vector<std::byte> raw(count * width);
+    std::mt19937_64 rng(width);
     for (size_t i = 0; i < count; ++i) {
       for (size_t k = 0; k < width; ++k) {
-        // Byte k: low bits vary slowly (compressible), high bits name the plane.
-        raw[i * width + k] = static_cast<std::byte>((k << 5) | ((i / 64) & 31));
+        // Byte 0 is random (stored raw); the others vary slowly (compressed).
+        raw[i * width + k] =
+            k == 0 ? static_cast<std::byte>(rng()) : static_cast<std::byte>((k << 5) | ((i / 64) & 31));
       }
     }
-    std::vector<std::byte> planes(raw.size());
-    for (size_t k = 0; k < width; ++k) {
-      for (size_t i = 0; i < count; ++i) planes[k * count + i] = raw[i * width + k];
-    }
+    const std::vector<std::byte> planes = Planes(raw, width);
     const std::string stored = Encode(raw, width);
-    ASSERT_EQ(static_cast<uint8_t>(stored[0]), 2) << "expected the byte-grouped codec";
-    std::vector<std::byte> payload(raw.size());
-    ASSERT_EQ(ZSTD_decompress(payload.data(), payload.size(), stored.data() + kChunkHeaderSize,
-                              stored.size() - kChunkHeaderSize),
-              raw.size());
-    EXPECT_TRUE(payload == planes) << "the payload is not the planes in order";
-    std::string built = Header(2, static_cast<uint8_t>(width), static_cast<uint32_t>(raw.size()));
-    std::string compressed(ZSTD_compressBound(planes.size()), '\0');
-    compressed.resize(ZSTD_compress(compressed.data(), compressed.size(), planes.data(),
-                                    planes.size(), 3));
-    built += compressed;
+    ASSERT_EQ(static_cast<uint8_t>(stored[0]), 3) << "expected the byte-plane codec";
+    ASSERT_EQ(WidthByte(stored), width);
+    size_t at = kChunkHeaderSize + width * 5;
+    for (size_t k = 0; k < width; ++k) {
+      SCOPED_TRACE("plane " + std::to_string(k));
+      const char* descriptor = stored.data() + kChunkHeaderSize + k * 5;
+      uint32_t length = 0;
+      for (int b = 0; b < 4; ++b) length |= uint32_t{static_cast<uint8_t>(descriptor[1 + b])} << (8 * b);
+      ASSERT_LE(at + length, stored.size());
+      std::vector<std::byte> plane(count);
+      if (descriptor[0] == 0) {
+        EXPECT_EQ(k, 0u) << "only the random plane is stored raw";
+        ASSERT_EQ(length, count);
+        std::memcpy(plane.data(), stored.data() + at, count);
+      } else {
+        ASSERT_EQ(descriptor[0], 1);
+        ASSERT_EQ(ZSTD_decompress(plane.data(), count, stored.data() + at, length), count);
+      }
+      EXPECT_EQ(std::memcmp(plane.data(), planes.data() + k * count, count), 0);
+      at += length;
+    }
+    EXPECT_EQ(at, stored.size());
     std::vector<std::byte> decoded;
-    ASSERT_OK(Decode(built, raw.size(), &decoded));
-    EXPECT_TRUE(decoded == raw) << "decoding planes built by hand";
+    ASSERT_OK(Decode(ByteGroupedByHand(raw, width), raw.size(), &decoded));
+    EXPECT_TRUE(decoded == raw) << "decoding codec 2 built by hand";
   }
 }
 
@@ -162,11 +196,16 @@ TEST(ChunkCodecTest, RandomBytesWithElementWidthStayRaw) {
 }
 
 // 256 KiB of N(0, 0.02) float32 values: grouping puts the low-entropy sign and
-// exponent bytes together, which saves about 12% at level 1.
-TEST(ChunkCodecTest, TrainedFloat32UsesByteGrouping) {
+// exponent bytes together, which saves about 12% at level 1; the two low
+// mantissa planes are random and stored raw.
+TEST(ChunkCodecTest, TrainedFloat32UsesBytePlanes) {
   const std::vector<std::byte> raw = TrainedValues<float>(64 << 10, 3);
   const std::string stored = Encode(raw, 4);
-  EXPECT_EQ(StoredChunkCodec(stored), ChunkCodec::kByteGroupedZstd);
+  EXPECT_EQ(StoredChunkCodec(stored), ChunkCodec::kBytePlanes);
+  for (size_t k : {0, 1}) {
+    EXPECT_EQ(stored[kChunkHeaderSize + k * 5], 0) << "low mantissa plane " << k << " raw";
+  }
+  EXPECT_EQ(stored[kChunkHeaderSize + 3 * 5], 1) << "sign and exponent plane compressed";
   EXPECT_EQ(WidthByte(stored), 4);
   EXPECT_EQ(RawSizeField(stored), raw.size());
   EXPECT_LE(static_cast<double>(stored.size() - kChunkHeaderSize),
@@ -199,6 +238,7 @@ TEST(ChunkCodecTest, SizeNotMultipleOfWidthIsNotGrouped) {
     raw.resize(raw.size() + width - 1);  // ends in a partial element
     const std::string stored = Encode(raw, width);
     EXPECT_NE(StoredChunkCodec(stored), ChunkCodec::kByteGroupedZstd);
+    EXPECT_NE(StoredChunkCodec(stored), ChunkCodec::kBytePlanes);
     EXPECT_EQ(WidthByte(stored), 0);
     ExpectRoundTrip(raw, width);
   }
@@ -299,14 +339,18 @@ TEST(ChunkCodecTest, TruncatedZstdPayloadIsCorruption) {
 
 TEST(ChunkCodecTest, TruncatedGroupedPayloadIsCorruption) {
   const std::vector<std::byte> raw = TrainedValues<float>(64 << 10, 11);
-  const std::string stored = Encode(raw, 4);
-  ASSERT_EQ(StoredChunkCodec(stored), ChunkCodec::kByteGroupedZstd);
-  // Every 97th length keeps the loop short on a payload of about 230 KB.
-  for (size_t length = kChunkHeaderSize; length < stored.size(); length += 97) {
-    SCOPED_TRACE("length " + std::to_string(length));
-    ExpectCorruption(std::string_view(stored).substr(0, length), raw.size());
+  const std::string planes = Encode(raw, 4);
+  ASSERT_EQ(StoredChunkCodec(planes), ChunkCodec::kBytePlanes);
+  for (const std::string& stored : {planes, ByteGroupedByHand(raw, 4)}) {
+    SCOPED_TRACE("codec " + std::to_string(stored[0]));
+    // Every 97th length keeps the loop short on a payload of about 230 KB.
+    for (size_t length = kChunkHeaderSize; length < stored.size(); length += 97) {
+      SCOPED_TRACE("length " + std::to_string(length));
+      ExpectCorruption(std::string_view(stored).substr(0, length), raw.size());
+    }
+    ExpectCorruption(std::string_view(stored).substr(0, stored.size() - 1), raw.size());
+    ExpectCorruption(stored + "x", raw.size());  // bytes after the payload
   }
-  ExpectCorruption(std::string_view(stored).substr(0, stored.size() - 1), raw.size());
 }
 
 // A flipped bit anywhere (header included) either fails as Corruption or
@@ -345,21 +389,24 @@ TEST(ChunkCodecTest, GroupedBitFlipsNeverCrash) {
   std::vector<std::byte> raw = TrainedValues<float>(1024, 13);
   for (size_t i = 0; i < raw.size(); i += 4) raw[i] = raw[i + 1] = std::byte{0};
   const std::string stored = Encode(raw, 4);
-  ASSERT_EQ(StoredChunkCodec(stored), ChunkCodec::kByteGroupedZstd);
+  ASSERT_EQ(StoredChunkCodec(stored), ChunkCodec::kBytePlanes);
   ExpectBitFlipsAreSafe(stored, raw.size());
+  ExpectBitFlipsAreSafe(ByteGroupedByHand(raw, 4), raw.size());
 }
 
 TEST(ChunkCodecTest, GroupedWithBadWidthIsCorruption) {
   // 4004 bytes: a multiple of 2 and 4, not of 8 (nor of 3).
   std::vector<std::byte> raw = TrainedValues<float>(1001, 14);
   for (size_t i = 0; i < raw.size(); i += 4) raw[i] = raw[i + 1] = std::byte{0};
-  const std::string stored = Encode(raw, 4);
-  ASSERT_EQ(StoredChunkCodec(stored), ChunkCodec::kByteGroupedZstd);
-  for (int width : {0, 1, 3, 5, 8, 16, 255}) {
-    SCOPED_TRACE("width " + std::to_string(width));
-    std::string bad = stored;
-    bad[1] = static_cast<char>(width);
-    ExpectCorruption(bad, raw.size());
+  const std::string planes = Encode(raw, 4);
+  ASSERT_EQ(StoredChunkCodec(planes), ChunkCodec::kBytePlanes);
+  for (const std::string& stored : {planes, ByteGroupedByHand(raw, 4)}) {
+    for (int width : {0, 1, 3, 5, 8, 16, 255}) {
+      SCOPED_TRACE("codec " + std::to_string(stored[0]) + ", width " + std::to_string(width));
+      std::string bad = stored;
+      bad[1] = static_cast<char>(width);
+      ExpectCorruption(bad, raw.size());
+    }
   }
 }
 
@@ -377,7 +424,7 @@ TEST(ChunkCodecTest, RandomInputsNeverCrash) {
     std::string stored(length, '\0');
     for (char& c : stored) c = static_cast<char>(rng());
     if (rng() % 4 != 0) {
-      const auto codec = static_cast<uint8_t>(rng() % 4);
+      const auto codec = static_cast<uint8_t>(rng() % 5);
       stored = Header(codec, kWidths[rng() % 5], static_cast<uint32_t>(expected_size)) +
                (codec != 0 && rng() % 2 == 0 ? kZstdMagic : "") + stored;
     }

@@ -11,6 +11,7 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <cmath>
 #include <cstdlib>
 #include <cstring>
 #include <thread>
@@ -185,6 +186,43 @@ TEST_F(SavePipelineTest, ChunksTheStoreHoldsAreNotWrittenAgain) {
   ASSERT_OK(pipeline.WriteAndCommit(**again));
   EXPECT_EQ(store->ChunkFiles().size(), 1u);
   ExpectStored(*store, 2, state);
+}
+
+// Float chunks are stored as byte planes (codec 3) in a store of format 2,
+// and as one grouped frame (codec 2) in a store of format 1, which earlier
+// builds must keep reading; both restore bit-exact.
+TEST_F(SavePipelineTest, AStoreKeepsTheCodecsOfItsFormatVersion) {
+  for (uint32_t version : {kStoreFormatVersion, kOldestStoreFormatVersion}) {
+    SCOPED_TRACE("format version " + std::to_string(version));
+    TempDir dir;
+    { ASSERT_OK(Store::Open(dir.path(), Store::Mode::kWrite).status()); }
+    std::string encoded(4, '\0');
+    encoded[0] = static_cast<char>(version);
+    ASSERT_OK(testing::PutRawValue(dir.path(), "default", "ckptdb.format_version", encoded));
+    Result<std::unique_ptr<Store>> store = Store::Open(dir.path(), Store::Mode::kWrite);
+    ASSERT_OK(store.status());
+    EXPECT_EQ((*store)->format_version(), version);
+    SavePipeline pipeline(store->get(), Settings(4));
+    Tensor weights = Tensor::Allocate(DType::kFloat32, {kChunk / 4}).value();
+    std::span<float> values = weights.MutableValues<float>().value();
+    for (size_t i = 0; i < values.size(); ++i) values[i] = 0.02f * std::sin(float(i) * 0.37f);
+    Tree state;
+    ASSERT_OK(state.SetPath("w", Tree::Leaf(std::move(weights))));
+    ASSERT_OK(StagedSave(pipeline, state, 1).Error());
+    Result<Manifest> manifest = ReadStepManifest(**store, 1);
+    ASSERT_OK(manifest.status());
+    const ChunkRef& chunk = manifest->nodes.back().chunks.at(0);
+    Result<std::optional<ChunkLocation>> location = (*store)->FindChunk(chunk.digest);
+    ASSERT_OK(location.status());
+    ASSERT_TRUE(location->has_value());
+    char codec = 0;
+    ASSERT_OK((*store)->ReadChunk(chunk.digest, **location, [&](std::string_view stored) {
+      codec = stored[0];
+      return Status::OK();
+    }));
+    EXPECT_EQ(codec, version >= 2 ? 3 : 2);
+    ExpectStored(**store, 1, state);
+  }
 }
 
 }  // namespace

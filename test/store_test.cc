@@ -145,6 +145,7 @@ TEST(StoreTest, TheHashSecretIsTheStoresForLife) {
 TEST(StoreTest, CommittedChunksAndManifestsReadBack) {
   TempDir dir;
   auto store = OpenOrDie(dir.path(), Store::Mode::kWrite);
+  EXPECT_EQ(store->format_version(), kStoreFormatVersion);  // what new stores get
   const std::vector<TestChunk> chunks = MakeChunks(*store, 5, 'a');
   CommitChunks(store.get(), 7, "manifest of 7", chunks);
   for (const TestChunk& chunk : chunks) EXPECT_EQ(ReadRaw(*store, chunk), chunk.raw);

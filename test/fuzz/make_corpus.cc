@@ -416,6 +416,29 @@ void WriteChunkSeeds(const fs::path& dir) {
   WriteSeed(dir / "edge_raw_with_width", ChunkInput(4, StoredChunk(0, 4, 4, "abcd")));
   // A plain zstd payload declared byte-grouped: decodes (to a permutation).
   WriteSeed(dir / "edge_zstd_as_grouped", ChunkInput(1000, StoredChunk(2, 8, 1000, zstd_payload)));
+  // Byte planes (codec 3): a raw plane and a zstd plane of a 4-byte-wide
+  // 1000-byte chunk; the same with the zstd plane's length one too long (it
+  // overruns the chunk), and with an unknown plane mode.
+  {
+    const std::string raw_plane(250, 'r');
+    const std::string zstd_plane = Encoded(Filled(DType::kUInt8, {250}, Fill::kZeros), 0)
+                                       .substr(kChunkHeaderSize);
+    auto descriptor = [](char mode, size_t length) {
+      std::string d(1, mode);
+      for (int i = 0; i < 4; ++i) d += static_cast<char>((length >> (8 * i)) & 0xff);
+      return d;
+    };
+    const std::string good = descriptor(0, 250) + descriptor(1, zstd_plane.size()) +
+                             descriptor(0, 250) + descriptor(0, 250) + raw_plane + zstd_plane +
+                             raw_plane + raw_plane;
+    WriteSeed(dir / "planes_raw_and_zstd", ChunkInput(1000, StoredChunk(3, 4, 1000, good)));
+    std::string overrun = good;
+    overrun[6] = static_cast<char>(zstd_plane.size() + 1);
+    WriteSeed(dir / "edge_planes_overrun", ChunkInput(1000, StoredChunk(3, 4, 1000, overrun)));
+    std::string bad_mode = good;
+    bad_mode[0] = 7;
+    WriteSeed(dir / "edge_planes_bad_mode", ChunkInput(1000, StoredChunk(3, 4, 1000, bad_mode)));
+  }
   // A raw payload shorter than its header says; a chunk shorter than a header.
   WriteSeed(dir / "edge_raw_short", ChunkInput(100, StoredChunk(0, 0, 100, "only ten b")));
   WriteSeed(dir / "edge_short_header", ChunkInput(0, std::string("\0\0\0", 3)));
