@@ -1,5 +1,7 @@
 #include "ckptdb/tensor.h"
 
+#include <sys/mman.h>
+
 #include <algorithm>
 #include <bit>
 #include <cmath>
@@ -146,15 +148,46 @@ Result<Tensor> Tensor::ConstView(DType dtype, std::vector<int64_t> shape, const 
   return tensor;
 }
 
+namespace {
+
+// Buffers of at least this size come straight from the kernel: their pages
+// are zero without a memset, and with transparent huge pages the first touch
+// faults in 2 MiB at a time instead of 4 KiB. (A restore of 256 MiB into
+// buffers from make_shared spent a fifth of its time in page faults and
+// zeroing, the memset faulting every page in before the decoder wrote it.)
+constexpr size_t kHugePageBytes = size_t{2} << 20;
+
+// `bytes` zero bytes, owned by the returned pointer; nullptr when memory is
+// short.
+std::shared_ptr<std::byte[]> AllocateZeroed(size_t bytes) {
+  if (bytes < kHugePageBytes) {
+    // make_shared<T[]>(n) value-initializes. At least one byte, so that an
+    // owned empty tensor still reports owns_data().
+    try {
+      return std::make_shared<std::byte[]>(bytes == 0 ? 1 : bytes);
+    } catch (const std::bad_alloc&) {
+      return nullptr;
+    }
+  }
+  // Room to start the buffer on a huge page boundary.
+  const size_t length = bytes + kHugePageBytes;
+  void* mapping = ::mmap(nullptr, length, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (mapping == MAP_FAILED) return nullptr;
+  ::madvise(mapping, length, MADV_HUGEPAGE);  // advice: failure only costs speed
+  const auto start = (reinterpret_cast<uintptr_t>(mapping) + kHugePageBytes - 1) &
+                     ~uintptr_t{kHugePageBytes - 1};
+  return std::shared_ptr<std::byte[]>(reinterpret_cast<std::byte*>(start),
+                                      [mapping, length](std::byte*) { ::munmap(mapping, length); });
+}
+
+}  // namespace
+
 Result<Tensor> Tensor::Allocate(DType dtype, std::vector<int64_t> shape) {
   Result<Tensor> shaped = Shaped(dtype, std::move(shape));
   if (!shaped.ok()) return shaped;
   Tensor& tensor = *shaped;
-  // make_shared<T[]>(n) value-initializes: the buffer starts zeroed. At least
-  // one byte so that an owned empty tensor still reports owns_data().
-  try {
-    tensor.owner_ = std::make_shared<std::byte[]>(tensor.byte_size_ == 0 ? 1 : tensor.byte_size_);
-  } catch (const std::bad_alloc&) {
+  tensor.owner_ = AllocateZeroed(tensor.byte_size_);
+  if (tensor.owner_ == nullptr) {
     return Status::InvalidArgument("cannot allocate a tensor of " +
                                    std::to_string(tensor.byte_size_) + " bytes");
   }
