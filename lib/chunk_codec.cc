@@ -253,7 +253,8 @@ Status DecodeBytePlanes(std::string_view payload, size_t width, size_t raw_size,
 
 void EncodeChunk(const std::byte* raw, size_t size, const ChunkEncoding& encoding,
                  std::string* out) {
-  const bool grouped = GroupingApplies(encoding.element_width, size);
+  // An empty chunk has no planes to group.
+  const bool grouped = size > 0 && GroupingApplies(encoding.element_width, size);
   if (grouped && encoding.byte_planes) {
     if (EncodeBytePlanes(raw, size, encoding.element_width, encoding.zstd_level, out)) return;
     StoreRaw(raw, size, out);

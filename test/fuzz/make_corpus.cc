@@ -360,9 +360,12 @@ std::string ChunkInput(uint32_t expected_size, std::string_view stored) {
   return input;
 }
 
-std::string Encoded(const Tensor& tensor, size_t width) {
+// `byte_planes`: codec 3 for floats (a format-2 store); false: codec 2 (a
+// format-1 store).
+std::string Encoded(const Tensor& tensor, size_t width, bool byte_planes = true) {
   ChunkEncoding encoding;
   encoding.element_width = width;
+  encoding.byte_planes = byte_planes;
   std::string stored;
   EncodeChunk(tensor.data(), tensor.byte_size(), encoding, &stored);
   return stored;
@@ -380,18 +383,22 @@ void WriteChunkSeeds(const fs::path& dir) {
     const char* name;
     Tensor tensor;
     size_t width;
+    bool byte_planes = true;
   };
   const Seed seeds[] = {
       {"zeros_zstd", Filled(DType::kUInt8, {4096}, Fill::kZeros), 0},
       {"random_raw", Filled(DType::kUInt8, {700}, Fill::kRandom), 0},
       {"ramp_zstd", Filled(DType::kUInt8, {1500}, Fill::kRamp), 0},
-      {"float32_grouped", Filled(DType::kFloat32, {512}, Fill::kRamp), 4},
-      {"float64_grouped", Filled(DType::kFloat64, {256}, Fill::kRamp), 8},
-      {"bfloat16_grouped", Filled(DType::kBFloat16, {600}, Fill::kZeros), 2},
+      {"float32_grouped", Filled(DType::kFloat32, {512}, Fill::kRamp), 4, false},
+      {"float64_grouped", Filled(DType::kFloat64, {256}, Fill::kRamp), 8, false},
+      {"bfloat16_grouped", Filled(DType::kBFloat16, {600}, Fill::kZeros), 2, false},
+      {"float32_planes", Filled(DType::kFloat32, {512}, Fill::kRamp), 4},
+      {"float64_planes", Filled(DType::kFloat64, {256}, Fill::kRamp), 8},
+      {"bfloat16_planes", Filled(DType::kBFloat16, {600}, Fill::kZeros), 2},
       {"empty", Filled(DType::kUInt8, {0}, Fill::kZeros), 0},
   };
   for (const Seed& seed : seeds) {
-    const std::string stored = Encoded(seed.tensor, seed.width);
+    const std::string stored = Encoded(seed.tensor, seed.width, seed.byte_planes);
     WriteSeed(dir / seed.name, ChunkInput(static_cast<uint32_t>(seed.tensor.byte_size()), stored));
   }
 
