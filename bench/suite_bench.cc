@@ -21,9 +21,11 @@
 
 #include <benchmark/benchmark.h>
 #include <fcntl.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <chrono>
 #include <cstdio>
 #include <cstring>
@@ -58,7 +60,9 @@ uint64_t EnvNumber(const char* name, uint64_t fallback) {
   return text != nullptr ? std::strtoull(text, nullptr, 10) : fallback;
 }
 
-int Rounds() { return static_cast<int>(std::max<uint64_t>(1, EnvNumber("CKPTDB_BENCH_ROUNDS", 5))); }
+int Rounds() {
+  return static_cast<int>(std::max<uint64_t>(1, EnvNumber("CKPTDB_BENCH_ROUNDS", 5)));
+}
 
 // A checkpointer as a training program opens one: the defaults, but every
 // step kept (retention is not what these rows measure).
@@ -302,14 +306,35 @@ int RestoreChild(const std::string& what, const std::string& path) {
   return 0;
 }
 
+// Runs this binary again as `--restore-child WHAT PATH` (no shell: PATH may
+// hold any byte) and returns the seconds it printed.
 double RunRestoreChild(const std::string& what, const std::string& path) {
-  const std::string command =
-      "/proc/" + std::to_string(::getpid()) + "/exe --restore-child " + what + " '" + path + "'";
-  FILE* child = ::popen(command.c_str(), "r");
-  double seconds = -1;
-  if (child == nullptr || std::fscanf(child, "%lf", &seconds) != 1) std::abort();
-  if (::pclose(child) != 0) std::abort();
-  return seconds;
+  int pipe_fds[2];
+  if (::pipe(pipe_fds) != 0) std::abort();
+  const pid_t pid = ::fork();
+  if (pid < 0) std::abort();
+  if (pid == 0) {
+    ::dup2(pipe_fds[1], STDOUT_FILENO);
+    ::close(pipe_fds[0]);
+    ::close(pipe_fds[1]);
+    const char* argv[] = {"suite_bench", "--restore-child", what.c_str(), path.c_str(), nullptr};
+    ::execv("/proc/self/exe", const_cast<char* const*>(argv));
+    ::_exit(127);
+  }
+  ::close(pipe_fds[1]);
+  std::string output;
+  char buffer[256];
+  for (ssize_t n; (n = ::read(pipe_fds[0], buffer, sizeof(buffer))) != 0;) {
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) std::abort();
+    output.append(buffer, static_cast<size_t>(n));
+  }
+  ::close(pipe_fds[0]);
+  int status = 0;
+  if (::waitpid(pid, &status, 0) != pid || !WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+    std::abort();
+  }
+  return std::stod(output);
 }
 
 // A store holding a few steps of the states and a safetensors file of the

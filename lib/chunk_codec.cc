@@ -113,10 +113,11 @@ size_t CompressPlane(std::byte* dest, size_t capacity, const std::byte* plane, s
 // Whether zstd is worth trying on a whole plane: its first kProbeBytes must
 // compress by kMinSavings. The low mantissa bytes of trained floats are
 // close to uniformly random; compressing them costs zstd time and saves
-// nothing.
+// nothing. A plane no larger than the probe is simply compressed whole.
 bool PlaneLooksCompressible(const std::byte* plane, size_t size, int level, std::string* scratch) {
   constexpr size_t kProbeBytes = 32 << 10;
-  const size_t probe = std::min(size, kProbeBytes);
+  if (size <= kProbeBytes) return true;
+  const size_t probe = kProbeBytes;
   scratch->resize(ZSTD_compressBound(probe));
   const size_t compressed = CompressPlane(reinterpret_cast<std::byte*>(scratch->data()),
                                           scratch->size(), plane, probe, level);
@@ -127,8 +128,8 @@ bool PlaneLooksCompressible(const std::byte* plane, size_t size, int level, std:
 enum class PlaneMode : uint8_t { kRaw = 0, kZstd = 1 };
 constexpr size_t kPlaneDescriptorSize = 5;  // mode, stored length (uint32 LE)
 
-void WriteHeader(ChunkCodec codec, size_t width, size_t raw_size, std::string* out) {
-  out->resize(kChunkHeaderSize);
+// The header, into the first kChunkHeaderSize bytes of `out`.
+void StoreHeader(ChunkCodec codec, size_t width, size_t raw_size, std::string* out) {
   (*out)[0] = static_cast<char>(codec);
   (*out)[1] = static_cast<char>(width);
   StoreLittleEndian(out->data() + 2, static_cast<uint32_t>(raw_size), 4);
@@ -140,13 +141,10 @@ bool GroupingApplies(size_t width, size_t size) {
 
 // Codec 0: the bytes as they are.
 void StoreRaw(const std::byte* raw, size_t size, std::string* out) {
-  WriteHeader(ChunkCodec::kRaw, 0, size, out);
+  out->resize(kChunkHeaderSize);
+  StoreHeader(ChunkCodec::kRaw, 0, size, out);
   out->append(reinterpret_cast<const char*>(raw), size);
 }
-
-}  // namespace
-
-namespace {
 
 // Codec 3: the byte planes of `raw`, each stored raw or as a zstd frame.
 // False (and `out` unspecified) when that saves less than kMinSavings.
@@ -183,9 +181,7 @@ bool EncodeBytePlanes(const std::byte* raw, size_t size, size_t width, int level
     return false;
   }
   out->resize(at);
-  std::string header;
-  WriteHeader(ChunkCodec::kBytePlanes, width, size, &header);
-  std::memcpy(out->data(), header.data(), kChunkHeaderSize);
+  StoreHeader(ChunkCodec::kBytePlanes, width, size, out);
   return true;
 }
 
@@ -277,10 +273,8 @@ void EncodeChunk(const std::byte* raw, size_t size, const ChunkEncoding& encodin
     return;
   }
   out->resize(kChunkHeaderSize + compressed);
-  std::string header;
-  WriteHeader(grouped ? ChunkCodec::kByteGroupedZstd : ChunkCodec::kZstd,
-              grouped ? encoding.element_width : 0, size, &header);
-  std::memcpy(out->data(), header.data(), kChunkHeaderSize);
+  StoreHeader(grouped ? ChunkCodec::kByteGroupedZstd : ChunkCodec::kZstd,
+              grouped ? encoding.element_width : 0, size, out);
 }
 
 ChunkCodec StoredChunkCodec(std::string_view stored) {

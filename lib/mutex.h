@@ -18,13 +18,10 @@
 #define CAPABILITY(x) CKPTDB_THREAD_ANNOTATION(capability(x))
 #define SCOPED_CAPABILITY CKPTDB_THREAD_ANNOTATION(scoped_lockable)
 #define GUARDED_BY(x) CKPTDB_THREAD_ANNOTATION(guarded_by(x))
-#define PT_GUARDED_BY(x) CKPTDB_THREAD_ANNOTATION(pt_guarded_by(x))
 #define REQUIRES(...) CKPTDB_THREAD_ANNOTATION(requires_capability(__VA_ARGS__))
 #define EXCLUDES(...) CKPTDB_THREAD_ANNOTATION(locks_excluded(__VA_ARGS__))
 #define ACQUIRE(...) CKPTDB_THREAD_ANNOTATION(acquire_capability(__VA_ARGS__))
 #define RELEASE(...) CKPTDB_THREAD_ANNOTATION(release_capability(__VA_ARGS__))
-#define ASSERT_HELD(x) CKPTDB_THREAD_ANNOTATION(assert_capability(x))
-#define NO_THREAD_SAFETY_ANALYSIS CKPTDB_THREAD_ANNOTATION(no_thread_safety_analysis)
 
 namespace ckptdb {
 

@@ -37,11 +37,6 @@ void PendingSave::Abandon(const Status& why) {
   progress_.SignalAll();
 }
 
-bool PendingSave::WriterStopped() {
-  MutexLock lock(&mu_);
-  return writer_stopped_;
-}
-
 void PendingSave::AwaitWriterStart() {
   MutexLock lock(&mu_);
   while (staged_ < chunks_.size() && !writer_needed_ && abandoned_.ok()) progress_.Wait();

@@ -80,8 +80,6 @@ class PendingSave {
   void NeedWriter() EXCLUDES(mu_);
   // The stager failed: the writer stops at the chunks it has.
   void Abandon(const Status& why) EXCLUDES(mu_);
-  // Whether the writer has stopped (the stager then stops too).
-  bool WriterStopped() EXCLUDES(mu_);
 
   // Writer side. Waits until staging ends, the stager needs slots back, or
   // it gave up (compressing earlier would slow down the caller's blocking
