@@ -230,6 +230,9 @@ Result<std::shared_ptr<PendingSave>> SavePipeline::Prepare(
 
 Status SavePipeline::Stage(PendingSave& save) {
   std::vector<PendingSave::Chunk>& chunks = save.chunks_;
+  // Nothing new: the writer may already have committed (it waits for
+  // nothing), so there is nothing to hand over.
+  if (chunks.empty()) return Status::OK();
   StagingPool& pool = *staging_;
   // Chunks [0, marked) and their slots are the writer's. Every early exit
   // stops the writer and frees the slots the stager still owns.
