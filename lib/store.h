@@ -177,7 +177,7 @@ class Store {
   // Closes the database; idempotent.
   Status Close();
 
-  class Rep;  // RocksDB handles, private to store.cc
+  class Rep;  // RocksDB handles: lib/store_internal.h, private to lib/store*.cc
 
  private:
   Store(std::string dir, Mode mode);

@@ -1,0 +1,74 @@
+// The files a store keeps beside RocksDB's (doc/format.md §1): how a
+// workdir is classified before anything in it is touched, the checks of
+// RocksDB's metadata files made before RocksDB opens them, the identity file
+// CKPTDB, readers' scratch folders, and the copies repair keeps.
+#ifndef CKPTDB_LIB_STORE_DIRECTORY_H_
+#define CKPTDB_LIB_STORE_DIRECTORY_H_
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <utility>
+
+#include "ckptdb/status.h"
+#include "step_holds.h"
+
+namespace ckptdb {
+
+// Files of ckptdb's own beside RocksDB's (doc/format.md §1).
+inline constexpr char kIdentityFile[] = "CKPTDB";
+inline constexpr char kCreatingMarker[] = "CKPTDB.creating";
+inline constexpr char kWriterLockFile[] = "CKPTDB.lock";
+
+// "; nothing was changed" and how to find and salvage what is damaged: the
+// tail of every message that refuses a damaged store.
+std::string SalvageHint(const std::string& dir);
+
+// What a workdir holds, judged from its file names alone.
+enum class DirKind {
+  kMissing,   // no such directory
+  kEmpty,     // nothing but ckptdb's writer lock file
+  kCreating,  // a store whose creation has not finished (the marker is there)
+  kDatabase,  // a RocksDB database: a store, damaged or not, or someone else's
+  kForeign,   // other files
+};
+
+Result<DirKind> ClassifyDirectory(const std::string& dir);
+
+// The checks of RocksDB's metadata files made before RocksDB opens them, so
+// that a damaged store is refused before anything in it can change. A store
+// (CKPTDB present) with damaged metadata is Corruption; a RocksDB database
+// that never was a store is FailedPrecondition.
+Status CheckDatabaseFiles(const std::string& dir, bool has_identity);
+
+// CKPTDB: the store's identity and a copy of its metadata (doc/format.md
+// §1), so that neither another store's files nor the loss of the table file
+// holding the metadata can go unnoticed or lose the store.
+struct StoreIdentity {
+  uint32_t format_version = 0;
+  std::string store_id;  // 16 bytes
+  std::string secret;    // ChunkHasher::kSecretSize bytes
+};
+
+// The text CKPTDB holds for `identity`.
+std::string IdentityText(const StoreIdentity& identity);
+
+// The identity recorded in CKPTDB; nullopt when the file is absent.
+Result<std::optional<StoreIdentity>> ReadIdentityFile(const std::string& dir);
+
+// Readers' private RocksDB files (a secondary instance's) live in
+// TMPDIR/ckptdb-reader-XXXXXX beside a lock its reader holds for its
+// lifetime; the folder is removed by Store::Rep::CloseDb, or by a later
+// reader's open once the lock is free (the reader was killed).
+// A new reader folder and the lock that marks it alive. The lock file is
+// locked under a temporary name and then renamed into place, so that the
+// name the sweep looks at is never unlocked while its reader lives.
+Result<std::pair<std::string, LockedFile>> NewReaderDir(const std::string& store_dir);
+
+// Copies the metadata files of `dir` (RocksDB's and CKPTDB; not the table
+// files) into `backup_dir`, created if needed, and syncs it.
+Status CopyMetadataFiles(const std::string& dir, const std::string& backup_dir);
+
+}  // namespace ckptdb
+
+#endif  // CKPTDB_LIB_STORE_DIRECTORY_H_
