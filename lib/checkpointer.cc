@@ -73,6 +73,7 @@ class [[gnu::visibility("hidden")]] Checkpointer::Impl {
     settings.staging_bytes = options.staging_bytes;
     settings.threads = ThreadsFor(options);
     settings.compression_level = options.fast ? 1 : 3;  // see CheckpointerOptions::fast
+    settings.max_delta_chain = static_cast<uint8_t>(options.max_delta_chain);
     return settings;
   }
   Status CheckOpen() const REQUIRES(mu_) {
@@ -544,6 +545,13 @@ Result<std::unique_ptr<Checkpointer>> CheckpointerAccess::Open(const std::string
     store = Store::Open(workdir, mode, env, options.owner_only);
   }
   if (!store.ok()) return store.status();
+  if (options.create && options.max_delta_chain > 0 &&
+      (*store)->format_version() < kFirstDeltaStoreFormatVersion) {
+    return Status::FailedPrecondition(
+        "max_delta_chain needs a store of format version " +
+        std::to_string(kFirstDeltaStoreFormatVersion) + "; " + workdir + " has version " +
+        std::to_string((*store)->format_version()) + " (earlier builds could not read it)");
+  }
   auto impl = std::make_unique<Checkpointer::Impl>(workdir, std::move(options), std::move(*store));
   {
     MutexLock lock(&impl->mu_);

@@ -245,6 +245,19 @@ Status DecodeBytePlanes(std::string_view payload, size_t width, size_t raw_size,
   return Status::OK();
 }
 
+// dest[i] = a[i] ^ b[i]; dest may be a.
+void XorBytes(const std::byte* a, const std::byte* b, size_t size, std::byte* dest) {
+  for (size_t i = 0; i < size; ++i) dest[i] = a[i] ^ b[i];
+}
+
+// The XOR of a delta chunk, apart from ThreadScratch (which encoding and
+// decoding the XOR's own chunk use).
+std::vector<std::byte>& ThreadDifference(size_t size) {
+  thread_local std::vector<std::byte> difference;
+  if (difference.size() < size) difference.resize(size);
+  return difference;
+}
+
 }  // namespace
 
 void EncodeChunk(const std::byte* raw, size_t size, const ChunkEncoding& encoding,
@@ -275,6 +288,66 @@ void EncodeChunk(const std::byte* raw, size_t size, const ChunkEncoding& encodin
   out->resize(kChunkHeaderSize + compressed);
   StoreHeader(grouped ? ChunkCodec::kByteGroupedZstd : ChunkCodec::kZstd,
               grouped ? encoding.element_width : 0, size, out);
+}
+
+void EncodeDeltaChunk(const std::byte* raw, const std::byte* base_bytes, size_t size,
+                      const DeltaBase& base, const ChunkEncoding& encoding, std::string* out) {
+  assert(base.depth >= 1 && base.depth <= kMaxDeltaDepth);
+  std::byte* difference = ThreadDifference(size).data();
+  XorBytes(raw, base_bytes, size, difference);
+  thread_local std::string inner;
+  EncodeChunk(difference, size, encoding, &inner);
+  if (StoredChunkCodec(inner) == ChunkCodec::kRaw) {
+    // The difference does not compress: the chunk alone may.
+    EncodeChunk(raw, size, encoding, out);
+    return;
+  }
+  out->resize(kDeltaHeaderSize);
+  StoreHeader(ChunkCodec::kDelta, 0, size, out);
+  const std::string digest = base.digest.ToBytes();
+  std::memcpy(out->data() + kChunkHeaderSize, digest.data(), digest.size());
+  (*out)[kChunkHeaderSize + 16] = static_cast<char>(base.depth);
+  out->append(inner);
+}
+
+Result<std::optional<DeltaBase>> ParseDeltaBase(std::string_view stored) {
+  if (StoredChunkCodec(stored) != ChunkCodec::kDelta) return std::optional<DeltaBase>();
+  if (stored.size() < kDeltaHeaderSize) {
+    return Status::Corruption("delta chunk of " + std::to_string(stored.size()) +
+                              " bytes is shorter than its header");
+  }
+  if (stored[1] != 0) {
+    return Status::Corruption("delta chunk with byte-group width " +
+                              std::to_string(static_cast<unsigned char>(stored[1])));
+  }
+  DeltaBase base;
+  base.digest = ChunkDigest::FromBytes(stored.data() + kChunkHeaderSize);
+  base.depth = static_cast<uint8_t>(stored[kChunkHeaderSize + 16]);
+  if (base.depth == 0 || base.depth > kMaxDeltaDepth) {
+    return Status::Corruption("delta chunk of depth " + std::to_string(base.depth) +
+                              " (1 to " + std::to_string(kMaxDeltaDepth) + " allowed)");
+  }
+  return std::optional<DeltaBase>(base);
+}
+
+Status ApplyDeltaChunk(std::string_view stored, size_t expected_size, std::byte* dest) {
+  Result<std::optional<DeltaBase>> base = ParseDeltaBase(stored);
+  if (!base.ok()) return base.status();
+  if (!base->has_value()) return Status::Corruption("a whole chunk where a delta chunk belongs");
+  const auto raw_size = static_cast<uint32_t>(ReadLittleEndian(stored.data() + 2, 4));
+  if (raw_size != expected_size) {
+    return Status::Corruption("delta chunk header says " + std::to_string(raw_size) +
+                              " raw bytes, the manifest " + std::to_string(expected_size));
+  }
+  const std::string_view difference = stored.substr(kDeltaHeaderSize);
+  if (StoredChunkCodec(difference) == ChunkCodec::kDelta) {
+    return Status::Corruption("delta chunk whose difference is itself a delta chunk");
+  }
+  std::byte* decoded = ThreadDifference(expected_size).data();
+  Status status = DecodeChunk(difference, expected_size, decoded);
+  if (!status.ok()) return status.WithContext("the difference of a delta chunk");
+  XorBytes(dest, decoded, expected_size, dest);
+  return Status::OK();
 }
 
 ChunkCodec StoredChunkCodec(std::string_view stored) {
@@ -326,6 +399,8 @@ Status DecodeChunk(std::string_view stored, size_t expected_size, std::byte* des
     }
     case ChunkCodec::kBytePlanes:
       return DecodeBytePlanes(payload, width, raw_size, dest);
+    case ChunkCodec::kDelta:
+      return Status::Corruption("a delta chunk decoded without its base");
   }
   return Status::Corruption("unknown chunk codec " +
                             std::to_string(static_cast<unsigned char>(stored[0])));

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <chrono>
 #include <map>
+#include <unordered_map>
 #include <unordered_set>
 
 #include "manifest.h"
@@ -27,6 +28,24 @@ Status MarkLive(const Store& store, DigestSet* live, GcStats* stats) {
     }
   }
   return Status::OK();
+}
+
+// A live delta chunk's base is live, and so on down its chain.
+void MarkDeltaBasesLive(const std::vector<IndexEntry>& entries, DigestSet* live) {
+  std::unordered_map<ChunkDigest, ChunkDigest, ChunkDigestHash> base_of;
+  for (const IndexEntry& entry : entries) {
+    if (entry.location.delta_depth != 0) base_of[entry.digest] = entry.location.delta_base;
+  }
+  std::vector<ChunkDigest> pending;
+  for (const ChunkDigest& digest : *live) {
+    if (base_of.count(digest) != 0) pending.push_back(digest);
+  }
+  while (!pending.empty()) {
+    auto base = base_of.find(pending.back());
+    pending.pop_back();
+    if (base == base_of.end() || !live->insert(base->second).second) continue;
+    pending.push_back(base->second);
+  }
 }
 
 struct GenerationUsage {
@@ -78,21 +97,26 @@ Result<Survey> SurveyStore(const Store& store) {
   DigestSet live;
   Status status = MarkLive(store, &live, &stats);
   if (!status.ok()) return status;
+  std::vector<IndexEntry> entries;
   status = store.ForEachIndexEntry([&](const IndexEntry& entry) {
+    entries.push_back(entry);
+    return Status::OK();
+  });
+  if (!status.ok()) return status;
+  MarkDeltaBasesLive(entries, &live);
+  for (const IndexEntry& entry : entries) {
     ++stats.chunks_scanned;
     if (live.count(entry.digest) == 0) {
       survey.dead.push_back(entry.digest);
       stats.garbage_bytes += entry.location.stored_size;
-      return Status::OK();
+      continue;
     }
     ++stats.chunks_live;
     GenerationUsage& generation = survey.usage[entry.location.generation];
     generation.live_bytes += entry.location.stored_size;
     generation.live_chunks.push_back(entry);
     stats.live_bytes += entry.location.stored_size;
-    return Status::OK();
-  });
-  if (!status.ok()) return status;
+  }
   // Every live chunk's file must be there: GC never deletes to "fix" damage.
   const std::vector<ChunkFile> files = store.ChunkFiles();
   for (const auto& [generation, usage] : survey.usage) {

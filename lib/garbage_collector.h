@@ -1,7 +1,8 @@
 // Garbage collection: reclaims the chunks no manifest references.
 //
-// Mark: the digests referenced by every manifest are live; the chunk index lists every stored chunk
-// with its generation and size. Neither step reads a chunk's bytes, so the cost grows with the
+// Mark: the digests referenced by every manifest are live, and so are the
+// bases of live delta chunks, down their chains; the chunk index lists every
+// stored chunk with its generation, size and delta base. Neither step reads a chunk's bytes, so the cost grows with the
 // number of chunks and manifests, not with the bytes stored.
 //
 // Sweep: dead chunks leave the index first (one synced batch), so that no

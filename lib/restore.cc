@@ -28,11 +28,50 @@ Result<Manifest> ReadStepManifest(const Store& store, int64_t step) {
   return manifest;
 }
 
+namespace {
+
+// Decodes chunk `digest` into `dest`, its delta chain first (base, then each
+// difference XORed in), without checking any digest: the caller checks the
+// end result's, which covers every chunk of the chain. The index and each
+// delta chunk must agree on its base and depth, and depth falls by one per
+// base, so a damaged or hostile store cannot make the chain loop.
+Status DecodeChain(const Store& store, const ChunkDigest& digest, const ChunkLocation& location,
+                   uint32_t raw_size, std::byte* dest) {
+  return store.ReadChunk(digest, location, [&](std::string_view stored) -> Status {
+    Result<std::optional<DeltaBase>> delta = ParseDeltaBase(stored);
+    if (!delta.ok()) return delta.status();
+    if (!delta->has_value()) {
+      if (location.delta_depth != 0) {
+        return Status::Corruption("the chunk index says delta chunk of depth " +
+                                  std::to_string(location.delta_depth) +
+                                  ", the chunk is stored whole");
+      }
+      return DecodeChunk(stored, raw_size, dest);
+    }
+    const DeltaBase& base = **delta;
+    if (base.depth != location.delta_depth || base.digest != location.delta_base) {
+      return Status::Corruption("the chunk index and the delta chunk disagree on its base");
+    }
+    const std::string context = "base chunk " + base.digest.ToHex() + " of delta depth " +
+                                std::to_string(base.depth - 1);
+    Result<std::optional<ChunkLocation>> base_location = store.FindChunk(base.digest);
+    if (!base_location.ok()) return base_location.status().WithContext(context);
+    if (!base_location->has_value()) return Status::NotFound(context + " is not in the chunk index");
+    if ((*base_location)->delta_depth != base.depth - 1) {
+      return Status::Corruption(context + " is indexed at depth " +
+                                std::to_string((*base_location)->delta_depth));
+    }
+    Status status = DecodeChain(store, base.digest, **base_location, raw_size, dest);
+    if (!status.ok()) return status.WithContext(context);
+    return ApplyDeltaChunk(stored, raw_size, dest);
+  });
+}
+
+}  // namespace
+
 Status ReadVerifiedChunk(const Store& store, const ChunkDigest& digest,
                          const ChunkLocation& location, uint32_t raw_size, std::byte* dest) {
-  Status status = store.ReadChunk(digest, location, [&](std::string_view stored) {
-    return DecodeChunk(stored, raw_size, dest);
-  });
+  Status status = DecodeChain(store, digest, location, raw_size, dest);
   if (!status.ok()) return status;
   if (store.hasher().Digest(dest, raw_size) != digest) {
     return Status::Corruption("the bytes read fail their digest check");

@@ -66,6 +66,47 @@ size_t SavePipeline::WriterWindow() const {
   return staging_ ? std::max<size_t>(1, std::min(window, staging_->max_slots())) : window;
 }
 
+std::map<std::string, std::vector<PendingSave::PositionCopy>>
+SavePipeline::CarryOverPositionCopies(const Manifest& manifest, const std::vector<bool>& reused) {
+  std::map<std::string, std::vector<PendingSave::PositionCopy>> copies;
+  if (settings_.max_delta_chain == 0) return copies;
+  for (uint32_t n = 0; n < manifest.nodes.size(); ++n) {
+    const ManifestNode& node = manifest.nodes[n];
+    if (node.kind != Tree::Kind::kTensor) continue;
+    std::vector<PendingSave::PositionCopy>& positions = copies[node.path];
+    positions.resize(node.chunks.size());
+    auto previous = delta_bases_.find(node.path);
+    if (previous == delta_bases_.end()) continue;
+    // The buffers move along (no new pages to fault in); a copy of another
+    // size is no base.
+    for (size_t k = 0; k < positions.size() && k < previous->second.size(); ++k) {
+      positions[k] = std::move(previous->second[k]);
+      if (positions[k].size != node.chunks[k].raw_size) positions[k].valid = false;
+      // A tensor reused unread (assume_unchanged) keeps its copies of the
+      // chunks it still has.
+      if (reused[n] && positions[k].digest != node.chunks[k].digest) {
+        positions[k].valid = false;
+      }
+    }
+  }
+  return copies;
+}
+
+Result<std::optional<DeltaBase>> SavePipeline::DeltaBaseFor(const PendingSave::PositionCopy& copy,
+                                                           uint32_t size) const {
+  if (!copy.valid || copy.size != size || copy.depth >= settings_.max_delta_chain) {
+    return std::optional<DeltaBase>();
+  }
+  // The copy may name a chunk whose save failed, or one GC has collected
+  // since: a base must be in the store, at the depth the copy says.
+  Result<std::optional<ChunkLocation>> stored = store_->FindChunk(copy.digest);
+  if (!stored.ok()) return stored.status();
+  if (!stored->has_value() || (*stored)->delta_depth != copy.depth) {
+    return std::optional<DeltaBase>();
+  }
+  return std::optional<DeltaBase>(DeltaBase{copy.digest, static_cast<uint8_t>(copy.depth + 1)});
+}
+
 Result<std::shared_ptr<PendingSave>> SavePipeline::Prepare(
     const Tree& state, Manifest header, const std::vector<std::string>& assume_unchanged,
     Source source) {
@@ -188,22 +229,34 @@ Result<std::shared_ptr<PendingSave>> SavePipeline::Prepare(
       this_save[node.path].chunk_was_new.assign(node.chunks.size(), false);
     }
   }
+  std::map<std::string, std::vector<PendingSave::PositionCopy>> copies =
+      CarryOverPositionCopies(manifest, reused);
   for (Piece& piece : pieces) {
     const ManifestNode& node = manifest.nodes[piece.node];
     ChunkRef& ref = manifest.nodes[piece.node].chunks[piece.chunk];
+    PendingSave::PositionCopy* copy = copies.empty() ? nullptr : &copies[node.path][piece.chunk];
     auto pending = fresh.find(ref.digest);
     if (pending != fresh.end()) {
       pending->second.refs.emplace_back(piece.node, piece.chunk);
+      if (copy != nullptr) pending->second.copies.push_back(copy);
       continue;
     }
     Result<std::optional<ChunkLocation>> stored = store_->FindChunk(ref.digest);
     if (!stored.ok()) return stored.status();
     if (stored->has_value()) {
       ref.stored_size = (*stored)->stored_size;
+      // The copy stays only if it holds this very chunk.
+      if (copy != nullptr && copy->digest != ref.digest) copy->valid = false;
       continue;
     }
     this_save[node.path].chunk_was_new[piece.chunk] = true;
     PendingSave::Chunk& chunk = fresh[ref.digest];
+    if (copy != nullptr) {
+      Result<std::optional<DeltaBase>> base = DeltaBaseFor(*copy, ref.raw_size);
+      if (!base.ok()) return base.status();
+      chunk.delta = *base;
+      chunk.copies.push_back(copy);
+    }
     chunk.digest = ref.digest;
     chunk.data = bytes_of(piece);
     if (piece.slot.has_value()) {  // already copied while hashing
@@ -221,6 +274,7 @@ Result<std::shared_ptr<PendingSave>> SavePipeline::Prepare(
     if (node.kind == Tree::Kind::kTensor) this_save[node.path].node = node;
   }
   last_save_ = std::move(this_save);
+  delta_bases_ = std::move(copies);  // the chunks point into its vectors, which stay put
   save->chunks_.reserve(fresh.size());
   for (auto& [digest, chunk] : fresh) save->chunks_.push_back(std::move(chunk));
   // Without staging, the writer reads every chunk where it is.
@@ -302,6 +356,25 @@ Status SavePipeline::WriteAndCommit(PendingSave& save) {
   return store_->CommitStep(save.manifest_.step, EncodeManifest(save.manifest_), index_entries);
 }
 
+namespace {
+
+// Delta encoding: `copy` now holds chunk `digest`, stored at `depth`. Its
+// buffer is reused (a new one would fault in its pages at every save).
+void RefreshCopy(PendingSave::PositionCopy* copy, const ChunkDigest& digest, uint8_t depth,
+                 const std::byte* bytes, uint32_t size) {
+  if (copy->capacity < size) {
+    copy->bytes.reset(new std::byte[size]);
+    copy->capacity = size;
+  }
+  std::memcpy(copy->bytes.get(), bytes, size);
+  copy->digest = digest;
+  copy->depth = depth;
+  copy->size = size;
+  copy->valid = true;
+}
+
+}  // namespace
+
 Status SavePipeline::WriteChunks(PendingSave& save, std::vector<IndexEntry>* index_entries) {
   std::vector<PendingSave::Chunk>& chunks = save.chunks_;
   // The writer releases the slots of the chunks it has written as it goes,
@@ -326,6 +399,7 @@ Status SavePipeline::WriteChunks(PendingSave& save, std::vector<IndexEntry>* ind
   const size_t window = WriterWindow();
   std::vector<std::string>& encoded = encode_buffers_;
   if (encoded.size() < window) encoded.resize(window);
+  std::vector<uint8_t> depth(window);  // as stored: 0 whole, else a delta's depth
   for (size_t begin = 0; begin < chunks.size(); begin += window) {
     const size_t count = std::min(window, chunks.size() - begin);
     Status status = save.AwaitStaged(begin + count);
@@ -349,7 +423,17 @@ Status SavePipeline::WriteChunks(PendingSave& save, std::vector<IndexEntry>* ind
         }
         bytes = copy.data();
       }
-      EncodeChunk(bytes, chunk.size, encoding, &encoded[i]);
+      if (chunk.delta.has_value()) {
+        EncodeDeltaChunk(bytes, chunk.copies.front()->bytes.get(), chunk.size, *chunk.delta,
+                         encoding, &encoded[i]);
+      } else {
+        EncodeChunk(bytes, chunk.size, encoding, &encoded[i]);
+      }
+      const bool stored_as_delta = StoredChunkCodec(encoded[i]) == ChunkCodec::kDelta;
+      depth[i] = stored_as_delta ? chunk.delta->depth : 0;
+      for (PendingSave::PositionCopy* copy : chunk.copies) {
+        RefreshCopy(copy, chunk.digest, depth[i], bytes, chunk.size);
+      }
       return Status::OK();
     });
     if (!status.ok()) return status;
@@ -361,7 +445,15 @@ Status SavePipeline::WriteChunks(PendingSave& save, std::vector<IndexEntry>* ind
       for (const auto& [node, k] : chunk.refs) {
         save.manifest_.nodes[node].chunks[k].stored_size = stored_size;
       }
-      index_entries->push_back({chunk.digest, {(*writer)->generation(), chunk.size, stored_size}});
+      ChunkLocation location;
+      location.generation = (*writer)->generation();
+      location.raw_size = chunk.size;
+      location.stored_size = stored_size;
+      if (depth[i] != 0) {
+        location.delta_depth = depth[i];
+        location.delta_base = chunk.delta->digest;
+      }
+      index_entries->push_back({chunk.digest, location});
     }
     release_until(begin + count);
   }

@@ -40,6 +40,7 @@
 #include <vector>
 
 #include "ckptdb/status.h"
+#include "chunk_codec.h"
 #include "ckptdb/tree.h"
 #include "manifest.h"
 #include "mutex.h"
@@ -60,6 +61,17 @@ class PendingSave {
   // New chunks the writer will write.
   size_t new_chunk_count() const { return chunks_.size(); }
 
+  // Delta encoding: the last chunk a position held, and a copy of its
+  // bytes (SavePipeline::delta_bases_).
+  struct PositionCopy {
+    bool valid = false;  // bytes hold the chunk `digest` (`size` bytes), stored at `depth`
+    ChunkDigest digest;
+    uint8_t depth = 0;
+    uint32_t size = 0;
+    uint32_t capacity = 0;
+    std::unique_ptr<std::byte[]> bytes;
+  };
+
  private:
   friend class SavePipeline;
 
@@ -70,6 +82,11 @@ class PendingSave {
     size_t element_width = 0;                          // 0: not byte-grouped
     std::vector<std::pair<uint32_t, uint32_t>> refs;   // (node, chunk) in the manifest
     std::optional<size_t> slot;  // a staging slot holds the chunk's bytes
+    // Delta encoding: the base (the chunk the first position's copy holds),
+    // and the copies of every position of this chunk, which the writer
+    // refreshes with its bytes once it has encoded it.
+    std::optional<DeltaBase> delta;
+    std::vector<PositionCopy*> copies;
   };
 
   // Stager side. Moves the staged mark to `count`, handing chunks [mark,
@@ -112,6 +129,7 @@ class SavePipeline {
     size_t staging_bytes = 0;  // the staging pool's bound
     size_t threads = 1;        // hashing, copying and compressing
     int compression_level = 1;
+    uint8_t max_delta_chain = 0;  // CheckpointerOptions::max_delta_chain
     StagingPool::Allocator allocate_staging = nullptr;  // see StagingPool
   };
   // Where the writer reads the new chunks' bytes.
@@ -148,6 +166,15 @@ class SavePipeline {
   // Chunks the writer compresses at once; never more than the staging slots.
   size_t WriterWindow() const;
   Status WriteChunks(PendingSave& save, std::vector<IndexEntry>* index_entries);
+  // Delta encoding: this save's position copies, made of the last save's
+  // (empty when delta encoding is off). `reused`: per node, whether it took
+  // the last save's chunks unread.
+  std::map<std::string, std::vector<PendingSave::PositionCopy>> CarryOverPositionCopies(
+      const Manifest& manifest, const std::vector<bool>& reused);
+  // The base a new chunk of `size` bytes at the position of `copy` is
+  // stored against; nullopt: stored whole.
+  Result<std::optional<DeltaBase>> DeltaBaseFor(const PendingSave::PositionCopy& copy,
+                                                uint32_t size) const;
 
   Store* const store_;
   const Settings settings_;
@@ -164,6 +191,12 @@ class SavePipeline {
     std::vector<bool> chunk_was_new;
   };
   std::map<std::string, SavedTensor> last_save_;
+  // Delta encoding: per tensor path, per chunk position, the chunk the last
+  // save left there and a copy of its bytes. Prepare decides which copies
+  // serve as bases; the writer refreshes them as it encodes. A copy names
+  // the chunk whose bytes it holds, committed or not: Prepare bases a delta
+  // only on a chunk the store holds at the depth the copy records.
+  std::map<std::string, std::vector<PendingSave::PositionCopy>> delta_bases_;
 };
 
 }  // namespace ckptdb

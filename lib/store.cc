@@ -10,6 +10,7 @@
 #include <filesystem>
 #include <set>
 
+#include "chunk_codec.h"
 #include "coding.h"
 #include "store_internal.h"
 
@@ -42,11 +43,34 @@ std::string ChunkKey(uint64_t generation, const ChunkDigest& digest) {
 
 std::string EncodeLocation(const ChunkLocation& location) {
   std::string value;
-  value.reserve(kIndexValueSize);
+  value.reserve(kDeltaIndexValueSize);
   AppendLittleEndian(&value, location.generation, 8);
   AppendLittleEndian(&value, location.raw_size, 4);
   AppendLittleEndian(&value, location.stored_size, 4);
+  if (location.delta_depth != 0) {
+    value += location.delta_base.ToBytes();
+    value += static_cast<char>(location.delta_depth);
+  }
   return value;
+}
+
+Result<ChunkLocation> DecodeLocation(std::string_view value) {
+  if (value.size() != kIndexValueSize && value.size() != kDeltaIndexValueSize) {
+    return Status::Corruption("chunk index entry of " + std::to_string(value.size()) + " bytes");
+  }
+  ChunkLocation location;
+  location.generation = ReadLittleEndian(value.data(), 8);
+  location.raw_size = static_cast<uint32_t>(ReadLittleEndian(value.data() + 8, 4));
+  location.stored_size = static_cast<uint32_t>(ReadLittleEndian(value.data() + 12, 4));
+  if (value.size() == kDeltaIndexValueSize) {
+    location.delta_base = ChunkDigest::FromBytes(value.data() + 16);
+    location.delta_depth = static_cast<uint8_t>(value[32]);
+    if (location.delta_depth == 0 || location.delta_depth > kMaxDeltaDepth) {
+      return Status::Corruption("chunk index entry of delta depth " +
+                                std::to_string(location.delta_depth));
+    }
+  }
+  return location;
 }
 
 std::string GenerationStart(uint64_t generation) {
@@ -90,15 +114,9 @@ Result<std::optional<ChunkLocation>> Store::FindChunk(const ChunkDigest& digest)
       rep_->db->Get(rocksdb::ReadOptions(), rep_->index(), digest.ToBytes(), &value);
   if (s.IsNotFound()) return std::optional<ChunkLocation>();
   if (!s.ok()) return FromRocksDb(s, "looking up chunk " + digest.ToHex());
-  if (value.size() != kIndexValueSize) {
-    return Status::Corruption("index entry of chunk " + digest.ToHex() + " has " +
-                              std::to_string(value.size()) + " bytes");
-  }
-  ChunkLocation location;
-  location.generation = ReadLittleEndian(value.data(), 8);
-  location.raw_size = static_cast<uint32_t>(ReadLittleEndian(value.data() + 8, 4));
-  location.stored_size = static_cast<uint32_t>(ReadLittleEndian(value.data() + 12, 4));
-  return std::optional<ChunkLocation>(location);
+  Result<ChunkLocation> location = DecodeLocation(value);
+  if (!location.ok()) return location.status().WithContext("chunk " + digest.ToHex());
+  return std::optional<ChunkLocation>(*location);
 }
 
 Status Store::ReadChunk(const ChunkDigest& digest, const ChunkLocation& location,
@@ -264,16 +282,11 @@ Status Store::ForEachIndexEntry(const std::function<Status(const IndexEntry&)>& 
   read.fill_cache = false;  // one pass over everything: keep the cache for lookups
   std::unique_ptr<rocksdb::Iterator> it(rep_->db->NewIterator(read, rep_->index()));
   for (it->SeekToFirst(); it->Valid(); it->Next()) {
-    if (it->key().size() != 16 || it->value().size() != kIndexValueSize) {
+    Result<ChunkLocation> location = DecodeLocation(it->value().ToStringView());
+    if (it->key().size() != 16 || !location.ok()) {
       return Status::Corruption("malformed chunk index entry in " + dir_);
     }
-    IndexEntry entry;
-    entry.digest = ChunkDigest::FromBytes(it->key().data());
-    const char* value = it->value().data();
-    entry.location.generation = ReadLittleEndian(value, 8);
-    entry.location.raw_size = static_cast<uint32_t>(ReadLittleEndian(value + 8, 4));
-    entry.location.stored_size = static_cast<uint32_t>(ReadLittleEndian(value + 12, 4));
-    Status status = visit(entry);
+    Status status = visit({ChunkDigest::FromBytes(it->key().data()), *location});
     if (!status.ok()) return status;
   }
   return FromRocksDb(it->status(), "reading the chunk index of " + dir_);
@@ -299,6 +312,13 @@ Status Store::ForEachStoredChunk(const std::function<Status(const IndexEntry&)>&
       entry.digest = ChunkDigest::FromBytes(it->key().data() + 8);
       entry.location.raw_size = static_cast<uint32_t>(ReadLittleEndian(it->value().data() + 2, 4));
       entry.location.stored_size = static_cast<uint32_t>(it->value().size());
+      // A delta chunk whose header is damaged is indexed whole: reading it
+      // then fails its checks, as any damaged chunk's does.
+      Result<std::optional<DeltaBase>> base = ParseDeltaBase(it->value().ToStringView());
+      if (base.ok() && base->has_value()) {
+        entry.location.delta_base = (*base)->digest;
+        entry.location.delta_depth = (*base)->depth;
+      }
       Status status = visit(entry);
       if (!status.ok()) return status;
     }

@@ -39,16 +39,22 @@ class Env;
 namespace ckptdb {
 
 // The store format version of the stores this build creates, and the newest
-// it opens. Version 2 added chunk codec 3 (byte planes, doc/format.md §5). A
-// store keeps the version it was created with: a version-1 store is written
-// with codecs 0-2 only, so that the builds that created it keep reading it.
-inline constexpr uint32_t kStoreFormatVersion = 2;
+// it opens. Version 2 added chunk codec 3 (byte planes, doc/format.md §5),
+// version 3 delta chunks (codec 4) and their index entries (§4). A store
+// keeps the version it was created with and is written with what that
+// version has, so that the builds that created it keep reading it.
+inline constexpr uint32_t kStoreFormatVersion = 3;
 inline constexpr uint32_t kOldestStoreFormatVersion = 1;
+inline constexpr uint32_t kFirstDeltaStoreFormatVersion = 3;
 
 struct ChunkLocation {
   uint64_t generation = 0;
   uint32_t raw_size = 0;
   uint32_t stored_size = 0;
+  // A delta chunk's base and depth (chunk_codec.h); depth 0: stored whole.
+  // Garbage collection keeps a live chunk's base live.
+  uint8_t delta_depth = 0;
+  ChunkDigest delta_base = {};
 };
 
 struct IndexEntry {

@@ -30,7 +30,8 @@ inline constexpr char kChunksFamily[] = "chunks";
 inline constexpr char kIndexFamily[] = "chunk_index";
 inline constexpr char kManifestsFamily[] = "manifests";
 inline constexpr size_t kChunkKeySize = 8 + 16;
-inline constexpr size_t kIndexValueSize = 16;
+inline constexpr size_t kIndexValueSize = 16;       // a chunk stored whole
+inline constexpr size_t kDeltaIndexValueSize = 33;  // and a delta chunk's base
 // Generations stay far below 2^64 so that G + 1 never wraps.
 inline constexpr uint64_t kMaxGeneration = uint64_t{1} << 62;
 
@@ -41,6 +42,8 @@ Status FromRocksDb(const rocksdb::Status& s, std::string_view context);
 std::string StepKey(int64_t step);
 std::string ChunkKey(uint64_t generation, const ChunkDigest& digest);
 std::string EncodeLocation(const ChunkLocation& location);
+// Corruption when `value` is not an index value.
+Result<ChunkLocation> DecodeLocation(std::string_view value);
 // The first key of `generation` in the chunks family.
 std::string GenerationStart(uint64_t generation);
 

@@ -52,6 +52,11 @@ Status ValidateOptions(const CheckpointerOptions& options) {
                                      std::to_string(value));
     }
   }
+  if (options.max_delta_chain > kMaxDeltaDepth) {
+    return Status::InvalidArgument("max_delta_chain must be at most " +
+                                   std::to_string(kMaxDeltaDepth) + ", got " +
+                                   std::to_string(options.max_delta_chain));
+  }
   if (options.staging_bytes < options.chunk_size_bytes) {
     return Status::InvalidArgument("staging_bytes must be at least chunk_size_bytes (" +
                                    std::to_string(options.chunk_size_bytes) + "), got " +

@@ -27,6 +27,30 @@ std::string FileOf(const std::vector<ChunkFile>& files, uint64_t generation) {
                          : "the missing file of generation " + std::to_string(generation);
 }
 
+// Every base of a delta chunk to check is checked too, for the steps that
+// need it: a damaged base then names its own file. (The delta chunks on it
+// fail as well: they cannot be restored.) Index problems surface when the
+// chunks are read.
+void AddDeltaBases(const Store& store, std::map<ChunkDigest, ChunkToCheck>* chunks) {
+  std::vector<ChunkDigest> pending;
+  for (const auto& [digest, check] : *chunks) pending.push_back(digest);
+  while (!pending.empty()) {
+    const ChunkDigest digest = pending.back();
+    pending.pop_back();
+    Result<std::optional<ChunkLocation>> location = store.FindChunk(digest);
+    if (!location.ok() || !location->has_value() || (*location)->delta_depth == 0) continue;
+    const ChunkToCheck& delta = chunks->at(digest);
+    auto [base, inserted] = chunks->try_emplace((*location)->delta_base);
+    if (inserted) {
+      base->second.raw_size = delta.raw_size;
+      base->second.referenced_by = "the delta base of " + delta.referenced_by;
+    }
+    const size_t known = base->second.steps.size();
+    base->second.steps.insert(delta.steps.begin(), delta.steps.end());
+    if (inserted || base->second.steps.size() != known) pending.push_back(base->first);
+  }
+}
+
 }  // namespace
 
 Result<VerifyReport> VerifyStore(const Store& store, std::optional<int64_t> step,
@@ -74,6 +98,8 @@ Result<VerifyReport> VerifyStore(const Store& store, std::optional<int64_t> step
       }
     }
   }
+
+  AddDeltaBases(store, &chunks);
 
   const std::vector<ChunkFile> files = store.ChunkFiles();
   for (const std::string& problem : store.CheckTableFiles()) report.problems.push_back(problem);

@@ -16,6 +16,7 @@
 #include <cstring>
 #include <thread>
 
+#include "chunk_codec.h"
 #include "fault_injection_fs.h"
 #include "restore.h"
 #include "store.h"
@@ -231,6 +232,126 @@ TEST_F(SavePipelineTest, AStoreKeepsTheCodecsOfItsFormatVersion) {
     EXPECT_EQ(codec, version >= 2 ? 3 : 2);
     ExpectStored(**store, 1, state);
   }
+}
+
+// Float32 weights as training leaves them step after step: each step moves
+// every value a little.
+Tree TrainedState(int chunks, int step) {
+  Tensor weights = Tensor::Allocate(DType::kFloat32, {int64_t{chunks} * kChunk / 4}).value();
+  std::span<float> values = weights.MutableValues<float>().value();
+  for (size_t i = 0; i < values.size(); ++i) {
+    values[i] = 0.02f * std::sin(float(i) * 0.37f) + 1e-6f * float(step) * std::cos(float(i));
+  }
+  Tree state;
+  EXPECT_OK(state.SetPath("w", Tree::Leaf(std::move(weights))));
+  return state;
+}
+
+// The delta depth of each chunk of `step` as stored (0: whole).
+std::vector<int> StoredDepths(Store& store, int64_t step) {
+  Result<Manifest> manifest = ReadStepManifest(store, step);
+  EXPECT_OK(manifest.status());
+  std::vector<int> depths;
+  if (!manifest.ok()) return depths;
+  for (const ChunkRef& chunk : manifest->nodes.back().chunks) {
+    Result<std::optional<ChunkLocation>> location = store.FindChunk(chunk.digest);
+    EXPECT_OK(location.status());
+    EXPECT_TRUE(location.ok() && location->has_value());
+    if (!location.ok() || !location->has_value()) continue;
+    ChunkCodec codec = ChunkCodec::kRaw;
+    EXPECT_OK(store.ReadChunk(chunk.digest, **location, [&](std::string_view stored) {
+      codec = StoredChunkCodec(stored);
+      return Status::OK();
+    }));
+    EXPECT_EQ(codec == ChunkCodec::kDelta, (*location)->delta_depth != 0);
+    depths.push_back((*location)->delta_depth);
+  }
+  return depths;
+}
+
+SavePipeline::Settings DeltaSettings(uint8_t max_delta_chain) {
+  SavePipeline::Settings settings = Settings(4);
+  settings.max_delta_chain = max_delta_chain;
+  return settings;
+}
+
+// Each source the writer reads from (the caller's buffers while it waits,
+// after Save returned, staged copies) stores chunks as deltas against the
+// previous save's, at most max_delta_chain in a row, and every step
+// restores bit-exact.
+TEST_F(SavePipelineTest, DeltaChunksChainUpToTheLimitAndRestoreBitExact) {
+  using Source = SavePipeline::Source;
+  for (Source source : {Source::kCallerWaits, Source::kCallerBuffers, Source::kStaged}) {
+    SCOPED_TRACE("source " + std::to_string(static_cast<int>(source)));
+    TempDir dir;
+    auto store = Store::Open(dir.path(), Store::Mode::kWrite).value();
+    SavePipeline pipeline(store.get(), DeltaSettings(2));
+    std::vector<Tree> states;
+    for (int step = 1; step <= 7; ++step) {
+      states.push_back(TrainedState(3, step));
+      if (source == Source::kStaged) {
+        ASSERT_OK(StagedSave(pipeline, states.back(), step).Error());
+      } else {
+        auto save = pipeline.Prepare(states.back(), Header(step), {}, source);
+        ASSERT_OK(save.status());
+        ASSERT_OK(pipeline.WriteAndCommit(**save));
+      }
+    }
+    const std::vector<int> expected[] = {{0, 0, 0}, {1, 1, 1}, {2, 2, 2}, {0, 0, 0},
+                                         {1, 1, 1}, {2, 2, 2}, {0, 0, 0}};
+    for (int step = 1; step <= 7; ++step) {
+      SCOPED_TRACE("step " + std::to_string(step));
+      EXPECT_EQ(StoredDepths(*store, step), expected[step - 1]);
+      ExpectStored(*store, step, states[step - 1]);
+    }
+  }
+}
+
+// A delta is stored smaller than the chunk whole, on data like training's.
+TEST_F(SavePipelineTest, DeltaChunksAreSmallerThanWholeOnes) {
+  uint64_t stored[2] = {0, 0};
+  for (uint8_t chain : {0, 1}) {
+    TempDir dir;
+    auto store = Store::Open(dir.path(), Store::Mode::kWrite).value();
+    SavePipeline pipeline(store.get(), DeltaSettings(chain));
+    for (int step = 1; step <= 2; ++step) {
+      const Tree state = TrainedState(2, step);  // read by the writer: alive until it ends
+      auto save = pipeline.Prepare(state, Header(step), {}, SavePipeline::Source::kCallerWaits);
+      ASSERT_OK(save.status());
+      ASSERT_OK(pipeline.WriteAndCommit(**save));
+    }
+    for (const ChunkRef& chunk : ReadStepManifest(*store, 2).value().nodes.back().chunks) {
+      stored[chain] += chunk.stored_size;
+    }
+  }
+  EXPECT_LT(stored[1], stored[0] * 3 / 4);
+}
+
+// A base the store no longer holds (collected, or its save failed) is never
+// used: the chunk is stored whole. And a delta whose base went missing
+// afterwards fails its restore as Corruption naming the base.
+TEST_F(SavePipelineTest, ADeltaIsOnlyBasedOnAChunkTheStoreHolds) {
+  auto store = OpenStore();
+  SavePipeline pipeline(store.get(), DeltaSettings(4));
+  auto save_step = [&](int step) {
+    const Tree state = TrainedState(1, step);
+    auto save = pipeline.Prepare(state, Header(step), {}, SavePipeline::Source::kCallerWaits);
+    ASSERT_OK(save.status());
+    ASSERT_OK(pipeline.WriteAndCommit(**save));
+  };
+  save_step(1);
+  const ChunkDigest first = ReadStepManifest(*store, 1).value().nodes.back().chunks.at(0).digest;
+  ASSERT_OK(store->UpdateIndex({}, {first}));
+  save_step(2);
+  EXPECT_EQ(StoredDepths(*store, 2), std::vector<int>{0});
+  save_step(3);
+  EXPECT_EQ(StoredDepths(*store, 3), std::vector<int>{1});
+  const ChunkDigest second = ReadStepManifest(*store, 2).value().nodes.back().chunks.at(0).digest;
+  ASSERT_OK(store->UpdateIndex({}, {second}));
+  Result<Tree> restored = RestoreSubtree(*store, ReadStepManifest(*store, 3).value(), "", 2);
+  EXPECT_EQ(restored.status().code(), Status::Code::kCorruption);
+  EXPECT_NE(restored.status().message().find("base chunk " + second.ToHex()), std::string::npos)
+      << restored.status().message();
 }
 
 }  // namespace

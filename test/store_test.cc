@@ -66,8 +66,9 @@ void CommitChunks(Store* store, int64_t step, const std::string& manifest,
     const std::string stored = Encoded(chunk.raw);
     ASSERT_OK((*writer)->Add(chunk.digest, stored));
     entries.push_back({chunk.digest,
-                       {(*writer)->generation(), static_cast<uint32_t>(chunk.raw.size()),
-                        static_cast<uint32_t>(stored.size())}});
+                       {.generation = (*writer)->generation(),
+                        .raw_size = static_cast<uint32_t>(chunk.raw.size()),
+                        .stored_size = static_cast<uint32_t>(stored.size())}});
   }
   ASSERT_OK((*writer)->Finish());
   ASSERT_OK(store->CommitStep(step, manifest, entries));

@@ -150,6 +150,19 @@ struct CheckpointerOptions {
   // Only affects new saves. Default: 4 MiB.
   uint32_t chunk_size_bytes = 4u << 20;
 
+  // Delta encoding. 0: every new chunk is stored whole. N > 0: a new chunk
+  // at a tensor position (path and chunk index) where this process's
+  // previous save left another chunk of the same size is stored as the XOR
+  // with that chunk, compressed (consecutive training steps differ in few
+  // bits per value), at most N deltas in a row before a whole chunk again.
+  // Restoring a chunk then reads up to N + 1 chunks. Costs a copy of the
+  // last saved value of every position in memory (the size of the state),
+  // kept by the background writer. Dedup is unchanged: a chunk's identity is
+  // the digest of its own bytes. At most 32; needs a store of format
+  // version 3 (created by this version or later): FailedPrecondition
+  // otherwise. Only affects new chunks. Default: 0.
+  uint32_t max_delta_chain = 0;
+
   // The time recorded as each step's commit time, used by keep_time_interval.
   // Empty: std::chrono::system_clock::now. Tests inject a fake clock.
   std::function<std::chrono::system_clock::time_point()> clock = {};

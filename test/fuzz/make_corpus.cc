@@ -446,6 +446,18 @@ void WriteChunkSeeds(const fs::path& dir) {
     bad_mode[0] = 7;
     WriteSeed(dir / "edge_planes_bad_mode", ChunkInput(1000, StoredChunk(3, 4, 1000, bad_mode)));
   }
+  // Delta chunks (codec 4): a good one (base digest, depth 2, a raw
+  // difference), one of depth 0, one whose difference is itself a delta.
+  {
+    const std::string base_and_depth = std::string("0123456789abcdef") + '\x02';
+    const std::string difference = StoredChunk(0, 0, 4, "abcd");
+    WriteSeed(dir / "delta", ChunkInput(4, StoredChunk(4, 0, 4, base_and_depth + difference)));
+    std::string depth_zero = base_and_depth + difference;
+    depth_zero[16] = 0;
+    WriteSeed(dir / "edge_delta_depth_0", ChunkInput(4, StoredChunk(4, 0, 4, depth_zero)));
+    const std::string nested = StoredChunk(4, 0, 4, base_and_depth + difference);
+    WriteSeed(dir / "edge_delta_nested", ChunkInput(4, StoredChunk(4, 0, 4, base_and_depth + nested)));
+  }
   // A raw payload shorter than its header says; a chunk shorter than a header.
   WriteSeed(dir / "edge_raw_short", ChunkInput(100, StoredChunk(0, 0, 100, "only ten b")));
   WriteSeed(dir / "edge_short_header", ChunkInput(0, std::string("\0\0\0", 3)));
