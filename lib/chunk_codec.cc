@@ -302,6 +302,16 @@ void EncodeDeltaChunk(const std::byte* raw, const std::byte* base_bytes, size_t 
     EncodeChunk(raw, size, encoding, out);
     return;
   }
+  // A difference that compresses little (a tensor that changed wholesale)
+  // may still be larger than the chunk stored whole: then keep the smaller.
+  // On training data the difference stays below this fraction, and no chunk
+  // is compressed twice.
+  constexpr double kCompareWithWholeAbove = 0.7;
+  if (static_cast<double>(kDeltaHeaderSize + inner.size()) >
+      kCompareWithWholeAbove * static_cast<double>(size)) {
+    EncodeChunk(raw, size, encoding, out);
+    if (out->size() <= kDeltaHeaderSize + inner.size()) return;
+  }
   out->resize(kDeltaHeaderSize);
   StoreHeader(ChunkCodec::kDelta, 0, size, out);
   const std::string digest = base.digest.ToBytes();

@@ -82,8 +82,9 @@ inline constexpr uint8_t kMaxDeltaDepth = 32;
 
 // Encodes `size` raw bytes as the XOR with `base_bytes` (the base's bytes,
 // `size` of them) into `out`, replacing its contents. When the XOR does not
-// compress (the tensor changed wholesale), the chunk is stored whole
-// instead: check with ParseDeltaBase.
+// compress, or compresses so little that the chunk stored whole is smaller
+// (the tensor changed wholesale), the chunk is stored whole instead: check
+// with ParseDeltaBase.
 void EncodeDeltaChunk(const std::byte* raw, const std::byte* base_bytes, size_t size,
                       const DeltaBase& base, const ChunkEncoding& encoding, std::string* out);
 

@@ -64,8 +64,8 @@ Status DropDamage(Store* store, const VerifyReport& verified, RepairReport* repo
   return Status::OK();
 }
 
-// Points the index at the chunks the manifests reference wherever the chunk
-// files hold them: entries a lost log or table file took with it come back,
+// Points the index at the chunks the manifests reference (and their delta
+// bases) wherever the chunk files hold them: entries a lost log or table file took with it come back,
 // and entries naming a generation without the chunk move to one with it.
 Status Reindex(Store* store, RepairReport* report) {
   // Manifests in damaged blocks are lost; the others are kept.
@@ -96,6 +96,18 @@ Status Reindex(Store* store, RepairReport* report) {
       },
       &unreadable);
   if (!scanned.ok()) return scanned;
+  // The bases of referenced delta chunks are referenced too, down their
+  // chains (as the chunk files record them).
+  for (std::vector<ChunkDigest> pending(referenced.begin(), referenced.end()); !pending.empty();) {
+    auto found = stored.find(pending.back());
+    pending.pop_back();
+    if (found == stored.end()) continue;
+    for (const ChunkLocation& at : found->second) {
+      if (at.delta_depth != 0 && referenced.insert(at.delta_base).second) {
+        pending.push_back(at.delta_base);
+      }
+    }
+  }
   for (const std::string& file : unreadable) {
     report->findings.push_back("unreadable chunk file " + file);
   }
@@ -116,7 +128,9 @@ Status Reindex(Store* store, RepairReport* report) {
     if (!indexed.ok()) return indexed.status();
     const bool right = indexed->has_value() &&
                        std::any_of(locations.begin(), locations.end(), [&](const ChunkLocation& at) {
-                         return at.generation == (*indexed)->generation;
+                         return at.generation == (*indexed)->generation &&
+                                at.delta_depth == (*indexed)->delta_depth &&
+                                at.delta_base == (*indexed)->delta_base;
                        });
     if (!right) put.push_back({digest, locations.back()});
   }

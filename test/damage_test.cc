@@ -48,6 +48,9 @@ CheckpointerOptions TemplateOptions() {
   options.max_to_keep = 4;
   options.chunk_size_bytes = 64 << 10;
   options.staging_bytes = 4 << 20;  // the default pool (256 MiB) would dominate each case
+  // Steps 2, 3 and 5 hold delta chunks: damage to a base reaches the steps
+  // built on it, and repair must see that.
+  options.max_delta_chain = 2;
   return options;
 }
 
@@ -159,8 +162,8 @@ std::map<std::string, std::vector<std::string>> TableFiles(const std::string& di
   return files;
 }
 
-// The chunk file and the steps that use it: the file of step 4's newest
-// generation (its kernel).
+// The chunk file and the steps that use it, its chunks or chunks based on
+// them: the file of step 4's newest generation (its kernel).
 struct ChunkFileUse {
   std::string file;
   std::set<int64_t> steps;
@@ -171,9 +174,9 @@ ChunkFileUse Step4ChunkFile(const std::string& dir) {
   auto store = Store::Open(dir, Store::Mode::kReadOnly);
   EXPECT_OK(store.status());
   if (!store.ok()) return use;
-  std::map<ChunkDigest, uint64_t> generation_of;
+  std::map<ChunkDigest, ChunkLocation> location_of;
   EXPECT_OK((*store)->ForEachIndexEntry([&](const IndexEntry& entry) {
-    generation_of[entry.digest] = entry.location.generation;
+    location_of[entry.digest] = entry.location;
     return Status::OK();
   }));
   std::map<int64_t, std::set<uint64_t>> generations_of_step;
@@ -184,7 +187,11 @@ ChunkFileUse Step4ChunkFile(const std::string& dir) {
     EXPECT_OK(manifest.status());
     for (const ManifestNode& node : manifest->nodes) {
       for (const ChunkRef& ref : node.chunks) {
-        generations_of_step[step].insert(generation_of.at(ref.digest));
+        // A delta chunk's step uses the generations of its whole chain.
+        for (ChunkLocation at = location_of.at(ref.digest);; at = location_of.at(at.delta_base)) {
+          generations_of_step[step].insert(at.generation);
+          if (at.delta_depth == 0) break;
+        }
       }
     }
   }
