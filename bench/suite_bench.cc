@@ -25,6 +25,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <numeric>
 #include <cerrno>
 #include <chrono>
 #include <cstdio>
@@ -64,12 +65,19 @@ int Rounds() {
   return static_cast<int>(std::max<uint64_t>(1, EnvNumber("CKPTDB_BENCH_ROUNDS", 5)));
 }
 
+// The delta rows' CheckpointerOptions::max_delta_chain: a restore of the
+// chain's last step reads 5 chunks per chunk.
+constexpr uint32_t kDeltaChain = 4;
+
 // A checkpointer as a training program opens one: the defaults, but every
-// step kept (retention is not what these rows measure).
-std::unique_ptr<Checkpointer> OpenStore(const std::string& dir, bool async) {
+// step kept (retention is not what these rows measure), and delta encoding
+// as asked.
+std::unique_ptr<Checkpointer> OpenStore(const std::string& dir, bool async,
+                                        uint32_t max_delta_chain = 0) {
   CheckpointerOptions options;
   options.max_to_keep = std::nullopt;
   options.enable_async_checkpointing = async;
+  options.max_delta_chain = max_delta_chain;
   auto opened = Checkpointer::Open(dir, options);
   Check(opened.status(), "open");
   return std::move(*opened);
@@ -196,12 +204,15 @@ std::unique_ptr<States> MakeStates(const std::string& kind, uint64_t bytes, DTyp
 // long-lived asynchronous checkpointer until durable (Save +
 // WaitUntilFinished). Also reports the trainer's stall (Save's blocking
 // time against the file's write + fsync: "stall_"), bytes stored over
-// logical, and device bytes written over stored.
-void SaveRounds(benchmark::State& state, const std::string& kind, uint64_t bytes, DType dtype) {
+// logical (median, and mean: with delta encoding, kDeltaChain + 1 rounds
+// are one cycle of a whole step and its deltas), and device bytes written
+// over stored.
+void SaveRounds(benchmark::State& state, const std::string& kind, uint64_t bytes, DType dtype,
+                uint32_t max_delta_chain) {
   for (auto _ : state) {
     ScratchDir dir;
     std::unique_ptr<States> states = MakeStates(kind, bytes, dtype);
-    auto checkpointer = OpenStore(dir.path() + "/store", /*async=*/true);
+    auto checkpointer = OpenStore(dir.path() + "/store", /*async=*/true, max_delta_chain);
     const std::string file = dir.path() + "/state.safetensors";
     Tree warm = states->Next();
     SafetensorsSave(file, warm);
@@ -236,6 +247,9 @@ void SaveRounds(benchmark::State& state, const std::string& kind, uint64_t bytes
     save.Report(state, "", /*speedup=*/true, LogicalBytes(warm));
     stall.Report(state, "stall_", /*speedup=*/false, LogicalBytes(warm));
     state.counters["stored_over_logical"] = Median(stored_over_logical);
+    state.counters["stored_over_logical_mean"] =
+        std::accumulate(stored_over_logical.begin(), stored_over_logical.end(), 0.0) /
+        static_cast<double>(stored_over_logical.size());
     state.counters["write_amplification"] = amplification.empty() ? 0 : Median(amplification);
   }
 }
@@ -338,9 +352,11 @@ double RunRestoreChild(const std::string& what, const std::string& path) {
 }
 
 // A store holding a few steps of the states and a safetensors file of the
-// last; then rounds of cold restores of both, each in a fresh process.
+// last; then rounds of cold restores of both, each in a fresh process. With
+// delta encoding, the store holds a whole chain: the last step is a delta
+// of depth max_delta_chain (the slowest to restore).
 void RestoreRounds(benchmark::State& state, const std::string& kind, uint64_t bytes, DType dtype,
-                   const std::string& into) {
+                   const std::string& into, uint32_t max_delta_chain) {
   for (auto _ : state) {
     ScratchDir dir;
     std::unique_ptr<States> states = MakeStates(kind, bytes, dtype);
@@ -348,11 +364,12 @@ void RestoreRounds(benchmark::State& state, const std::string& kind, uint64_t by
     const std::string file = dir.path() + "/state.safetensors";
     uint64_t logical = 0;
     {
-      auto checkpointer = OpenStore(store, /*async=*/true);
-      for (int64_t step = 0; step < 3; ++step) {
+      auto checkpointer = OpenStore(store, /*async=*/true, max_delta_chain);
+      const int64_t last = std::max<int64_t>(2, max_delta_chain);
+      for (int64_t step = 0; step <= last; ++step) {
         Tree tree = states->Next();
         Check(checkpointer->Save(tree, step).status(), "save");
-        if (step == 2) {
+        if (step == last) {
           SafetensorsSave(file, tree);
           logical = LogicalBytes(tree);
         }
@@ -498,11 +515,17 @@ int main(int argc, char** argv) {
       if (kind == "trained" && dtype != DType::kFloat32) continue;
       const std::string type = dtype == DType::kFloat32 ? "_f32" : "_bf16";
       Register("save/" + kind + type + size,
-               [=](auto& s) { SaveRounds(s, kind, bytes, dtype); });
+               [=](auto& s) { SaveRounds(s, kind, bytes, dtype, 0); });
       for (const std::string into : {"owned", "template"}) {
         if (kind == "trained" && into != "owned") continue;
         Register("restore_" + into + "/" + kind + type + size,
-                 [=](auto& s) { RestoreRounds(s, kind, bytes, dtype, into); });
+                 [=](auto& s) { RestoreRounds(s, kind, bytes, dtype, into, 0); });
+      }
+      if (kind == "trajectory") {
+        Register("save_delta/" + kind + type + size,
+                 [=](auto& s) { SaveRounds(s, kind, bytes, dtype, kDeltaChain); });
+        Register("restore_owned_delta/" + kind + type + size,
+                 [=](auto& s) { RestoreRounds(s, kind, bytes, dtype, "owned", kDeltaChain); });
       }
     }
   }

@@ -291,7 +291,8 @@ void EncodeChunk(const std::byte* raw, size_t size, const ChunkEncoding& encodin
 }
 
 void EncodeDeltaChunk(const std::byte* raw, const std::byte* base_bytes, size_t size,
-                      const DeltaBase& base, const ChunkEncoding& encoding, std::string* out) {
+                      const DeltaBase& base, const ChunkEncoding& encoding,
+                      size_t whole_size_estimate, std::string* out) {
   assert(base.depth >= 1 && base.depth <= kMaxDeltaDepth);
   std::byte* difference = ThreadDifference(size).data();
   XorBytes(raw, base_bytes, size, difference);
@@ -302,13 +303,10 @@ void EncodeDeltaChunk(const std::byte* raw, const std::byte* base_bytes, size_t 
     EncodeChunk(raw, size, encoding, out);
     return;
   }
-  // A difference that compresses little (a tensor that changed wholesale)
-  // may still be larger than the chunk stored whole: then keep the smaller.
-  // On training data the difference stays below this fraction, and no chunk
-  // is compressed twice.
-  constexpr double kCompareWithWholeAbove = 0.7;
-  if (static_cast<double>(kDeltaHeaderSize + inner.size()) >
-      kCompareWithWholeAbove * static_cast<double>(size)) {
+  // A difference larger than the chunk is likely to be stored whole (a
+  // tensor that changed wholesale): try that too, keep the smaller. Chunks
+  // whose difference is smaller, as training's are, are compressed once.
+  if (kDeltaHeaderSize + inner.size() > whole_size_estimate) {
     EncodeChunk(raw, size, encoding, out);
     if (out->size() <= kDeltaHeaderSize + inner.size()) return;
   }

@@ -82,11 +82,13 @@ inline constexpr uint8_t kMaxDeltaDepth = 32;
 
 // Encodes `size` raw bytes as the XOR with `base_bytes` (the base's bytes,
 // `size` of them) into `out`, replacing its contents. When the XOR does not
-// compress, or compresses so little that the chunk stored whole is smaller
-// (the tensor changed wholesale), the chunk is stored whole instead: check
-// with ParseDeltaBase.
+// compress, the chunk is stored whole instead; when its encoding is larger
+// than `whole_size_estimate` (say, what the base's chain started with), the
+// chunk is also encoded whole and the smaller kept. Check which with
+// ParseDeltaBase.
 void EncodeDeltaChunk(const std::byte* raw, const std::byte* base_bytes, size_t size,
-                      const DeltaBase& base, const ChunkEncoding& encoding, std::string* out);
+                      const DeltaBase& base, const ChunkEncoding& encoding,
+                      size_t whole_size_estimate, std::string* out);
 
 // The base of a delta chunk; nullopt for a chunk stored whole. Corruption
 // for a delta chunk too short or of depth 0 or above kMaxDeltaDepth.

@@ -358,10 +358,10 @@ Status SavePipeline::WriteAndCommit(PendingSave& save) {
 
 namespace {
 
-// Delta encoding: `copy` now holds chunk `digest`, stored at `depth`. Its
-// buffer is reused (a new one would fault in its pages at every save).
+// Delta encoding: `copy` now holds chunk `digest`, stored at `depth` (its
+// chain began with a chunk of `whole_stored_size` bytes). Its buffer is reused (a new one would fault in its pages at every save).
 void RefreshCopy(PendingSave::PositionCopy* copy, const ChunkDigest& digest, uint8_t depth,
-                 const std::byte* bytes, uint32_t size) {
+                 uint32_t whole_stored_size, const std::byte* bytes, uint32_t size) {
   if (copy->capacity < size) {
     copy->bytes.reset(new std::byte[size]);
     copy->capacity = size;
@@ -369,6 +369,7 @@ void RefreshCopy(PendingSave::PositionCopy* copy, const ChunkDigest& digest, uin
   std::memcpy(copy->bytes.get(), bytes, size);
   copy->digest = digest;
   copy->depth = depth;
+  copy->whole_stored_size = whole_stored_size;
   copy->size = size;
   copy->valid = true;
 }
@@ -423,16 +424,19 @@ Status SavePipeline::WriteChunks(PendingSave& save, std::vector<IndexEntry>* ind
         }
         bytes = copy.data();
       }
+      uint32_t whole_stored_size = 0;
       if (chunk.delta.has_value()) {
+        whole_stored_size = chunk.copies.front()->whole_stored_size;
         EncodeDeltaChunk(bytes, chunk.copies.front()->bytes.get(), chunk.size, *chunk.delta,
-                         encoding, &encoded[i]);
+                         encoding, whole_stored_size, &encoded[i]);
       } else {
         EncodeChunk(bytes, chunk.size, encoding, &encoded[i]);
       }
       const bool stored_as_delta = StoredChunkCodec(encoded[i]) == ChunkCodec::kDelta;
       depth[i] = stored_as_delta ? chunk.delta->depth : 0;
+      if (!stored_as_delta) whole_stored_size = static_cast<uint32_t>(encoded[i].size());
       for (PendingSave::PositionCopy* copy : chunk.copies) {
-        RefreshCopy(copy, chunk.digest, depth[i], bytes, chunk.size);
+        RefreshCopy(copy, chunk.digest, depth[i], whole_stored_size, bytes, chunk.size);
       }
       return Status::OK();
     });

@@ -68,6 +68,9 @@ class PendingSave {
     ChunkDigest digest;
     uint8_t depth = 0;
     uint32_t size = 0;
+    // The stored size of the last chunk of this position stored whole: what
+    // a delta is compared with.
+    uint32_t whole_stored_size = 0;
     uint32_t capacity = 0;
     std::unique_ptr<std::byte[]> bytes;
   };

@@ -17,7 +17,7 @@ megabytes=256
 rounds=${CKPTDB_BENCH_ROUNDS:-5}
 filter=.
 case "${1:-}" in
-  --quick) megabytes=32; rounds=${CKPTDB_BENCH_ROUNDS:-2}; filter='^(save/|restore_|async|resave|gc/10k)' ;;
+  --quick) megabytes=32; rounds=${CKPTDB_BENCH_ROUNDS:-2}; filter='^(save/|save_delta/|restore_|async|resave|gc/10k)' ;;
   --full) megabytes=1024 ;;
   "") ;;
   *) echo "usage: bash scripts/bench.sh [--quick|--full]" >&2; exit 2 ;;

@@ -15,6 +15,10 @@ ROWS = [
      "GB/s", ">= 1.0"),
     ("save/trained_f32/", "", "save until durable vs safetensors file, trained-like f32", "GB/s",
      ">= 1.0"),
+    ("save_delta/trajectory_f32/", "", "  ... with delta encoding (chain 4), trajectory f32", "GB/s",
+     ">= 1.0"),
+    ("save_delta/trajectory_bf16/", "", "  ... with delta encoding (chain 4), trajectory bf16",
+     "GB/s", ">= 1.0"),
     ("save/trajectory_f32/", "stall_", "trainer's stall (async Save) / safetensors write, f32",
      "ms", "<= 0.2"),
     ("save/trajectory_bf16/", "stall_", "trainer's stall (async Save) / safetensors write, bf16",
@@ -29,6 +33,10 @@ ROWS = [
      ">= 1.5"),
     ("restore_owned/trained_f32/", "", "cold restore, new process, vs safetensors, trained f32",
      "GB/s", ">= 1.5"),
+    ("restore_owned_delta/trajectory_f32/", "",
+     "  ... a delta of depth 4 (reads 5 chunks per chunk), f32", "GB/s", ">= 1.5"),
+    ("restore_owned_delta/trajectory_bf16/", "",
+     "  ... a delta of depth 4 (reads 5 chunks per chunk), bf16", "GB/s", ">= 1.5"),
     ("async_blocking_all_new/", "", "async save blocking / memcpy (all new)", "ms", "<= 1.2"),
     ("async_blocking_90pct_frozen/", "", "async save blocking / memcpy (90% unchanged)", "ms",
      "<= 0.2"),
@@ -68,9 +76,13 @@ def main(path):
                   f"{target} ({unit})")
     for result in results:
         name = result["name"]
-        if name.startswith("save/"):
+        if name.startswith("save/") or name.startswith("save_delta/"):
             state = name.split("/")[1]
             size = name.split("/")[2]
+            if name.startswith("save_delta/"):
+                print(f"{'stored / logical bytes, delta (mean of a cycle), ' + state:<56} "
+                      f"{size:>6} {result['stored_over_logical_mean']:>8.3f}{'':>28}<= 0.65 f32")
+                continue
             print(f"{'stored / logical bytes, ' + state:<56} {size:>6} "
                   f"{result['stored_over_logical']:>8.3f}")
             print(f"{'write amplification (device / stored), ' + state:<56} {size:>6} "

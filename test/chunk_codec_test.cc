@@ -459,11 +459,12 @@ DeltaBase SomeBase(uint8_t depth) {
 }
 
 std::string EncodeDelta(const std::vector<std::byte>& raw, const std::vector<std::byte>& base,
-                        const DeltaBase& delta) {
+                        const DeltaBase& delta, size_t whole_size_estimate = SIZE_MAX) {
   ChunkEncoding encoding;
   encoding.element_width = 4;
   std::string stored;
-  EncodeDeltaChunk(raw.data(), base.data(), raw.size(), delta, encoding, &stored);
+  EncodeDeltaChunk(raw.data(), base.data(), raw.size(), delta, encoding, whole_size_estimate,
+                   &stored);
   return stored;
 }
 
@@ -499,6 +500,22 @@ TEST(ChunkCodecTest, ADifferenceThatDoesNotCompressIsStoredWhole) {
   std::vector<std::byte> decoded;
   ASSERT_OK(Decode(stored, raw.size(), &decoded));
   EXPECT_EQ(decoded, raw);
+}
+
+// A difference larger than the chunk is expected to be stored whole: the
+// chunk is encoded whole too, and the smaller kept.
+TEST(ChunkCodecTest, ADeltaLargerThanExpectedIsComparedWithTheWholeChunk) {
+  const std::vector<std::byte> raw = TrainedValues<float>(4096, 27);
+  // A base whose difference with raw compresses, though less than raw does.
+  std::vector<std::byte> base = RandomBytes(raw.size(), 28);
+  for (size_t i = 3; i < base.size(); i += 8) base[i] = raw[i];
+  const std::string whole = Encode(raw, 4);
+  const std::string trusted = EncodeDelta(raw, base, SomeBase(1));
+  ASSERT_EQ(StoredChunkCodec(trusted), ChunkCodec::kDelta);
+  ASSERT_GT(trusted.size(), whole.size());
+  EXPECT_EQ(EncodeDelta(raw, base, SomeBase(1), whole.size()), whole);
+  // A delta within the estimate is kept, whole never tried.
+  EXPECT_EQ(EncodeDelta(raw, base, SomeBase(1), trusted.size()), trusted);
 }
 
 TEST(ChunkCodecTest, MalformedDeltaChunksAreCorruption) {

@@ -60,7 +60,7 @@ void CheckRoundTrip(const uint8_t* data, size_t size) {
     DeltaBase delta;
     delta.digest = ChunkDigest::FromBytes("0123456789abcdef");
     delta.depth = 3;
-    EncodeDeltaChunk(raw, base.data(), size, delta, encoding, &stored);
+    EncodeDeltaChunk(raw, base.data(), size, delta, encoding, size / 2, &stored);
     Result<std::optional<DeltaBase>> parsed = ParseDeltaBase(stored);
     if (!parsed.ok()) __builtin_trap();
     if (parsed->has_value()) {
