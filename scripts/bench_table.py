@@ -34,9 +34,9 @@ ROWS = [
     ("restore_owned/trained_f32/", "", "cold restore, new process, vs safetensors, trained f32",
      "GB/s", ">= 1.5"),
     ("restore_owned_delta/trajectory_f32/", "",
-     "  ... a delta of depth 4 (reads 5 chunks per chunk), f32", "GB/s", ">= 1.5"),
+     "  ... a delta of depth 4 (5 chunks read per chunk), f32", "GB/s", ">= 1.5"),
     ("restore_owned_delta/trajectory_bf16/", "",
-     "  ... a delta of depth 4 (reads 5 chunks per chunk), bf16", "GB/s", ">= 1.5"),
+     "  ... a delta of depth 4 (5 chunks read per chunk), bf16", "GB/s", ">= 1.5"),
     ("async_blocking_all_new/", "", "async save blocking / memcpy (all new)", "ms", "<= 1.2"),
     ("async_blocking_90pct_frozen/", "", "async save blocking / memcpy (90% unchanged)", "ms",
      "<= 0.2"),
@@ -80,7 +80,7 @@ def main(path):
             state = name.split("/")[1]
             size = name.split("/")[2]
             if name.startswith("save_delta/"):
-                print(f"{'stored / logical bytes, delta (mean of a cycle), ' + state:<56} "
+                print(f"{'stored / logical, delta (cycle mean), ' + state:<56} "
                       f"{size:>6} {result['stored_over_logical_mean']:>8.3f}{'':>28}<= 0.65 f32")
                 continue
             print(f"{'stored / logical bytes, ' + state:<56} {size:>6} "
