@@ -3,10 +3,11 @@
 Arguments: pairs of (meson testlog.json, GoogleTest XML directory), then
 optionally --fuzz FILE with the summary lines of scripts/fuzz.sh. A GoogleTest
 program counts its cases (its XML file is named after its binary, which is
-its meson test name); a program that failed without reporting a failing case
-(a crash, a timeout, a sanitizer report) adds one failure; any other test
-program, and each fuzz target, counts as one test. Exits 1 when anything
-failed or nothing ran.
+its meson test name), and so does the pytest run (python.xml, JUnit XML;
+skipped cases are not counted); a program that failed without reporting a
+failing case (a crash, a timeout, a sanitizer report) adds one failure; any
+other test program, and each fuzz target, counts as one test. Exits 1 when
+anything failed or nothing ran.
 """
 import json
 import pathlib
@@ -22,8 +23,12 @@ def count_meson(testlog, xml_dir):
         binary = entry["name"].split(" / ")[-1]  # "project:suite / name"
         report = pathlib.Path(xml_dir) / (binary + ".xml")
         if report.exists():
-            suites = ElementTree.parse(report).getroot()
-            cases = int(suites.get("tests")) - int(suites.get("disabled", 0))
+            root = ElementTree.parse(report).getroot()
+            # GoogleTest's root carries the totals; pytest's (JUnit XML)
+            # holds one <testsuite> that does.
+            suites = root if root.get("tests") is not None else root.find("testsuite")
+            cases = (int(suites.get("tests")) - int(suites.get("disabled", 0)) -
+                     int(suites.get("skipped", 0)))
             bad = int(suites.get("failures")) + int(suites.get("errors"))
             passed += cases - bad
             failed += bad

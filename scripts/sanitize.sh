@@ -15,7 +15,7 @@ dir=build-$1
 bash scripts/setup.sh >/dev/null || exit 1
 if [ ! -f "$dir/build.ninja" ]; then
   meson setup "$dir" --buildtype=debug -Db_sanitize="$sanitize" -Db_lundef=false \
-    -Dbenchmarks=disabled -Dwerror="$([ -n "${CKPTDB_WERROR:-}" ] && echo true || echo false)" \
+    -Dbenchmarks=disabled -Dpython=disabled -Dwerror="$([ -n "${CKPTDB_WERROR:-}" ] && echo true || echo false)" \
     >/dev/null || exit 1
 fi
 ninja -C "$dir" >/dev/null || exit 1

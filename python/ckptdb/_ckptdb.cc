@@ -1,0 +1,571 @@
+// The Python binding's native part: trees of numpy arrays and scalars to
+// ckptdb::Tree and back without copying tensor bytes, and the Checkpointer
+// with the GIL released while it works. The Kauldron-style interface is in
+// __init__.py, over this module.
+
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <chrono>
+#include <map>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "ckptdb/ckptdb.h"
+
+namespace py = pybind11;
+
+namespace ckptdb::python {
+namespace {
+
+// ckptdb.CorruptionError: stored bytes failed a check (an OSError).
+PyObject* corruption_error = nullptr;
+
+// Raises the Python exception of `status`'s kind, with its message.
+[[noreturn]] void Raise(const Status& status) {
+  PyObject* kind = PyExc_RuntimeError;
+  switch (status.code()) {
+    case Status::Code::kNotFound:
+      kind = PyExc_FileNotFoundError;
+      break;
+    case Status::Code::kAlreadyExists:
+      kind = PyExc_FileExistsError;
+      break;
+    case Status::Code::kInvalidArgument:
+      kind = PyExc_ValueError;
+      break;
+    case Status::Code::kCorruption:
+      kind = corruption_error;
+      break;
+    case Status::Code::kIOError:
+      kind = PyExc_OSError;
+      break;
+    case Status::Code::kNotSupported:
+      kind = PyExc_NotImplementedError;
+      break;
+    case Status::Code::kBusy:
+      kind = PyExc_BlockingIOError;
+      break;
+    default:
+      break;
+  }
+  PyErr_SetString(kind, status.message().c_str());
+  throw py::error_already_set();
+}
+
+void Check(const Status& status) {
+  if (!status.ok()) Raise(status);
+}
+
+template <typename T>
+T Take(Result<T> result) {
+  if (!result.ok()) Raise(result.status());
+  return std::move(*result);
+}
+
+// A tensor whose dtype numpy lacks (bfloat16, float8): its raw bits as an
+// array of unsigned integers of the same width, and the dtype's name.
+struct TensorBits {
+  py::array bits;
+  std::string dtype;
+};
+
+// The numpy dtype of a ckptdb dtype; for those numpy lacks, the unsigned
+// integer type of the same width (the raw bits).
+py::dtype NumpyDType(DType dtype) {
+  switch (dtype) {
+    case DType::kBool:
+      return py::dtype::of<bool>();
+    case DType::kInt8:
+      return py::dtype::of<int8_t>();
+    case DType::kInt16:
+      return py::dtype::of<int16_t>();
+    case DType::kInt32:
+      return py::dtype::of<int32_t>();
+    case DType::kInt64:
+      return py::dtype::of<int64_t>();
+    case DType::kUInt8:
+    case DType::kFloat8E4M3FN:
+    case DType::kFloat8E5M2:
+      return py::dtype::of<uint8_t>();
+    case DType::kUInt16:
+    case DType::kBFloat16:
+      return py::dtype::of<uint16_t>();
+    case DType::kUInt32:
+      return py::dtype::of<uint32_t>();
+    case DType::kUInt64:
+      return py::dtype::of<uint64_t>();
+    case DType::kFloat16:
+      return py::dtype("float16");
+    case DType::kFloat32:
+      return py::dtype::of<float>();
+    case DType::kFloat64:
+      return py::dtype::of<double>();
+  }
+  return py::dtype::of<uint8_t>();
+}
+
+bool NumpyHasDType(DType dtype) {
+  return dtype != DType::kBFloat16 && dtype != DType::kFloat8E4M3FN &&
+         dtype != DType::kFloat8E5M2;
+}
+
+// The ckptdb dtype of a numpy array's elements.
+DType FromNumpy(const py::array& array, const std::string& where) {
+  const py::dtype dtype = array.dtype();
+  const char kind = dtype.kind();
+  const auto size = static_cast<size_t>(dtype.itemsize());
+  if (kind == 'b' && size == 1) return DType::kBool;
+  if (kind == 'i') {
+    if (size == 1) return DType::kInt8;
+    if (size == 2) return DType::kInt16;
+    if (size == 4) return DType::kInt32;
+    if (size == 8) return DType::kInt64;
+  }
+  if (kind == 'u') {
+    if (size == 1) return DType::kUInt8;
+    if (size == 2) return DType::kUInt16;
+    if (size == 4) return DType::kUInt32;
+    if (size == 8) return DType::kUInt64;
+  }
+  if (kind == 'f') {
+    if (size == 2) return DType::kFloat16;
+    if (size == 4) return DType::kFloat32;
+    if (size == 8) return DType::kFloat64;
+  }
+  throw py::type_error("'" + where + "': numpy dtype " + std::string(py::str(py::handle(dtype))) +
+                       " has no ckptdb dtype");
+}
+
+std::vector<int64_t> ShapeOf(const py::array& array) {
+  return std::vector<int64_t>(array.shape(), array.shape() + array.ndim());
+}
+
+std::string Join(const std::string& path, const std::string& key) {
+  return path.empty() ? key : path + "/" + key;
+}
+
+// Python state -> Tree. Tensors are views of the arrays' memory, writable
+// ones when `writable` (a template to restore into), else read-only views
+// (C-contiguous copies of arrays that are not, kept alive in `keep`).
+class TreeBuilder {
+ public:
+  explicit TreeBuilder(bool writable) : writable_(writable) {}
+
+  Tree Build(py::handle value, const std::string& path) {
+    if (py::isinstance<py::dict>(value)) {
+      Tree map = Tree::Map();
+      for (auto [key, child] : py::reinterpret_borrow<py::dict>(value)) {
+        if (!py::isinstance<py::str>(key)) {
+          throw py::type_error("'" + path + "': dict keys must be str, got " +
+                               std::string(py::str(py::type::of(key))));
+        }
+        const std::string name = key.cast<std::string>();
+        Tree node = Build(child, Join(path, name));
+        Take(map.Set(name, std::move(node)));
+      }
+      return map;
+    }
+    if (py::isinstance<py::list>(value) || py::isinstance<py::tuple>(value)) {
+      Tree list = Tree::List();
+      size_t index = 0;
+      for (py::handle child : value) {
+        Take(list.Append(Build(child, Join(path, std::to_string(index++)))));
+      }
+      return list;
+    }
+    if (py::isinstance<py::bool_>(value)) return Tree::Bool(value.cast<bool>());
+    if (py::isinstance<py::int_>(value)) {
+      try {
+        return Tree::Int(value.cast<int64_t>());
+      } catch (const py::cast_error&) {
+        throw py::value_error("'" + path + "': int out of the int64 range");
+      }
+    }
+    if (py::isinstance<py::float_>(value)) return Tree::Float(value.cast<double>());
+    if (py::isinstance<py::str>(value)) return Tree::String(value.cast<std::string>());
+    if (py::isinstance<TensorBits>(value)) {
+      const TensorBits& bits = value.cast<const TensorBits&>();
+      Result<DType> dtype = DTypeFromName(bits.dtype);
+      if (!dtype.ok()) throw py::value_error("'" + path + "': unknown dtype '" + bits.dtype + "'");
+      return Tree::Leaf(View(bits.bits, *dtype, path));
+    }
+    if (py::isinstance<py::array>(value)) {
+      py::array array = py::reinterpret_borrow<py::array>(value);
+      return Tree::Leaf(View(array, FromNumpy(array, path), path));
+    }
+    if (py::isinstance(value, generic_)) {
+      // A numpy scalar (np.float32(0.5)): a 0-d array of its own, found
+      // again by its address after a restore (see scalar_of).
+      py::array array = py::array::ensure(value);
+      scalars_[array.data()] = array;
+      return Tree::Leaf(View(array, FromNumpy(array, path), path));
+    }
+    if (value.is_none()) throw py::type_error("'" + path + "': None is not a leaf ckptdb stores");
+    throw py::type_error("'" + path + "': a leaf must be a numpy array or an int, float, bool " +
+                         "or str, got " + std::string(py::str(py::type::of(value))));
+  }
+
+ private:
+  Tensor View(py::array array, DType dtype, const std::string& path) {
+    const bool contiguous = (array.flags() & py::array::c_style) != 0;
+    if (writable_) {
+      if (!contiguous || !array.writeable()) {
+        throw py::value_error("'" + path +
+                              "': a template to restore into needs writable C-contiguous arrays");
+      }
+      return Take(Tensor::View(dtype, ShapeOf(array), array.mutable_data()));
+    }
+    if (!contiguous) {
+      array = py::array::ensure(array, py::array::c_style);
+      keep_.push_back(array);
+    }
+    return Take(Tensor::ConstView(dtype, ShapeOf(array), array.data()));
+  }
+
+  bool writable_;
+  std::vector<py::array> keep_;
+  std::map<const void*, py::array> scalars_;
+
+ public:
+  bool IsNumpyScalar(py::handle value) const { return py::isinstance(value, generic_); }
+
+  // The numpy scalar restored into the 0-d array made for one at `data`.
+  py::object scalar_of(const void* data) const {
+    auto found = scalars_.find(data);
+    if (found == scalars_.end()) return py::none();
+    return found->second[py::tuple()];
+  }
+
+ private:
+  py::object generic_ = py::module_::import("numpy").attr("generic");
+};
+
+// A restored tensor as an array that owns it (no copy).
+py::object ToPython(Tensor tensor) {
+  auto* owned = new Tensor(std::move(tensor));
+  py::capsule owner(owned, [](void* p) { delete static_cast<Tensor*>(p); });
+  py::array array(NumpyDType(owned->dtype()), owned->shape(), {},
+                  const_cast<std::byte*>(owned->data()), owner);
+  if (NumpyHasDType(owned->dtype())) return array;
+  return py::cast(TensorBits{array, std::string(DTypeName(owned->dtype()))});
+}
+
+// Tree -> Python: maps as dicts, lists as lists.
+py::object ToPython(Tree& tree) {
+  switch (tree.kind()) {
+    case Tree::Kind::kMap: {
+      py::dict dict;
+      for (size_t i = 0; i < tree.child_count(); ++i) dict[py::str(tree.keys()[i])] = ToPython(tree.child(i));
+      return dict;
+    }
+    case Tree::Kind::kList: {
+      py::list list;
+      for (size_t i = 0; i < tree.child_count(); ++i) list.append(ToPython(tree.child(i)));
+      return list;
+    }
+    case Tree::Kind::kTensor:
+      return ToPython(std::move(tree.tensor()));
+    case Tree::Kind::kInt:
+      return py::int_(tree.int_value());
+    case Tree::Kind::kFloat:
+      return py::float_(tree.float_value());
+    case Tree::Kind::kBool:
+      return py::bool_(tree.bool_value());
+    case Tree::Kind::kString:
+      return py::str(tree.string_value());
+  }
+  return py::none();
+}
+
+// The template's structure (dict, list or tuple) with the restored values:
+// tensors restored in place are the template's own arrays.
+py::object Rebuild(py::handle original, Tree& restored, const TreeBuilder& built) {
+  if (py::isinstance<py::dict>(original)) {
+    py::dict dict;
+    for (auto [key, child] : py::reinterpret_borrow<py::dict>(original)) {
+      dict[key] = Rebuild(child, *restored.Find(key.cast<std::string>()), built);
+    }
+    return dict;
+  }
+  if (py::isinstance<py::list>(original) || py::isinstance<py::tuple>(original)) {
+    py::list list;
+    size_t index = 0;
+    for (py::handle child : original) list.append(Rebuild(child, restored.child(index++), built));
+    if (py::isinstance<py::tuple>(original)) return py::tuple(list);
+    return list;
+  }
+  if (restored.kind() == Tree::Kind::kTensor) {
+    const void* data = restored.tensor().data();
+    if (py::isinstance<TensorBits>(original)) {
+      if (original.cast<const TensorBits&>().bits.data() == data) {
+        return py::reinterpret_borrow<py::object>(original);
+      }
+    } else if (py::isinstance<py::array>(original)) {
+      if (py::reinterpret_borrow<py::array>(original).data() == data) {
+        return py::reinterpret_borrow<py::object>(original);
+      }
+    } else if (built.IsNumpyScalar(original)) {
+      py::object scalar = built.scalar_of(data);
+      if (!scalar.is_none()) return scalar;
+      return ToPython(restored)[py::tuple()];  // restored into a new buffer
+    }
+  }
+  return ToPython(restored);
+}
+
+CheckpointerOptions OptionsFrom(const py::dict& given) {
+  CheckpointerOptions options;
+  for (auto [key, value] : given) {
+    const std::string name = key.cast<std::string>();
+    if (name == "save_interval_steps") {
+      options.save_interval_steps = value.cast<int64_t>();
+    } else if (name == "max_to_keep") {
+      options.max_to_keep =
+          value.is_none() ? std::nullopt : std::optional<int64_t>(value.cast<int64_t>());
+    } else if (name == "keep_time_interval_seconds") {
+      if (!value.is_none()) {
+        options.keep_time_interval = std::chrono::seconds(value.cast<int64_t>());
+      }
+    } else if (name == "keep_period") {
+      options.keep_period =
+          value.is_none() ? std::nullopt : std::optional<int64_t>(value.cast<int64_t>());
+    } else if (name == "save_on_steps") {
+      if (!value.is_none()) options.save_on_steps = value.cast<std::vector<int64_t>>();
+    } else if (name == "best_metric_path") {
+      if (!value.is_none()) options.best_metric_path = value.cast<std::string>();
+    } else if (name == "best_mode") {
+      const std::string mode = value.cast<std::string>();
+      if (mode != "max" && mode != "min") {
+        throw py::value_error("best_mode must be 'max' or 'min', got '" + mode + "'");
+      }
+      options.best_mode = mode == "max" ? BestMode::kMax : BestMode::kMin;
+    } else if (name == "fast") {
+      options.fast = value.cast<bool>();
+    } else if (name == "create") {
+      options.create = value.cast<bool>();
+    } else if (name == "enable_async_checkpointing") {
+      options.enable_async_checkpointing = value.cast<bool>();
+    } else if (name == "staging_bytes") {
+      options.staging_bytes = value.cast<uint64_t>();
+    } else if (name == "worker_threads") {
+      options.worker_threads = value.cast<uint32_t>();
+    } else if (name == "chunk_size_bytes") {
+      options.chunk_size_bytes = value.cast<uint32_t>();
+    } else if (name == "max_delta_chain") {
+      options.max_delta_chain = value.cast<uint32_t>();
+    } else if (name == "owner_only") {
+      options.owner_only = value.cast<bool>();
+    } else if (name == "wait_for_store_seconds") {
+      options.wait_for_store =
+          std::chrono::milliseconds(static_cast<int64_t>(value.cast<double>() * 1000));
+    } else {
+      throw py::type_error("unknown option '" + name + "'");
+    }
+  }
+  return options;
+}
+
+py::dict LeafMetadataToPython(const LeafMetadata& leaf) {
+  py::dict out;
+  switch (leaf.kind) {
+    case Tree::Kind::kTensor:
+      out["dtype"] = std::string(DTypeName(leaf.dtype));
+      out["shape"] = py::tuple(py::cast(leaf.shape));
+      out["logical_bytes"] = leaf.logical_bytes;
+      out["stored_bytes"] = leaf.stored_bytes;
+      break;
+    case Tree::Kind::kInt:
+      out["value"] = leaf.int_value;
+      break;
+    case Tree::Kind::kFloat:
+      out["value"] = leaf.float_value;
+      break;
+    case Tree::Kind::kBool:
+      out["value"] = leaf.bool_value;
+      break;
+    case Tree::Kind::kString:
+      out["value"] = leaf.string_value;
+      break;
+    default:
+      break;
+  }
+  return out;
+}
+
+class PyCheckpointer {
+ public:
+  PyCheckpointer(const std::string& workdir, const py::dict& options) {
+    CheckpointerOptions parsed = OptionsFrom(options);
+    Result<std::unique_ptr<Checkpointer>> opened = Status::Internal("unset");
+    {
+      py::gil_scoped_release unlocked;
+      opened = Checkpointer::Open(workdir, std::move(parsed));
+    }
+    checkpointer_ = Take(std::move(opened));
+  }
+
+  bool Save(py::handle state, int64_t step, bool force, const std::map<std::string, double>& metrics,
+            const std::map<std::string, std::string>& user_metadata, bool only_if_due) {
+    TreeBuilder builder(/*writable=*/false);
+    const Tree tree = builder.Build(state, "");
+    SaveOptions options;
+    options.force = force;
+    options.metrics = metrics;
+    options.user_metadata = user_metadata;
+    Checkpointer& checkpointer = get();
+    Result<bool> saved = false;
+    {
+      py::gil_scoped_release unlocked;
+      saved = only_if_due ? checkpointer.MaybeSave(tree, step, options)
+                          : checkpointer.Save(tree, step, options);
+    }
+    return Take(std::move(saved));
+  }
+
+  py::object RestoreTree(int64_t step) {
+    Result<Tree> tree = Status::Internal("unset");
+    Checkpointer& checkpointer = get();
+    {
+      py::gil_scoped_release unlocked;
+      tree = checkpointer.RestoreTree(step);
+    }
+    Tree restored = Take(std::move(tree));
+    return ToPython(restored);
+  }
+
+  py::object RestoreInto(py::handle state, int64_t step, bool donate) {
+    TreeBuilder builder(/*writable=*/donate);
+    Tree tree = builder.Build(state, "");
+    RestoreOptions options;
+    options.donate = donate;
+    Status restored;
+    Checkpointer& checkpointer = get();
+    {
+      py::gil_scoped_release unlocked;
+      restored = checkpointer.Restore(&tree, step, options);
+    }
+    Check(restored);
+    return Rebuild(state, tree, builder);
+  }
+
+  py::dict ItemMetadata(int64_t step) {
+    Result<StepMetadata> read = Status::Internal("unset");
+    Checkpointer& checkpointer = get();
+    {
+      py::gil_scoped_release unlocked;
+      read = checkpointer.ItemMetadata(step);
+    }
+    const StepMetadata metadata = Take(std::move(read));
+    py::dict out;
+    out["step"] = metadata.step;
+    out["commit_time"] =
+        std::chrono::duration<double>(metadata.commit_time.time_since_epoch()).count();
+    out["metrics"] = metadata.metrics;
+    out["user_metadata"] = metadata.user_metadata;
+    py::dict leaves;
+    for (const LeafMetadata& leaf : metadata.leaves) {
+      leaves[py::str(leaf.path)] = LeafMetadataToPython(leaf);
+    }
+    out["leaves"] = leaves;
+    out["logical_bytes"] = metadata.logical_bytes;
+    return out;
+  }
+
+  bool ShouldSave(int64_t step) { return get().ShouldSave(step); }
+  std::vector<int64_t> AllSteps() { return get().AllSteps(); }
+  std::optional<int64_t> LatestStep() { return get().LatestStep(); }
+
+  void Delete(int64_t step) {
+    Status status;
+    Checkpointer& checkpointer = get();
+    {
+      py::gil_scoped_release unlocked;
+      status = checkpointer.Delete(step);
+    }
+    Check(status);
+  }
+  void Reload() {
+    Status status;
+    Checkpointer& checkpointer = get();
+    {
+      py::gil_scoped_release unlocked;
+      status = checkpointer.Reload();
+    }
+    Check(status);
+  }
+  void WaitUntilFinished() {
+    Status status;
+    Checkpointer& checkpointer = get();
+    {
+      py::gil_scoped_release unlocked;
+      status = checkpointer.WaitUntilFinished();
+    }
+    Check(status);
+  }
+  void Close() {
+    if (checkpointer_ == nullptr) return;
+    Status status;
+    {
+      py::gil_scoped_release unlocked;
+      status = checkpointer_->Close();
+    }
+    checkpointer_.reset();
+    Check(status);
+  }
+
+ private:
+  // The open checkpointer; ValueError once closed. Called with the GIL held
+  // (it may raise), before any section that releases it.
+  Checkpointer& get() {
+    if (checkpointer_ == nullptr) {
+      PyErr_SetString(PyExc_ValueError, "the checkpointer is closed");
+      throw py::error_already_set();
+    }
+    return *checkpointer_;
+  }
+
+  std::unique_ptr<Checkpointer> checkpointer_;
+};
+
+}  // namespace
+}  // namespace ckptdb::python
+
+PYBIND11_MODULE(_ckptdb, module) {
+  using namespace ckptdb::python;
+  module.doc() = "ckptdb's native part; use the ckptdb package";
+  corruption_error = PyErr_NewExceptionWithDoc(
+      "ckptdb.CorruptionError", "Stored bytes failed a check (digest, size, format).",
+      PyExc_OSError, nullptr);
+  module.attr("CorruptionError") = py::handle(corruption_error);
+  module.attr("LATEST_STEP") = ckptdb::kLatestStep;
+
+  py::class_<TensorBits>(module, "TensorBits",
+                         "A tensor of a dtype numpy lacks: its raw bits and the dtype's name.")
+      .def(py::init<py::array, std::string>(), py::arg("bits"), py::arg("dtype"))
+      .def_readonly("bits", &TensorBits::bits)
+      .def_readonly("dtype", &TensorBits::dtype)
+      .def("__repr__", [](const TensorBits& t) {
+        return "TensorBits(dtype='" + t.dtype + "', shape=" +
+               std::string(py::str(t.bits.attr("shape"))) + ")";
+      });
+
+  py::class_<PyCheckpointer>(module, "Checkpointer")
+      .def(py::init<const std::string&, const py::dict&>(), py::arg("workdir"), py::arg("options"))
+      .def("save", &PyCheckpointer::Save, py::arg("state"), py::arg("step"), py::arg("force"),
+           py::arg("metrics"), py::arg("user_metadata"), py::arg("only_if_due"))
+      .def("restore_tree", &PyCheckpointer::RestoreTree, py::arg("step"))
+      .def("restore_into", &PyCheckpointer::RestoreInto, py::arg("state"), py::arg("step"),
+           py::arg("donate"))
+      .def("item_metadata", &PyCheckpointer::ItemMetadata, py::arg("step"))
+      .def("should_save", &PyCheckpointer::ShouldSave, py::arg("step"))
+      .def("all_steps", &PyCheckpointer::AllSteps)
+      .def("latest_step", &PyCheckpointer::LatestStep)
+      .def("delete", &PyCheckpointer::Delete, py::arg("step"))
+      .def("reload", &PyCheckpointer::Reload)
+      .def("wait_until_finished", &PyCheckpointer::WaitUntilFinished)
+      .def("close", &PyCheckpointer::Close);
+}
