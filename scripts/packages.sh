@@ -17,5 +17,6 @@ install_missing() {
 BUILD_PACKAGES=(g++ pkg-config meson ninja-build python3 librocksdb-dev libflatbuffers-dev
                 flatbuffers-compiler libzstd-dev libxxhash-dev nlohmann-json3-dev)
 
-# The Python package (python/), for Debian's /usr/bin/python3, and its tests.
-PYTHON_PACKAGES=(pybind11-dev python3-dev python3-numpy python3-pytest)
+# The Python package (python/), for Debian's /usr/bin/python3, and its tests
+# (python3-torch: torch tensors as leaves, ckptdb.pytorch, the example).
+PYTHON_PACKAGES=(pybind11-dev python3-dev python3-numpy python3-pytest python3-torch)

@@ -8,12 +8,16 @@
         state = ckpt.restore(state)              # the latest step, in place
 
 A state is a pytree: nested dicts (str keys), lists and tuples whose leaves
-are numpy arrays (or numpy scalars) and Python int, float, bool and str.
+are numpy arrays (or numpy scalars), PyTorch tensors (when torch is
+installed; a tensor off the CPU is copied there to be saved) and Python int,
+float, bool and str.
 Restoring gives the same structure back, tuples included (a numpy scalar
 comes back as a 0-d array when restored without a template); tensor bytes are
 never copied between Python and the library. Tensors of dtypes numpy lacks
 (bfloat16, float8_e4m3fn, float8_e5m2) travel as ckptdb.TensorBits: the raw
-bits as an unsigned-integer array of the same width, and the dtype's name.
+bits as an unsigned-integer array of the same width, and the dtype's name;
+a bfloat16 torch tensor is restored as one (float8 needs a torch that has
+those dtypes: 1.13, Debian 12's, has not).
 
 Errors are Python exceptions: FileNotFoundError (no such step or store),
 FileExistsError, ValueError (bad arguments), OSError (I/O),
@@ -25,14 +29,80 @@ import datetime
 import json
 import time
 
+import numpy as np
+
 from ckptdb._ckptdb import CorruptionError, TensorBits
 from ckptdb import _ckptdb
 
+try:
+    import torch
+except ImportError:  # PyTorch is optional
+    torch = None
+
 __all__ = ["Checkpointer", "CorruptionError", "TensorBits"]
 
-# user_metadata key under which a save records the paths of its tuples, so
-# that restore() without a template gives tuples back.
+# user_metadata keys under which a save records the paths of its tuples and
+# of its torch tensors, so that restore() without a template gives them back.
 _TUPLES_KEY = "ckptdb/python_tuples"
+_TORCH_KEY = "ckptdb/python_torch"
+
+
+def _is_torch(value):
+    return torch is not None and isinstance(value, torch.Tensor)
+
+
+def _torch_to_native(tensor, path, writable):
+    """A CPU torch tensor as a numpy array sharing its memory (bfloat16: a
+    TensorBits of its bits). A template to restore into must be contiguous
+    and on the CPU; a tensor to save is copied there if it is not."""
+    tensor = tensor.detach()
+    if tensor.device.type != "cpu" or not tensor.is_contiguous():
+        if writable:
+            raise ValueError(f"'{path}': a template to restore into needs contiguous CPU "
+                             "tensors")
+        tensor = tensor.to("cpu").contiguous()
+    if tensor.dtype == torch.bfloat16:
+        return TensorBits(tensor.view(torch.int16).numpy().view(np.uint16), "bfloat16")
+    return tensor.numpy()
+
+
+def _native_to_torch(value):
+    """A restored array (or bfloat16 bits) as a torch tensor on its memory."""
+    if isinstance(value, TensorBits):
+        if value.dtype != "bfloat16":
+            return value  # no such torch dtype in this version
+        return torch.from_numpy(value.bits.view(np.int16)).view(torch.bfloat16)
+    return torch.from_numpy(np.asarray(value))
+
+
+def _to_native(state, writable, torch_paths, path=""):
+    """`state` with its torch tensors as numpy views; their paths collected."""
+    def join(key):
+        return f"{path}/{key}" if path else str(key)
+    if isinstance(state, dict):
+        return {key: _to_native(child, writable, torch_paths, join(key))
+                for key, child in state.items()}
+    if isinstance(state, (list, tuple)):
+        items = [_to_native(child, writable, torch_paths, join(index))
+                 for index, child in enumerate(state)]
+        return tuple(items) if isinstance(state, tuple) else items
+    if _is_torch(state):
+        torch_paths.append(path)
+        return _torch_to_native(state, path, writable)
+    return state
+
+
+def _back_to_torch(template, restored, donate):
+    """The restored tree with torch tensors where the template had them: the
+    template's own (filled in place) when donated, else new ones."""
+    if isinstance(template, dict):
+        return {key: _back_to_torch(template[key], restored[key], donate) for key in template}
+    if isinstance(template, (list, tuple)):
+        items = [_back_to_torch(t, r, donate) for t, r in zip(template, restored)]
+        return tuple(items) if isinstance(template, tuple) else items
+    if _is_torch(template):
+        return template if donate else _native_to_torch(restored)
+    return restored
 
 
 def _tuple_paths(state, path=""):
@@ -51,15 +121,20 @@ def _tuple_paths(state, path=""):
     return found
 
 
-def _with_tuples(tree, paths, path=""):
-    """`tree` with the lists at `paths` turned back into tuples."""
+def _with_python_types(tree, tuples, tensors, path=""):
+    """`tree` with the lists at `tuples` turned back into tuples and the
+    leaves at `tensors` into torch tensors."""
     def join(key):
         return f"{path}/{key}" if path else str(key)
     if isinstance(tree, dict):
-        return {key: _with_tuples(child, paths, join(key)) for key, child in tree.items()}
+        return {key: _with_python_types(child, tuples, tensors, join(key))
+                for key, child in tree.items()}
     if isinstance(tree, list):
-        items = [_with_tuples(child, paths, join(index)) for index, child in enumerate(tree)]
-        return tuple(items) if path in paths else items
+        items = [_with_python_types(child, tuples, tensors, join(index))
+                 for index, child in enumerate(tree)]
+        return tuple(items) if path in tuples else items
+    if path in tensors and torch is not None:
+        return _native_to_torch(tree)
     return tree
 
 
@@ -151,8 +226,13 @@ class Checkpointer:
         tuples = _tuple_paths(state)
         if tuples:
             user_metadata[_TUPLES_KEY] = json.dumps(tuples)
+        torch_paths = []
+        native = _to_native(state, False, torch_paths)
+        if torch_paths:
+            user_metadata[_TORCH_KEY] = json.dumps(torch_paths)
         flat = _flat_metrics(metrics) if metrics is not None else {}
-        return self._native.save(state, int(step), bool(force), flat, user_metadata, only_if_due)
+        return self._native.save(native, int(step), bool(force), flat, user_metadata,
+                                 only_if_due)
 
     def should_save(self, step):
         """Whether a save at `step` is due (Orbax's rules)."""
@@ -169,11 +249,18 @@ class Checkpointer:
         if noop_if_missing and not self.all_steps:
             return state
         if state is None:
-            tree = self._native.restore_tree(int(step))
+            # The latest step is resolved once, so that the tree and its
+            # metadata describe the same step.
             metadata = self._native.item_metadata(int(step))
-            tuples = metadata["user_metadata"].get(_TUPLES_KEY)
-            return _with_tuples(tree, set(json.loads(tuples))) if tuples else tree
-        return self._native.restore_into(state, int(step), bool(donate))
+            tree = self._native.restore_tree(metadata["step"])
+            recorded = metadata["user_metadata"]
+            tuples = set(json.loads(recorded.get(_TUPLES_KEY, "[]")))
+            tensors = set(json.loads(recorded.get(_TORCH_KEY, "[]")))
+            return _with_python_types(tree, tuples, tensors)
+        torch_paths = []
+        native = _to_native(state, bool(donate), torch_paths)
+        restored = self._native.restore_into(native, int(step), bool(donate))
+        return _back_to_torch(state, restored, bool(donate)) if torch_paths else restored
 
     def item_metadata(self, step=-1):
         """What `step` holds without reading tensor data: "tree" (nested dicts

@@ -1,0 +1,97 @@
+"""PyTorch tensors as leaves, the state_dict helper, and the example that
+resumes bit-exact after a kill."""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import ckptdb
+
+torch = pytest.importorskip("torch")
+import ckptdb.pytorch  # noqa: E402  (needs torch)
+
+EXAMPLE = os.path.join(os.path.dirname(__file__), "..", "..", "examples", "torch_train.py")
+
+
+def test_torch_tensors_round_trip_as_torch_tensors(tmp_path):
+    state = {
+        "w": torch.randn(5, 7),
+        "bf16": torch.randn(3, 4).to(torch.bfloat16),
+        "half": torch.randn(6).to(torch.float16),
+        "ids": torch.arange(10, dtype=torch.int64),
+        "mask": torch.rand(4) > 0.5,
+        "pair": (torch.ones(2), np.zeros(3, np.float32)),
+        "grad": torch.randn(3, requires_grad=True),
+        "strided": torch.randn(4, 6)[:, ::2],
+    }
+    with ckptdb.Checkpointer(str(tmp_path / "ckpt"), save_interval_steps=1) as ckpt:
+        ckpt.save(state, step=0)
+        restored = ckpt.restore()
+        for key in ["w", "bf16", "half", "ids", "mask", "grad", "strided"]:
+            assert isinstance(restored[key], torch.Tensor), key
+            assert restored[key].dtype == state[key].dtype, key
+            assert torch.equal(restored[key], state[key].detach()), key
+        assert isinstance(restored["pair"], tuple)
+        assert isinstance(restored["pair"][0], torch.Tensor)
+        assert isinstance(restored["pair"][1], np.ndarray)
+        # Into a template of torch tensors: in place with donate.
+        template = {k: torch.zeros_like(v.detach()) if isinstance(v, torch.Tensor)
+                    else v for k, v in state.items()}
+        template["strided"] = torch.zeros(4, 3)
+        template["pair"] = (torch.zeros(2), np.ones(3, np.float32))
+        w = template["w"]
+        again = ckpt.restore(template)
+        assert again["w"] is w and torch.equal(w, state["w"])
+        assert torch.equal(again["bf16"], state["bf16"])
+        # donate=False: new tensors, the template untouched.
+        fresh_template = {k: (torch.zeros_like(v) if isinstance(v, torch.Tensor) else v)
+                          for k, v in template.items()}
+        fresh = ckpt.restore(fresh_template, donate=False)
+        assert fresh["w"] is not fresh_template["w"] and not fresh_template["w"].any()
+        assert torch.equal(fresh["w"], state["w"])
+        with pytest.raises(ValueError, match="contiguous"):
+            ckpt.restore(dict(template, w=torch.zeros(7, 5).t()))
+
+
+def test_the_state_dict_helper_restores_model_and_optimizer(tmp_path):
+    torch.manual_seed(1)
+    model = torch.nn.Linear(4, 3)
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.1, betas=(0.8, 0.9))
+    model(torch.randn(2, 4)).sum().backward()
+    optimizer.step()
+    with ckptdb.Checkpointer(str(tmp_path / "ckpt"), save_interval_steps=1) as ckpt:
+        assert ckptdb.pytorch.save(ckpt, step=3, model=model, optimizer=optimizer,
+                                   extra={"epoch": 2})
+        other = torch.nn.Linear(4, 3)
+        other_optimizer = torch.optim.Adam(other.parameters(), lr=0.5)
+        step, extra = ckptdb.pytorch.restore(ckpt, model=other, optimizer=other_optimizer)
+    assert step == 3 and extra == {"epoch": 2}
+    for a, b in zip(model.state_dict().values(), other.state_dict().values()):
+        assert torch.equal(a, b)
+    saved, loaded = optimizer.state_dict(), other_optimizer.state_dict()
+    assert loaded["param_groups"][0]["lr"] == 0.1
+    assert list(loaded["param_groups"][0]["betas"]) == [0.8, 0.9]
+    for index, values in saved["state"].items():
+        for name, value in values.items():
+            assert torch.equal(loaded["state"][index][name], value), (index, name)
+
+
+def run_example(workdir, *extra):
+    env = dict(os.environ)
+    return subprocess.run([sys.executable, EXAMPLE, "--workdir", workdir, *extra],
+                          capture_output=True, text=True, env=env, timeout=120)
+
+
+def test_the_example_killed_mid_run_resumes_bit_exact(tmp_path):
+    whole = run_example(str(tmp_path / "whole"))
+    assert whole.returncode == 0, whole.stderr
+    killed = run_example(str(tmp_path / "killed"), "--kill-after", "17")
+    assert killed.returncode == -9, killed.stderr
+    resumed = run_example(str(tmp_path / "killed"))
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resumed from step" in resumed.stdout
+    final = [line for line in whole.stdout.splitlines() if line.startswith("final ")]
+    assert final and final == [l for l in resumed.stdout.splitlines() if l.startswith("final ")]
