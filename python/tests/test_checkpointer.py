@@ -1,6 +1,7 @@
 """The ckptdb Python package through its public interface (Kauldron's)."""
 
 import datetime
+import json
 import os
 import subprocess
 import sys
@@ -320,3 +321,52 @@ def test_the_readme_example_runs(tmp_path):
     assert scope["state"]["params"]["encoder"]["kernel"][0, 0] == 1
     assert isinstance(scope["whole"]["opt"], tuple)
     assert scope["whole"]["step"] == 0
+
+
+def write_safetensors(path, tensors):
+    """A safetensors file (8-byte header length, JSON header, bytes)."""
+    names = {np.dtype(np.float32): "F32", np.dtype(np.int64): "I64", np.dtype(np.uint8): "U8"}
+    header, data, offset = {}, b"", 0
+    for name, array in tensors.items():
+        raw = np.ascontiguousarray(array).tobytes()
+        header[name] = {"dtype": names[array.dtype], "shape": list(array.shape),
+                        "data_offsets": [offset, offset + len(raw)]}
+        data += raw
+        offset += len(raw)
+    text = json.dumps(header).encode()
+    with open(path, "wb") as f:
+        f.write(len(text).to_bytes(8, "little") + text + data)
+
+
+def test_checkpoints_cross_between_python_and_the_cpp_library(tmp_path):
+    inspect = os.environ.get("CKPTDB_INSPECT")
+    if not inspect:
+        pytest.skip("CKPTDB_INSPECT names the ckpt-inspect binary (meson test sets it)")
+    # C++ writes (ckpt-inspect import saves through the library), Python reads.
+    tensors = {"params/kernel": random_array(np.float32, (33, 17), 8),
+               "params/ids": random_array(np.int64, (5,), 9),
+               "raw": random_array(np.uint8, (100,), 10)}
+    write_safetensors(str(tmp_path / "in.safetensors"), tensors)
+    workdir = str(tmp_path / "from_cpp")
+    subprocess.run([inspect, "import", workdir, str(tmp_path / "in.safetensors"), "--step", "7"],
+                   check=True, capture_output=True)
+    with ckptdb.Checkpointer(workdir, save_interval_steps=1, create=False) as ckpt:
+        assert ckpt.all_steps == [7]
+        restored = ckpt.restore()
+        assert_same(restored, {"params": {"kernel": tensors["params/kernel"],
+                                          "ids": tensors["params/ids"]},
+                               "raw": tensors["raw"]})
+    # Python writes, C++ reads (ckpt-inspect export restores through the library).
+    workdir = str(tmp_path / "from_python")
+    with ckptdb.Checkpointer(workdir, save_interval_steps=1) as ckpt:
+        ckpt.save({"params": {"kernel": tensors["params/kernel"]}, "n": 3}, step=9)
+    out = str(tmp_path / "out.safetensors")
+    subprocess.run([inspect, "export", workdir, "9", "--out", out], check=True,
+                   capture_output=True)
+    with open(out, "rb") as f:
+        blob = f.read()
+    length = int.from_bytes(blob[:8], "little")
+    header = json.loads(blob[8:8 + length])
+    begin, end = header["params/kernel"]["data_offsets"]
+    assert header["params/kernel"]["dtype"] == "F32"
+    assert blob[8 + length + begin:8 + length + end] == tensors["params/kernel"].tobytes()
