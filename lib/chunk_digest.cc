@@ -12,18 +12,6 @@ namespace ckptdb {
 
 std::string ChunkDigest::ToHex() const { return HexEncode(ToBytes()); }
 
-std::string ChunkDigest::ToBytes() const {
-  std::string bytes;
-  bytes.reserve(16);
-  AppendBigEndian64(&bytes, high);
-  AppendBigEndian64(&bytes, low);
-  return bytes;
-}
-
-ChunkDigest ChunkDigest::FromBytes(const char* sixteen_bytes) {
-  return ChunkDigest{ReadBigEndian64(sixteen_bytes + 8), ReadBigEndian64(sixteen_bytes)};
-}
-
 // Here rather than in xxh3_kernels.cc, which is compiled once per
 // instruction set.
 const xxh3::Kernels& xxh3::Fastest() {

@@ -12,6 +12,8 @@
 #include <string_view>
 #include <vector>
 
+#include "coding.h"
+
 namespace ckptdb {
 namespace xxh3 {
 struct Kernels;
@@ -33,6 +35,20 @@ struct ChunkDigest {
   std::string ToBytes() const;
   static ChunkDigest FromBytes(const char* sixteen_bytes);
 };
+
+// Inline: the chunk codec (delta chunks name their base) uses them, and its
+// fuzzer links no hashing code.
+inline std::string ChunkDigest::ToBytes() const {
+  std::string bytes;
+  bytes.reserve(16);
+  AppendBigEndian64(&bytes, high);
+  AppendBigEndian64(&bytes, low);
+  return bytes;
+}
+
+inline ChunkDigest ChunkDigest::FromBytes(const char* sixteen_bytes) {
+  return ChunkDigest{ReadBigEndian64(sixteen_bytes + 8), ReadBigEndian64(sixteen_bytes)};
+}
 
 struct ChunkDigestHash {
   size_t operator()(const ChunkDigest& d) const { return static_cast<size_t>(d.low); }

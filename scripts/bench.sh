@@ -7,6 +7,8 @@
 #   bash scripts/bench.sh --full     # 1 GiB, and GC of 1M chunks
 # CKPTDB_BENCH_ROUNDS overrides the rounds. Run as root: restores are timed
 # after dropping the whole page cache (otherwise only the files' pages).
+# Then the Python package against torch.save / torch.load and the C++ API
+# (bench/python_bench.py, with Debian's /usr/bin/python3), when it was built.
 # Except with --quick, ends with ckpt-inspect import against dd
 # (scripts/bench_import.sh).
 # CKPTDB_BENCH_BINARY names an already built suite_bench (the test suite's
@@ -32,6 +34,12 @@ trap 'rm -f "$out"' EXIT
 CKPTDB_BENCH_MB=$megabytes CKPTDB_BENCH_ROUNDS=$rounds "$binary" --benchmark_filter="$filter" \
   --benchmark_format=json --benchmark_out="$out" >/dev/null
 python3 scripts/bench_table.py "$out"
+build_dir=$(dirname "$(dirname "$binary")")
+if [ -x "$build_dir/bench/cpp_side" ] && [ -d "$build_dir/python/ckptdb" ]; then
+  echo
+  PYTHONPATH="$build_dir/python" /usr/bin/python3 bench/python_bench.py \
+    --cpp-side "$build_dir/bench/cpp_side" --megabytes "$megabytes" --rounds "$rounds"
+fi
 if [ -z "${CKPTDB_BENCH_BINARY:-}" ] && [ "$megabytes" -ne 32 ]; then
   bash scripts/bench_import.sh 256 5 1024 | grep -v '^round'
 fi
