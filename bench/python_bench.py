@@ -7,11 +7,13 @@ C++ API, on the same training state, interleaved round by round.
 The state: an MLP (64 -> H -> H -> 16, tanh) fitted with Adam for a few
 steps, its parameters and both moments as torch float32 tensors (H sized so
 that they fill --megabytes), as bench/trajectory.h makes for the C++ suite.
-Each round, with every dirty page flushed before each timed operation:
-  save     torch.save to a file + fsync; ckptdb from Python (Save +
-           wait_until_finished, the torch tensors as leaves); the C++ API
-           (bench/cpp_side, the same tensors read from a safetensors file
-           first), each into a new file or store;
+Each round takes one more Adam step, then, with every dirty page flushed
+before each timed operation:
+  save     torch.save to a new file + fsync; ckptdb from Python (Save +
+           wait_until_finished on a long-lived checkpointer, the torch
+           tensors as leaves); the C++ API (bench/cpp_side: the same tensors
+           read from a safetensors file first, the previous round's state
+           saved first, untimed, as a long-lived checkpointer would have);
   restore  each in a fresh process after the files' pages were dropped from
            the page cache: torch.load; ckptdb's restore() from Python; the
            C++ API's RestoreTree (bench/cpp_side).
@@ -33,27 +35,36 @@ import torch
 import ckptdb
 
 
-def make_state(megabytes):
-    floats = megabytes * (1 << 20) // 4 // 3  # parameters, then two moments as large
-    hidden = int(floats ** 0.5)  # the H x H layer holds nearly all of them
-    torch.manual_seed(42)
-    model = torch.nn.Sequential(torch.nn.Linear(64, hidden), torch.nn.Tanh(),
-                                torch.nn.Linear(hidden, hidden), torch.nn.Tanh(),
-                                torch.nn.Linear(hidden, 16))
-    teacher = torch.randn(64, 16)
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-    for _ in range(5):
+class Trajectory:
+    """The MLP and its Adam optimizer; state() is what a trainer checkpoints."""
+
+    def __init__(self, megabytes):
+        floats = megabytes * (1 << 20) // 4 // 3  # parameters, then two moments as large
+        hidden = int(floats ** 0.5)  # the H x H layer holds nearly all of them
+        torch.manual_seed(42)
+        self.model = torch.nn.Sequential(torch.nn.Linear(64, hidden), torch.nn.Tanh(),
+                                         torch.nn.Linear(hidden, hidden), torch.nn.Tanh(),
+                                         torch.nn.Linear(hidden, 16))
+        self.teacher = torch.randn(64, 16)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=1e-3)
+        for _ in range(5):
+            self.step()
+
+    def step(self):
         x = torch.randn(16, 64)
-        optimizer.zero_grad()
-        torch.nn.functional.mse_loss(model(x), torch.tanh(x @ teacher)).backward()
-        optimizer.step()
-    params = {name.replace(".", "_"): p.detach().clone() for name, p in model.named_parameters()}
-    mu, nu = {}, {}
-    for (name, p) in model.named_parameters():
-        state = optimizer.state[p]
-        mu[name.replace(".", "_")] = state["exp_avg"].clone()
-        nu[name.replace(".", "_")] = state["exp_avg_sq"].clone()
-    return {"params": params, "opt": {"mu": mu, "nu": nu}}
+        self.optimizer.zero_grad()
+        target = torch.tanh(x @ self.teacher)
+        torch.nn.functional.mse_loss(self.model(x), target).backward()
+        self.optimizer.step()
+
+    def state(self):
+        params, mu, nu = {}, {}, {}
+        for name, p in self.model.named_parameters():
+            key = name.replace(".", "_")
+            params[key] = p.detach().clone()
+            mu[key] = self.optimizer.state[p]["exp_avg"].clone()
+            nu[key] = self.optimizer.state[p]["exp_avg_sq"].clone()
+        return {"params": params, "opt": {"mu": mu, "nu": nu}}
 
 
 def flat(tree, path=""):
@@ -97,8 +108,9 @@ def size_of(path):
 
 
 def seconds_of(command):
+    """The numbers `command` printed (seconds)."""
     out = subprocess.run(command, check=True, capture_output=True, text=True).stdout
-    return float(out.split()[-1])
+    return [float(word) for word in out.split()]
 
 
 TORCH_LOAD = ("import sys, time, torch\n"
@@ -118,22 +130,31 @@ def main():
     parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
 
-    state = make_state(args.megabytes)
-    tensors = flat(state)
-    logical = sum(t.numel() * 4 for t in tensors.values())
-    times = {key: [] for key in ["torch_save", "py_save", "cpp_save",
-                                 "torch_load", "py_restore", "cpp_restore"]}
+    trajectory = Trajectory(args.megabytes)
+    warm = trajectory.state()
+    logical = sum(t.numel() * 4 for t in flat(warm).values())
+    times = {key: [] for key in ["torch_save", "py_save", "cpp_save", "py_blocking",
+                                 "cpp_blocking", "torch_load", "py_restore", "cpp_restore"]}
     sizes = {}
     with tempfile.TemporaryDirectory(prefix="ckptdb-pybench-",
                                      dir=os.environ.get("CKPTDB_BENCH_DIR")) as scratch:
-        source = os.path.join(scratch, "state.safetensors")
-        write_safetensors(source, tensors)
-        for round_index in range(args.rounds):
+        # A long-lived Python checkpointer, as a trainer's, warmed up by a
+        # first save; the C++ side saves the previous state first, untimed.
+        py_store = os.path.join(scratch, "py")
+        ckpt = ckptdb.Checkpointer(py_store, save_interval_steps=1, max_to_keep=None)
+        ckpt.save(warm, step=0)
+        ckpt.wait_until_finished()
+        previous = os.path.join(scratch, "previous.safetensors")
+        write_safetensors(previous, flat(warm))
+        for round_index in range(1, args.rounds + 1):
+            trajectory.step()
+            state = trajectory.state()
             here = os.path.join(scratch, str(round_index))
             os.mkdir(here)
             torch_file = os.path.join(here, "state.pt")
-            py_store = os.path.join(here, "py")
             cpp_store = os.path.join(here, "cpp")
+            source = os.path.join(here, "state.safetensors")
+            write_safetensors(source, flat(state))
 
             os.sync()
             start = time.monotonic()
@@ -142,25 +163,30 @@ def main():
                 os.fsync(f.fileno())
             times["torch_save"].append(time.monotonic() - start)
 
-            ckpt = ckptdb.Checkpointer(py_store, save_interval_steps=1, max_to_keep=None)
             os.sync()
             start = time.monotonic()
-            ckpt.save(state, step=0)
+            ckpt.save(state, step=round_index)
+            times["py_blocking"].append(time.monotonic() - start)
             ckpt.wait_until_finished()
             times["py_save"].append(time.monotonic() - start)
-            ckpt.close()
 
             os.sync()
-            times["cpp_save"].append(seconds_of([args.cpp_side, "save", source, cpp_store]))
+            blocking, whole = seconds_of([args.cpp_side, "save", previous, source, cpp_store])
+            times["cpp_blocking"].append(blocking)
+            times["cpp_save"].append(whole)
 
             for key, path, command in [
                     ("torch_load", torch_file, [sys.executable, "-c", TORCH_LOAD, torch_file]),
                     ("py_restore", py_store, [sys.executable, "-c", PYTHON_RESTORE, py_store]),
                     ("cpp_restore", cpp_store, [args.cpp_side, "restore", cpp_store])]:
                 drop_cache(path)
-                times[key].append(seconds_of(command))
-            sizes = {"torch": size_of(torch_file), "py": size_of(py_store)}
+                times[key].append(seconds_of(command)[-1])
+            leaves = ckpt.item_metadata(round_index)["leaves"].values()
+            sizes = {"torch": size_of(torch_file),
+                     "py": sum(leaf.get("stored_bytes", 0) for leaf in leaves)}
+            os.replace(source, previous)
             os.remove(torch_file)
+        ckpt.close()
 
     def row(what, mine, theirs, speedup):
         ratios = [(t / m if speedup else m / t) for m, t in zip(times[mine], times[theirs])]
@@ -175,8 +201,11 @@ def main():
     row("save until durable, Python vs torch.save + fsync", "py_save", "torch_save", True)
     row("cold restore, new process, Python vs torch.load", "py_restore", "torch_load", True)
     row("save, Python vs the C++ API (time ratio, 1 = same)", "py_save", "cpp_save", False)
+    row("  its blocking phase, Python vs the C++ API (time)", "py_blocking", "cpp_blocking",
+        False)
     row("cold restore, Python vs the C++ API (time ratio)", "py_restore", "cpp_restore", False)
-    print(f"{'bytes on disk: ckptdb / torch.save':<52} {sizes['py'] / sizes['torch']:>7.3f}")
+    print(f"{'bytes stored for a step: ckptdb / torch.save file':<52} "
+          f"{sizes['py'] / sizes['torch']:>7.3f}")
 
 
 if __name__ == "__main__":
