@@ -2,8 +2,8 @@
 # Builds and installs the project into a fresh prefix, then runs what a user
 # of that install runs, each with a clean environment (no LD_LIBRARY_PATH):
 # the installed ckpt-inspect, a consumer built with pkg-config and g++, and
-# one built as a meson project using dependency('ckptdb'). Both consumers
-# round-trip a tensor.
+# one built as a meson project using dependency('ckptdb'), and the Python
+# package with Debian's interpreter. All round-trip a tensor.
 # Usage: install_test.sh BUILD_ROOT SOURCE_ROOT
 set -euo pipefail
 source_root=$2
@@ -33,4 +33,17 @@ g++ -std=c++20 "$source_root/test/consumer/consumer.cc" -o "$scratch/consumer_pc
 meson setup "$scratch/consumer_build" "$source_root/test/consumer" >/dev/null
 ninja -C "$scratch/consumer_build" >/dev/null
 "${clean_env[@]}" "$scratch/consumer_build/consumer" "$scratch/store_meson"
-echo "install_test: ckpt-inspect and both consumers ran from $prefix with a clean environment"
+# 4. the Python package (built when pybind11-dev and python3-numpy are there)
+python_dir=$prefix/lib/python$(/usr/bin/python3 -c 'import sys; print("%d.%d" % sys.version_info[:2])')/dist-packages
+python_ran="the Python package was not built"
+if [ -d "$python_dir/ckptdb" ]; then
+  "${clean_env[@]}" PYTHONPATH="$python_dir" /usr/bin/python3 -c '
+import sys, numpy as np, ckptdb
+with ckptdb.Checkpointer(sys.argv[1], save_interval_steps=1) as ckpt:
+    ckpt.save({"w": np.arange(6, dtype=np.float32)}, step=0)
+    assert (ckpt.restore()["w"] == np.arange(6, dtype=np.float32)).all()
+' "$scratch/store_python"
+  "${clean_env[@]}" "$prefix/bin/ckpt-inspect" verify "$scratch/store_python" >/dev/null
+  python_ran="the Python package from $python_dir"
+fi
+echo "install_test: ckpt-inspect and both consumers ran from $prefix with a clean environment; $python_ran"
