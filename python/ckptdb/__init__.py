@@ -284,15 +284,22 @@ class Checkpointer:
         a trainer; intermediate steps are skipped), as Orbax's
         checkpoints_iterator: waits at least `min_interval_secs` between
         yields; after `timeout` seconds without a new step, stops if
-        `timeout_fn` is None or returns True, else keeps waiting."""
+        `timeout_fn` is None or returns True, else keeps waiting. The step
+        yielded is held (the trainer's retention leaves it alone) until the
+        caller asks for the next one."""
         last = None
         while True:
             started = time.monotonic()
-            while True:
+            hold = None
+            while hold is None:
                 self.reload()
                 latest = self.latest_step
                 if latest is not None and (last is None or latest > last):
-                    break
+                    try:
+                        hold = self._native.hold_step(latest)
+                        break
+                    except FileNotFoundError:  # deleted since: look again
+                        pass
                 if timeout is not None and time.monotonic() - started >= timeout:
                     if timeout_fn is None or timeout_fn():
                         return
@@ -300,7 +307,10 @@ class Checkpointer:
                 time.sleep(poll_interval_secs)
             visited = time.monotonic()
             last = latest
-            yield latest
+            try:
+                yield latest
+            finally:
+                hold.release()
             rest = min_interval_secs - (time.monotonic() - visited)
             if rest > 0:
                 time.sleep(rest)

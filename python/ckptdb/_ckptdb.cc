@@ -475,6 +475,17 @@ class PyCheckpointer {
     return out;
   }
 
+  // A hold on `step`, which the writer's retention then leaves alone.
+  std::unique_ptr<StepHold> Hold(int64_t step) {
+    Checkpointer& checkpointer = get();
+    Result<StepHold> held = Status::Internal("unset");
+    {
+      py::gil_scoped_release unlocked;
+      held = checkpointer.HoldStep(step);
+    }
+    return std::make_unique<StepHold>(Take(std::move(held)));
+  }
+
   bool ShouldSave(int64_t step) { return get().ShouldSave(step); }
   std::vector<int64_t> AllSteps() { return get().AllSteps(); }
   std::optional<int64_t> LatestStep() { return get().LatestStep(); }
@@ -553,6 +564,11 @@ PYBIND11_MODULE(_ckptdb, module) {
                std::string(py::str(t.bits.attr("shape"))) + ")";
       });
 
+  py::class_<ckptdb::StepHold>(module, "StepHold",
+                               "A claim on a step that the writer's retention respects.")
+      .def_property_readonly("step", &ckptdb::StepHold::step)
+      .def("release", &ckptdb::StepHold::Release);
+
   py::class_<PyCheckpointer>(module, "Checkpointer")
       .def(py::init<const std::string&, const py::dict&>(), py::arg("workdir"), py::arg("options"))
       .def("save", &PyCheckpointer::Save, py::arg("state"), py::arg("step"), py::arg("force"),
@@ -561,6 +577,7 @@ PYBIND11_MODULE(_ckptdb, module) {
       .def("restore_into", &PyCheckpointer::RestoreInto, py::arg("state"), py::arg("step"),
            py::arg("donate"))
       .def("item_metadata", &PyCheckpointer::ItemMetadata, py::arg("step"))
+      .def("hold_step", &PyCheckpointer::Hold, py::arg("step"))
       .def("should_save", &PyCheckpointer::ShouldSave, py::arg("step"))
       .def("all_steps", &PyCheckpointer::AllSteps)
       .def("latest_step", &PyCheckpointer::LatestStep)

@@ -370,3 +370,22 @@ def test_checkpoints_cross_between_python_and_the_cpp_library(tmp_path):
     begin, end = header["params/kernel"]["data_offsets"]
     assert header["params/kernel"]["dtype"] == "F32"
     assert blob[8 + length + begin:8 + length + end] == tensors["params/kernel"].tobytes()
+
+
+def test_the_step_an_evaluator_reads_is_held_against_retention(workdir):
+    with ckptdb.Checkpointer(workdir, save_interval_steps=1, max_to_keep=1) as trainer:
+        trainer.save({"w": np.full(4, 0.0)}, step=0)
+        trainer.wait_until_finished()
+        with ckptdb.Checkpointer(workdir, save_interval_steps=1, create=False) as reader:
+            steps = reader.iter_new_checkpoints(timeout=1, poll_interval_secs=0.05)
+            assert next(steps) == 0
+            for step in (1, 2):
+                trainer.save({"w": np.full(4, float(step))}, step=step)
+                trainer.wait_until_finished()
+            assert (reader.restore(step=0)["w"] == 0).all()  # held: not deleted
+            assert next(steps) == 2  # releases step 0, holds step 2
+            trainer.save({"w": np.full(4, 3.0)}, step=3)
+            trainer.wait_until_finished()
+            assert 0 not in trainer.all_steps
+            assert 2 in trainer.all_steps
+            steps.close()
