@@ -94,7 +94,8 @@ SavePipeline::CarryOverPositionCopies(const Manifest& manifest, const std::vecto
 
 Result<std::optional<DeltaBase>> SavePipeline::DeltaBaseFor(const PendingSave::PositionCopy& copy,
                                                            uint32_t size) const {
-  if (!copy.valid || copy.size != size || copy.depth >= settings_.max_delta_chain) {
+  if (!copy.valid || copy.bytes == nullptr || copy.size != size ||
+      copy.depth >= settings_.max_delta_chain) {
     return std::optional<DeltaBase>();
   }
   // The copy may name a chunk whose save failed, or one GC has collected

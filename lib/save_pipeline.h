@@ -37,6 +37,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "ckptdb/status.h"
@@ -64,6 +65,22 @@ class PendingSave {
   // Delta encoding: the last chunk a position held, and a copy of its
   // bytes (SavePipeline::delta_bases_).
   struct PositionCopy {
+    PositionCopy() = default;
+    // A copy moved from is left empty and invalid: a save whose Prepare
+    // fails after moving copies out must not leave entries that claim bytes
+    // they no longer have.
+    PositionCopy(PositionCopy&& other) noexcept { *this = std::move(other); }
+    PositionCopy& operator=(PositionCopy&& other) noexcept {
+      valid = std::exchange(other.valid, false);
+      digest = other.digest;
+      depth = other.depth;
+      size = other.size;
+      whole_stored_size = other.whole_stored_size;
+      capacity = std::exchange(other.capacity, 0);
+      bytes = std::move(other.bytes);
+      return *this;
+    }
+
     bool valid = false;  // bytes hold the chunk `digest` (`size` bytes), stored at `depth`
     ChunkDigest digest;
     uint8_t depth = 0;

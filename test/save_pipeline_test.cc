@@ -353,5 +353,22 @@ TEST_F(SavePipelineTest, ADeltaIsOnlyBasedOnAChunkTheStoreHolds) {
       << restored.status().message();
 }
 
+// Prepare moves the last save's position copies out before it can fail
+// (an index lookup); what it leaves behind must not claim bytes it lost, or
+// the next save would XOR with and copy into a null buffer.
+TEST_F(SavePipelineTest, APositionCopyMovedFromIsEmptyAndInvalid) {
+  PendingSave::PositionCopy copy;
+  copy.valid = true;
+  copy.size = copy.capacity = 8;
+  copy.bytes.reset(new std::byte[8]);
+  PendingSave::PositionCopy moved = std::move(copy);
+  EXPECT_TRUE(moved.valid);
+  EXPECT_EQ(moved.capacity, 8u);
+  EXPECT_NE(moved.bytes, nullptr);
+  EXPECT_FALSE(copy.valid);  // NOLINT(bugprone-use-after-move): the point of the test
+  EXPECT_EQ(copy.capacity, 0u);
+  EXPECT_EQ(copy.bytes, nullptr);
+}
+
 }  // namespace
 }  // namespace ckptdb

@@ -214,7 +214,8 @@ class Checkpointer:
     def save(self, state, *, step, force=False, metrics=None):
         """Saves `state` as `step` if a save is due (or `force`); returns
         whether it saved. With asynchronous checkpointing (the default) it
-        returns once the state was copied: the caller may change its arrays."""
+        returns once the state was copied: the caller may change its arrays
+        then, but no other thread may change them while save runs."""
         return self._save(state, step, force, metrics, only_if_due=False)
 
     def maybe_save(self, state, *, step, force=False):

@@ -191,6 +191,14 @@ class TreeBuilder {
       const TensorBits& bits = value.cast<const TensorBits&>();
       Result<DType> dtype = DTypeFromName(bits.dtype);
       if (!dtype.ok()) throw py::value_error("'" + path + "': unknown dtype '" + bits.dtype + "'");
+      // The bits' elements must be exactly as wide as the dtype's: the
+      // tensor's size comes from one, its shape from the other.
+      if (bits.bits.dtype().kind() != 'u' ||
+          static_cast<size_t>(bits.bits.itemsize()) != DTypeSize(*dtype)) {
+        throw py::value_error("'" + path + "': the bits of a " + bits.dtype + " tensor must be " +
+                              "an array of uint" + std::to_string(8 * DTypeSize(*dtype)) +
+                              ", got " + std::string(py::str(py::handle(bits.bits.dtype()))));
+      }
       return Tree::Leaf(View(bits.bits, *dtype, path));
     }
     if (py::isinstance<py::array>(value)) {
@@ -212,14 +220,19 @@ class TreeBuilder {
  private:
   Tensor View(py::array array, DType dtype, const std::string& path) {
     const bool contiguous = (array.flags() & py::array::c_style) != 0;
+    // ckptdb's bytes are little-endian, this machine's order.
+    const bool native = array.dtype().attr("isnative").cast<bool>();
     if (writable_) {
-      if (!contiguous || !array.writeable()) {
-        throw py::value_error("'" + path +
-                              "': a template to restore into needs writable C-contiguous arrays");
+      if (!contiguous || !array.writeable() || !native) {
+        throw py::value_error("'" + path + "': a template to restore into needs writable " +
+                              "C-contiguous arrays in the machine's byte order");
       }
       return Take(Tensor::View(dtype, ShapeOf(array), array.mutable_data()));
     }
-    if (!contiguous) {
+    if (!native) {
+      array = array.attr("astype")(array.dtype().attr("newbyteorder")("="));
+      keep_.push_back(array);
+    } else if (!contiguous) {
       array = py::array::ensure(array, py::array::c_style);
       keep_.push_back(array);
     }
@@ -405,7 +418,7 @@ class PyCheckpointer {
       py::gil_scoped_release unlocked;
       opened = Checkpointer::Open(workdir, std::move(parsed));
     }
-    checkpointer_ = Take(std::move(opened));
+    checkpointer_ = std::shared_ptr<Checkpointer>(Take(std::move(opened)));
   }
 
   bool Save(py::handle state, int64_t step, bool force, const std::map<std::string, double>& metrics,
@@ -416,22 +429,22 @@ class PyCheckpointer {
     options.force = force;
     options.metrics = metrics;
     options.user_metadata = user_metadata;
-    Checkpointer& checkpointer = get();
+    const std::shared_ptr<Checkpointer> checkpointer = get();
     Result<bool> saved = false;
     {
       py::gil_scoped_release unlocked;
-      saved = only_if_due ? checkpointer.MaybeSave(tree, step, options)
-                          : checkpointer.Save(tree, step, options);
+      saved = only_if_due ? checkpointer->MaybeSave(tree, step, options)
+                          : checkpointer->Save(tree, step, options);
     }
     return Take(std::move(saved));
   }
 
   py::object RestoreTree(int64_t step) {
     Result<Tree> tree = Status::Internal("unset");
-    Checkpointer& checkpointer = get();
+    const std::shared_ptr<Checkpointer> checkpointer = get();
     {
       py::gil_scoped_release unlocked;
-      tree = checkpointer.RestoreTree(step);
+      tree = checkpointer->RestoreTree(step);
     }
     Tree restored = Take(std::move(tree));
     return ToPython(restored);
@@ -443,10 +456,10 @@ class PyCheckpointer {
     RestoreOptions options;
     options.donate = donate;
     Status restored;
-    Checkpointer& checkpointer = get();
+    const std::shared_ptr<Checkpointer> checkpointer = get();
     {
       py::gil_scoped_release unlocked;
-      restored = checkpointer.Restore(&tree, step, options);
+      restored = checkpointer->Restore(&tree, step, options);
     }
     Check(restored);
     return Rebuild(state, tree, builder);
@@ -454,10 +467,10 @@ class PyCheckpointer {
 
   py::dict ItemMetadata(int64_t step) {
     Result<StepMetadata> read = Status::Internal("unset");
-    Checkpointer& checkpointer = get();
+    const std::shared_ptr<Checkpointer> checkpointer = get();
     {
       py::gil_scoped_release unlocked;
-      read = checkpointer.ItemMetadata(step);
+      read = checkpointer->ItemMetadata(step);
     }
     const StepMetadata metadata = Take(std::move(read));
     py::dict out;
@@ -477,69 +490,71 @@ class PyCheckpointer {
 
   // A hold on `step`, which the writer's retention then leaves alone.
   std::unique_ptr<StepHold> Hold(int64_t step) {
-    Checkpointer& checkpointer = get();
+    const std::shared_ptr<Checkpointer> checkpointer = get();
     Result<StepHold> held = Status::Internal("unset");
     {
       py::gil_scoped_release unlocked;
-      held = checkpointer.HoldStep(step);
+      held = checkpointer->HoldStep(step);
     }
     return std::make_unique<StepHold>(Take(std::move(held)));
   }
 
-  bool ShouldSave(int64_t step) { return get().ShouldSave(step); }
-  std::vector<int64_t> AllSteps() { return get().AllSteps(); }
-  std::optional<int64_t> LatestStep() { return get().LatestStep(); }
+  bool ShouldSave(int64_t step) { return get()->ShouldSave(step); }
+  std::vector<int64_t> AllSteps() { return get()->AllSteps(); }
+  std::optional<int64_t> LatestStep() { return get()->LatestStep(); }
 
   void Delete(int64_t step) {
     Status status;
-    Checkpointer& checkpointer = get();
+    const std::shared_ptr<Checkpointer> checkpointer = get();
     {
       py::gil_scoped_release unlocked;
-      status = checkpointer.Delete(step);
+      status = checkpointer->Delete(step);
     }
     Check(status);
   }
   void Reload() {
     Status status;
-    Checkpointer& checkpointer = get();
+    const std::shared_ptr<Checkpointer> checkpointer = get();
     {
       py::gil_scoped_release unlocked;
-      status = checkpointer.Reload();
+      status = checkpointer->Reload();
     }
     Check(status);
   }
   void WaitUntilFinished() {
     Status status;
-    Checkpointer& checkpointer = get();
+    const std::shared_ptr<Checkpointer> checkpointer = get();
     {
       py::gil_scoped_release unlocked;
-      status = checkpointer.WaitUntilFinished();
+      status = checkpointer->WaitUntilFinished();
     }
     Check(status);
   }
   void Close() {
-    if (checkpointer_ == nullptr) return;
+    std::shared_ptr<Checkpointer> closing = std::move(checkpointer_);
+    if (closing == nullptr) return;
     Status status;
     {
       py::gil_scoped_release unlocked;
-      status = checkpointer_->Close();
+      status = closing->Close();
     }
-    checkpointer_.reset();
     Check(status);
   }
 
  private:
   // The open checkpointer; ValueError once closed. Called with the GIL held
   // (it may raise), before any section that releases it.
-  Checkpointer& get() {
+  std::shared_ptr<Checkpointer> get() {
     if (checkpointer_ == nullptr) {
       PyErr_SetString(PyExc_ValueError, "the checkpointer is closed");
       throw py::error_already_set();
     }
-    return *checkpointer_;
+    return checkpointer_;
   }
 
-  std::unique_ptr<Checkpointer> checkpointer_;
+  // Shared with the calls in progress on other threads (their GIL released),
+  // so that close() never frees it under them.
+  std::shared_ptr<Checkpointer> checkpointer_;
 };
 
 }  // namespace

@@ -11,9 +11,10 @@
             ckptdb.pytorch.save(ckpt, step=step, model=model, optimizer=optimizer)
 
 The model's state_dict is stored under "model", the optimizer's under
-"optimizer": its per-parameter state (tensors) as such, its param_groups
-(hyperparameters: numbers, booleans, None, tuples) as a JSON string, where
-tuples come back as lists, which torch's optimizers accept.
+"optimizer": its per-parameter state (tensors) as such (entries that are
+None by name), its param_groups (hyperparameters: numbers, booleans, None,
+tuples) as a JSON string, where tuples come back as lists, which torch's
+optimizers accept.
 """
 
 import json
@@ -21,17 +22,23 @@ import json
 
 def _optimizer_tree(optimizer):
     state_dict = optimizer.state_dict()
+    # Entries that are None (SGD's momentum_buffer without momentum) are no
+    # leaves ckptdb stores: their names go along as JSON.
     return {
-        "state": {str(index): dict(values) for index, values in state_dict["state"].items()},
+        "state": {str(index): {name: value for name, value in values.items() if value is not None}
+                  for index, values in state_dict["state"].items()},
+        "none_entries": json.dumps({str(index): [name for name, value in values.items()
+                                                 if value is None]
+                                    for index, values in state_dict["state"].items()}),
         "param_groups": json.dumps(state_dict["param_groups"]),
     }
 
 
 def _optimizer_state_dict(tree):
-    return {
-        "state": {int(index): values for index, values in tree["state"].items()},
-        "param_groups": json.loads(tree["param_groups"]),
-    }
+    state = {int(index): dict(values) for index, values in tree["state"].items()}
+    for index, names in json.loads(tree["none_entries"]).items():
+        state.setdefault(int(index), {}).update({name: None for name in names})
+    return {"state": state, "param_groups": json.loads(tree["param_groups"])}
 
 
 def save(ckpt, *, step, model=None, optimizer=None, force=False, metrics=None, extra=None):

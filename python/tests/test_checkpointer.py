@@ -115,6 +115,12 @@ def test_dtypes_numpy_lacks_travel_as_their_raw_bits(workdir):
         assert_same(again, state)
         with pytest.raises(ValueError, match="bfloat17"):
             ckpt.save({"x": ckptdb.TensorBits(np.zeros(2, np.uint16), "bfloat17")}, step=1)
+        # Bits of another width would make the tensor larger than its buffer.
+        with pytest.raises(ValueError, match="uint16"):
+            ckpt.save({"x": ckptdb.TensorBits(np.zeros(10, np.uint8), "bfloat16")}, step=1)
+        with pytest.raises(ValueError, match="must be an array of uint"):
+            ckpt.restore({k: ckptdb.TensorBits(np.zeros(v.bits.size, np.int8), v.dtype)
+                          for k, v in state.items()})
 
 
 def test_restore_with_donate_writes_into_the_template_in_place(workdir):
@@ -134,6 +140,16 @@ def test_restore_with_donate_writes_into_the_template_in_place(workdir):
         assert fresh["params"]["dense"]["kernel"] is not other["params"]["dense"]["kernel"]
         assert other["params"]["dense"]["kernel"].tobytes() == before.tobytes()
         assert_same(fresh, state)
+
+
+def test_arrays_in_the_other_byte_order_are_saved_by_value(workdir):
+    value = np.arange(12, dtype=np.float32).reshape(3, 4)
+    swapped = value.astype(value.dtype.newbyteorder())
+    with ckptdb.Checkpointer(workdir, save_interval_steps=1) as ckpt:
+        ckpt.save({"w": swapped}, step=0)
+        assert (ckpt.restore()["w"] == value).all()
+        with pytest.raises(ValueError, match="byte order"):
+            ckpt.restore({"w": np.zeros_like(swapped)})
 
 
 def test_a_mismatching_template_is_refused_and_left_untouched(workdir):

@@ -95,3 +95,18 @@ def test_the_example_killed_mid_run_resumes_bit_exact(tmp_path):
     assert "resumed from step" in resumed.stdout
     final = [line for line in whole.stdout.splitlines() if line.startswith("final ")]
     assert final and final == [l for l in resumed.stdout.splitlines() if l.startswith("final ")]
+
+
+def test_optimizer_state_entries_that_are_none_survive(tmp_path):
+    model = torch.nn.Linear(3, 2)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)  # no momentum: buffers are None
+    model(torch.randn(4, 3)).sum().backward()
+    optimizer.step()
+    assert any(v is None for values in optimizer.state_dict()["state"].values()
+               for v in values.values())
+    with ckptdb.Checkpointer(str(tmp_path / "ckpt"), save_interval_steps=1) as ckpt:
+        ckptdb.pytorch.save(ckpt, step=0, model=model, optimizer=optimizer)
+        other = torch.optim.SGD(torch.nn.Linear(3, 2).parameters(), lr=0.5)
+        ckptdb.pytorch.restore(ckpt, optimizer=other)
+    assert other.state_dict()["state"] == optimizer.state_dict()["state"]
+    assert other.state_dict()["param_groups"][0]["lr"] == 0.1
