@@ -31,41 +31,76 @@ Result<Manifest> ReadStepManifest(const Store& store, int64_t step) {
 
 namespace {
 
-// Decodes chunk `digest` into `dest`, its delta chain first (base, then each
-// difference XORed in), without checking any digest: the caller checks the
-// end result's, which covers every chunk of the chain. The index and each
-// delta chunk must agree on its base and depth, and depth falls by one per
-// base, so a damaged or hostile store cannot make the chain loop.
+// One chunk of a delta chain, as the index records it.
+struct ChainLink {
+  ChunkDigest digest;
+  ChunkLocation location;
+};
+
+std::string BaseContext(const ChunkLocation& delta) {
+  return "base chunk " + delta.delta_base.ToHex() + " of delta depth " +
+         std::to_string(delta.delta_depth - 1);
+}
+
+// The chain of chunk `digest` from itself down to the chunk stored whole,
+// from the index alone. Each base must be indexed one depth lower, so the
+// walk ends within kMaxDeltaDepth steps whatever a damaged or hostile store
+// holds.
+Result<std::vector<ChainLink>> IndexedChain(const Store& store, const ChunkDigest& digest,
+                                            const ChunkLocation& location) {
+  std::vector<ChainLink> chain = {{digest, location}};
+  while (chain.back().location.delta_depth != 0) {
+    const ChunkLocation delta = chain.back().location;
+    const std::string context = BaseContext(delta);
+    Result<std::optional<ChunkLocation>> base = store.FindChunk(delta.delta_base);
+    if (!base.ok()) return base.status().WithContext(context);
+    if (!base->has_value()) return Status::NotFound(context + " is not in the chunk index");
+    if ((*base)->delta_depth != delta.delta_depth - 1) {
+      return Status::Corruption(context + " is indexed at depth " +
+                                std::to_string((*base)->delta_depth));
+    }
+    chain.push_back({delta.delta_base, **base});
+  }
+  return chain;
+}
+
+// Decodes chunk `digest` into `dest`: its delta chain's whole chunk first,
+// then each difference XORed in, reading one stored chunk at a time. No
+// digest is checked: the caller checks the end result's, which covers every
+// chunk of the chain. Each chunk's header must say what the index says of it
+// (stored whole, or a delta of that base at that depth).
 Status DecodeChain(const Store& store, const ChunkDigest& digest, const ChunkLocation& location,
                    uint32_t raw_size, std::byte* dest) {
-  return store.ReadChunk(digest, location, [&](std::string_view stored) -> Status {
-    Result<std::optional<DeltaBase>> delta = ParseDeltaBase(stored);
-    if (!delta.ok()) return delta.status();
-    if (!delta->has_value()) {
-      if (location.delta_depth != 0) {
+  Result<std::vector<ChainLink>> chain = IndexedChain(store, digest, location);
+  if (!chain.ok()) return chain.status();
+  for (size_t i = chain->size(); i-- > 0;) {
+    const ChainLink& link = (*chain)[i];
+    auto decode = [&](std::string_view stored) -> Status {
+      Result<std::optional<DeltaBase>> delta = ParseDeltaBase(stored);
+      if (!delta.ok()) return delta.status();
+      if (link.location.delta_depth == 0) {
+        if (delta->has_value()) {
+          return Status::Corruption("the chunk index says stored whole, the chunk is a delta");
+        }
+        return DecodeChunk(stored, raw_size, dest);
+      }
+      if (!delta->has_value()) {
         return Status::Corruption("the chunk index says delta chunk of depth " +
-                                  std::to_string(location.delta_depth) +
+                                  std::to_string(link.location.delta_depth) +
                                   ", the chunk is stored whole");
       }
-      return DecodeChunk(stored, raw_size, dest);
+      if ((*delta)->depth != link.location.delta_depth ||
+          (*delta)->digest != link.location.delta_base) {
+        return Status::Corruption("the chunk index and the delta chunk disagree on its base");
+      }
+      return ApplyDeltaChunk(stored, raw_size, dest);
+    };
+    Status status = store.ReadChunk(link.digest, link.location, decode);
+    if (!status.ok()) {
+      return i == 0 ? status : status.WithContext(BaseContext((*chain)[i - 1].location));
     }
-    const DeltaBase& base = **delta;
-    if (base.depth != location.delta_depth || base.digest != location.delta_base) {
-      return Status::Corruption("the chunk index and the delta chunk disagree on its base");
-    }
-    const std::string context = "base chunk " + base.digest.ToHex() + " of delta depth " +
-                                std::to_string(base.depth - 1);
-    Result<std::optional<ChunkLocation>> base_location = store.FindChunk(base.digest);
-    if (!base_location.ok()) return base_location.status().WithContext(context);
-    if (!base_location->has_value()) return Status::NotFound(context + " is not in the chunk index");
-    if ((*base_location)->delta_depth != base.depth - 1) {
-      return Status::Corruption(context + " is indexed at depth " +
-                                std::to_string((*base_location)->delta_depth));
-    }
-    Status status = DecodeChain(store, base.digest, **base_location, raw_size, dest);
-    if (!status.ok()) return status.WithContext(context);
-    return ApplyDeltaChunk(stored, raw_size, dest);
-  });
+  }
+  return Status::OK();
 }
 
 }  // namespace

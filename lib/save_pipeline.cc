@@ -360,7 +360,8 @@ Status SavePipeline::WriteAndCommit(PendingSave& save) {
 namespace {
 
 // Delta encoding: `copy` now holds chunk `digest`, stored at `depth` (its
-// chain began with a chunk of `whole_stored_size` bytes). Its buffer is reused (a new one would fault in its pages at every save).
+// chain began with a chunk of `whole_stored_size` bytes). Its buffer is
+// reused (a new one would fault in its pages at every save).
 void RefreshCopy(PendingSave::PositionCopy* copy, const ChunkDigest& digest, uint8_t depth,
                  uint32_t whole_stored_size, const std::byte* bytes, uint32_t size) {
   if (copy->capacity < size) {

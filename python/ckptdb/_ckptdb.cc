@@ -272,7 +272,9 @@ py::object ToPython(Tree& tree) {
   switch (tree.kind()) {
     case Tree::Kind::kMap: {
       py::dict dict;
-      for (size_t i = 0; i < tree.child_count(); ++i) dict[py::str(tree.keys()[i])] = ToPython(tree.child(i));
+      for (size_t i = 0; i < tree.child_count(); ++i) {
+        dict[py::str(tree.keys()[i])] = ToPython(tree.child(i));
+      }
       return dict;
     }
     case Tree::Kind::kList: {
@@ -421,7 +423,8 @@ class PyCheckpointer {
     checkpointer_ = std::shared_ptr<Checkpointer>(Take(std::move(opened)));
   }
 
-  bool Save(py::handle state, int64_t step, bool force, const std::map<std::string, double>& metrics,
+  bool Save(py::handle state, int64_t step, bool force,
+            const std::map<std::string, double>& metrics,
             const std::map<std::string, std::string>& user_metadata, bool only_if_due) {
     TreeBuilder builder(/*writable=*/false);
     const Tree tree = builder.Build(state, "");
