@@ -75,17 +75,24 @@ def _native_to_torch(value):
     return torch.from_numpy(np.asarray(value))
 
 
-def _to_native(state, writable, torch_paths, path=""):
-    """`state` with its torch tensors as numpy views; their paths collected."""
-    def join(key):
-        return f"{path}/{key}" if path else str(key)
+def _join(path, key):
+    """A child's path: keys joined with '/', as ckptdb's paths are."""
+    return f"{path}/{key}" if path else str(key)
+
+
+def _to_native(state, writable, torch_paths, tuple_paths, path=""):
+    """`state` with its torch tensors as numpy views; the paths of its torch
+    tensors and of its tuples collected on the way."""
     if isinstance(state, dict):
-        return {key: _to_native(child, writable, torch_paths, join(key))
+        return {key: _to_native(child, writable, torch_paths, tuple_paths, _join(path, key))
                 for key, child in state.items()}
     if isinstance(state, (list, tuple)):
-        items = [_to_native(child, writable, torch_paths, join(index))
+        items = [_to_native(child, writable, torch_paths, tuple_paths, _join(path, index))
                  for index, child in enumerate(state)]
-        return tuple(items) if isinstance(state, tuple) else items
+        if isinstance(state, tuple):
+            tuple_paths.append(path)
+            return tuple(items)
+        return items
     if _is_torch(state):
         torch_paths.append(path)
         return _torch_to_native(state, path, writable)
@@ -105,32 +112,14 @@ def _back_to_torch(template, restored, donate):
     return restored
 
 
-def _tuple_paths(state, path=""):
-    """The paths of the tuples in `state` (joined with '/', as ckptdb's)."""
-    def join(key):
-        return f"{path}/{key}" if path else str(key)
-    found = []
-    if isinstance(state, tuple):
-        found.append(path)
-    if isinstance(state, dict):
-        for key, child in state.items():
-            found += _tuple_paths(child, join(key))
-    elif isinstance(state, (list, tuple)):
-        for index, child in enumerate(state):
-            found += _tuple_paths(child, join(index))
-    return found
-
-
 def _with_python_types(tree, tuples, tensors, path=""):
     """`tree` with the lists at `tuples` turned back into tuples and the
     leaves at `tensors` into torch tensors."""
-    def join(key):
-        return f"{path}/{key}" if path else str(key)
     if isinstance(tree, dict):
-        return {key: _with_python_types(child, tuples, tensors, join(key))
+        return {key: _with_python_types(child, tuples, tensors, _join(path, key))
                 for key, child in tree.items()}
     if isinstance(tree, list):
-        items = [_with_python_types(child, tuples, tensors, join(index))
+        items = [_with_python_types(child, tuples, tensors, _join(path, index))
                  for index, child in enumerate(tree)]
         return tuple(items) if path in tuples else items
     if path in tensors and torch is not None:
@@ -143,7 +132,7 @@ def _flat_metrics(metrics, path=""):
     if isinstance(metrics, dict):
         flat = {}
         for key, value in metrics.items():
-            flat.update(_flat_metrics(value, f"{path}/{key}" if path else str(key)))
+            flat.update(_flat_metrics(value, _join(path, key)))
         return flat
     try:
         return {path: float(metrics)}
@@ -224,11 +213,10 @@ class Checkpointer:
 
     def _save(self, state, step, force, metrics, only_if_due):
         user_metadata = {}
-        tuples = _tuple_paths(state)
+        torch_paths, tuples = [], []
+        native = _to_native(state, False, torch_paths, tuples)
         if tuples:
             user_metadata[_TUPLES_KEY] = json.dumps(tuples)
-        torch_paths = []
-        native = _to_native(state, False, torch_paths)
         if torch_paths:
             user_metadata[_TORCH_KEY] = json.dumps(torch_paths)
         flat = _flat_metrics(metrics) if metrics is not None else {}
@@ -259,7 +247,7 @@ class Checkpointer:
             tensors = set(json.loads(recorded.get(_TORCH_KEY, "[]")))
             return _with_python_types(tree, tuples, tensors)
         torch_paths = []
-        native = _to_native(state, bool(donate), torch_paths)
+        native = _to_native(state, bool(donate), torch_paths, [])
         restored = self._native.restore_into(native, int(step), bool(donate))
         return _back_to_torch(state, restored, bool(donate)) if torch_paths else restored
 

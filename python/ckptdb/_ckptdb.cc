@@ -411,16 +411,20 @@ py::dict LeafMetadataToPython(const LeafMetadata& leaf) {
   return out;
 }
 
+// Runs `call` (which must not touch Python objects) with the GIL released;
+// the caller raises its error once the GIL is back.
+template <typename Call>
+auto WithoutGil(Call&& call) {
+  py::gil_scoped_release unlocked;
+  return call();
+}
+
 class PyCheckpointer {
  public:
   PyCheckpointer(const std::string& workdir, const py::dict& options) {
     CheckpointerOptions parsed = OptionsFrom(options);
-    Result<std::unique_ptr<Checkpointer>> opened = Status::Internal("unset");
-    {
-      py::gil_scoped_release unlocked;
-      opened = Checkpointer::Open(workdir, std::move(parsed));
-    }
-    checkpointer_ = std::shared_ptr<Checkpointer>(Take(std::move(opened)));
+    checkpointer_ = std::shared_ptr<Checkpointer>(
+        Take(WithoutGil([&] { return Checkpointer::Open(workdir, std::move(parsed)); })));
   }
 
   bool Save(py::handle state, int64_t step, bool force,
@@ -433,23 +437,15 @@ class PyCheckpointer {
     options.metrics = metrics;
     options.user_metadata = user_metadata;
     const std::shared_ptr<Checkpointer> checkpointer = get();
-    Result<bool> saved = false;
-    {
-      py::gil_scoped_release unlocked;
-      saved = only_if_due ? checkpointer->MaybeSave(tree, step, options)
-                          : checkpointer->Save(tree, step, options);
-    }
-    return Take(std::move(saved));
+    return Take(WithoutGil([&] {
+      return only_if_due ? checkpointer->MaybeSave(tree, step, options)
+                         : checkpointer->Save(tree, step, options);
+    }));
   }
 
   py::object RestoreTree(int64_t step) {
-    Result<Tree> tree = Status::Internal("unset");
     const std::shared_ptr<Checkpointer> checkpointer = get();
-    {
-      py::gil_scoped_release unlocked;
-      tree = checkpointer->RestoreTree(step);
-    }
-    Tree restored = Take(std::move(tree));
+    Tree restored = Take(WithoutGil([&] { return checkpointer->RestoreTree(step); }));
     return ToPython(restored);
   }
 
@@ -458,24 +454,15 @@ class PyCheckpointer {
     Tree tree = builder.Build(state, "");
     RestoreOptions options;
     options.donate = donate;
-    Status restored;
     const std::shared_ptr<Checkpointer> checkpointer = get();
-    {
-      py::gil_scoped_release unlocked;
-      restored = checkpointer->Restore(&tree, step, options);
-    }
-    Check(restored);
+    Check(WithoutGil([&] { return checkpointer->Restore(&tree, step, options); }));
     return Rebuild(state, tree, builder);
   }
 
   py::dict ItemMetadata(int64_t step) {
-    Result<StepMetadata> read = Status::Internal("unset");
     const std::shared_ptr<Checkpointer> checkpointer = get();
-    {
-      py::gil_scoped_release unlocked;
-      read = checkpointer->ItemMetadata(step);
-    }
-    const StepMetadata metadata = Take(std::move(read));
+    const StepMetadata metadata =
+        Take(WithoutGil([&] { return checkpointer->ItemMetadata(step); }));
     py::dict out;
     out["step"] = metadata.step;
     out["commit_time"] =
@@ -494,12 +481,8 @@ class PyCheckpointer {
   // A hold on `step`, which the writer's retention then leaves alone.
   std::unique_ptr<StepHold> Hold(int64_t step) {
     const std::shared_ptr<Checkpointer> checkpointer = get();
-    Result<StepHold> held = Status::Internal("unset");
-    {
-      py::gil_scoped_release unlocked;
-      held = checkpointer->HoldStep(step);
-    }
-    return std::make_unique<StepHold>(Take(std::move(held)));
+    return std::make_unique<StepHold>(
+        Take(WithoutGil([&] { return checkpointer->HoldStep(step); })));
   }
 
   bool ShouldSave(int64_t step) { return get()->ShouldSave(step); }
@@ -507,41 +490,21 @@ class PyCheckpointer {
   std::optional<int64_t> LatestStep() { return get()->LatestStep(); }
 
   void Delete(int64_t step) {
-    Status status;
     const std::shared_ptr<Checkpointer> checkpointer = get();
-    {
-      py::gil_scoped_release unlocked;
-      status = checkpointer->Delete(step);
-    }
-    Check(status);
+    Check(WithoutGil([&] { return checkpointer->Delete(step); }));
   }
   void Reload() {
-    Status status;
     const std::shared_ptr<Checkpointer> checkpointer = get();
-    {
-      py::gil_scoped_release unlocked;
-      status = checkpointer->Reload();
-    }
-    Check(status);
+    Check(WithoutGil([&] { return checkpointer->Reload(); }));
   }
   void WaitUntilFinished() {
-    Status status;
     const std::shared_ptr<Checkpointer> checkpointer = get();
-    {
-      py::gil_scoped_release unlocked;
-      status = checkpointer->WaitUntilFinished();
-    }
-    Check(status);
+    Check(WithoutGil([&] { return checkpointer->WaitUntilFinished(); }));
   }
   void Close() {
     std::shared_ptr<Checkpointer> closing = std::move(checkpointer_);
     if (closing == nullptr) return;
-    Status status;
-    {
-      py::gil_scoped_release unlocked;
-      status = closing->Close();
-    }
-    Check(status);
+    Check(WithoutGil([&] { return closing->Close(); }));
   }
 
  private:
