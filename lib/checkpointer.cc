@@ -12,7 +12,9 @@
 #include <thread>
 
 #include "checkpointer_internal.h"
+#include "ckptdb/coordinator.h"
 #include "garbage_collector.h"
+#include "multiprocess.h"
 #include "mutex.h"
 #include "parallel.h"
 #include "restore.h"
@@ -38,11 +40,22 @@ namespace ckptdb {
 // Hidden: a nested class takes the exported visibility of its enclosing one.
 class [[gnu::visibility("hidden")]] Checkpointer::Impl {
  public:
-  Impl(std::string workdir, CheckpointerOptions options, std::unique_ptr<Store> store)
+  // The processes of a multi-process checkpointer: this one and the
+  // primary among `coordinator`'s (after active_processes).
+  struct Processes {
+    std::shared_ptr<Coordinator> coordinator;
+    int index = 0;
+    int count = 1;
+    int primary = 0;
+  };
+
+  Impl(std::string workdir, CheckpointerOptions options, std::unique_ptr<Store> store,
+       std::optional<Processes> processes)
       : workdir_(std::move(workdir)),
         options_(std::move(options)),
         store_(std::move(store)),
-        pipeline_(store_.get(), PipelineSettings(options_)) {}
+        processes_(std::move(processes)),
+        pipeline_(store_.get(), PipelineSettings(options_, processes_)) {}
 
   Mutex mu_;
 
@@ -57,18 +70,33 @@ class [[gnu::visibility("hidden")]] Checkpointer::Impl {
   std::vector<int64_t> AllSteps() const REQUIRES(mu_);
   std::optional<int64_t> LatestStep() const REQUIRES(mu_);
   Status Delete(int64_t step) REQUIRES(mu_);
+  Status DeleteHere(int64_t step) REQUIRES(mu_);  // Delete, in this process only
   Result<GcStats> CollectGarbage(double min_garbage_fraction) REQUIRES(mu_);
   Status Reload() REQUIRES(mu_);
   Status Close() REQUIRES(mu_);
+  // Multi-process: every process learns whether any was signalled a
+  // preemption (Orbax's preemption sync point), so that ShouldSave answers
+  // alike everywhere. A no-op for a single process.
+  Status AgreeOnPreemption() REQUIRES(mu_);
 
   // Waits (releasing mu_ meanwhile) until no save is in flight.
   void AwaitInFlight() REQUIRES(mu_);
-  // AwaitInFlight, then takes the background error.
+  // Multi-process: runs the commit round of a save the background wrote but
+  // could not commit (collective: only from collective methods); its error
+  // becomes the background error.
+  void CompleteDeferredCommit() REQUIRES(mu_);
+  // AwaitInFlight and CompleteDeferredCommit, then takes the background
+  // error.
   Status FinishInFlight() REQUIRES(mu_);
 
  private:
-  static SavePipeline::Settings PipelineSettings(const CheckpointerOptions& options) {
+  static SavePipeline::Settings PipelineSettings(const CheckpointerOptions& options,
+                                                 const std::optional<Processes>& processes) {
     SavePipeline::Settings settings;
+    if (processes.has_value()) {
+      settings.process_index = processes->index;
+      settings.process_count = processes->count;
+    }
     settings.chunk_size_bytes = options.chunk_size_bytes;
     settings.staging_bytes = options.staging_bytes;
     settings.threads = ThreadsFor(options);
@@ -82,9 +110,14 @@ class [[gnu::visibility("hidden")]] Checkpointer::Impl {
     }
     return Status::OK();
   }
+  bool is_primary() const { return !processes_ || processes_->index == processes_->primary; }
+  // Whether this checkpointer saves: the other processes of a multi-process
+  // writer read the store and write their chunk files beside it, and the
+  // primary commits.
+  bool saves() const { return !store_->read_only() || processes_.has_value(); }
   Status CheckWritable() const REQUIRES(mu_) {
     Status status = CheckOpen();
-    if (status.ok() && store_->read_only()) {
+    if (status.ok() && !saves()) {
       return Status::FailedPrecondition(workdir_ + " is open read-only (create = false)");
     }
     return status;
@@ -108,8 +141,28 @@ class [[gnu::visibility("hidden")]] Checkpointer::Impl {
   };
   Result<ReadableStep> OpenStepForRead(int64_t step) REQUIRES(mu_);
   // The writer's part of a save: writes and commits with mu_ released, then
-  // runs retention and GC.
-  Status Finish(PendingSave& save, std::map<int64_t, RetainedStep> pruned) REQUIRES(mu_);
+  // runs retention and GC. A multi-process save commits through the primary
+  // if `may_coordinate`; else its commit waits in deferred_commit_ for the
+  // caller's thread (FinishInFlight).
+  Status Finish(const std::shared_ptr<PendingSave>& save, std::map<int64_t, RetainedStep> pruned,
+                bool may_coordinate) REQUIRES(mu_);
+  // After a step committed: deletes the steps retention pruned and collects
+  // garbage as gc_mode says (the primary only, with several processes).
+  Status AfterCommit(int64_t step, std::map<int64_t, RetainedStep>& pruned) REQUIRES(mu_);
+  // ---- Multi-process saves (multiprocess.h has the rounds) ----
+  // The begin round: every process's Prepare status to the primary, which
+  // allocates a generation per process; this process's generation.
+  Result<uint64_t> BeginAcrossProcesses(const Status& prepared) REQUIRES(mu_);
+  // The commit round: this process's part (or `written`'s error) to the
+  // primary, which commits the step and runs retention and GC; its verdict
+  // to all. Undoes the step's listing on failure.
+  Status CommitAcrossProcesses(PendingSave& save, std::map<int64_t, RetainedStep> pruned,
+                               const Status& written) REQUIRES(mu_);
+  // The primary: checks and commits the processes' parts.
+  Status CommitParts(int64_t step, const std::vector<std::string>& parts) REQUIRES(mu_);
+  // Runs `act` on the primary and gives every process its status; the
+  // others then catch up with the store. For collective Delete and GC.
+  Status OnPrimary(const std::function<Status()>& act) REQUIRES(mu_);
   // Retention, in two halves around the commit. Prune takes the steps
   // retention drops out of the list (at once, as Orbax shows them);
   // DeletePruned deletes their manifests once the new step has committed,
@@ -121,6 +174,7 @@ class [[gnu::visibility("hidden")]] Checkpointer::Impl {
   const std::string workdir_;
   const CheckpointerOptions options_;
   const std::unique_ptr<Store> store_;
+  const std::optional<Processes> processes_;  // unset: a single process
   SavePipeline pipeline_;  // owned by the save in flight
   std::map<int64_t, RetainedStep> steps_ GUARDED_BY(mu_);  // the steps held, as retention sees them
   bool preempted_ GUARDED_BY(mu_) = false;
@@ -129,6 +183,17 @@ class [[gnu::visibility("hidden")]] Checkpointer::Impl {
   CondVar in_flight_done_{&mu_};
   std::thread background_ GUARDED_BY(mu_);
   Status background_error_ GUARDED_BY(mu_);  // reported once: Save, WaitUntilFinished or Close
+  // Multi-process: the first generation the primary allocated for the save
+  // in flight (process i writes generation first + i).
+  uint64_t first_generation_ GUARDED_BY(mu_) = 0;
+  // A multi-process save written in the background whose commit round the
+  // caller's thread runs (the coordinator forbids background calls).
+  struct DeferredCommit {
+    std::shared_ptr<PendingSave> save;
+    std::map<int64_t, RetainedStep> pruned;
+    Status written;
+  };
+  std::optional<DeferredCommit> deferred_commit_ GUARDED_BY(mu_);
 };
 
 RetainedStep Checkpointer::Impl::Retained(const Manifest& manifest) const {
@@ -178,7 +243,7 @@ bool Checkpointer::Impl::ShouldSave(int64_t step) const {
   input.step = step;
   if (!steps_.empty()) input.latest_step = steps_.rbegin()->first;
   input.preempted = preempted_;
-  input.read_only = closed_ || store_->read_only();
+  input.read_only = closed_ || !saves();
   return IsSaveDue(input, options_);
 }
 
@@ -187,9 +252,38 @@ void Checkpointer::Impl::AwaitInFlight() {
   if (background_.joinable()) background_.join();  // it has released mu_ and is ending
 }
 
+void Checkpointer::Impl::CompleteDeferredCommit() {
+  if (!deferred_commit_.has_value()) return;
+  DeferredCommit deferred = std::move(*deferred_commit_);
+  deferred_commit_.reset();
+  in_flight_ = true;
+  Status committed =
+      CommitAcrossProcesses(*deferred.save, std::move(deferred.pruned), deferred.written);
+  in_flight_ = false;
+  in_flight_done_.SignalAll();
+  if (!committed.ok()) background_error_ = committed;
+}
+
 Status Checkpointer::Impl::FinishInFlight() {
   AwaitInFlight();
+  CompleteDeferredCommit();
   return std::exchange(background_error_, Status::OK());
+}
+
+Status Checkpointer::Impl::AgreeOnPreemption() {
+  if (!processes_) return Status::OK();
+  Coordinator& coordinator = *processes_->coordinator;
+  std::vector<std::string> flags;
+  Status status = coordinator.Gather(processes_->primary, preempted_ ? "1" : "0", &flags);
+  if (!status.ok()) return status.WithContext("agreeing on a preemption");
+  std::string any = "0";
+  for (const std::string& flag : flags) {
+    if (flag == "1") any = "1";
+  }
+  status = coordinator.Broadcast(processes_->primary, &any);
+  if (!status.ok()) return status.WithContext("agreeing on a preemption");
+  preempted_ = any == "1";
+  return Status::OK();
 }
 
 Result<bool> Checkpointer::Impl::Save(const Tree& state, int64_t step,
@@ -203,7 +297,11 @@ Result<bool> Checkpointer::Impl::Save(const Tree& state, int64_t step,
     if (!options.force) return false;
     return Status::AlreadyExists(StepName(step) + " is already in " + workdir_);
   }
-  if (!options.force && !ShouldSave(step)) return false;
+  if (!options.force) {
+    status = AgreeOnPreemption();
+    if (!status.ok()) return status;
+    if (!ShouldSave(step)) return false;
+  }
   status = ValidateSaveOptions(options);
   if (!status.ok()) return status.WithContext("saving " + StepName(step));
 
@@ -217,8 +315,16 @@ Result<bool> Checkpointer::Impl::Save(const Tree& state, int64_t step,
       std::chrono::duration_cast<std::chrono::nanoseconds>(Now().time_since_epoch()).count();
   header.metrics = options.metrics;
   header.user_metadata = options.user_metadata;
+  // The other processes deduplicate against the index as of the last commit.
+  status = is_primary() ? Status::OK() : store_->CatchUp();
   Result<std::shared_ptr<PendingSave>> prepared =
-      pipeline_.Prepare(state, std::move(header), options.assume_unchanged, source);
+      status.ok() ? pipeline_.Prepare(state, std::move(header), options.assume_unchanged, source)
+                  : Result<std::shared_ptr<PendingSave>>(status);
+  if (processes_) {
+    Result<uint64_t> generation = BeginAcrossProcesses(prepared.status());
+    if (!generation.ok()) return generation.status().WithContext("saving " + StepName(step));
+    if (prepared.ok()) (*prepared)->set_generation(*generation);
+  }
   if (!prepared.ok()) return prepared.status().WithContext("saving " + StepName(step));
   std::shared_ptr<PendingSave> save = std::move(*prepared);
 
@@ -229,15 +335,17 @@ Result<bool> Checkpointer::Impl::Save(const Tree& state, int64_t step,
   preempted_ = false;
   in_flight_ = true;
   if (source == Source::kCallerWaits) {
-    status = Finish(*save, std::move(pruned));
+    status = Finish(save, std::move(pruned), /*may_coordinate=*/true);
     in_flight_ = false;
     in_flight_done_.SignalAll();
     if (!status.ok()) return status;
     return true;
   }
-  background_ = std::thread([this, save, pruned = std::move(pruned)]() mutable {
+  const bool may_coordinate =
+      !processes_ || processes_->coordinator->background_calls_allowed();
+  background_ = std::thread([this, save, pruned = std::move(pruned), may_coordinate]() mutable {
     MutexLock lock(&mu_);
-    background_error_ = Finish(*save, std::move(pruned));
+    background_error_ = Finish(save, std::move(pruned), may_coordinate);
     in_flight_ = false;
     in_flight_done_.SignalAll();
   });
@@ -256,16 +364,28 @@ Result<bool> Checkpointer::Impl::Save(const Tree& state, int64_t step,
   return true;
 }
 
-Status Checkpointer::Impl::Finish(PendingSave& save, std::map<int64_t, RetainedStep> pruned) {
-  const int64_t step = save.manifest().step;
+Status Checkpointer::Impl::Finish(const std::shared_ptr<PendingSave>& save,
+                                  std::map<int64_t, RetainedStep> pruned, bool may_coordinate) {
+  const int64_t step = save->manifest().step;
   mu_.Unlock();
-  Status status = pipeline_.WriteAndCommit(save);
+  Status status = pipeline_.WriteChunks(*save);
+  if (status.ok() && !processes_) status = pipeline_.CommitLocally(*save);
   mu_.Lock();
+  if (processes_) {
+    if (may_coordinate) return CommitAcrossProcesses(*save, std::move(pruned), status);
+    // The caller's thread commits (FinishInFlight).
+    deferred_commit_ = DeferredCommit{save, std::move(pruned), status};
+    return Status::OK();
+  }
   if (!status.ok()) {
     steps_.erase(step);
     steps_.merge(pruned);
     return status.WithContext("saving " + StepName(step) + " in " + workdir_);
   }
+  return AfterCommit(step, pruned);
+}
+
+Status Checkpointer::Impl::AfterCommit(int64_t step, std::map<int64_t, RetainedStep>& pruned) {
   Result<bool> deleted = DeletePruned(pruned);
   if (!deleted.ok()) {
     return deleted.status().WithContext(StepName(step) +
@@ -285,6 +405,149 @@ Status Checkpointer::Impl::Finish(PendingSave& save, std::map<int64_t, RetainedS
     }
   }
   return Status::OK();
+}
+
+Result<uint64_t> Checkpointer::Impl::BeginAcrossProcesses(const Status& prepared) {
+  Coordinator& coordinator = *processes_->coordinator;
+  const int primary = processes_->primary;
+  std::vector<std::string> statuses;
+  mu_.Unlock();
+  Status status = coordinator.Gather(primary, EncodeVerdict(prepared), &statuses);
+  mu_.Lock();
+  std::string verdict;
+  if (is_primary()) {
+    Status outcome = status;
+    for (size_t p = 0; p < statuses.size() && outcome.ok(); ++p) {
+      Status theirs;
+      Result<uint64_t> decoded = DecodeVerdict(statuses[p], &theirs);
+      if (!decoded.ok()) outcome = decoded.status();
+      if (!theirs.ok()) outcome = theirs.WithContext("process " + std::to_string(p));
+    }
+    uint64_t first = 0;
+    if (outcome.ok()) outcome = store_->RemoveGenerationFiles();
+    if (outcome.ok()) {
+      Result<uint64_t> allocated = store_->AllocateGenerations(static_cast<uint64_t>(processes_->count));
+      outcome = allocated.status();
+      if (allocated.ok()) first = *allocated;
+    }
+    verdict = EncodeVerdict(outcome, first);
+  }
+  mu_.Unlock();
+  status = coordinator.Broadcast(primary, &verdict);
+  mu_.Lock();
+  if (!status.ok()) return status;
+  Status outcome;
+  Result<uint64_t> first = DecodeVerdict(verdict, &outcome);
+  if (!first.ok()) return first.status();
+  if (!outcome.ok()) return outcome;
+  first_generation_ = *first;
+  return *first + static_cast<uint64_t>(processes_->index);
+}
+
+Status Checkpointer::Impl::CommitParts(int64_t step, const std::vector<std::string>& parts) {
+  std::vector<ProcessPart> decoded(parts.size());
+  std::vector<uint64_t> generations;
+  for (size_t p = 0; p < parts.size(); ++p) {
+    const uint64_t generation = first_generation_ + p;
+    Status theirs;
+    Result<ProcessPart> part = DecodePart(parts[p], static_cast<int>(p), generation, &theirs);
+    if (!part.ok()) return part.status();
+    if (!theirs.ok()) return theirs.WithContext("process " + std::to_string(p));
+    if (part->manifest.step != step) {
+      return Status::InvalidArgument("process " + std::to_string(p) + " saved step " +
+                                     std::to_string(part->manifest.step) + ", the primary " +
+                                     StepName(step));
+    }
+    if (!part->new_chunks.empty()) generations.push_back(generation);
+    decoded[p] = std::move(*part);
+  }
+  std::vector<IndexEntry> new_chunks;
+  Result<Manifest> manifest =
+      MergeParts(decoded, static_cast<size_t>(processes_->primary), &new_chunks);
+  if (!manifest.ok()) return manifest.status();
+  // A chunk a process found in the index must still be there: retention
+  // and GC run between saves, never beside one, so this only fails on a bug
+  // or a damaged store, and then nothing is committed.
+  std::set<ChunkDigest> fresh;
+  for (const IndexEntry& entry : new_chunks) fresh.insert(entry.digest);
+  for (const ManifestNode& node : manifest->nodes) {
+    for (const ChunkRef& ref : node.chunks) {
+      if (fresh.count(ref.digest) != 0) continue;
+      Result<std::optional<ChunkLocation>> found = store_->FindChunk(ref.digest);
+      if (!found.ok()) return found.status();
+      if (!found->has_value()) {
+        return Status::Internal("tensor '" + node.path + "' uses chunk " + ref.digest.ToHex() +
+                                ", which is neither stored nor written by this save");
+      }
+    }
+  }
+  Status status = store_->IngestGenerationFiles(generations);
+  if (!status.ok()) return status;
+  return store_->CommitStep(step, EncodeManifest(*manifest), new_chunks);
+}
+
+Status Checkpointer::Impl::CommitAcrossProcesses(PendingSave& save,
+                                                 std::map<int64_t, RetainedStep> pruned,
+                                                 const Status& written) {
+  Coordinator& coordinator = *processes_->coordinator;
+  const int primary = processes_->primary;
+  const int64_t step = save.manifest().step;
+  std::vector<std::string> parts;
+  mu_.Unlock();
+  Status status = coordinator.Gather(
+      primary, EncodePart(written, save.manifest(), save.new_chunks()), &parts);
+  mu_.Lock();
+  std::string verdict;
+  if (is_primary()) {
+    Status outcome = status.ok() ? CommitParts(step, parts) : status;
+    const bool committed = outcome.ok();
+    // Retention and GC run before the other processes hear of the commit:
+    // their next save deduplicates against the index only after that.
+    if (committed) outcome = AfterCommit(step, pruned);
+    verdict = EncodeVerdict(outcome, committed ? 1 : 0);
+  }
+  mu_.Unlock();
+  if (status.ok()) status = coordinator.Broadcast(primary, &verdict);
+  mu_.Lock();
+  Status outcome = status;
+  bool committed = false;
+  if (outcome.ok()) {
+    Result<uint64_t> decoded = DecodeVerdict(verdict, &outcome);
+    if (!decoded.ok()) outcome = decoded.status();
+    committed = decoded.ok() && *decoded == 1;
+  }
+  if (!is_primary()) {
+    // The store is the truth: the step, and what retention removed.
+    Status caught_up = store_->CatchUp();
+    if (caught_up.ok()) caught_up = LoadSteps();
+    if (outcome.ok()) outcome = caught_up;
+  } else if (!committed) {
+    steps_.erase(step);
+    steps_.merge(pruned);
+  }
+  if (!outcome.ok() && !committed) {
+    return outcome.WithContext("saving " + StepName(step) + " in " + workdir_);
+  }
+  return outcome;
+}
+
+Status Checkpointer::Impl::OnPrimary(const std::function<Status()>& act) {
+  std::string verdict;
+  if (is_primary()) verdict = EncodeVerdict(act());
+  mu_.Unlock();
+  Status status = processes_->coordinator->Broadcast(processes_->primary, &verdict);
+  mu_.Lock();
+  Status outcome = status;
+  if (outcome.ok()) {
+    Result<uint64_t> decoded = DecodeVerdict(verdict, &outcome);
+    if (!decoded.ok()) outcome = decoded.status();
+  }
+  if (!is_primary()) {
+    Status caught_up = store_->CatchUp();
+    if (caught_up.ok()) caught_up = LoadSteps();
+    if (outcome.ok()) outcome = caught_up;
+  }
+  return outcome;
 }
 
 std::map<int64_t, RetainedStep> Checkpointer::Impl::Prune() {
@@ -337,7 +600,16 @@ Result<GcStats> Checkpointer::Impl::CollectGarbage(double min_garbage_fraction) 
   GcSettings settings;
   settings.min_garbage_fraction = min_garbage_fraction;
   settings.rewrite_below_live_fraction = options_.gc_rewrite_threshold;
-  return ckptdb::CollectGarbage(store_.get(), settings);
+  if (!processes_) return ckptdb::CollectGarbage(store_.get(), settings);
+  CompleteDeferredCommit();
+  GcStats stats;
+  status = OnPrimary([&]() {
+    Result<GcStats> collected = ckptdb::CollectGarbage(store_.get(), settings);
+    if (collected.ok()) stats = *collected;
+    return collected.status();
+  });
+  if (!status.ok()) return status;
+  return stats;
 }
 
 Result<int64_t> Checkpointer::Impl::ResolveStep(int64_t step) const {
@@ -444,6 +716,9 @@ Result<StepMetadata> Checkpointer::Impl::ItemMetadata(int64_t step) {
       leaf.logical_bytes = node.byte_size;
       for (const ChunkRef& chunk : node.chunks) leaf.stored_bytes += chunk.stored_size;
       leaf.chunk_count = static_cast<uint32_t>(node.chunks.size());
+      for (const ManifestBox& box : node.boxes) {
+        leaf.saved_boxes.push_back({box.box.start, box.box.shape});
+      }
       metadata.logical_bytes += node.byte_size;
     }
     leaf.int_value = node.kind == Tree::Kind::kInt ? node.int_value : 0;
@@ -469,6 +744,14 @@ std::optional<int64_t> Checkpointer::Impl::LatestStep() const {
 Status Checkpointer::Impl::Delete(int64_t step) {
   Status status = CheckWritable();
   if (!status.ok()) return status;
+  if (processes_) {
+    CompleteDeferredCommit();
+    return OnPrimary([&]() REQUIRES(mu_) { return DeleteHere(step); });
+  }
+  return DeleteHere(step);
+}
+
+Status Checkpointer::Impl::DeleteHere(int64_t step) {
   if (steps_.count(step) == 0) return Status::NotFound(StepName(step) + " is not in " + workdir_);
   Result<LockedFile> lock = LockRetention(workdir_);
   if (!lock.ok()) return lock.status().WithContext("deleting " + StepName(step));
@@ -478,7 +761,7 @@ Status Checkpointer::Impl::Delete(int64_t step) {
     return Status::FailedPrecondition(StepName(step) + " in " + workdir_ +
                                       " is held by a reader; delete it once released");
   }
-  status = store_->DeleteManifests({step});
+  Status status = store_->DeleteManifests({step});
   if (!status.ok()) return status;
   steps_.erase(step);
   return Status::OK();
@@ -535,14 +818,73 @@ Result<std::unique_ptr<Checkpointer>> CheckpointerAccess::Open(const std::string
                                                                rocksdb::Env* env) {
   Status status = ValidateOptions(options);
   if (!status.ok()) return status.WithContext("opening " + workdir);
-  const Store::Mode mode = options.create ? Store::Mode::kWrite : Store::Mode::kReadOnly;
-  const auto give_up = std::chrono::steady_clock::now() + options.wait_for_store;
-  Result<std::unique_ptr<Store>> store = Store::Open(workdir, mode, env, options.owner_only);
-  while (store.status().IsNotFound() && std::chrono::steady_clock::now() < give_up) {
-    constexpr std::chrono::milliseconds kPoll{100};
-    std::this_thread::sleep_for(
-        std::min<std::chrono::steady_clock::duration>(kPoll, give_up - std::chrono::steady_clock::now()));
-    store = Store::Open(workdir, mode, env, options.owner_only);
+  std::optional<Checkpointer::Impl::Processes> processes;
+  const MultiprocessingOptions& multi = options.multiprocessing;
+  if (multi.coordinator != nullptr && options.create) {
+    Checkpointer::Impl::Processes joined;
+    joined.coordinator = multi.coordinator;
+    joined.primary = multi.primary_host;
+    if (!multi.active_processes.empty()) {
+      Result<std::shared_ptr<Coordinator>> group =
+          multi.coordinator->Subgroup(multi.active_processes);
+      if (!group.ok()) return group.status().WithContext("opening " + workdir);
+      joined.coordinator = std::move(*group);
+      joined.primary = static_cast<int>(
+          std::find(multi.active_processes.begin(), multi.active_processes.end(),
+                    multi.primary_host) -
+          multi.active_processes.begin());
+    }
+    joined.index = joined.coordinator->process_index();
+    joined.count = joined.coordinator->process_count();
+    if (joined.count > 1) processes = std::move(joined);
+  }
+  // The primary opens (and creates) the store first; the others then open
+  // it as readers, and every process learns whether all could.
+  const bool primary = !processes || processes->index == processes->primary;
+  const Store::Mode mode =
+      options.create && primary ? Store::Mode::kWrite : Store::Mode::kReadOnly;
+  auto open_store = [&] { return Store::Open(workdir, mode, env, options.owner_only); };
+  Result<std::unique_ptr<Store>> store =
+      primary ? open_store()
+              : Result<std::unique_ptr<Store>>(
+                    Status::FailedPrecondition(workdir + " is opened once the primary has"));
+  if (processes) {
+    std::string verdict = primary ? EncodeVerdict(store.status()) : std::string();
+    status = processes->coordinator->Broadcast(processes->primary, &verdict);
+    Status opened;
+    if (status.ok()) status = DecodeVerdict(verdict, &opened).status();
+    if (status.ok() && !opened.ok()) {
+      status = opened.WithContext("the primary process could not open the store");
+    }
+    if (!primary && status.ok()) store = open_store();
+    std::vector<std::string> statuses;
+    Status gathered = processes->coordinator->Gather(
+        processes->primary, EncodeVerdict(status.ok() ? store.status() : status), &statuses);
+    std::string outcome;
+    if (primary) {
+      Status first = gathered;
+      for (size_t p = 0; p < statuses.size() && first.ok(); ++p) {
+        Result<uint64_t> decoded = DecodeVerdict(statuses[p], &first);
+        if (!decoded.ok()) first = decoded.status();
+        if (!first.ok()) first = first.WithContext("process " + std::to_string(p));
+      }
+      outcome = EncodeVerdict(first);
+    }
+    Status broadcast = processes->coordinator->Broadcast(processes->primary, &outcome);
+    Status all_opened = broadcast;
+    if (broadcast.ok()) {
+      Result<uint64_t> decoded = DecodeVerdict(outcome, &all_opened);
+      if (!decoded.ok()) all_opened = decoded.status();
+    }
+    if (!all_opened.ok()) return all_opened.WithContext("opening " + workdir);
+  } else {
+    const auto give_up = std::chrono::steady_clock::now() + options.wait_for_store;
+    while (store.status().IsNotFound() && std::chrono::steady_clock::now() < give_up) {
+      constexpr std::chrono::milliseconds kPoll{100};
+      std::this_thread::sleep_for(std::min<std::chrono::steady_clock::duration>(
+          kPoll, give_up - std::chrono::steady_clock::now()));
+      store = open_store();
+    }
   }
   if (!store.ok()) return store.status();
   if (options.create && options.max_delta_chain > 0 &&
@@ -552,7 +894,8 @@ Result<std::unique_ptr<Checkpointer>> CheckpointerAccess::Open(const std::string
         std::to_string(kFirstDeltaStoreFormatVersion) + "; " + workdir + " has version " +
         std::to_string((*store)->format_version()) + " (earlier builds could not read it)");
   }
-  auto impl = std::make_unique<Checkpointer::Impl>(workdir, std::move(options), std::move(*store));
+  auto impl = std::make_unique<Checkpointer::Impl>(workdir, std::move(options), std::move(*store),
+                                                   std::move(processes));
   {
     MutexLock lock(&impl->mu_);
     status = impl->LoadSteps();
@@ -563,6 +906,9 @@ Result<std::unique_ptr<Checkpointer>> CheckpointerAccess::Open(const std::string
 
 bool Checkpointer::ShouldSave(int64_t step) const {
   MutexLock lock(&impl_->mu_);
+  // A failed agreement (the coordinator failed) leaves each process's own
+  // preemption flag: the next collective call reports the failure.
+  (void)impl_->AgreeOnPreemption();
   return impl_->ShouldSave(step);
 }
 
@@ -579,6 +925,8 @@ Result<bool> Checkpointer::MaybeSave(const Tree& state, int64_t step, bool force
 
 Result<bool> Checkpointer::MaybeSave(const Tree& state, int64_t step, const SaveOptions& options) {
   MutexLock lock(&impl_->mu_);
+  Status agreed = impl_->AgreeOnPreemption();
+  if (!agreed.ok()) return agreed;
   if (!impl_->ShouldSave(step)) return false;
   return impl_->Save(state, step, options);
 }

@@ -42,6 +42,22 @@ Status FlattenNode(const Tree& node, std::string key, std::string path, uint32_t
       flat.shape = node.tensor().shape();
       flat.byte_size = node.tensor().byte_size();
       break;
+    case Tree::Kind::kShardedTensor: {
+      // Stored as the global tensor, with the boxes of the shards this
+      // process writes: replica 0's, except those without an element.
+      const ShardedTensor& sharded = node.sharded();
+      flat.kind = Tree::Kind::kTensor;
+      flat.dtype = sharded.dtype;
+      flat.shape = sharded.global_shape;
+      flat.byte_size = TensorByteSize(sharded.dtype, sharded.global_shape).value();
+      flat.boxed = true;
+      for (const Shard& shard : sharded.shards) {
+        if (shard.replica_id == 0 && shard.data.byte_size() > 0) {
+          flat.boxes.push_back({Box{shard.start, shard.data.shape()}, 0});
+        }
+      }
+      break;
+    }
     case Tree::Kind::kInt: flat.int_value = node.int_value(); break;
     case Tree::Kind::kBool: flat.int_value = node.bool_value() ? 1 : 0; break;
     case Tree::Kind::kFloat: flat.float_value = node.float_value(); break;
@@ -62,32 +78,70 @@ Status Invalid(size_t index, const std::string& what) {
   return Status::Corruption("manifest node " + std::to_string(index) + ": " + what);
 }
 
-Status CheckTensorNode(size_t index, ManifestNode* node) {
+// Empty when `chunks` cover exactly `bytes` bytes; else what is wrong.
+std::string ChunkCoverageProblem(const ChunkRef* chunks, size_t count, uint64_t bytes) {
+  uint64_t covered = 0;
+  for (size_t k = 0; k < count; ++k) {
+    const uint32_t raw_size = chunks[k].raw_size;
+    if (raw_size == 0 || raw_size > kMaxChunkRawSize) {
+      return "chunk of " + std::to_string(raw_size) + " raw bytes";
+    }
+    covered += raw_size;
+  }
+  if (covered != bytes) {
+    return "chunks cover " + std::to_string(covered) + " bytes of " + std::to_string(bytes);
+  }
+  return {};
+}
+
+// Empty when the boxes of a boxed tensor node lie inside it, their chunk
+// counts add up to its chunks, each box's chunks cover its bytes, and (for
+// a stored step) the boxes tile the tensor in order of their starts.
+std::string BoxesProblem(const ManifestNode& node, ManifestScope scope) {
+  const size_t element_size = DTypeSize(node.dtype);
+  size_t first_chunk = 0;
+  for (size_t b = 0; b < node.boxes.size(); ++b) {
+    const ManifestBox& box = node.boxes[b];
+    std::string problem = BoxProblem(box.box, node.shape);
+    if (problem.empty() && box.chunk_count > node.chunks.size() - first_chunk) {
+      problem = "more chunks than the node has";
+    }
+    if (problem.empty()) {
+      problem = ChunkCoverageProblem(node.chunks.data() + first_chunk, box.chunk_count,
+                                     BoxElements(box.box) * element_size);
+    }
+    if (!problem.empty()) return "box " + std::to_string(b) + ": " + problem;
+    if (scope == ManifestScope::kStep && b > 0 && !(node.boxes[b - 1].box.start < box.box.start)) {
+      return "box " + std::to_string(b) + " out of order";
+    }
+    first_chunk += box.chunk_count;
+  }
+  if (first_chunk != node.chunks.size()) return "chunks beyond the last box";
+  if (scope == ManifestScope::kProcess) return {};
+  std::vector<Box> boxes;
+  for (const ManifestBox& box : node.boxes) boxes.push_back(box.box);
+  return TilingProblem(boxes, node.shape);
+}
+
+Status CheckTensorNode(size_t index, ManifestNode* node, ManifestScope scope) {
   if (!IsKnownDType(static_cast<uint8_t>(node->dtype))) {
     return Invalid(index, "unknown dtype " + std::to_string(static_cast<int>(node->dtype)));
   }
   Result<uint64_t> byte_size = TensorByteSize(node->dtype, node->shape);
   if (!byte_size.ok()) return Invalid(index, byte_size.status().message());
-  uint64_t covered = 0;
-  for (const ChunkRef& chunk : node->chunks) {
-    if (chunk.raw_size == 0 || chunk.raw_size > kMaxChunkRawSize) {
-      return Invalid(index, "chunk of " + std::to_string(chunk.raw_size) + " raw bytes");
-    }
-    covered += chunk.raw_size;
-  }
-  if (covered != *byte_size) {
-    return Invalid(index, "chunks cover " + std::to_string(covered) + " bytes of a " +
-                              std::to_string(*byte_size) + "-byte tensor");
-  }
   node->byte_size = *byte_size;
+  std::string problem = node->boxed ? BoxesProblem(*node, scope)
+                                    : ChunkCoverageProblem(node->chunks.data(),
+                                                           node->chunks.size(), *byte_size);
+  if (!problem.empty()) return Invalid(index, problem + " (a tensor of " + std::to_string(*byte_size) + " bytes)");
   return Status::OK();
 }
 
 // Checks the decoded node list: one tree (CheckPreOrderTree), known kinds,
 // tensors whose chunks cover exactly their bytes, scalars in range.
-Status CheckTree(std::vector<ManifestNode>* nodes) {
+Status CheckTree(std::vector<ManifestNode>* nodes, ManifestScope scope) {
   if (nodes->empty()) return Status::Corruption("manifest has no root node");
-  return CheckPreOrderTree(nodes, Invalid, [](size_t i, ManifestNode& node) -> Status {
+  return CheckPreOrderTree(nodes, Invalid, [scope](size_t i, ManifestNode& node) -> Status {
     switch (node.kind) {
       case Tree::Kind::kMap:
       case Tree::Kind::kList:
@@ -95,7 +149,7 @@ Status CheckTree(std::vector<ManifestNode>* nodes) {
       case Tree::Kind::kFloat:
       case Tree::Kind::kString: break;
       case Tree::Kind::kTensor: {
-        Status status = CheckTensorNode(i, &node);
+        Status status = CheckTensorNode(i, &node, scope);
         if (!status.ok()) return status;
         break;
       }
@@ -104,8 +158,8 @@ Status CheckTree(std::vector<ManifestNode>* nodes) {
         break;
       default: return Invalid(i, "unknown kind " + std::to_string(static_cast<int>(node.kind)));
     }
-    if (node.kind != Tree::Kind::kTensor && !node.chunks.empty()) {
-      return Invalid(i, "chunks on a node that is not a tensor");
+    if (node.kind != Tree::Kind::kTensor && (!node.chunks.empty() || node.boxed)) {
+      return Invalid(i, "chunks or boxes on a node that is not a tensor");
     }
     return Status::OK();
   });
@@ -249,6 +303,7 @@ Result<Tree> BuildTree(const std::vector<ManifestNode>& nodes,
       case Tree::Kind::kBool: built = Tree::Bool(node.int_value != 0); break;
       case Tree::Kind::kFloat: built = Tree::Float(node.float_value); break;
       case Tree::Kind::kString: built = Tree::String(node.string_value); break;
+      case Tree::Kind::kShardedTensor: return Status::Internal("a sharded node in a manifest");
     }
     Tree* placed = nullptr;
     if (open.empty()) {
@@ -268,11 +323,50 @@ Result<Tree> BuildTree(const std::vector<ManifestNode>& nodes,
   return root;
 }
 
+Status SetBoxes(ManifestNode* node, std::vector<BoxChunks> boxes) {
+  std::erase_if(boxes, [](const BoxChunks& box) { return BoxElements(box.box) == 0; });
+  std::sort(boxes.begin(), boxes.end(),
+            [](const BoxChunks& a, const BoxChunks& b) { return a.box.start < b.box.start; });
+  std::vector<Box> tiles;
+  for (const BoxChunks& box : boxes) tiles.push_back(box.box);
+  std::string problem = TilingProblem(tiles, node->shape);
+  for (size_t b = 0; b < boxes.size() && problem.empty(); ++b) {
+    problem = ChunkCoverageProblem(boxes[b].chunks.data(), boxes[b].chunks.size(),
+                                   BoxElements(boxes[b].box) * DTypeSize(node->dtype));
+    if (!problem.empty()) problem = "box " + BoxString(boxes[b].box) + ": " + problem;
+  }
+  if (!problem.empty()) {
+    return Status::InvalidArgument("the shards saved of tensor '" + node->path + "' (shape " +
+                                   ShapeString(node->shape) + ") do not tile it: " + problem);
+  }
+  node->chunks.clear();
+  node->boxes.clear();
+  node->boxed = boxes.size() > 1 || (boxes.size() == 1 && boxes[0].box != WholeBox(node->shape));
+  for (BoxChunks& box : boxes) {
+    if (node->boxed) node->boxes.push_back({box.box, static_cast<uint32_t>(box.chunks.size())});
+    node->chunks.insert(node->chunks.end(), box.chunks.begin(), box.chunks.end());
+  }
+  return Status::OK();
+}
+
+std::vector<BoxChunks> BoxesOf(const ManifestNode& node) {
+  if (!node.boxed) return {BoxChunks{WholeBox(node.shape), node.chunks}};
+  std::vector<BoxChunks> boxes;
+  size_t first_chunk = 0;
+  for (const ManifestBox& box : node.boxes) {
+    auto begin = node.chunks.begin() + static_cast<ptrdiff_t>(first_chunk);
+    boxes.push_back({box.box, std::vector<ChunkRef>(begin, begin + box.chunk_count)});
+    first_chunk += box.chunk_count;
+  }
+  return boxes;
+}
+
 std::string EncodeManifest(const Manifest& manifest) {
   flatbuffers::FlatBufferBuilder builder(1024 + manifest.nodes.size() * 96);
   std::vector<flatbuffers::Offset<fb::Node>> nodes;
   nodes.reserve(manifest.nodes.size());
   std::vector<fb::ChunkRef> chunks;
+  bool any_boxed = false;
   for (const ManifestNode& node : manifest.nodes) {
     chunks.clear();
     for (const ChunkRef& chunk : node.chunks) {
@@ -285,12 +379,23 @@ std::string EncodeManifest(const Manifest& manifest) {
     auto chunk_refs = is_tensor ? builder.CreateVectorOfStructs(chunks) : 0;
     auto string_value =
         node.kind == Tree::Kind::kString ? builder.CreateString(node.string_value) : 0;
+    flatbuffers::Offset<flatbuffers::Vector<flatbuffers::Offset<fb::Box>>> boxes = 0;
+    if (is_tensor && node.boxed) {
+      any_boxed = true;
+      std::vector<flatbuffers::Offset<fb::Box>> stored_boxes;
+      for (const ManifestBox& box : node.boxes) {
+        stored_boxes.push_back(fb::CreateBox(builder, builder.CreateVector(box.box.start),
+                                             builder.CreateVector(box.box.shape),
+                                             box.chunk_count));
+      }
+      boxes = builder.CreateVector(stored_boxes);
+    }
     nodes.push_back(fb::CreateNode(
         builder, static_cast<fb::NodeKind>(node.kind), key, node.child_count,
         is_tensor ? static_cast<uint8_t>(node.dtype) : 0, shape, chunk_refs,
         node.kind == Tree::Kind::kInt ? node.int_value : 0,
         node.kind == Tree::Kind::kFloat ? std::bit_cast<uint64_t>(node.float_value) : 0,
-        node.kind == Tree::Kind::kBool && node.int_value != 0, string_value));
+        node.kind == Tree::Kind::kBool && node.int_value != 0, string_value, boxes));
   }
   std::vector<flatbuffers::Offset<fb::Metric>> metrics;
   for (const auto& [name, value] : manifest.metrics) {
@@ -302,14 +407,32 @@ std::string EncodeManifest(const Manifest& manifest) {
     user_metadata.push_back(
         fb::CreateKeyValue(builder, builder.CreateString(key), builder.CreateString(value)));
   }
-  auto root = fb::CreateManifest(builder, kManifestFormatVersion, manifest.step,
+  // Version 1 unless boxes need 2: earlier builds keep reading what they can.
+  const uint32_t version = any_boxed ? kFirstBoxedManifestFormatVersion : 1;
+  auto root = fb::CreateManifest(builder, version, manifest.step,
                                  manifest.commit_time_ns, builder.CreateVector(metrics),
                                  builder.CreateVector(nodes), builder.CreateVector(user_metadata));
   fb::FinishManifestBuffer(builder, root);
   return std::string(reinterpret_cast<const char*>(builder.GetBufferPointer()), builder.GetSize());
 }
 
-Result<Manifest> DecodeManifest(std::string_view bytes) {
+namespace {
+
+// A vector of int64 copied out byte-wise: the verifier checks a vector's
+// length field but not its elements' alignment, so a crafted buffer can
+// place 8-byte elements at 4 mod 8; they are never read in place.
+std::vector<int64_t> CopyLongs(const flatbuffers::Vector<int64_t>* stored) {
+  std::vector<int64_t> values;
+  if (stored != nullptr && stored->size() > 0) {
+    values.resize(stored->size());
+    std::memcpy(values.data(), stored->Data(), values.size() * sizeof(int64_t));
+  }
+  return values;
+}
+
+}  // namespace
+
+Result<Manifest> DecodeManifest(std::string_view bytes, ManifestScope scope) {
   const auto* data = reinterpret_cast<const uint8_t*>(bytes.data());
   if (bytes.size() < 8 || !fb::ManifestBufferHasIdentifier(data)) {
     return Status::Corruption("not a manifest (identifier 'CKPT' missing)");
@@ -350,13 +473,17 @@ Result<Manifest> DecodeManifest(std::string_view bytes) {
       if (stored_node->key() != nullptr) node.key = stored_node->key()->str();
       node.child_count = stored_node->child_count();
       node.dtype = static_cast<DType>(stored_node->dtype());
-      // The verifier checks a vector's length field but not its elements'
-      // alignment: a crafted buffer can place 8-byte elements at 4 mod 8, so
-      // they are copied out byte-wise, never read in place.
-      if (stored_node->shape() != nullptr && stored_node->shape()->size() > 0) {
-        node.shape.resize(stored_node->shape()->size());
-        std::memcpy(node.shape.data(), stored_node->shape()->Data(),
-                    node.shape.size() * sizeof(int64_t));
+      node.shape = CopyLongs(stored_node->shape());
+      if (stored_node->boxes() != nullptr) {
+        if (stored->format_version() < kFirstBoxedManifestFormatVersion) {
+          return Status::Corruption("manifest format version " +
+                                    std::to_string(stored->format_version()) + " with boxes");
+        }
+        node.boxed = true;
+        for (const fb::Box* box : *stored_node->boxes()) {
+          node.boxes.push_back(
+              {Box{CopyLongs(box->start()), CopyLongs(box->shape())}, box->chunk_count()});
+        }
       }
       if (stored_node->chunks() != nullptr) {
         const size_t count = stored_node->chunks()->size();
@@ -378,7 +505,7 @@ Result<Manifest> DecodeManifest(std::string_view bytes) {
       manifest.nodes.push_back(std::move(node));
     }
   }
-  Status status = CheckTree(&manifest.nodes);
+  Status status = CheckTree(&manifest.nodes, scope);
   if (!status.ok()) return status;
   return manifest;
 }

@@ -13,6 +13,7 @@
 #include <string_view>
 #include <vector>
 
+#include "box.h"
 #include "chunk_digest.h"
 #include "ckptdb/status.h"
 #include "ckptdb/tensor.h"
@@ -20,8 +21,11 @@
 
 namespace ckptdb {
 
-// The manifest format this build writes and the newest it reads.
-inline constexpr uint32_t kManifestFormatVersion = 1;
+// The manifest format this build writes and the newest it reads. Version 2
+// added boxes (tensors saved as shards); a manifest without boxes is written
+// as version 1, which earlier builds read.
+inline constexpr uint32_t kManifestFormatVersion = 2;
+inline constexpr uint32_t kFirstBoxedManifestFormatVersion = 2;
 // Deeper trees are refused: bounds recursion on hostile input.
 inline constexpr size_t kMaxTreeDepth = 128;
 // Larger trees are refused at save, so that every saved manifest passes the
@@ -39,13 +43,25 @@ struct ChunkRef {
   uint32_t stored_size = 0;
 };
 
+// A box of a sharded tensor and the number of the node's chunks holding it.
+struct ManifestBox {
+  Box box;
+  uint32_t chunk_count = 0;
+};
+
 struct ManifestNode {
   Tree::Kind kind = Tree::Kind::kMap;
   std::string key;           // the key under a map parent; empty otherwise
   uint32_t child_count = 0;  // containers only
   DType dtype = DType::kFloat32;
   std::vector<int64_t> shape;
-  std::vector<ChunkRef> chunks;  // tensors only, in byte order
+  // Tensors only. Unboxed: the chunks cover the tensor's bytes in order.
+  // Boxed: each box's chunks cover its elements row-major, box after box;
+  // a stored step's boxes tile the tensor (sorted by start), a process's
+  // part of a save holds the boxes it writes (maybe none).
+  std::vector<ChunkRef> chunks;
+  bool boxed = false;
+  std::vector<ManifestBox> boxes;
   int64_t int_value = 0;         // kInt, and kBool as 0/1
   double float_value = 0;
   std::string string_value;
@@ -98,12 +114,29 @@ bool IsUnderAny(std::string_view path, const std::vector<std::string>& prefixes)
 std::optional<std::string> MissingPath(const std::vector<ManifestNode>& nodes,
                                        const std::vector<std::string>& paths);
 
+// The boxes of a tensor node with their chunks, for SetBoxes.
+struct BoxChunks {
+  Box box;
+  std::vector<ChunkRef> chunks;
+};
+// Makes `node` hold `boxes` (sorted by start) and their chunks: unboxed when
+// they are one box of the whole tensor. InvalidArgument naming the tensor
+// unless the boxes tile it exactly and each box's chunks cover its bytes.
+Status SetBoxes(ManifestNode* node, std::vector<BoxChunks> boxes);
+// Each box of a boxed node with its chunks; an unboxed node's as one box.
+std::vector<BoxChunks> BoxesOf(const ManifestNode& node);
+
 std::string EncodeManifest(const Manifest& manifest);
 
+// Which manifests DecodeManifest accepts.
+enum class ManifestScope {
+  kStep,     // a stored step: boxed tensors are tiled by their boxes
+  kProcess,  // one process's part of a save: its boxes need not tile
+};
 // Corruption for anything that is not a well-formed manifest (failed
 // verifier, wrong identifier, inconsistent tree); NotSupported for a newer
 // format version.
-Result<Manifest> DecodeManifest(std::string_view bytes);
+Result<Manifest> DecodeManifest(std::string_view bytes, ManifestScope scope = ManifestScope::kStep);
 
 }  // namespace ckptdb
 

@@ -3,8 +3,10 @@
 #include <algorithm>
 #include <functional>
 #include <map>
+#include <memory>
 #include <set>
 #include <tuple>
+#include <type_traits>
 
 #include "chunk_codec.h"
 #include "parallel.h"
@@ -122,12 +124,54 @@ Status DecodeTensors(Store& store, int64_t step, const std::vector<DecodeTarget>
     size_t chunk;
     std::byte* dest;
   };
+  // A saved box that overlaps a target's region without being it decodes
+  // the chunks covering the overlap into scratch memory, copied out after.
+  struct RegionCopy {
+    std::unique_ptr<std::byte[]> scratch;  // the box's bytes from `skip` on
+    Box saved;
+    uint64_t skip = 0;
+    const DecodeTarget* target;
+    Box want;
+    Box overlap;
+  };
   std::vector<ChunkTask> tasks;
+  std::vector<RegionCopy> copies;
   for (const DecodeTarget& target : targets) {
-    uint64_t offset = 0;
-    for (size_t k = 0; k < target.node->chunks.size(); ++k) {
-      tasks.push_back({target.node, k, target.dest + offset});
-      offset += target.node->chunks[k].raw_size;
+    const ManifestNode& node = *target.node;
+    const Box want = target.region.value_or(WholeBox(node.shape));
+    const size_t element_size = DTypeSize(node.dtype);
+    size_t first_chunk = 0;
+    for (const BoxChunks& saved : BoxesOf(node)) {
+      const size_t chunk_count = saved.chunks.size();
+      const size_t box_first_chunk = std::exchange(first_chunk, first_chunk + chunk_count);
+      std::optional<Box> overlap = Intersect(saved.box, want);
+      if (!overlap.has_value() || BoxElements(*overlap) == 0) continue;
+      if (saved.box == want) {
+        uint64_t offset = 0;
+        for (size_t k = 0; k < chunk_count; ++k) {
+          tasks.push_back({&node, box_first_chunk + k, target.dest + offset});
+          offset += saved.chunks[k].raw_size;
+        }
+        continue;
+      }
+      const uint64_t first_byte = IndexInBox(saved.box, overlap->start) * element_size;
+      const uint64_t end_byte = (IndexInBox(saved.box, LastPoint(*overlap)) + 1) * element_size;
+      RegionCopy copy{nullptr, saved.box, 0, &target, want, *overlap};
+      std::vector<std::pair<size_t, uint64_t>> needed;  // chunk, offset in the box
+      uint64_t offset = 0;
+      for (size_t k = 0; k < chunk_count; ++k) {
+        const uint64_t end = offset + saved.chunks[k].raw_size;
+        if (end > first_byte && offset < end_byte) needed.emplace_back(k, offset);
+        offset = end;
+      }
+      copy.skip = needed.front().second;
+      const uint64_t scratch_end =
+          needed.back().second + saved.chunks[needed.back().first].raw_size;
+      copy.scratch.reset(new std::byte[scratch_end - copy.skip]);
+      for (const auto& [k, chunk_offset] : needed) {
+        tasks.push_back({&node, box_first_chunk + k, copy.scratch.get() + (chunk_offset - copy.skip)});
+      }
+      copies.push_back(std::move(copy));
     }
   }
   // Chunks are read in the order they lie in the chunk files (generation,
@@ -179,15 +223,37 @@ Status DecodeTensors(Store& store, int64_t step, const std::vector<DecodeTarget>
         ParallelFor(pending.size(), threads, [&](size_t i) { return decode(pending[i]); });
     if (!status.ok()) return status;
     std::erase_if(pending, [&](size_t i) { return !missing[i]; });
-    if (pending.empty()) return Status::OK();
+    if (pending.empty()) break;
     status = store.CatchUp();
     if (!status.ok()) return status;
   }
+  return ParallelFor(copies.size(), threads, [&](size_t i) {
+    const RegionCopy& copy = copies[i];
+    CopyRegion(copy.scratch.get(), copy.saved, copy.skip, copy.target->dest, copy.want,
+               copy.overlap, DTypeSize(copy.target->node->dtype));
+    return Status::OK();
+  });
 }
 
 namespace {
 
 std::string Shown(const std::string& path) { return path.empty() ? "(root)" : path; }
+
+// The buffers a template leaf restores into: a tensor's (the whole tensor),
+// or each shard's, with its box.
+template <typename TreeT>
+auto LeafBuffers(TreeT& leaf) {
+  using TensorT = std::remove_reference_t<decltype(leaf.tensor())>;
+  std::vector<std::pair<TensorT*, std::optional<Box>>> buffers;
+  if (leaf.kind() == Tree::Kind::kTensor) {
+    buffers.emplace_back(&leaf.tensor(), std::nullopt);
+  } else {
+    for (auto& shard : leaf.sharded().shards) {
+      buffers.emplace_back(&shard.data, Box{shard.start, shard.data.shape()});
+    }
+  }
+  return buffers;
+}
 
 // Every difference between the stored tree and a template, one per line.
 std::vector<std::string> TemplateMismatches(const std::vector<ManifestNode>& stored,
@@ -222,9 +288,12 @@ std::vector<std::string> TemplateMismatches(const std::vector<ManifestNode>& sto
       problems.push_back("shape: '" + shown + "' is " + ShapeString(have.shape) +
                          " in the checkpoint, " + ShapeString(node.shape) + " in the template");
     }
-    if (donate && !state.Find(node.path)->tensor().writable()) {
-      problems.push_back("read-only: '" + shown +
-                         "' is a ConstView; restore with donate needs a writable buffer");
+    for (const auto& [tensor, region] : LeafBuffers(*state.Find(node.path))) {
+      if (donate && !tensor->writable()) {
+        problems.push_back("read-only: '" + shown +
+                           "' is a ConstView; restore with donate needs a writable buffer");
+        break;
+      }
     }
   }
   for (const ManifestNode& node : stored) {
@@ -247,9 +316,11 @@ std::vector<std::string> AliasedBuffers(const std::vector<ManifestNode>& stored,
   };
   std::vector<Range> ranges;
   for (const ManifestNode& node : stored) {
-    if (node.kind != Tree::Kind::kTensor || node.byte_size == 0) continue;
-    const Tensor& tensor = state.Find(node.path)->tensor();
-    ranges.push_back({tensor.data(), tensor.data() + tensor.byte_size(), &node.path});
+    if (node.kind != Tree::Kind::kTensor) continue;
+    for (const auto& [tensor, region] : LeafBuffers(*state.Find(node.path))) {
+      if (tensor->byte_size() == 0) continue;
+      ranges.push_back({tensor->data(), tensor->data() + tensor->byte_size(), &node.path});
+    }
   }
   std::sort(ranges.begin(), ranges.end(),
             [](const Range& a, const Range& b) { return std::less<>()(a.begin, b.begin); });
@@ -306,22 +377,23 @@ Status RestoreIntoTemplate(Store& store, const Manifest& manifest, Tree* state,
   // Without donation, tensors decode into new buffers that replace the
   // template's only once everything decoded.
   std::vector<DecodeTarget> targets;
-  std::vector<std::pair<Tree*, Tensor>> replacements;
+  std::vector<std::pair<Tensor*, Tensor>> replacements;
   for (const ManifestNode& node : *stored) {
     if (node.kind != Tree::Kind::kTensor) continue;
-    Tree* leaf = state->Find(node.path);
-    if (options.donate) {
-      targets.push_back({&node, leaf->tensor().mutable_data()});
-    } else {
-      Result<Tensor> fresh = Tensor::Allocate(node.dtype, node.shape);
+    for (const auto& [tensor, region] : LeafBuffers(*state->Find(node.path))) {
+      if (options.donate) {
+        targets.push_back({&node, tensor->mutable_data(), region});
+        continue;
+      }
+      Result<Tensor> fresh = Tensor::Allocate(node.dtype, tensor->shape());
       if (!fresh.ok()) return fresh.status().WithContext(node.path);
-      targets.push_back({&node, fresh->mutable_data()});
-      replacements.emplace_back(leaf, std::move(*fresh));
+      targets.push_back({&node, fresh->mutable_data(), region});
+      replacements.emplace_back(tensor, std::move(*fresh));
     }
   }
   Status status = DecodeTensors(store, manifest.step, targets, threads);
   if (!status.ok()) return status;
-  for (auto& [leaf, tensor] : replacements) *leaf = Tree::Leaf(std::move(tensor));
+  for (auto& [tensor, fresh] : replacements) *tensor = std::move(fresh);
   for (const ManifestNode& node : *stored) {
     Tree* leaf = state->Find(node.path);
     switch (node.kind) {

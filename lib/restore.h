@@ -8,6 +8,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -35,13 +36,17 @@ Result<Manifest> ReadStepManifest(const Store& store, int64_t step);
 Status ReadVerifiedChunk(const Store& store, const ChunkDigest& digest,
                          const ChunkLocation& location, uint32_t raw_size, std::byte* dest);
 
-// A tensor to decode: its node, and where its bytes go.
+// A tensor to decode: its node, and where its bytes go: the whole tensor,
+// or only `region` of it (a shard's box), laid out row-major.
 struct DecodeTarget {
   const ManifestNode* node;
   std::byte* dest;
+  std::optional<Box> region = {};
 };
 
-// Decodes the tensors of `step` on `threads` threads. A missing chunk is
+// Decodes the tensors of `step` on `threads` threads. A region reads only
+// the chunks of the saved boxes that overlap it (from the first to the last
+// byte of the overlap in each box). A missing chunk is
 // Corruption for a writer; a reader catches up with the writer and retries
 // (a held step's chunks stay live, but GC may move them to a new
 // generation) a bounded number of times.

@@ -172,6 +172,7 @@ std::string EncodeTreeNodes(const std::vector<ManifestNode>& nodes) {
         out += node.int_value != 0 ? ",\"value\":true" : ",\"value\":false";
         break;
       case Tree::Kind::kString: AppendText("value", node.string_value, &out); break;
+      case Tree::Kind::kShardedTensor: break;  // stored as kTensor
     }
     out += '}';
   }
@@ -805,7 +806,8 @@ bool TreeMachine::FinishNode() {
       break;
     case Tree::Kind::kMap:
     case Tree::Kind::kList:
-    case Tree::Kind::kTensor: break;
+    case Tree::Kind::kTensor:
+    case Tree::Kind::kShardedTensor: break;  // not among the kinds parsed
   }
   nodes.push_back(std::move(node));
   return true;

@@ -124,6 +124,8 @@ Result<std::shared_ptr<PendingSave>> SavePipeline::Prepare(
   Result<std::vector<ManifestNode>> nodes = FlattenTree(state);
   if (!nodes.ok()) return nodes.status();
   manifest.nodes = std::move(*nodes);
+  Status status = AssignBoxes(&manifest);
+  if (!status.ok()) return status;
 
   // Tensors declared unchanged take the previous save's chunk list, unread,
   // when the store still holds every chunk of it: a broken promise then
@@ -139,10 +141,7 @@ Result<std::shared_ptr<PendingSave>> SavePipeline::Prepare(
       ManifestNode& node = manifest.nodes[n];
       if (node.kind != Tree::Kind::kTensor || !IsUnderAny(node.path, assume_unchanged)) continue;
       auto previous = last_save_.find(node.path);
-      if (previous == last_save_.end() || previous->second.node.dtype != node.dtype ||
-          previous->second.node.shape != node.shape) {
-        continue;
-      }
+      if (previous == last_save_.end() || !SameLayout(previous->second.node, node)) continue;
       std::vector<ChunkRef> chunks = previous->second.node.chunks;
       bool all_stored = true;
       for (ChunkRef& ref : chunks) {
@@ -156,6 +155,7 @@ Result<std::shared_ptr<PendingSave>> SavePipeline::Prepare(
       }
       if (!all_stored) continue;
       node.chunks = std::move(chunks);
+      node.boxes = previous->second.node.boxes;
       reused[n] = true;
     }
   }
@@ -164,7 +164,8 @@ Result<std::shared_ptr<PendingSave>> SavePipeline::Prepare(
   struct Piece {
     uint32_t node;
     uint32_t chunk;
-    const Tensor* tensor;
+    const std::byte* data;
+    DType dtype;
     std::optional<size_t> slot;  // a speculative copy
   };
   const uint32_t chunk_size = settings_.chunk_size_bytes;
@@ -172,13 +173,22 @@ Result<std::shared_ptr<PendingSave>> SavePipeline::Prepare(
   for (uint32_t n = 0; n < manifest.nodes.size(); ++n) {
     ManifestNode& node = manifest.nodes[n];
     if (node.kind != Tree::Kind::kTensor || reused[n]) continue;
-    const Tensor* tensor = &state.Find(node.path)->tensor();
-    node.chunks.resize((node.byte_size + chunk_size - 1) / chunk_size);
-    for (uint32_t k = 0; k < node.chunks.size(); ++k) {
-      const uint64_t offset = uint64_t{k} * chunk_size;
-      node.chunks[k].raw_size =
-          static_cast<uint32_t>(std::min<uint64_t>(chunk_size, node.byte_size - offset));
-      pieces.push_back({n, k, tensor, std::nullopt});
+    // Each box's bytes (the whole tensor's, unboxed) are cut into chunks.
+    node.chunks.clear();
+    std::vector<const std::byte*> box_data = BoxBuffers(*state.Find(node.path), node);
+    for (size_t b = 0; b < box_data.size(); ++b) {
+      const uint64_t bytes = node.boxed ? BoxElements(node.boxes[b].box) * DTypeSize(node.dtype)
+                                        : node.byte_size;
+      const auto count = static_cast<uint32_t>((bytes + chunk_size - 1) / chunk_size);
+      if (node.boxed) node.boxes[b].chunk_count = count;
+      for (uint32_t k = 0; k < count; ++k) {
+        const uint64_t offset = uint64_t{k} * chunk_size;
+        ChunkRef ref;
+        ref.raw_size = static_cast<uint32_t>(std::min<uint64_t>(chunk_size, bytes - offset));
+        pieces.push_back({n, static_cast<uint32_t>(node.chunks.size()), box_data[b] + offset,
+                          node.dtype, std::nullopt});
+        node.chunks.push_back(ref);
+      }
     }
   }
   // Slots taken here go back to the pool unless a new chunk keeps them.
@@ -207,10 +217,8 @@ Result<std::shared_ptr<PendingSave>> SavePipeline::Prepare(
       --budget;
     }
   }
-  auto bytes_of = [&](const Piece& piece) {
-    return piece.tensor->data() + uint64_t{piece.chunk} * chunk_size;
-  };
-  Status status = ParallelFor(pieces.size(), settings_.threads, [&](size_t i) {
+  auto bytes_of = [](const Piece& piece) { return piece.data; };
+  status = ParallelFor(pieces.size(), settings_.threads, [&](size_t i) {
     const Piece& piece = pieces[i];
     ChunkRef& ref = manifest.nodes[piece.node].chunks[piece.chunk];
     ref.digest = piece.slot.has_value()
@@ -266,7 +274,7 @@ Result<std::shared_ptr<PendingSave>> SavePipeline::Prepare(
       copied.push_back(&piece);
     }
     chunk.size = ref.raw_size;
-    const DType dtype = piece.tensor->dtype();
+    const DType dtype = piece.dtype;
     chunk.element_width = DTypeIsFloat(dtype) ? DTypeSize(dtype) : 0;
     chunk.refs.emplace_back(piece.node, piece.chunk);
   }
@@ -350,11 +358,80 @@ Status SavePipeline::Stage(PendingSave& save) {
   return Status::OK();
 }
 
+Status SavePipeline::CommitLocally(PendingSave& save) {
+  Manifest& manifest = save.manifest_;
+  for (ManifestNode& node : manifest.nodes) {
+    if (!node.boxed) continue;
+    Status status = SetBoxes(&node, BoxesOf(node));
+    if (!status.ok()) return status;
+  }
+  return store_->CommitStep(manifest.step, EncodeManifest(manifest), save.new_chunks_);
+}
+
 Status SavePipeline::WriteAndCommit(PendingSave& save) {
-  std::vector<IndexEntry> index_entries;
-  Status status = WriteChunks(save, &index_entries);
+  Status status = WriteChunks(save);
   if (!status.ok()) return status;
-  return store_->CommitStep(save.manifest_.step, EncodeManifest(save.manifest_), index_entries);
+  return CommitLocally(save);
+}
+
+Status SavePipeline::AssignBoxes(Manifest* manifest) const {
+  for (ManifestNode& node : manifest->nodes) {
+    if (node.kind != Tree::Kind::kTensor) continue;
+    if (settings_.process_count > 1 && !node.boxed) {
+      // Every process holds the whole tensor: one writes it.
+      node.boxed = true;
+      if (WholeTensorWriter(node.path, settings_.process_count) == settings_.process_index &&
+          node.byte_size > 0) {
+        node.boxes.push_back({WholeBox(node.shape), 0});
+      }
+    }
+    if (settings_.process_count == 1 && node.boxed) {
+      std::vector<Box> boxes;
+      for (const ManifestBox& box : node.boxes) boxes.push_back(box.box);
+      std::string problem = TilingProblem(boxes, node.shape);
+      if (!problem.empty()) {
+        return Status::InvalidArgument("the shards of replica 0 of tensor '" + node.path +
+                                       "' (shape " + ShapeString(node.shape) +
+                                       ") do not tile it: " + problem);
+      }
+    }
+  }
+  return Status::OK();
+}
+
+int WholeTensorWriter(std::string_view path, int process_count) {
+  // FNV-1a: the same on every process and build.
+  uint64_t hash = 14695981039346656037ull;
+  for (char c : path) hash = (hash ^ static_cast<unsigned char>(c)) * 1099511628211ull;
+  return static_cast<int>(hash % static_cast<uint64_t>(process_count));
+}
+
+namespace {
+
+bool SameBoxes(const std::vector<ManifestBox>& a, const std::vector<ManifestBox>& b) {
+  return std::equal(a.begin(), a.end(), b.begin(), b.end(),
+                    [](const ManifestBox& x, const ManifestBox& y) { return x.box == y.box; });
+}
+
+}  // namespace
+
+bool SavePipeline::SameLayout(const ManifestNode& previous, const ManifestNode& node) {
+  return previous.dtype == node.dtype && previous.shape == node.shape &&
+         previous.boxed == node.boxed && SameBoxes(previous.boxes, node.boxes);
+}
+
+std::vector<const std::byte*> SavePipeline::BoxBuffers(const Tree& leaf, const ManifestNode& node) {
+  std::vector<const std::byte*> buffers;
+  if (leaf.kind() == Tree::Kind::kTensor) {
+    // Unboxed, or a process's whole box of a tensor every process holds.
+    if (!node.boxed || !node.boxes.empty()) buffers.push_back(leaf.tensor().data());
+    return buffers;
+  }
+  // The shards FlattenTree made boxes of, in the same order.
+  for (const Shard& shard : leaf.sharded().shards) {
+    if (shard.replica_id == 0 && shard.data.byte_size() > 0) buffers.push_back(shard.data.data());
+  }
+  return buffers;
 }
 
 namespace {
@@ -378,7 +455,8 @@ void RefreshCopy(PendingSave::PositionCopy* copy, const ChunkDigest& digest, uin
 
 }  // namespace
 
-Status SavePipeline::WriteChunks(PendingSave& save, std::vector<IndexEntry>* index_entries) {
+Status SavePipeline::WriteChunks(PendingSave& save) {
+  std::vector<IndexEntry>* index_entries = &save.new_chunks_;
   std::vector<PendingSave::Chunk>& chunks = save.chunks_;
   // The writer releases the slots of the chunks it has written as it goes,
   // and on every exit those of every chunk handed to it.
@@ -391,7 +469,9 @@ Status SavePipeline::WriteChunks(PendingSave& save, std::vector<IndexEntry>* ind
   Cleanup stop([&] { release_until(save.StopWriter()); });
   if (chunks.empty()) return Status::OK();
   save.AwaitWriterStart();
-  Result<std::unique_ptr<GenerationWriter>> writer = store_->NewGeneration();
+  Result<std::unique_ptr<GenerationWriter>> writer =
+      save.generation_.has_value() ? store_->NewGenerationFile(*save.generation_)
+                                   : store_->NewGeneration();
   if (!writer.ok()) return writer.status();
   ChunkEncoding base;
   base.zstd_level = settings_.compression_level;

@@ -59,8 +59,15 @@ class PendingSave {
 
   // The step's manifest; chunk stored sizes are final once committed.
   const Manifest& manifest() const { return manifest_; }
+  Manifest& mutable_manifest() { return manifest_; }
   // New chunks the writer will write.
   size_t new_chunk_count() const { return chunks_.size(); }
+  // The index entries of the chunks written (WriteChunks).
+  const std::vector<IndexEntry>& new_chunks() const { return new_chunks_; }
+  // Multi-process saves: the generation the primary assigned this process;
+  // its chunks go into that generation's file, which the primary ingests.
+  // Unset: a new generation, ingested when written.
+  void set_generation(uint64_t generation) { generation_ = generation; }
 
   // Delta encoding: the last chunk a position held, and a copy of its
   // bytes (SavePipeline::delta_bases_).
@@ -130,6 +137,8 @@ class PendingSave {
 
   Manifest manifest_;
   std::vector<Chunk> chunks_;  // the new chunks, digest order
+  std::vector<IndexEntry> new_chunks_;
+  std::optional<uint64_t> generation_;
   // The writer reads caller memory that the caller may change meanwhile (an
   // asynchronous zero_copy save): it re-hashes what it compresses.
   bool recheck_caller_bytes_ = false;
@@ -142,6 +151,10 @@ class PendingSave {
   Status abandoned_ GUARDED_BY(mu_);
 };
 
+// The process that writes a tensor every process holds whole (not
+// sharded), among `process_count`: spread by a hash of its path.
+int WholeTensorWriter(std::string_view path, int process_count);
+
 class SavePipeline {
  public:
   struct Settings {
@@ -151,6 +164,11 @@ class SavePipeline {
     int compression_level = 1;
     uint8_t max_delta_chain = 0;  // CheckpointerOptions::max_delta_chain
     StagingPool::Allocator allocate_staging = nullptr;  // see StagingPool
+    // Multi-process saves: this process among process_count. Each process
+    // writes its own shards, and the whole tensors WholeTensorWriter gives
+    // it; a single process writes every tensor, whose shards must tile it.
+    int process_index = 0;
+    int process_count = 1;
   };
   // Where the writer reads the new chunks' bytes.
   enum class Source {
@@ -178,6 +196,12 @@ class SavePipeline {
   // Writes the new chunks as one generation and commits the step. On an
   // error nothing of the step is visible and a staged save's stager stops.
   Status WriteAndCommit(PendingSave& save);
+  // The two halves of WriteAndCommit. WriteChunks writes the new chunks
+  // (into the assigned generation's file, uningested, when one is set) and
+  // records their index entries; CommitLocally commits the step alone
+  // (multi-process saves commit through the primary instead).
+  Status WriteChunks(PendingSave& save);
+  Status CommitLocally(PendingSave& save);
 
   // The staging pool (nullptr before the first staged save), for tests.
   StagingPool* staging_pool() { return staging_.get(); }
@@ -185,7 +209,14 @@ class SavePipeline {
  private:
   // Chunks the writer compresses at once; never more than the staging slots.
   size_t WriterWindow() const;
-  Status WriteChunks(PendingSave& save, std::vector<IndexEntry>* index_entries);
+  // Makes the tensor nodes of this process's part boxed where they must be
+  // (multi-process: every tensor, each process naming the boxes it
+  // writes), and checks that a single process's shards tile their tensors.
+  Status AssignBoxes(Manifest* manifest) const;
+  // Whether a tensor may reuse the previous save's chunk list.
+  static bool SameLayout(const ManifestNode& previous, const ManifestNode& node);
+  // Where each box of `node` (the whole tensor, unboxed) lies in memory.
+  static std::vector<const std::byte*> BoxBuffers(const Tree& leaf, const ManifestNode& node);
   // Delta encoding: this save's position copies, made of the last save's
   // (empty when delta encoding is off). `reused`: per node, whether it took
   // the last save's chunks unread.

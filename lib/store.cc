@@ -12,6 +12,7 @@
 
 #include "chunk_codec.h"
 #include "coding.h"
+#include "file_util.h"
 #include "store_internal.h"
 
 namespace ckptdb {
@@ -155,14 +156,18 @@ class GenerationWriter::Rep {
   bool finished = false;
 };
 
-GenerationWriter::GenerationWriter(Store* store, uint64_t generation)
+GenerationWriter::GenerationWriter(Store* store, uint64_t generation, bool ingest)
     : store_(store),
       generation_(generation),
+      ingest_(ingest),
       rep_(std::make_unique<Rep>(store->rep_->env, store->rep_->chunks_options,
                                  store->rep_->chunks())) {
-  rep_->path =
-      (fs::path(store->rep_->staging_dir) / ("generation-" + std::to_string(generation) + ".sst"))
-          .string();
+  rep_->path = store->GenerationFilePath(generation);
+}
+
+std::string Store::GenerationFilePath(uint64_t generation) const {
+  return (fs::path(rep_->staging_dir) / ("generation-" + std::to_string(generation) + ".sst"))
+      .string();
 }
 
 GenerationWriter::~GenerationWriter() {
@@ -185,8 +190,12 @@ Status GenerationWriter::Add(const ChunkDigest& digest, std::string_view stored)
 
 Status GenerationWriter::Finish() {
   if (!rep_->opened) return Status::OK();
-  rocksdb::Status s = rep_->writer.Finish();
+  rocksdb::Status s = rep_->writer.Finish();  // synced
   if (!s.ok()) return FromRocksDb(s, "finishing " + rep_->path);
+  if (!ingest_) {
+    rep_->finished = true;
+    return SyncParentDirectory(rep_->path);
+  }
   Status reserved = store_->ReserveGenerations(generation_ + 1);
   if (!reserved.ok()) return reserved;
   rocksdb::IngestExternalFileOptions ingest;
@@ -201,7 +210,56 @@ Status GenerationWriter::Finish() {
 
 Result<std::unique_ptr<GenerationWriter>> Store::NewGeneration() {
   if (read_only()) return Status::FailedPrecondition(dir_ + " is open read-only");
-  return std::unique_ptr<GenerationWriter>(new GenerationWriter(this, rep_->next_generation++));
+  return std::unique_ptr<GenerationWriter>(
+      new GenerationWriter(this, rep_->next_generation++, /*ingest=*/true));
+}
+
+Result<std::unique_ptr<GenerationWriter>> Store::NewGenerationFile(uint64_t generation) {
+  std::error_code ec;
+  fs::create_directories(rep_->staging_dir, ec);
+  if (ec) return Status::IOError("cannot create " + rep_->staging_dir + ": " + ec.message());
+  return std::unique_ptr<GenerationWriter>(new GenerationWriter(this, generation, /*ingest=*/false));
+}
+
+Result<uint64_t> Store::AllocateGenerations(uint64_t count) {
+  if (read_only()) return Status::FailedPrecondition(dir_ + " is open read-only");
+  const uint64_t first = rep_->next_generation;
+  Status reserved = ReserveGenerations(first + count);
+  if (!reserved.ok()) return reserved;
+  rep_->next_generation = first + count;
+  return first;
+}
+
+Status Store::IngestGenerationFiles(const std::vector<uint64_t>& generations) {
+  if (read_only()) return Status::FailedPrecondition(dir_ + " is open read-only");
+  if (generations.empty()) return Status::OK();
+  std::vector<std::string> paths;
+  for (uint64_t generation : generations) {
+    if (generation >= rep_->durable_next_generation) {
+      return Status::Internal("generation " + std::to_string(generation) + " was not reserved");
+    }
+    paths.push_back(GenerationFilePath(generation));
+  }
+  // One call: the files' key ranges are disjoint (one generation each), so
+  // they all land in the bottom level, and the ingestion is atomic.
+  rocksdb::IngestExternalFileOptions ingest;
+  ingest.move_files = true;
+  rocksdb::Status s = rep_->db->IngestExternalFile(rep_->chunks(), paths, ingest);
+  if (!s.ok()) return FromRocksDb(s, "ingesting the generation files of a multi-process save");
+  for (const std::string& path : paths) {
+    std::error_code ec;
+    fs::remove(path, ec);  // the store holds its own link to the file now
+  }
+  return Status::OK();
+}
+
+Status Store::RemoveGenerationFiles() {
+  std::error_code ec;
+  for (const fs::directory_entry& entry : fs::directory_iterator(rep_->staging_dir, ec)) {
+    std::error_code ignored;
+    fs::remove(entry.path(), ignored);
+  }
+  return Status::OK();
 }
 
 namespace {

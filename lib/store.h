@@ -120,6 +120,20 @@ class Store {
   // Starts writing a new generation of chunks (write mode only).
   Result<std::unique_ptr<GenerationWriter>> NewGeneration();
 
+  // Multi-process saves (doc/format.md §7). The primary allocates one
+  // generation per process (made durable before any is written: the first
+  // of `count`); each process writes its chunks into its generation's file
+  // (any mode: the file is not ingested); the primary ingests all the files
+  // of a save in one atomic call, then commits the step.
+  Result<uint64_t> AllocateGenerations(uint64_t count);
+  Result<std::unique_ptr<GenerationWriter>> NewGenerationFile(uint64_t generation);
+  Status IngestGenerationFiles(const std::vector<uint64_t>& generations);
+  // Where generation `generation`'s file waits for ingestion.
+  std::string GenerationFilePath(uint64_t generation) const;
+  // The primary, before a save: removes the files of saves that failed
+  // before their commit (no process writes one between saves).
+  Status RemoveGenerationFiles();
+
   // The commit point of a step: writes the manifest and the index entries of
   // the step's new chunks in one synced batch.
   Status CommitStep(int64_t step, std::string_view manifest,
@@ -207,16 +221,18 @@ class GenerationWriter {
   uint64_t generation() const { return generation_; }
   // Adds a chunk; digests must be strictly increasing.
   Status Add(const ChunkDigest& digest, std::string_view stored);
-  // Makes the generation durable in the store (no-op when nothing was added).
+  // Makes the generation durable in the store, or for a generation file
+  // only its file (no-op when nothing was added).
   Status Finish();
 
   class Rep;
 
  private:
   friend class Store;
-  GenerationWriter(Store* store, uint64_t generation);
+  GenerationWriter(Store* store, uint64_t generation, bool ingest);
   Store* store_;
   uint64_t generation_;
+  bool ingest_;  // Finish ingests the file (else it only writes and syncs it)
   std::unique_ptr<Rep> rep_;
 };
 

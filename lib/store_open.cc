@@ -452,6 +452,9 @@ Result<std::unique_ptr<Store>> Store::Open(const std::string& dir, Mode mode, ro
   rep.store_id = metadata->store_id;
   rep.durable_next_generation = metadata->next_generation;
   rep.next_generation = std::max<uint64_t>(1, metadata->next_generation);
+  // Where generation files wait for ingestion: the writer's, and those the
+  // other processes of a multi-process save write for the primary.
+  rep.staging_dir = (fs::path(dir) / "staging").string();
 
   if (writing) {
     if (creating || !identity.has_value() || mode == Mode::kSalvage) {
@@ -468,7 +471,6 @@ Result<std::unique_ptr<Store>> Store::Open(const std::string& dir, Mode mode, ro
       if (!synced.ok()) return synced;
     }
     // Files left by a save that crashed before ingestion are garbage.
-    rep.staging_dir = (fs::path(dir) / "staging").string();
     std::error_code ec;
     fs::remove_all(rep.staging_dir, ec);
     fs::create_directories(rep.staging_dir, ec);

@@ -4,6 +4,8 @@
 #include <cassert>
 #include <cstring>
 
+#include "box.h"
+
 namespace ckptdb {
 
 std::string_view KindName(Tree::Kind kind) {
@@ -15,6 +17,7 @@ std::string_view KindName(Tree::Kind kind) {
     case Tree::Kind::kFloat: return "float";
     case Tree::Kind::kBool: return "bool";
     case Tree::Kind::kString: return "string";
+    case Tree::Kind::kShardedTensor: return "sharded tensor";
   }
   return "unknown";
 }
@@ -57,6 +60,39 @@ Tree Tree::String(std::string value) {
   Tree tree;
   tree.kind_ = Kind::kString;
   tree.string_value_ = std::move(value);
+  return tree;
+}
+
+Result<Tree> Tree::Sharded(ShardedTensor sharded) {
+  Result<uint64_t> global_bytes = TensorByteSize(sharded.dtype, sharded.global_shape);
+  if (!global_bytes.ok()) return global_bytes.status().WithContext("sharded tensor");
+  if (DTypeSize(sharded.dtype) == 0) return Status::InvalidArgument("sharded tensor of an unknown dtype");
+  std::vector<std::vector<Box>> by_replica;
+  for (size_t i = 0; i < sharded.shards.size(); ++i) {
+    const Shard& shard = sharded.shards[i];
+    const std::string which = "shard " + std::to_string(i) + " of a sharded " +
+                              std::string(DTypeName(sharded.dtype)) + " tensor of shape " +
+                              ShapeString(sharded.global_shape);
+    if (shard.data.dtype() != sharded.dtype) {
+      return Status::InvalidArgument(which + " is " + std::string(DTypeName(shard.data.dtype())));
+    }
+    if (shard.replica_id < 0) return Status::InvalidArgument(which + " has a negative replica_id");
+    Box box{shard.start, shard.data.shape()};
+    std::string problem = BoxProblem(box, sharded.global_shape);
+    if (!problem.empty()) return Status::InvalidArgument(which + ": " + problem);
+    const auto replica = static_cast<size_t>(shard.replica_id);
+    if (replica >= by_replica.size()) by_replica.resize(replica + 1);
+    for (const Box& other : by_replica[replica]) {
+      if (Intersect(box, other).has_value()) {
+        return Status::InvalidArgument(which + ": its box " + BoxString(box) + " overlaps " +
+                                       BoxString(other) + " of the same replica_id");
+      }
+    }
+    by_replica[replica].push_back(std::move(box));
+  }
+  Tree tree;
+  tree.kind_ = Kind::kShardedTensor;
+  tree.sharded_ = std::move(sharded);
   return tree;
 }
 
@@ -201,6 +237,14 @@ const std::string& Tree::string_value() const {
   assert(kind_ == Kind::kString);
   return string_value_;
 }
+const ShardedTensor& Tree::sharded() const {
+  assert(kind_ == Kind::kShardedTensor);
+  return sharded_;
+}
+ShardedTensor& Tree::sharded() {
+  assert(kind_ == Kind::kShardedTensor);
+  return sharded_;
+}
 
 namespace {
 
@@ -248,6 +292,22 @@ bool Tree::ContentEquals(const Tree& other) const {
     // Bitwise, so NaN equals the same NaN and -0.0 differs from 0.0.
     case Kind::kFloat: return std::memcmp(&float_value_, &other.float_value_, sizeof(double)) == 0;
     case Kind::kString: return string_value_ == other.string_value_;
+    case Kind::kShardedTensor: {
+      const ShardedTensor& mine = sharded_;
+      const ShardedTensor& theirs = other.sharded_;
+      if (mine.dtype != theirs.dtype || mine.global_shape != theirs.global_shape ||
+          mine.shards.size() != theirs.shards.size()) {
+        return false;
+      }
+      for (size_t i = 0; i < mine.shards.size(); ++i) {
+        if (mine.shards[i].start != theirs.shards[i].start ||
+            mine.shards[i].replica_id != theirs.shards[i].replica_id ||
+            !mine.shards[i].data.ContentEquals(theirs.shards[i].data)) {
+          return false;
+        }
+      }
+      return true;
+    }
   }
   return false;
 }

@@ -1,10 +1,12 @@
 #include "validate_options.h"
 
+#include <algorithm>
 #include <cmath>
 #include <string>
 #include <utility>
 
 #include "chunk_codec.h"
+#include "ckptdb/coordinator.h"
 #include "manifest.h"
 
 namespace ckptdb {
@@ -66,11 +68,44 @@ Status ValidateOptions(const CheckpointerOptions& options) {
     return Status::InvalidArgument("wait_for_store must be 0 with create = true, and >= 0, got " +
                                    std::to_string(options.wait_for_store.count()) + " ms");
   }
-  if (options.multiprocessing.primary_host != 0 ||
-      !options.multiprocessing.active_processes.empty()) {
+  return ValidateMultiprocessing(options);
+}
+
+Status ValidateMultiprocessing(const CheckpointerOptions& options) {
+  const MultiprocessingOptions& multi = options.multiprocessing;
+  const int count = multi.coordinator ? multi.coordinator->process_count() : 1;
+  const int index = multi.coordinator ? multi.coordinator->process_index() : 0;
+  if (multi.primary_host < 0 || multi.primary_host >= count) {
+    return Status::InvalidArgument("multiprocessing.primary_host must be a process index in [0, " +
+                                   std::to_string(count) + "), got " +
+                                   std::to_string(multi.primary_host));
+  }
+  const std::vector<int>& active = multi.active_processes;
+  for (size_t i = 0; i < active.size(); ++i) {
+    if (active[i] < 0 || active[i] >= count || (i > 0 && active[i] <= active[i - 1])) {
+      return Status::InvalidArgument(
+          "multiprocessing.active_processes must be distinct process indices in [0, " +
+          std::to_string(count) + "), ascending; got " + std::to_string(active[i]) +
+          " at position " + std::to_string(i));
+    }
+  }
+  auto is_active = [&](int process) {
+    return active.empty() || std::find(active.begin(), active.end(), process) != active.end();
+  };
+  if (!is_active(multi.primary_host)) {
+    return Status::InvalidArgument("multiprocessing.primary_host " +
+                                   std::to_string(multi.primary_host) +
+                                   " is not in active_processes");
+  }
+  if (!is_active(index)) {
+    return Status::InvalidArgument("process " + std::to_string(index) +
+                                   " is not in multiprocessing.active_processes: only those "
+                                   "processes open the checkpointer");
+  }
+  if (count > 1 && options.max_delta_chain != 0) {
     return Status::NotSupported(
-        "multiprocessing: this build writes from a single process (primary_host 0, "
-        "active_processes empty)");
+        "max_delta_chain with several processes (a delta's base is a chunk of the same "
+        "process's previous save); use 0");
   }
   return Status::OK();
 }

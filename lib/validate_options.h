@@ -12,6 +12,8 @@
 namespace ckptdb {
 
 Status ValidateOptions(const CheckpointerOptions& options);
+// The multiprocessing options (part of ValidateOptions).
+Status ValidateMultiprocessing(const CheckpointerOptions& options);
 // Metrics and user metadata of one save (the state itself is checked while
 // it is flattened).
 Status ValidateSaveOptions(const SaveOptions& options);

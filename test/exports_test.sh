@@ -8,7 +8,8 @@ symbols=$(nm -D --defined-only "$1" | c++filt | sed 's/^[0-9a-f]* [A-Za-z] //')
 count=$(printf '%s\n' "$symbols" | grep -c .)
 # In namespace ckptdb: the name, not a return type, begins with "ckptdb::"
 # (no space before the argument list).
-foreign=$(printf '%s\n' "$symbols" | grep -v -E '^ckptdb::[^ (]+(\(|$)' || true)
+foreign=$(printf '%s\n' "$symbols" |
+  grep -v -E '^((vtable|typeinfo|typeinfo name) for )?ckptdb::[^ (]+(\(|$)' || true)
 internal=$(printf '%s\n' "$symbols" | grep -E 'ckptdb::(Store|GenerationWriter|ChunkHasher|ChunkDigest|Manifest|DecodeManifest|EncodeManifest|FlattenTree|BuildTree|Parse|Safetensors|Verify|Repair|SavePipeline|PendingSave|StagingPool|CollectGarbage\(|MeasureGarbage|ParallelFor|Checkpointer::Impl::|CheckpointerAccess)' || true)
 if [ -n "$foreign" ] || [ -n "$internal" ]; then
   echo "libckptdb.so exports more than the public API:"

@@ -185,6 +185,12 @@ void ExpectNodeEq(const ManifestNode& actual, const ManifestNode& expected) {
         EXPECT_EQ(actual.chunks[i].raw_size, expected.chunks[i].raw_size) << "chunk " << i;
         EXPECT_EQ(actual.chunks[i].stored_size, expected.chunks[i].stored_size) << "chunk " << i;
       }
+      EXPECT_EQ(actual.boxed, expected.boxed);
+      ASSERT_EQ(actual.boxes.size(), expected.boxes.size());
+      for (size_t b = 0; b < expected.boxes.size(); ++b) {
+        EXPECT_EQ(actual.boxes[b].box, expected.boxes[b].box) << "box " << b;
+        EXPECT_EQ(actual.boxes[b].chunk_count, expected.boxes[b].chunk_count) << "box " << b;
+      }
       break;
     case Tree::Kind::kInt:
     case Tree::Kind::kBool: EXPECT_EQ(actual.int_value, expected.int_value); break;
@@ -194,7 +200,8 @@ void ExpectNodeEq(const ManifestNode& actual, const ManifestNode& expected) {
       break;
     case Tree::Kind::kString: EXPECT_EQ(actual.string_value, expected.string_value); break;
     case Tree::Kind::kMap:
-    case Tree::Kind::kList: break;
+    case Tree::Kind::kList:
+    case Tree::Kind::kShardedTensor: break;  // never in a manifest
   }
 }
 

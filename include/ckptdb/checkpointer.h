@@ -36,6 +36,13 @@ namespace ckptdb {
 // Pass as `step` to mean the largest step stored.
 inline constexpr int64_t kLatestStep = -1;
 
+// A box of a tensor saved as shards: its start offsets and extents in the
+// global tensor.
+struct SavedBox {
+  std::vector<int64_t> start;
+  std::vector<int64_t> shape;
+};
+
 // One leaf of a stored step, without its data.
 struct LeafMetadata {
   std::string path = {};
@@ -46,6 +53,9 @@ struct LeafMetadata {
   uint64_t logical_bytes = 0;  // dtype size x elements
   uint64_t stored_bytes = 0;   // sum of the chunks' stored sizes (before dedup)
   uint32_t chunk_count = 0;
+  // The boxes the shards that saved it covered (sorted by start); empty
+  // when it was saved whole.
+  std::vector<SavedBox> saved_boxes = {};
   // Scalar leaves only: the value of the leaf's kind (the others stay 0).
   int64_t int_value = 0;
   double float_value = 0;

@@ -3,6 +3,7 @@
 #define CKPTDB_CKPTDB_H_
 
 #include "ckptdb/checkpointer.h"
+#include "ckptdb/coordinator.h"
 #include "ckptdb/options.h"
 #include "ckptdb/status.h"
 #include "ckptdb/tensor.h"

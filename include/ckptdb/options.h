@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <functional>
 #include <map>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -27,13 +28,27 @@ enum class GcMode {
                       // gc_garbage_threshold of the stored chunk bytes
 };
 
-// Multi-host training (one checkpoint written by many processes). This build
-// writes from one process only: any value other than the defaults makes Open
-// return NotSupported.
+class Coordinator;
+
+// Multi-process training: one checkpoint written by many processes at once,
+// each writing its own shards (Tree::Sharded). Every process opens the same
+// workdir with a coordinator of the job; the primary commits each step and
+// runs retention and garbage collection; the others write their chunks and
+// read the store. Save, MaybeSave, ShouldSave, Delete, CollectGarbage and
+// Close are collective (every process calls them, in the same order);
+// restores are not: each process reads the boxes it asks for.
+// Protocol and format: doc/format.md §7.
 struct MultiprocessingOptions {
-  // The process that commits manifests and runs retention. Default: 0.
+  // The job's processes (ckptdb/mpi.h: MpiCoordinator). nullptr: this
+  // process alone. Default: nullptr.
+  std::shared_ptr<Coordinator> coordinator = nullptr;
+  // The process that creates the store, commits steps, and runs retention
+  // and garbage collection: an index of the coordinator. Default: 0.
   int primary_host = 0;
-  // Processes taking part in barriers; empty means all. Default: empty.
+  // Only these processes (indices of the coordinator) take part, as with
+  // Orbax: each of them opens the checkpointer, the others must not (Open
+  // is InvalidArgument on them). Must hold primary_host. Empty: every
+  // process. Default: empty.
   std::vector<int> active_processes = {};
 };
 

@@ -23,6 +23,29 @@
 
 namespace ckptdb {
 
+// One shard of a global tensor that this process holds: where its box
+// starts in the global tensor, and its elements (the box's shape is
+// data.shape()). Multi-process training holds each global array as shards
+// spread over the processes.
+struct Shard {
+  std::vector<int64_t> start = {};
+  Tensor data = {};
+  // Shards holding the same box on several processes (replicas) differ in
+  // replica_id; only replica 0 is written (as JAX writes replica 0), so a
+  // replicated shard is stored once. Restore fills every replica. Default: 0.
+  int replica_id = 0;
+};
+
+// A global tensor of which this process holds `shards` (Tree::Sharded).
+// Saved, the shards of replica 0 of all processes must together cover every
+// element exactly once. Restored into, each shard receives its box of the
+// stored tensor, whatever sharding saved it.
+struct ShardedTensor {
+  DType dtype = DType::kFloat32;
+  std::vector<int64_t> global_shape = {};
+  std::vector<Shard> shards = {};
+};
+
 class CKPTDB_EXPORT Tree {
  public:
   // Node kinds. The numeric values are persisted: never change them.
@@ -34,6 +57,9 @@ class CKPTDB_EXPORT Tree {
     kFloat = 4,
     kBool = 5,
     kString = 6,
+    // This process's shards of a global tensor. Never stored as such: a
+    // step stores the global tensor (kTensor, with the boxes that saved it).
+    kShardedTensor = 7,
   };
 
   // An empty map.
@@ -46,6 +72,10 @@ class CKPTDB_EXPORT Tree {
   static Tree Float(double value);
   static Tree Bool(bool value);
   static Tree String(std::string value);
+  // InvalidArgument, naming the shard, unless every shard has `dtype` and a
+  // box (start, data.shape()) of the global shape's rank inside it, and no
+  // two shards of one replica_id overlap.
+  static Result<Tree> Sharded(ShardedTensor sharded);
 
   Kind kind() const { return kind_; }
   bool is_container() const { return kind_ == Kind::kMap || kind_ == Kind::kList; }
@@ -86,6 +116,8 @@ class CKPTDB_EXPORT Tree {
   double float_value() const;
   bool bool_value() const;
   const std::string& string_value() const;
+  const ShardedTensor& sharded() const;
+  ShardedTensor& sharded();
 
   // Calls `visit(path, leaf)` for every leaf in pre-order (maps by key, lists
   // by index).
@@ -101,6 +133,7 @@ class CKPTDB_EXPORT Tree {
   std::vector<std::string> keys_;  // maps only, sorted, parallel to children_
   std::vector<Tree> children_;
   Tensor tensor_;
+  ShardedTensor sharded_;
   int64_t int_value_ = 0;
   double float_value_ = 0;
   std::string string_value_;

@@ -1,0 +1,149 @@
+#include "box.h"
+
+#include <algorithm>
+#include <cstring>
+#include <numeric>
+#include <set>
+
+namespace ckptdb {
+
+Box WholeBox(const std::vector<int64_t>& shape) {
+  return Box{std::vector<int64_t>(shape.size(), 0), shape};
+}
+
+std::string BoxString(const Box& box) {
+  std::string text = "[";
+  for (size_t d = 0; d < box.start.size() && d < box.shape.size(); ++d) {
+    if (d > 0) text += ", ";
+    if (d == 16) {
+      text += "... (" + std::to_string(box.start.size()) + " dimensions)";
+      break;
+    }
+    const int64_t start = box.start[d];
+    const int64_t extent = box.shape[d];
+    // A hostile box's end may not fit in int64: shown as its extent then.
+    const bool fits = extent >= 0 && start >= 0 && extent <= INT64_MAX - start;
+    text += std::to_string(start) + ":" +
+            (fits ? std::to_string(start + extent) : "+" + std::to_string(extent));
+  }
+  return text + "]";
+}
+
+std::string BoxProblem(const Box& box, const std::vector<int64_t>& global) {
+  if (box.start.size() != global.size() || box.shape.size() != global.size()) {
+    return "box of rank " + std::to_string(box.start.size()) + "/" +
+           std::to_string(box.shape.size()) + " in a tensor of rank " +
+           std::to_string(global.size());
+  }
+  for (size_t d = 0; d < global.size(); ++d) {
+    if (box.start[d] < 0 || box.shape[d] < 0 || box.start[d] > global[d] ||
+        box.shape[d] > global[d] - box.start[d]) {
+      return "box " + BoxString(box) + " is not inside the tensor's shape on dimension " +
+             std::to_string(d);
+    }
+  }
+  return {};
+}
+
+std::optional<Box> Intersect(const Box& a, const Box& b) {
+  Box common;
+  for (size_t d = 0; d < a.start.size(); ++d) {
+    const int64_t begin = std::max(a.start[d], b.start[d]);
+    const int64_t end = std::min(a.start[d] + a.shape[d], b.start[d] + b.shape[d]);
+    if (end <= begin) return std::nullopt;
+    common.start.push_back(begin);
+    common.shape.push_back(end - begin);
+  }
+  return common;
+}
+
+uint64_t BoxElements(const Box& box) {
+  uint64_t elements = 1;
+  for (int64_t extent : box.shape) elements *= static_cast<uint64_t>(extent);
+  return elements;
+}
+
+uint64_t IndexInBox(const Box& box, const std::vector<int64_t>& point) {
+  uint64_t index = 0;
+  for (size_t d = 0; d < box.start.size(); ++d) {
+    index = index * static_cast<uint64_t>(box.shape[d]) +
+            static_cast<uint64_t>(point[d] - box.start[d]);
+  }
+  return index;
+}
+
+std::vector<int64_t> LastPoint(const Box& box) {
+  std::vector<int64_t> last(box.start.size());
+  for (size_t d = 0; d < last.size(); ++d) last[d] = box.start[d] + box.shape[d] - 1;
+  return last;
+}
+
+void CopyRegion(const std::byte* source, const Box& source_box, uint64_t source_skip,
+                std::byte* dest, const Box& dest_box, const Box& region, size_t element_size) {
+  const size_t rank = region.start.size();
+  if (BoxElements(region) == 0) return;
+  // The innermost dimension is contiguous in both layouts: one run per row.
+  const size_t run = (rank == 0 ? 1 : static_cast<size_t>(region.shape[rank - 1])) * element_size;
+  std::vector<int64_t> point = region.start;
+  for (;;) {
+    std::memcpy(dest + IndexInBox(dest_box, point) * element_size,
+                source + (IndexInBox(source_box, point) * element_size - source_skip), run);
+    // Next row: count up the outer dimensions, innermost of them first.
+    size_t d = rank == 0 ? 0 : rank - 1;
+    for (; d-- > 0;) {
+      if (++point[d] < region.start[d] + region.shape[d]) break;
+      point[d] = region.start[d];
+    }
+    if (d == static_cast<size_t>(-1)) return;
+  }
+}
+
+std::string TilingProblem(const std::vector<Box>& boxes, const std::vector<int64_t>& global) {
+  const size_t rank = global.size();
+  for (const Box& box : boxes) {
+    std::string problem = BoxProblem(box, global);
+    if (!problem.empty()) return problem;
+    if (BoxElements(box) == 0) return "box " + BoxString(box) + " holds no element";
+  }
+  if (rank > 0) {
+    // Sweep along the dimension that separates the boxes best: only boxes
+    // whose extents overlap on it can share an element.
+    size_t sweep = 0;
+    size_t best = 0;
+    for (size_t d = 0; d < rank; ++d) {
+      std::set<int64_t> starts;
+      for (const Box& box : boxes) starts.insert(box.start[d]);
+      if (starts.size() > best) {
+        best = starts.size();
+        sweep = d;
+      }
+    }
+    std::vector<size_t> order(boxes.size());
+    std::iota(order.begin(), order.end(), size_t{0});
+    std::sort(order.begin(), order.end(),
+              [&](size_t a, size_t b) { return boxes[a].start[sweep] < boxes[b].start[sweep]; });
+    for (size_t i = 0; i < order.size(); ++i) {
+      const Box& box = boxes[order[i]];
+      const int64_t end = box.start[sweep] + box.shape[sweep];
+      for (size_t j = i + 1; j < order.size() && boxes[order[j]].start[sweep] < end; ++j) {
+        if (Intersect(box, boxes[order[j]]).has_value()) {
+          return "boxes " + BoxString(box) + " and " + BoxString(boxes[order[j]]) + " overlap";
+        }
+      }
+    }
+  } else if (boxes.size() > 1) {
+    return std::to_string(boxes.size()) + " boxes of one scalar";
+  }
+  // Disjoint boxes inside the tensor cover it exactly when their sizes add
+  // up (and, being disjoint, they add up to at most the tensor's).
+  const uint64_t total = BoxElements(WholeBox(global));
+  uint64_t covered = 0;
+  for (const Box& box : boxes) covered += BoxElements(box);
+  if (covered != total) {
+    return "the boxes cover " + std::to_string(covered) + " of " +
+           std::to_string(total) + " elements";
+  }
+  return {};
+}
+
+}  // namespace ckptdb

@@ -1,0 +1,57 @@
+// Boxes: the rectangular regions of a global tensor that shards cover
+// (doc/format.md §6). A box is its start offsets and its shape, one of each
+// per dimension of the tensor; its elements are laid out row-major, as a
+// tensor of the box's shape. Pure functions, no I/O.
+#ifndef CKPTDB_LIB_BOX_H_
+#define CKPTDB_LIB_BOX_H_
+
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace ckptdb {
+
+struct Box {
+  std::vector<int64_t> start;
+  std::vector<int64_t> shape;
+
+  bool operator==(const Box&) const = default;
+};
+
+// The box of a whole tensor of `shape`.
+Box WholeBox(const std::vector<int64_t>& shape);
+// "[0:4, 8:16]".
+std::string BoxString(const Box& box);
+// Empty when `box` has the rank of `global`, non-negative starts and
+// extents, and lies inside a tensor of shape `global`; else what is wrong.
+// Overflow-safe for any int64 values.
+std::string BoxProblem(const Box& box, const std::vector<int64_t>& global);
+// The common part of two boxes of the same rank; nullopt when they share no
+// element (a box with a zero extent shares none).
+std::optional<Box> Intersect(const Box& a, const Box& b);
+// Elements of a box (1 for rank 0). The box must have passed BoxProblem.
+uint64_t BoxElements(const Box& box);
+// The row-major index, within `box`, of its element at global coordinates
+// `point` (which must lie inside it).
+uint64_t IndexInBox(const Box& box, const std::vector<int64_t>& point);
+// The last element of a non-empty box, in global coordinates.
+std::vector<int64_t> LastPoint(const Box& box);
+// Copies the elements of `region` (inside both boxes) from `source`, which
+// holds the bytes of `source_box` row-major from its byte `source_skip` on
+// (the region's bytes must be there), into `dest`, which holds all of
+// `dest_box`: one memcpy per run of the innermost dimension.
+void CopyRegion(const std::byte* source, const Box& source_box, uint64_t source_skip,
+                std::byte* dest, const Box& dest_box, const Box& region, size_t element_size);
+// Empty when `boxes` tile a tensor of shape `global` exactly (each inside
+// it, no two sharing an element, every element in one); else what is wrong,
+// naming the boxes. Boxes with no element are refused: they would name
+// nothing. Sorts by the dimension with the most distinct starts and
+// compares only boxes whose extents overlap there, so grid shardings check
+// in about n log n.
+std::string TilingProblem(const std::vector<Box>& boxes, const std::vector<int64_t>& global);
+
+}  // namespace ckptdb
+
+#endif  // CKPTDB_LIB_BOX_H_

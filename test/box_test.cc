@@ -1,0 +1,138 @@
+// Boxes (lib/box.h): the geometry of shards, table-tested.
+#include "box.h"
+
+#include <gtest/gtest.h>
+
+#include <cstring>
+#include <numeric>
+
+namespace ckptdb {
+namespace {
+
+TEST(BoxTest, BoxProblemChecksRankAndBounds) {
+  struct Case {
+    Box box;
+    std::vector<int64_t> global;
+    bool fine;
+  };
+  const Case cases[] = {
+      {{{0, 0}, {4, 6}}, {4, 6}, true},
+      {{{2, 3}, {2, 3}}, {4, 6}, true},
+      {{{0}, {0}}, {0}, true},              // an empty tensor's empty box
+      {{{}, {}}, {}, true},                 // a scalar
+      {{{0}, {4}}, {4, 6}, false},          // rank
+      {{{0, 0}, {4}}, {4, 6}, false},       // start and shape ranks differ
+      {{{-1, 0}, {2, 6}}, {4, 6}, false},   // negative start
+      {{{0, 0}, {5, 6}}, {4, 6}, false},    // past the end
+      {{{3, 0}, {2, 6}}, {4, 6}, false},
+      {{{0, 0}, {-1, 6}}, {4, 6}, false},   // negative extent
+      {{{INT64_MAX, 0}, {INT64_MAX, 6}}, {4, 6}, false},  // overflow
+      {{{1, 0}, {INT64_MAX, 6}}, {INT64_MAX, 6}, false},
+  };
+  for (const Case& c : cases) {
+    EXPECT_EQ(BoxProblem(c.box, c.global).empty(), c.fine) << BoxString(c.box);
+  }
+}
+
+TEST(BoxTest, IntersectAndIndex) {
+  const Box a{{0, 0}, {4, 6}};
+  const Box b{{2, 4}, {4, 4}};
+  std::optional<Box> common = Intersect(a, b);
+  ASSERT_TRUE(common.has_value());
+  EXPECT_EQ(*common, (Box{{2, 4}, {2, 2}}));
+  EXPECT_FALSE(Intersect(a, Box{{4, 0}, {1, 6}}).has_value());  // touching only
+  EXPECT_EQ(IndexInBox(a, {2, 4}), 16u);
+  EXPECT_EQ(IndexInBox(b, {2, 4}), 0u);
+  EXPECT_EQ(LastPoint(b), (std::vector<int64_t>{5, 7}));
+  EXPECT_EQ(BoxElements(b), 16u);
+  EXPECT_EQ(BoxString(b), "[2:6, 4:8]");
+}
+
+TEST(BoxTest, TilingProblemTable) {
+  struct Case {
+    const char* name;
+    std::vector<Box> boxes;
+    std::vector<int64_t> global;
+    bool tiles;
+  };
+  const Case cases[] = {
+      {"one whole box", {{{0, 0}, {4, 6}}}, {4, 6}, true},
+      {"row halves", {{{0, 0}, {2, 6}}, {{2, 0}, {2, 6}}}, {4, 6}, true},
+      {"grid, any order",
+       {{{2, 3}, {2, 3}}, {{0, 0}, {2, 3}}, {{2, 0}, {2, 3}}, {{0, 3}, {2, 3}}},
+       {4, 6},
+       true},
+      {"gap", {{{0, 0}, {2, 6}}, {{3, 0}, {1, 6}}}, {4, 6}, false},
+      {"overlap with the same volume", {{{0, 0}, {3, 6}}, {{2, 0}, {1, 6}}}, {4, 6}, false},
+      {"overlap", {{{0, 0}, {3, 6}}, {{2, 0}, {2, 6}}}, {4, 6}, false},
+      {"duplicate", {{{0, 0}, {4, 6}}, {{0, 0}, {4, 6}}}, {4, 6}, false},
+      {"outside", {{{0, 0}, {4, 7}}}, {4, 6}, false},
+      {"empty box", {{{0, 0}, {4, 6}}, {{0, 0}, {0, 6}}}, {4, 6}, false},
+      {"empty tensor, no box", {}, {0, 6}, true},
+      {"no box", {}, {4, 6}, false},
+      {"scalar", {{{}, {}}}, {}, true},
+      {"scalar twice", {{{}, {}}, {{}, {}}}, {}, false},
+      {"columns overlap across rows",
+       {{{0, 0}, {4, 3}}, {{0, 3}, {4, 3}}, {{1, 2}, {1, 2}}},
+       {4, 6},
+       false},
+  };
+  for (const Case& c : cases) {
+    EXPECT_EQ(TilingProblem(c.boxes, c.global).empty(), c.tiles)
+        << c.name << ": " << TilingProblem(c.boxes, c.global);
+  }
+}
+
+TEST(BoxTest, ManyBoxesTileQuickly) {
+  // 100 x 100 boxes of a grid: the sweep compares neighbours only.
+  std::vector<Box> boxes;
+  for (int64_t r = 0; r < 100; ++r) {
+    for (int64_t c = 0; c < 100; ++c) boxes.push_back({{r * 3, c * 2}, {3, 2}});
+  }
+  EXPECT_EQ(TilingProblem(boxes, {300, 200}), "");
+  boxes.back().shape = {3, 3};
+  EXPECT_NE(TilingProblem(boxes, {300, 200}), "");
+}
+
+TEST(BoxTest, CopyRegionMovesTheOverlap) {
+  // A 6x8 global tensor of int32 whose elements are their global index.
+  const Box source_box{{1, 2}, {4, 5}};
+  std::vector<int32_t> source(20);
+  for (int64_t r = 0; r < 4; ++r) {
+    for (int64_t c = 0; c < 5; ++c) source[r * 5 + c] = static_cast<int32_t>((1 + r) * 8 + 2 + c);
+  }
+  const Box dest_box{{3, 0}, {3, 8}};
+  std::vector<int32_t> dest(24, -1);
+  const Box region = *Intersect(source_box, dest_box);
+  CopyRegion(reinterpret_cast<const std::byte*>(source.data()), source_box, 0,
+             reinterpret_cast<std::byte*>(dest.data()), dest_box, region, 4);
+  for (int64_t r = 0; r < 3; ++r) {
+    for (int64_t c = 0; c < 8; ++c) {
+      const bool inside = r + 3 <= 4 && c >= 2 && c < 7;
+      EXPECT_EQ(dest[r * 8 + c], inside ? static_cast<int32_t>((3 + r) * 8 + c) : -1)
+          << r << "," << c;
+    }
+  }
+  // The same from a source that holds the box's bytes from row 2 on only.
+  std::vector<int32_t> again(24, -1);
+  const uint64_t skip = 2 * 5 * 4;
+  CopyRegion(reinterpret_cast<const std::byte*>(source.data() + 10), source_box, skip,
+             reinterpret_cast<std::byte*>(again.data()), dest_box, region, 4);
+  EXPECT_EQ(again, dest);
+}
+
+TEST(BoxTest, CopyRegionOfRankOneAndZero) {
+  const std::vector<int16_t> source = {10, 11, 12, 13};
+  std::vector<int16_t> dest(3, 0);
+  CopyRegion(reinterpret_cast<const std::byte*>(source.data()), Box{{5}, {4}}, 0,
+             reinterpret_cast<std::byte*>(dest.data()), Box{{7}, {3}}, Box{{7}, {2}}, 2);
+  EXPECT_EQ(dest, (std::vector<int16_t>{12, 13, 0}));
+  const double scalar = 2.5;
+  double out = 0;
+  CopyRegion(reinterpret_cast<const std::byte*>(&scalar), Box{}, 0,
+             reinterpret_cast<std::byte*>(&out), Box{}, Box{}, 8);
+  EXPECT_EQ(out, 2.5);
+}
+
+}  // namespace
+}  // namespace ckptdb
