@@ -11,6 +11,9 @@
 #include <string>
 #include <vector>
 
+#include "ckptdb/status.h"
+#include "ckptdb/tree.h"
+
 namespace ckptdb {
 
 struct Box {
@@ -31,6 +34,9 @@ std::string BoxProblem(const Box& box, const std::vector<int64_t>& global);
 // The common part of two boxes of the same rank; nullopt when they share no
 // element (a box with a zero extent shares none).
 std::optional<Box> Intersect(const Box& a, const Box& b);
+// Whether two boxes of the same rank share an element (Intersect without
+// building the common box).
+bool Overlaps(const Box& a, const Box& b);
 // Elements of a box (1 for rank 0). The box must have passed BoxProblem.
 uint64_t BoxElements(const Box& box);
 // The row-major index, within `box`, of its element at global coordinates
@@ -49,8 +55,17 @@ void CopyRegion(const std::byte* source, const Box& source_box, uint64_t source_
 // naming the boxes. Boxes with no element are refused: they would name
 // nothing. Sorts by the dimension with the most distinct starts and
 // compares only boxes whose extents overlap there, so grid shardings check
-// in about n log n.
+// in about n log n (a k x k grid: k^3 / 2 comparisons, about a second for
+// k = 800); past
+// kMaxTilingComparisons the boxes are refused.
+inline constexpr uint64_t kMaxTilingComparisons = uint64_t{1} << 28;
 std::string TilingProblem(const std::vector<Box>& boxes, const std::vector<int64_t>& global);
+
+// What Tree::Sharded checks: every shard has the tensor's dtype and a box
+// inside the global shape, and no two shards of one replica_id overlap.
+// Run again wherever shards are used (the caller may change them through
+// Tree::sharded() after the leaf was made).
+Status CheckShardedTensor(const ShardedTensor& sharded);
 
 }  // namespace ckptdb
 

@@ -27,6 +27,38 @@
 
 namespace ckptdb {
 
+namespace {
+
+// The primary's view of a round: the first process's failure (named), or
+// the round's own.
+Status FirstFailure(const Status& gathered, const std::vector<std::string>& statuses) {
+  if (!gathered.ok()) return gathered;
+  for (size_t p = 0; p < statuses.size(); ++p) {
+    Status theirs;
+    Result<uint64_t> decoded = DecodeVerdict(statuses[p], &theirs);
+    if (!decoded.ok()) return decoded.status();
+    if (!theirs.ok()) return theirs.WithContext("process " + std::to_string(p));
+  }
+  return Status::OK();
+}
+
+// A round in which every process sends its `local` status and gets the
+// first failure of all (OK when none failed).
+Status AgreeOnStatus(Coordinator& coordinator, int primary, const Status& local) {
+  std::vector<std::string> statuses;
+  Status gathered = coordinator.Gather(primary, EncodeVerdict(local), &statuses);
+  std::string outcome;
+  if (coordinator.process_index() == primary) outcome = EncodeVerdict(FirstFailure(gathered, statuses));
+  Status agreed = coordinator.Broadcast(primary, &outcome);
+  if (agreed.ok()) {
+    Result<uint64_t> decoded = DecodeVerdict(outcome, &agreed);
+    if (!decoded.ok()) agreed = decoded.status();
+  }
+  return agreed;
+}
+
+}  // namespace
+
 // Lock discipline. mu_ guards the step list and the flags below. At most
 // one save is in flight (in_flight_); while it is, its writer (Finish, on
 // the background thread, or on the caller's for a synchronous save) runs
@@ -160,9 +192,23 @@ class [[gnu::visibility("hidden")]] Checkpointer::Impl {
                                const Status& written) REQUIRES(mu_);
   // The primary: checks and commits the processes' parts.
   Status CommitParts(int64_t step, const std::vector<std::string>& parts) REQUIRES(mu_);
-  // Runs `act` on the primary and gives every process its status; the
-  // others then catch up with the store. For collective Delete and GC.
+  // Runs `act` on the primary and gives every process its status and the
+  // primary's step list. For collective Delete and GC.
   Status OnPrimary(const std::function<Status()>& act) REQUIRES(mu_);
+  // Runs `collective` with mu_ released, as a save in flight does: other
+  // threads wait (AwaitInFlight), so none closes the store or starts rounds
+  // of its own meanwhile.
+  Status WithoutLock(const std::function<Status()>& collective) REQUIRES(mu_) {
+    const bool was_in_flight = std::exchange(in_flight_, true);
+    mu_.Unlock();
+    Status status = collective();
+    mu_.Lock();
+    in_flight_ = was_in_flight;
+    if (!was_in_flight) in_flight_done_.SignalAll();
+    return status;
+  }
+  // A non-primary process: the primary's step list becomes this one's.
+  void TakeStepList(const std::vector<int64_t>& steps) REQUIRES(mu_);
   // Retention, in two halves around the commit. Prune takes the steps
   // retention drops out of the list (at once, as Orbax shows them);
   // DeletePruned deletes their manifests once the new step has committed,
@@ -194,6 +240,7 @@ class [[gnu::visibility("hidden")]] Checkpointer::Impl {
     Status written;
   };
   std::optional<DeferredCommit> deferred_commit_ GUARDED_BY(mu_);
+  std::optional<int64_t> uncommitted_step_ GUARDED_BY(mu_);  // its step
 };
 
 RetainedStep Checkpointer::Impl::Retained(const Manifest& manifest) const {
@@ -256,6 +303,7 @@ void Checkpointer::Impl::CompleteDeferredCommit() {
   if (!deferred_commit_.has_value()) return;
   DeferredCommit deferred = std::move(*deferred_commit_);
   deferred_commit_.reset();
+  uncommitted_step_.reset();
   in_flight_ = true;
   Status committed =
       CommitAcrossProcesses(*deferred.save, std::move(deferred.pruned), deferred.written);
@@ -272,22 +320,32 @@ Status Checkpointer::Impl::FinishInFlight() {
 
 Status Checkpointer::Impl::AgreeOnPreemption() {
   if (!processes_) return Status::OK();
+  // A collective: no save may be in the middle of its own rounds.
+  AwaitInFlight();
+  CompleteDeferredCommit();
   Coordinator& coordinator = *processes_->coordinator;
   std::vector<std::string> flags;
-  Status status = coordinator.Gather(processes_->primary, preempted_ ? "1" : "0", &flags);
-  if (!status.ok()) return status.WithContext("agreeing on a preemption");
-  std::string any = "0";
+  Status gathered = coordinator.Gather(processes_->primary, preempted_ ? "1" : "0", &flags);
+  std::string agreed = gathered.ok() ? "0" : "failed";
   for (const std::string& flag : flags) {
-    if (flag == "1") any = "1";
+    if (flag == "1" && gathered.ok()) agreed = "1";
   }
-  status = coordinator.Broadcast(processes_->primary, &any);
+  Status status = coordinator.Broadcast(processes_->primary, &agreed);
+  if (status.ok() && agreed == "failed") {
+    status = Status::IOError("the primary could not gather the processes' preemption flags");
+  }
+  if (status.ok()) status = gathered;
   if (!status.ok()) return status.WithContext("agreeing on a preemption");
-  preempted_ = any == "1";
+  preempted_ = agreed == "1";
   return Status::OK();
 }
 
 Result<bool> Checkpointer::Impl::Save(const Tree& state, int64_t step,
                                       const SaveOptions& options) {
+  // With several processes, every early return below happens on all of them
+  // alike (their step lists and background errors are the primary's), up to
+  // the begin round; what may differ (this call's options, the state) goes
+  // through the round, so that all fail together.
   Status status = CheckWritable();
   if (!status.ok()) return status;
   status = FinishInFlight();
@@ -303,7 +361,7 @@ Result<bool> Checkpointer::Impl::Save(const Tree& state, int64_t step,
     if (!ShouldSave(step)) return false;
   }
   status = ValidateSaveOptions(options);
-  if (!status.ok()) return status.WithContext("saving " + StepName(step));
+  if (!status.ok() && !processes_) return status.WithContext("saving " + StepName(step));
 
   using Source = SavePipeline::Source;
   const Source source = !options_.enable_async_checkpointing ? Source::kCallerWaits
@@ -316,7 +374,7 @@ Result<bool> Checkpointer::Impl::Save(const Tree& state, int64_t step,
   header.metrics = options.metrics;
   header.user_metadata = options.user_metadata;
   // The other processes deduplicate against the index as of the last commit.
-  status = is_primary() ? Status::OK() : store_->CatchUp();
+  if (status.ok() && !is_primary()) status = store_->CatchUp();
   Result<std::shared_ptr<PendingSave>> prepared =
       status.ok() ? pipeline_.Prepare(state, std::move(header), options.assume_unchanged, source)
                   : Result<std::shared_ptr<PendingSave>>(status);
@@ -357,6 +415,12 @@ Result<bool> Checkpointer::Impl::Save(const Tree& state, int64_t step,
     status = pipeline_.Stage(*save);
     mu_.Lock();
     if (!status.ok()) {
+      if (processes_) {
+        // The commit round tells every process of the failure; each reports
+        // it as its background error, at the same call.
+        AwaitInFlight();
+        return status;
+      }
       Status failed = FinishInFlight();
       return failed.ok() ? status : failed;
     }
@@ -373,8 +437,10 @@ Status Checkpointer::Impl::Finish(const std::shared_ptr<PendingSave>& save,
   mu_.Lock();
   if (processes_) {
     if (may_coordinate) return CommitAcrossProcesses(*save, std::move(pruned), status);
-    // The caller's thread commits (FinishInFlight).
+    // The caller's thread commits (FinishInFlight); until then, reads skip
+    // the step.
     deferred_commit_ = DeferredCommit{save, std::move(pruned), status};
+    uncommitted_step_ = step;
     return Status::OK();
   }
   if (!status.ok()) {
@@ -411,18 +477,11 @@ Result<uint64_t> Checkpointer::Impl::BeginAcrossProcesses(const Status& prepared
   Coordinator& coordinator = *processes_->coordinator;
   const int primary = processes_->primary;
   std::vector<std::string> statuses;
-  mu_.Unlock();
-  Status status = coordinator.Gather(primary, EncodeVerdict(prepared), &statuses);
-  mu_.Lock();
+  Status status = WithoutLock(
+      [&] { return coordinator.Gather(primary, EncodeVerdict(prepared), &statuses); });
   std::string verdict;
   if (is_primary()) {
-    Status outcome = status;
-    for (size_t p = 0; p < statuses.size() && outcome.ok(); ++p) {
-      Status theirs;
-      Result<uint64_t> decoded = DecodeVerdict(statuses[p], &theirs);
-      if (!decoded.ok()) outcome = decoded.status();
-      if (!theirs.ok()) outcome = theirs.WithContext("process " + std::to_string(p));
-    }
+    Status outcome = FirstFailure(status, statuses);
     uint64_t first = 0;
     if (outcome.ok()) outcome = store_->RemoveGenerationFiles();
     if (outcome.ok()) {
@@ -432,9 +491,7 @@ Result<uint64_t> Checkpointer::Impl::BeginAcrossProcesses(const Status& prepared
     }
     verdict = EncodeVerdict(outcome, first);
   }
-  mu_.Unlock();
-  status = coordinator.Broadcast(primary, &verdict);
-  mu_.Lock();
+  status = WithoutLock([&] { return coordinator.Broadcast(primary, &verdict); });
   if (!status.ok()) return status;
   Status outcome;
   Result<uint64_t> first = DecodeVerdict(verdict, &outcome);
@@ -493,60 +550,68 @@ Status Checkpointer::Impl::CommitAcrossProcesses(PendingSave& save,
   const int primary = processes_->primary;
   const int64_t step = save.manifest().step;
   std::vector<std::string> parts;
-  mu_.Unlock();
-  Status status = coordinator.Gather(
-      primary, EncodePart(written, save.manifest(), save.new_chunks()), &parts);
-  mu_.Lock();
+  Status status = WithoutLock([&] {
+    return coordinator.Gather(primary, EncodePart(written, save.manifest(), save.new_chunks()),
+                              &parts);
+  });
   std::string verdict;
+  bool committed_here = false;
   if (is_primary()) {
     Status outcome = status.ok() ? CommitParts(step, parts) : status;
-    const bool committed = outcome.ok();
+    committed_here = outcome.ok();
     // Retention and GC run before the other processes hear of the commit:
     // their next save deduplicates against the index only after that.
-    if (committed) outcome = AfterCommit(step, pruned);
-    verdict = EncodeVerdict(outcome, committed ? 1 : 0);
+    if (committed_here) {
+      outcome = AfterCommit(step, pruned);
+    } else {
+      steps_.erase(step);
+      steps_.merge(pruned);
+    }
+    verdict = EncodeVerdict(outcome, committed_here ? 1 : 0, AllSteps());
   }
-  mu_.Unlock();
-  if (status.ok()) status = coordinator.Broadcast(primary, &verdict);
-  mu_.Lock();
-  Status outcome = status;
-  bool committed = false;
+  Status broadcast = WithoutLock([&] { return coordinator.Broadcast(primary, &verdict); });
+  Status outcome = broadcast;
+  std::vector<int64_t> steps;
+  bool committed = committed_here;
   if (outcome.ok()) {
-    Result<uint64_t> decoded = DecodeVerdict(verdict, &outcome);
+    Result<uint64_t> decoded = DecodeVerdict(verdict, &outcome, &steps);
     if (!decoded.ok()) outcome = decoded.status();
-    committed = decoded.ok() && *decoded == 1;
+    if (!is_primary()) committed = decoded.ok() && *decoded == 1;
   }
-  if (!is_primary()) {
-    // The store is the truth: the step, and what retention removed.
-    Status caught_up = store_->CatchUp();
-    if (caught_up.ok()) caught_up = LoadSteps();
-    if (outcome.ok()) outcome = caught_up;
-  } else if (!committed) {
-    steps_.erase(step);
-    steps_.merge(pruned);
-  }
+  if (!is_primary() && broadcast.ok()) TakeStepList(steps);
   if (!outcome.ok() && !committed) {
     return outcome.WithContext("saving " + StepName(step) + " in " + workdir_);
   }
   return outcome;
 }
 
+void Checkpointer::Impl::TakeStepList(const std::vector<int64_t>& steps) {
+  std::map<int64_t, RetainedStep> listed;
+  for (int64_t step : steps) {
+    auto known = steps_.find(step);
+    listed[step] = known != steps_.end() ? known->second : RetainedStep{step, {}, std::nullopt};
+  }
+  steps_ = std::move(listed);
+  // Reads find the steps once the store is caught up; a read that finds it
+  // behind catches up again, so a failure here only delays.
+  Status caught_up = store_->CatchUp();
+  (void)caught_up;
+}
+
 Status Checkpointer::Impl::OnPrimary(const std::function<Status()>& act) {
   std::string verdict;
-  if (is_primary()) verdict = EncodeVerdict(act());
-  mu_.Unlock();
-  Status status = processes_->coordinator->Broadcast(processes_->primary, &verdict);
-  mu_.Lock();
-  Status outcome = status;
-  if (outcome.ok()) {
-    Result<uint64_t> decoded = DecodeVerdict(verdict, &outcome);
-    if (!decoded.ok()) outcome = decoded.status();
+  if (is_primary()) {
+    Status outcome = act();
+    verdict = EncodeVerdict(outcome, 0, AllSteps());
   }
-  if (!is_primary()) {
-    Status caught_up = store_->CatchUp();
-    if (caught_up.ok()) caught_up = LoadSteps();
-    if (outcome.ok()) outcome = caught_up;
-  }
+  Status status = WithoutLock(
+      [&] { return processes_->coordinator->Broadcast(processes_->primary, &verdict); });
+  if (!status.ok()) return status;
+  Status outcome;
+  std::vector<int64_t> steps;
+  Result<uint64_t> decoded = DecodeVerdict(verdict, &outcome, &steps);
+  if (!decoded.ok()) return decoded.status();
+  if (!is_primary()) TakeStepList(steps);
   return outcome;
 }
 
@@ -614,17 +679,28 @@ Result<GcStats> Checkpointer::Impl::CollectGarbage(double min_garbage_fraction) 
 
 Result<int64_t> Checkpointer::Impl::ResolveStep(int64_t step) const {
   if (step == kLatestStep) {
-    if (steps_.empty()) return Status::NotFound("no checkpoint in " + workdir_);
-    return steps_.rbegin()->first;
+    // The newest committed step: a multi-process save whose commit round
+    // waits for the caller is listed, but not readable yet.
+    for (auto it = steps_.rbegin(); it != steps_.rend(); ++it) {
+      if (it->first != uncommitted_step_) return it->first;
+    }
+    return Status::NotFound("no checkpoint in " + workdir_);
   }
   if (step < 0) return Status::InvalidArgument("invalid " + StepName(step));
+  if (step == uncommitted_step_) {
+    return Status::FailedPrecondition(
+        StepName(step) + " is saved but not committed yet: its commit waits for the next "
+                         "Save, WaitUntilFinished or Close on every process");
+  }
   return step;
 }
 
 Result<int64_t> Checkpointer::Impl::ResolveStepToRead(int64_t step) {
   Status status = CheckOpen();
   if (!status.ok()) return status;
-  if (step == kLatestStep && store_->read_only()) {
+  // A reader catches up with the writer; the processes of a multi-process
+  // writer know the steps from the primary.
+  if (step == kLatestStep && store_->read_only() && !processes_) {
     status = Reload();
     if (!status.ok()) return status;
   }
@@ -698,9 +774,15 @@ Result<StepMetadata> Checkpointer::Impl::ItemMetadata(int64_t step) {
   if (!status.ok()) return status;
   Result<int64_t> resolved = ResolveStep(step);
   if (!resolved.ok()) return resolved.status();
-  Result<Manifest> manifest = ReadStepManifest(*store_, *resolved);
-  if (!manifest.ok()) return manifest.status();
   StepMetadata metadata;
+  Result<Manifest> manifest = ReadStepManifest(*store_, *resolved, &metadata.manifest_bytes);
+  if (manifest.status().IsNotFound() && store_->read_only()) {
+    // Committed since this reader last caught up (the step list said so).
+    status = store_->CatchUp();
+    if (!status.ok()) return status;
+    manifest = ReadStepManifest(*store_, *resolved, &metadata.manifest_bytes);
+  }
+  if (!manifest.ok()) return manifest.status();
   metadata.step = manifest->step;
   metadata.commit_time = Retained(*manifest).commit_time;
   metadata.metrics = manifest->metrics;
@@ -770,7 +852,9 @@ Status Checkpointer::Impl::DeleteHere(int64_t step) {
 Status Checkpointer::Impl::Reload() {
   Status status = CheckOpen();
   if (status.ok()) status = store_->CatchUp();
-  if (status.ok()) status = LoadSteps();
+  // The step list of a multi-process writer's processes is the primary's
+  // (it may list a save in flight that the store does not hold yet).
+  if (status.ok() && !processes_) status = LoadSteps();
   return status;
 }
 
@@ -848,7 +932,15 @@ Result<std::unique_ptr<Checkpointer>> CheckpointerAccess::Open(const std::string
       primary ? open_store()
               : Result<std::unique_ptr<Store>>(
                     Status::FailedPrecondition(workdir + " is opened once the primary has"));
-  if (processes) {
+  if (!processes) {
+    const auto give_up = std::chrono::steady_clock::now() + options.wait_for_store;
+    while (store.status().IsNotFound() && std::chrono::steady_clock::now() < give_up) {
+      constexpr std::chrono::milliseconds kPoll{100};
+      std::this_thread::sleep_for(std::min<std::chrono::steady_clock::duration>(
+          kPoll, give_up - std::chrono::steady_clock::now()));
+      store = open_store();
+    }
+  } else {
     std::string verdict = primary ? EncodeVerdict(store.status()) : std::string();
     status = processes->coordinator->Broadcast(processes->primary, &verdict);
     Status opened;
@@ -857,50 +949,35 @@ Result<std::unique_ptr<Checkpointer>> CheckpointerAccess::Open(const std::string
       status = opened.WithContext("the primary process could not open the store");
     }
     if (!primary && status.ok()) store = open_store();
-    std::vector<std::string> statuses;
-    Status gathered = processes->coordinator->Gather(
-        processes->primary, EncodeVerdict(status.ok() ? store.status() : status), &statuses);
-    std::string outcome;
-    if (primary) {
-      Status first = gathered;
-      for (size_t p = 0; p < statuses.size() && first.ok(); ++p) {
-        Result<uint64_t> decoded = DecodeVerdict(statuses[p], &first);
-        if (!decoded.ok()) first = decoded.status();
-        if (!first.ok()) first = first.WithContext("process " + std::to_string(p));
-      }
-      outcome = EncodeVerdict(first);
-    }
-    Status broadcast = processes->coordinator->Broadcast(processes->primary, &outcome);
-    Status all_opened = broadcast;
-    if (broadcast.ok()) {
-      Result<uint64_t> decoded = DecodeVerdict(outcome, &all_opened);
-      if (!decoded.ok()) all_opened = decoded.status();
-    }
-    if (!all_opened.ok()) return all_opened.WithContext("opening " + workdir);
-  } else {
-    const auto give_up = std::chrono::steady_clock::now() + options.wait_for_store;
-    while (store.status().IsNotFound() && std::chrono::steady_clock::now() < give_up) {
-      constexpr std::chrono::milliseconds kPoll{100};
-      std::this_thread::sleep_for(std::min<std::chrono::steady_clock::duration>(
-          kPoll, give_up - std::chrono::steady_clock::now()));
-      store = open_store();
-    }
   }
-  if (!store.ok()) return store.status();
-  if (options.create && options.max_delta_chain > 0 &&
+  if (!store.ok() && !processes) return store.status();
+  if (options.create && options.max_delta_chain > 0 && store.ok() &&
       (*store)->format_version() < kFirstDeltaStoreFormatVersion) {
     return Status::FailedPrecondition(
         "max_delta_chain needs a store of format version " +
         std::to_string(kFirstDeltaStoreFormatVersion) + "; " + workdir + " has version " +
         std::to_string((*store)->format_version()) + " (earlier builds could not read it)");
   }
-  auto impl = std::make_unique<Checkpointer::Impl>(workdir, std::move(options), std::move(*store),
-                                                   std::move(processes));
-  {
+  std::unique_ptr<Checkpointer::Impl> impl;
+  Status loaded = status.ok() ? store.status() : status;
+  if (loaded.ok()) {
+    const bool several = processes.has_value();
+    const std::shared_ptr<Coordinator> coordinator =
+        several ? processes->coordinator : std::shared_ptr<Coordinator>();
+    const int primary_index = several ? processes->primary : 0;
+    impl = std::make_unique<Checkpointer::Impl>(workdir, std::move(options), std::move(*store),
+                                                std::move(processes));
     MutexLock lock(&impl->mu_);
-    status = impl->LoadSteps();
+    loaded = impl->LoadSteps();
+    // Every process opens, or none.
+    if (several) loaded = AgreeOnStatus(*coordinator, primary_index, loaded);
+  } else if (processes) {
+    // This process failed before it had a checkpointer; it still takes its
+    // part in the round the others are in, and fails whatever they say.
+    Status agreed = AgreeOnStatus(*processes->coordinator, processes->primary, loaded);
+    (void)agreed;
   }
-  if (!status.ok()) return status;
+  if (!loaded.ok()) return loaded.WithContext("opening " + workdir);
   return std::unique_ptr<Checkpointer>(new Checkpointer(std::move(impl)));
 }
 

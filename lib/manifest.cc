@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <bit>
 #include <cmath>
+#include <cstddef>
 #include <cstring>
 
 static_assert(std::endian::native == std::endian::little,
@@ -46,6 +47,8 @@ Status FlattenNode(const Tree& node, std::string key, std::string path, uint32_t
       // Stored as the global tensor, with the boxes of the shards this
       // process writes: replica 0's, except those without an element.
       const ShardedTensor& sharded = node.sharded();
+      Status checked = CheckShardedTensor(sharded);
+      if (!checked.ok()) return checked.WithContext("'" + path + "'");
       flat.kind = Tree::Kind::kTensor;
       flat.dtype = sharded.dtype;
       flat.shape = sharded.global_shape;
@@ -433,6 +436,15 @@ std::vector<int64_t> CopyLongs(const flatbuffers::Vector<int64_t>* stored) {
 }  // namespace
 
 Result<Manifest> DecodeManifest(std::string_view bytes, ManifestScope scope) {
+  // FlatBuffers reads its offsets in place: the buffer must be aligned
+  // (a manifest inside a message, or a value in a storage block, need not
+  // be), or the reads are undefined behaviour; a copy is (8 bytes: its
+  // widest scalars).
+  std::string aligned;
+  if (reinterpret_cast<uintptr_t>(bytes.data()) % alignof(uint64_t) != 0) {
+    aligned.assign(bytes);
+    bytes = aligned;
+  }
   const auto* data = reinterpret_cast<const uint8_t*>(bytes.data());
   if (bytes.size() < 8 || !fb::ManifestBufferHasIdentifier(data)) {
     return Status::Corruption("not a manifest (identifier 'CKPT' missing)");

@@ -72,18 +72,30 @@ constexpr size_t kIndexEntryBytes = 16 + 4 + 4;
 
 }  // namespace
 
-std::string EncodeVerdict(const Status& status, uint64_t value) {
+std::string EncodeVerdict(const Status& status, uint64_t value,
+                          const std::vector<int64_t>& steps) {
   std::string out;
   AppendStatus(&out, status);
   AppendLittleEndian(&out, value, 8);
+  AppendLittleEndian(&out, steps.size(), 8);
+  for (int64_t step : steps) AppendLittleEndian(&out, static_cast<uint64_t>(step), 8);
   return out;
 }
 
-Result<uint64_t> DecodeVerdict(std::string_view bytes, Status* status) {
+Result<uint64_t> DecodeVerdict(std::string_view bytes, Status* status,
+                               std::vector<int64_t>* steps) {
   MessageReader reader(bytes);
   *status = reader.ReadStatus();
   const uint64_t value = reader.Number(8);
+  const uint64_t count = reader.Number(8);
+  if (!reader.ok() || count > bytes.size() / 8) {
+    return Status::Corruption("malformed message from the primary process");
+  }
+  std::vector<int64_t> listed;
+  listed.reserve(count);
+  for (uint64_t i = 0; i < count; ++i) listed.push_back(static_cast<int64_t>(reader.Number(8)));
   if (!reader.done()) return Status::Corruption("malformed message from the primary process");
+  if (steps != nullptr) *steps = std::move(listed);
   return value;
 }
 

@@ -27,11 +27,14 @@
 
 namespace ckptdb {
 
-// A status, and the number that goes with it (the begin round's first
-// generation; 0 otherwise).
-std::string EncodeVerdict(const Status& status, uint64_t value = 0);
+// A status, the number that goes with it (the begin round's first
+// generation; 1 when the commit round committed), and the primary's step
+// list after a commit, a deletion or a GC (empty otherwise).
+std::string EncodeVerdict(const Status& status, uint64_t value = 0,
+                          const std::vector<int64_t>& steps = {});
 // Corruption for bytes that are not a verdict.
-Result<uint64_t> DecodeVerdict(std::string_view bytes, Status* status);
+Result<uint64_t> DecodeVerdict(std::string_view bytes, Status* status,
+                               std::vector<int64_t>* steps = nullptr);
 
 // One process's part of a save.
 struct ProcessPart {

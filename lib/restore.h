@@ -28,7 +28,9 @@ std::string StepName(int64_t step);
 // The decoded manifest of `step`: NotFound when the store holds no such
 // step; Corruption (naming the step and the store) when the bytes are not a
 // manifest or describe another step; NotSupported for a newer format.
-Result<Manifest> ReadStepManifest(const Store& store, int64_t step);
+// `encoded_bytes`, if given, gets the manifest's size as stored.
+Result<Manifest> ReadStepManifest(const Store& store, int64_t step,
+                                  uint64_t* encoded_bytes = nullptr);
 
 // Reads chunk `digest` (of `raw_size` bytes, stored at `location`) into
 // `dest` and checks its digest: NotFound when the chunk file lacks it,

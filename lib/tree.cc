@@ -63,7 +63,7 @@ Tree Tree::String(std::string value) {
   return tree;
 }
 
-Result<Tree> Tree::Sharded(ShardedTensor sharded) {
+Status CheckShardedTensor(const ShardedTensor& sharded) {
   Result<uint64_t> global_bytes = TensorByteSize(sharded.dtype, sharded.global_shape);
   if (!global_bytes.ok()) return global_bytes.status().WithContext("sharded tensor");
   if (DTypeSize(sharded.dtype) == 0) return Status::InvalidArgument("sharded tensor of an unknown dtype");
@@ -83,13 +83,19 @@ Result<Tree> Tree::Sharded(ShardedTensor sharded) {
     const auto replica = static_cast<size_t>(shard.replica_id);
     if (replica >= by_replica.size()) by_replica.resize(replica + 1);
     for (const Box& other : by_replica[replica]) {
-      if (Intersect(box, other).has_value()) {
+      if (Overlaps(box, other)) {
         return Status::InvalidArgument(which + ": its box " + BoxString(box) + " overlaps " +
                                        BoxString(other) + " of the same replica_id");
       }
     }
     by_replica[replica].push_back(std::move(box));
   }
+  return Status::OK();
+}
+
+Result<Tree> Tree::Sharded(ShardedTensor sharded) {
+  Status status = CheckShardedTensor(sharded);
+  if (!status.ok()) return status;
   Tree tree;
   tree.kind_ = Kind::kShardedTensor;
   tree.sharded_ = std::move(sharded);

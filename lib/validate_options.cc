@@ -102,7 +102,8 @@ Status ValidateMultiprocessing(const CheckpointerOptions& options) {
                                    " is not in multiprocessing.active_processes: only those "
                                    "processes open the checkpointer");
   }
-  if (count > 1 && options.max_delta_chain != 0) {
+  const size_t taking_part = active.empty() ? static_cast<size_t>(count) : active.size();
+  if (taking_part > 1 && options.max_delta_chain != 0) {
     return Status::NotSupported(
         "max_delta_chain with several processes (a delta's base is a chunk of the same "
         "process's previous save); use 0");

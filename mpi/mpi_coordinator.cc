@@ -56,35 +56,33 @@ class MpiCoordinatorImpl final : public Coordinator {
 
   Status Gather(int root, const std::string& bytes, std::vector<std::string>* gathered) override {
     gathered->clear();
-    if (bytes.size() > static_cast<size_t>(std::numeric_limits<int>::max())) {
-      return Status::InvalidArgument("a message of " + std::to_string(bytes.size()) +
-                                     " bytes: MPI counts stop at 2^31");
-    }
-    const int size = static_cast<int>(bytes.size());
+    // Sizes first (64-bit), then whether the root can take them all (MPI
+    // counts are int): every process learns it, so that all go on to
+    // MPI_Gatherv or none does, and no process is left in a collective.
+    const uint64_t size = bytes.size();
     const bool at_root = index_ == root;
-    std::vector<int> sizes(at_root ? count_ : 0);
-    int code = MPI_Gather(&size, 1, MPI_INT, sizes.data(), 1, MPI_INT, root, communicator_);
+    std::vector<uint64_t> sizes(at_root ? count_ : 0);
+    int code = MPI_Gather(&size, 1, MPI_UINT64_T, sizes.data(), 1, MPI_UINT64_T, root, communicator_);
     if (code != MPI_SUCCESS) return MpiError(code, "MPI_Gather");
-    std::vector<int> offsets(sizes.size());
-    int64_t total = 0;
-    for (size_t p = 0; p < sizes.size(); ++p) {
-      offsets[p] = static_cast<int>(total);
-      total += sizes[p];
+    uint64_t total = 0;
+    for (uint64_t one : sizes) total += one;
+    int fits = total <= static_cast<uint64_t>(std::numeric_limits<int>::max()) ? 1 : 0;
+    code = MPI_Bcast(&fits, 1, MPI_INT, root, communicator_);
+    if (code != MPI_SUCCESS) return MpiError(code, "MPI_Bcast");
+    if (!fits) {
+      return Status::InvalidArgument("the processes' messages add up to more than 2^31 bytes "
+                                     "(MPI counts are int)");
     }
-    // Every process takes part even when the root cannot receive, so that
-    // no process is left waiting in the collective.
-    const bool too_large = total > std::numeric_limits<int>::max();
-    std::string received(at_root && !too_large ? static_cast<size_t>(total) : 0, '\0');
-    code = MPI_Gatherv(bytes.data(), too_large ? 0 : size, MPI_BYTE, received.data(),
-                       sizes.data(), offsets.data(), MPI_BYTE, root, communicator_);
-    if (at_root && too_large) {
-      return Status::InvalidArgument("the processes' messages add up to " +
-                                     std::to_string(total) + " bytes: MPI counts stop at 2^31");
-    }
+    std::vector<int> counts(sizes.begin(), sizes.end());
+    std::vector<int> offsets(counts.size());
+    for (size_t p = 1; p < counts.size(); ++p) offsets[p] = offsets[p - 1] + counts[p - 1];
+    std::string received(at_root ? static_cast<size_t>(total) : 0, '\0');
+    code = MPI_Gatherv(bytes.data(), static_cast<int>(size), MPI_BYTE, received.data(),
+                       counts.data(), offsets.data(), MPI_BYTE, root, communicator_);
     if (code != MPI_SUCCESS) return MpiError(code, "MPI_Gatherv");
-    for (size_t p = 0; p < sizes.size(); ++p) {
+    for (size_t p = 0; p < counts.size(); ++p) {
       gathered->push_back(received.substr(static_cast<size_t>(offsets[p]),
-                                          static_cast<size_t>(sizes[p])));
+                                          static_cast<size_t>(counts[p])));
     }
     return Status::OK();
   }

@@ -20,3 +20,6 @@ BUILD_PACKAGES=(g++ pkg-config meson ninja-build python3 librocksdb-dev libflatb
 # The Python package (python/), for Debian's /usr/bin/python3, and its tests
 # (python3-torch: torch tensors as leaves, ckptdb.pytorch, the example).
 PYTHON_PACKAGES=(pybind11-dev python3-dev python3-numpy python3-pytest python3-torch)
+
+# libckptdb-mpi (multi-process checkpoints over MPI) and its tests under mpirun.
+MPI_PACKAGES=(libopenmpi-dev openmpi-bin)

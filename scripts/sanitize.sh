@@ -1,7 +1,9 @@
 #!/bin/bash
 # Builds and runs the test suite under a sanitizer, in its own build
 # directory: build-asan (AddressSanitizer + UndefinedBehaviorSanitizer) or
-# build-tsan (ThreadSanitizer). Prints meson's summary; scripts/test.sh adds
+# build-tsan (ThreadSanitizer). Without Python and MPI (their runtimes are
+# not built with the sanitizers); multiprocess_test runs the same protocol
+# between threads. Prints meson's summary; scripts/test.sh adds
 # the counts to its closing line.
 #   bash scripts/sanitize.sh asan|tsan
 set -uo pipefail
@@ -15,7 +17,7 @@ dir=build-$1
 bash scripts/setup.sh >/dev/null || exit 1
 if [ ! -f "$dir/build.ninja" ]; then
   meson setup "$dir" --buildtype=debug -Db_sanitize="$sanitize" -Db_lundef=false \
-    -Dbenchmarks=disabled -Dpython=disabled -Dwerror="$([ -n "${CKPTDB_WERROR:-}" ] && echo true || echo false)" \
+    -Dbenchmarks=disabled -Dpython=disabled -Dmpi=disabled -Dwerror="$([ -n "${CKPTDB_WERROR:-}" ] && echo true || echo false)" \
     >/dev/null || exit 1
 fi
 ninja -C "$dir" >/dev/null || exit 1

@@ -6,7 +6,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 source scripts/packages.sh
 install_missing "${BUILD_PACKAGES[@]}" libgtest-dev libgmock-dev libbenchmark-dev \
-  "${PYTHON_PACKAGES[@]}"
+  "${PYTHON_PACKAGES[@]}" "${MPI_PACKAGES[@]}"
 
 # CKPTDB_WERROR=1 (the test suite sets it): warnings are errors.
 werror=false

@@ -1,7 +1,7 @@
 #!/bin/bash
 # The whole test suite: installs what is missing, builds, and runs
 #   1. every test in ./build (unit, cross-process, fault, model, install, demo,
-#      and clang's thread-safety analysis of lib/);
+#      multi-process under mpirun, and clang's thread-safety analysis of lib/);
 #   2. the unit tests under AddressSanitizer + UndefinedBehaviorSanitizer
 #      (./build-asan) and the concurrency-heavy ones under ThreadSanitizer
 #      (./build-tsan);
@@ -37,7 +37,7 @@ fuzz=()
 if ! $quick; then
   run build-asan bash scripts/sanitize.sh asan
   run build-tsan bash scripts/sanitize.sh tsan checkpointer_test reader_test gc_test \
-    model_test process_test save_decision_test
+    model_test process_test save_decision_test multiprocess_test
   summary=$(mktemp)
   bash scripts/fuzz.sh 20 | tee "$summary" || status=1
   fuzz=(--fuzz "$summary")

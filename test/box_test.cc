@@ -1,7 +1,10 @@
 // Boxes (lib/box.h): the geometry of shards, table-tested.
 #include "box.h"
 
+#include <gmock/gmock.h>
 #include <gtest/gtest.h>
+
+#include <chrono>
 
 #include <cstring>
 #include <numeric>
@@ -92,6 +95,17 @@ TEST(BoxTest, ManyBoxesTileQuickly) {
   EXPECT_EQ(TilingProblem(boxes, {300, 200}), "");
   boxes.back().shape = {3, 3};
   EXPECT_NE(TilingProblem(boxes, {300, 200}), "");
+}
+
+TEST(BoxTest, AStaircaseOfBoxesIsRefusedInBoundedTime) {
+  // Box i = [i:n, i:i+1] ties every box with every other on the sweep: a
+  // hostile manifest's way to ask for n^2 / 2 comparisons.
+  constexpr int64_t n = 40000;
+  std::vector<Box> boxes;
+  for (int64_t i = 0; i < n; ++i) boxes.push_back({{i, i}, {n - i, 1}});
+  const auto start = std::chrono::steady_clock::now();
+  EXPECT_THAT(TilingProblem(boxes, {n, n}), ::testing::HasSubstr("too entangled"));
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(20));
 }
 
 TEST(BoxTest, CopyRegionMovesTheOverlap) {

@@ -269,6 +269,10 @@ TEST(MultiprocessTest, WithoutBackgroundCallsTheCommitWaitsForTheCaller) {
       auto reader = Checkpointer::Open(dir.path(), reader_options).value();
       EXPECT_TRUE(reader->AllSteps().empty());
     }
+    // Listed, but not readable until committed.
+    EXPECT_EQ(ckpt->AllSteps(), (std::vector<int64_t>{1}));
+    EXPECT_EQ(ckpt->RestoreTree(1).status().code(), Status::Code::kFailedPrecondition);
+    EXPECT_TRUE(ckpt->RestoreTree().status().IsNotFound());
     EXPECT_OK(coordinator->Barrier());
     EXPECT_OK(ckpt->WaitUntilFinished());
     EXPECT_EQ(ckpt->AllSteps(), (std::vector<int64_t>{1}));
@@ -276,6 +280,39 @@ TEST(MultiprocessTest, WithoutBackgroundCallsTheCommitWaitsForTheCaller) {
   });
   auto reader = Checkpointer::Open(dir.path(), reader_options).value();
   EXPECT_EQ(reader->AllSteps(), (std::vector<int64_t>{1}));
+}
+
+TEST(MultiprocessTest, MaybeSaveEveryStepWhileTheLastSaveCommitsInTheBackground) {
+  // The next step's collectives must wait for the background's commit
+  // round: two threads of a process in rounds at once would mix them up.
+  TempDir dir;
+  RunJob(3, /*background=*/true, [&](int process, std::shared_ptr<Coordinator> coordinator) {
+    CheckpointerOptions options = JobOptions(coordinator);
+    options.save_interval_steps = 2;
+    auto ckpt = Checkpointer::Open(dir.path(), options).value();
+    for (int64_t step = 0; step < 12; ++step) {
+      EXPECT_EQ(ckpt->MaybeSave(ShardedState(step, 3, process), step).value(), step % 2 == 0);
+      EXPECT_EQ(ckpt->ShouldSave(step + 1), (step + 1) % 2 == 0);
+    }
+    EXPECT_OK(ckpt->WaitUntilFinished());
+    EXPECT_EQ(ckpt->AllSteps(), (std::vector<int64_t>{8, 10}));
+    EXPECT_OK(ckpt->Close());
+  });
+}
+
+TEST(MultiprocessTest, OptionsThatDifferPerProcessFailTheSaveEverywhere) {
+  TempDir dir;
+  RunJob(3, /*background=*/true, [&](int process, std::shared_ptr<Coordinator> coordinator) {
+    auto ckpt = Checkpointer::Open(dir.path(), JobOptions(coordinator)).value();
+    SaveOptions options;
+    options.metrics = {{"loss", process == 1 ? std::nan("") : 0.5}};
+    Result<bool> refused = ckpt->Save(ShardedState(1, 3, process), 1, options);
+    EXPECT_EQ(refused.status().code(), Status::Code::kInvalidArgument);
+    EXPECT_THAT(refused.status().message(), HasSubstr("process 1"));
+    EXPECT_TRUE(ckpt->AllSteps().empty());
+    EXPECT_TRUE(ckpt->Save(ShardedState(2, 3, process), 2).value());
+    EXPECT_OK(ckpt->Close());
+  });
 }
 
 TEST(MultiprocessTest, APreemptionSignalledOnOneProcessIsSeenByAll) {

@@ -491,7 +491,13 @@ Status Show(const Context& context, const std::string& workdir, const std::strin
                       {"stored_bytes", leaf_stored},
                       {"chunks", node.chunks.size()},
                       {"shared_chunks", shared}});
-    table.Add({path, "tensor", std::string(DTypeName(node.dtype)), ShapeString(node.shape),
+    // A tensor saved as shards: how many boxes they covered.
+    std::string shape = ShapeString(node.shape);
+    if (node.boxed) {
+      leaves.back()["saved_boxes"] = node.boxes.size();
+      shape += " in " + std::to_string(node.boxes.size()) + " boxes";
+    }
+    table.Add({path, "tensor", std::string(DTypeName(node.dtype)), shape,
                FormatBytes(node.byte_size), FormatBytes(leaf_stored),
                std::to_string(node.chunks.size()), std::to_string(shared)});
   }
@@ -836,11 +842,16 @@ Status Diff(const Context& context, const std::string& workdir, const std::strin
              Json::object());
     } else {
       // Chunks compare position by position when both steps cut the tensor
-      // alike; cut differently (another chunk_size_bytes), equal digests
-      // anywhere still mean equal bytes.
+      // alike; cut differently (another chunk_size_bytes, other shards),
+      // equal digests anywhere still mean equal bytes.
       std::set<ChunkDigest> old_digests;
       for (const ChunkRef& chunk : old.chunks) old_digests.insert(chunk.digest);
-      const bool same_cut = old.chunks.size() == node.chunks.size();
+      const bool same_cut = old.chunks.size() == node.chunks.size() && old.boxed == node.boxed &&
+                            std::equal(old.boxes.begin(), old.boxes.end(), node.boxes.begin(),
+                                       node.boxes.end(),
+                                       [](const ManifestBox& a, const ManifestBox& b) {
+                                         return a.box == b.box && a.chunk_count == b.chunk_count;
+                                       });
       uint64_t changed_bytes = 0;
       size_t changed_chunks = 0;
       for (size_t k = 0; k < node.chunks.size(); ++k) {

@@ -71,6 +71,7 @@ struct StepMetadata {
   std::map<std::string, std::string> user_metadata = {};
   std::vector<LeafMetadata> leaves;  // pre-order, as Tree::ForEachLeaf
   uint64_t logical_bytes = 0;        // sum over tensor leaves
+  uint64_t manifest_bytes = 0;       // the step's metadata as stored (its manifest)
 };
 
 // What one garbage collection found and did. Sizes are stored (encoded) bytes.

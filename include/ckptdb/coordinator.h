@@ -37,8 +37,9 @@ class CKPTDB_EXPORT Coordinator {
   // Whether ckptdb may call the coordinator from its background thread
   // while other threads of the program call the runtime (MPI: the runtime
   // granted MPI_THREAD_MULTIPLE). false: an asynchronous save's commit,
-  // which needs every process, waits for the caller's next call into the
-  // Checkpointer (Save, WaitUntilFinished, Close, or any read).
+  // which needs every process, waits for the caller's next collective call
+  // into the Checkpointer (Save, MaybeSave, ShouldSave, WaitUntilFinished,
+  // Delete, CollectGarbage, Close); reads meanwhile see the steps before it.
   virtual bool background_calls_allowed() const = 0;
   // Returns once every process has called it.
   virtual Status Barrier() = 0;

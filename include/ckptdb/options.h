@@ -34,9 +34,11 @@ class Coordinator;
 // each writing its own shards (Tree::Sharded). Every process opens the same
 // workdir with a coordinator of the job; the primary commits each step and
 // runs retention and garbage collection; the others write their chunks and
-// read the store. Save, MaybeSave, ShouldSave, Delete, CollectGarbage and
-// Close are collective (every process calls them, in the same order);
-// restores are not: each process reads the boxes it asks for.
+// read the store. Open, Save, MaybeSave, ShouldSave, WaitUntilFinished,
+// Delete, CollectGarbage and Close are collective (every process calls them,
+// in the same order, with the same step and force; metrics and user
+// metadata are the primary's); restores and the other queries are not: each
+// process reads the boxes it asks for.
 // Protocol and format: doc/format.md §7.
 struct MultiprocessingOptions {
   // The job's processes (ckptdb/mpi.h: MpiCoordinator). nullptr: this

@@ -30,6 +30,7 @@
 #include "chunk_digest.h"
 #include "manifest.h"
 #include "manifest_generated.h"
+#include "multiprocess.h"
 #include "safetensors.h"
 
 namespace ckptdb {
@@ -283,8 +284,64 @@ std::string RawManifest(uint32_t format_version, const std::vector<RawNode>& raw
   return std::string(reinterpret_cast<const char*>(builder.GetBufferPointer()), builder.GetSize());
 }
 
+// Process `part` of 2 of a save of a float32 [8, 6] tensor sharded by rows
+// (two boxes per process), an int64 [5] tensor every process holds whole,
+// and a scalar: the manifest the process sends (ManifestScope::kProcess).
+Manifest PartManifest(int part) {
+  ShardedTensor sharded{DType::kFloat32, {8, 6}, {}};
+  for (int64_t half = 0; half < 2; ++half) {
+    const int64_t row = part * 4 + half * 2;
+    Tensor data = Must(Tensor::Allocate(DType::kFloat32, {2, 6}), "allocate");
+    std::memset(data.mutable_data(), part * 2 + static_cast<int>(half) + 1, data.byte_size());
+    sharded.shards.push_back(Shard{{row, 0}, data, 0});
+  }
+  Tree tree;
+  Must(tree.SetPath("w", Must(Tree::Sharded(sharded), "shard")), "set");
+  Must(tree.SetPath("table", Tree::Leaf(Must(Tensor::Allocate(DType::kInt64, {5}), "table"))),
+       "set");
+  Must(tree.SetPath("step", Tree::Int(3)), "set");
+  Manifest manifest;
+  manifest.step = 3;
+  manifest.nodes = Must(FlattenTree(tree), "flatten");
+  for (ManifestNode& node : manifest.nodes) {
+    if (node.kind != Tree::Kind::kTensor) continue;
+    if (!node.boxed) {  // the table: written by process 0
+      node.boxed = true;
+      if (part == 0) node.boxes.push_back({WholeBox(node.shape), 0});
+    }
+    for (ManifestBox& box : node.boxes) {
+      box.chunk_count = 1;
+      const auto raw_size = static_cast<uint32_t>(BoxElements(box.box) * DTypeSize(node.dtype));
+      node.chunks.push_back({ChunkDigest{static_cast<uint64_t>(part) + 1, raw_size}, raw_size, 20});
+    }
+  }
+  return manifest;
+}
+
+// Parts of a multi-process save, and the primary's verdicts.
+void WritePartSeeds(const fs::path& dir) {
+  for (int part = 0; part < 2; ++part) {
+    IndexEntry entry;
+    entry.digest = ChunkDigest{static_cast<uint64_t>(part) + 1, 48};
+    entry.location.raw_size = 48;
+    entry.location.stored_size = 20;
+    WriteSeed(dir / ("part_" + std::to_string(part)),
+              EncodePart(Status::OK(), PartManifest(part), {entry}));
+  }
+  WriteSeed(dir / "part_error", EncodePart(Status::IOError("disk full"), PartManifest(0), {}));
+  WriteSeed(dir / "verdict_ok", EncodeVerdict(Status::OK(), 17));
+  WriteSeed(dir / "verdict_error", EncodeVerdict(Status::InvalidArgument("process 2: no")));
+}
+
 void WriteManifestSeeds(const fs::path& dir) {
   int64_t step = 1;
+  // A step saved by two processes: a tensor of four boxes (version 2).
+  {
+    std::vector<ProcessPart> parts(2);
+    for (int part = 0; part < 2; ++part) parts[part].manifest = PartManifest(part);
+    std::vector<IndexEntry> new_chunks;
+    WriteSeed(dir / "boxed_step", EncodeManifest(Must(MergeParts(parts, 0, &new_chunks), "merge")));
+  }
   for (const NamedTree& named : Trees()) {
     WriteSeed(dir / named.name, EncodeManifest(ManifestOf(named.tree, step++)));
   }
@@ -331,7 +388,7 @@ void WriteManifestSeeds(const fs::path& dir) {
   // empty node list (Corruption).
   {
     RawNode root{.kind = fb::NodeKind::Map};
-    WriteSeed(dir / "edge_version_2", RawManifest(2, {root}, 0.0));
+    WriteSeed(dir / "edge_version_3", RawManifest(3, {root}, 0.0));
     WriteSeed(dir / "edge_nan_metric",
               RawManifest(1, {root}, std::numeric_limits<double>::quiet_NaN()));
     WriteSeed(dir / "edge_no_nodes", RawManifest(1, {}, 0.0));
@@ -539,8 +596,9 @@ int main(int argc, char** argv) {
   }
   namespace fs = std::filesystem;
   const fs::path root = argv[1];
-  for (const char* target : {"manifest", "chunk", "safetensors"})
+  for (const char* target : {"manifest", "chunk", "safetensors", "part"})
     fs::create_directories(root / target);
+  ckptdb::WritePartSeeds(root / "part");
   ckptdb::WriteManifestSeeds(root / "manifest");
   ckptdb::WriteChunkSeeds(root / "chunk");
   ckptdb::WriteSafetensorsSeeds(root / "safetensors");
