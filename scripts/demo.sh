@@ -22,7 +22,7 @@ mpi() {  # mpi RANKS ARGS...
   local ranks=$1 as_root=()
   shift
   [ "$(id -u)" = 0 ] && as_root=(--allow-run-as-root)
-  mpirun "${as_root[@]}" --oversubscribe -n "$ranks" --mca btl self,vader \
+  mpirun "${as_root[@]}" --oversubscribe -n "$ranks" --bind-to none --mca btl self,vader \
     ./build/demo/mpi_train_demo "$@"
 }
 rm -rf demo_mpi_run demo_mpi_reference

@@ -20,7 +20,7 @@ run() {  # run RANKS ARGS...: mpirun with what these machines need
   shift
   local as_root=()
   [ "$(id -u)" = 0 ] && as_root=(--allow-run-as-root)
-  mpirun "${as_root[@]}" --oversubscribe -n "$ranks" --mca btl self,vader \
+  mpirun "${as_root[@]}" --oversubscribe -n "$ranks" --bind-to none --mca btl self,vader \
     "$program" "$@"
 }
 
