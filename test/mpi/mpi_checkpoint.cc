@@ -2,8 +2,10 @@
 // test/mpi/run.sh (one process per rank; public API only):
 //
 //   mpi_checkpoint save DIR --first F --last L [--kill-rank R --kill-at S]
-//       trains steps F..L, saving each asynchronously from every rank;
-//       rank R kills itself (SIGKILL) right after its Save of step S returned
+//                           [--step-ms T] [--pid-dir D]
+//       trains steps F..L (T ms each), saving each asynchronously from every
+//       rank; rank R kills itself (SIGKILL) right after its Save of step S
+//       returned
 //   mpi_checkpoint restore DIR --step S
 //       every rank restores its own sharding of step S (kLatestStep: -1) and
 //       checks every element; rank 0 also restores the whole tree
@@ -11,6 +13,11 @@
 //       follows the trainer read-only until it has checked step S
 //   mpi_checkpoint steps DIR                  (one process, no MPI)
 //       prints the steps the store holds
+//   mpi_checkpoint check DIR                  (one process, no MPI)
+//       restores every step whole and checks every element
+//
+// save --pid-dir D: each rank writes its pid to D/rank-R (for a harness
+// that kills ranks at random).
 //
 // The state: a row-sharded float32 kernel, a bfloat16 tensor sharded on a
 // grid, a bias replicated on every rank, a table every rank holds whole,
@@ -18,11 +25,14 @@
 // global index, so any sharding can check what it restored.
 #include <mpi.h>
 #include <signal.h>
+#include <unistd.h>
 
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "ckptdb/ckptdb.h"
@@ -198,8 +208,18 @@ int Save(int argc, char** argv, Layout layout) {
   const int64_t last = Flag(argc, argv, "--last", 5);
   const int64_t kill_rank = Flag(argc, argv, "--kill-rank", -1);
   const int64_t kill_at = Flag(argc, argv, "--kill-at", -1);
+  const int64_t step_ms = Flag(argc, argv, "--step-ms", 0);  // "training" between saves
   auto ckpt = Check(ckptdb::Checkpointer::Open(workdir, MultiOptions()), "open " + workdir);
+  for (int i = 3; i + 1 < argc; ++i) {
+    if (std::strcmp(argv[i], "--pid-dir") != 0) continue;
+    const std::string path = std::string(argv[i + 1]) + "/rank-" + std::to_string(layout.rank);
+    std::FILE* file = std::fopen(path.c_str(), "w");
+    if (file == nullptr) Fail("cannot write " + path);
+    std::fprintf(file, "%d\n", static_cast<int>(getpid()));
+    std::fclose(file);
+  }
   for (int64_t step = first; step <= last; ++step) {
+    if (step_ms > 0) std::this_thread::sleep_for(std::chrono::milliseconds(step_ms));
     Tree state = MakeState(layout, step);
     const bool saved = Check(ckpt->MaybeSave(state, step), "save step " + std::to_string(step));
     if (!saved) Fail("step " + std::to_string(step) + " was not due");
@@ -268,6 +288,18 @@ int Evaluate(int argc, char** argv) {
   return 0;
 }
 
+int CheckAll(char** argv) {
+  ckptdb::CheckpointerOptions options;
+  options.create = false;
+  auto ckpt = Check(ckptdb::Checkpointer::Open(argv[2], options), "open");
+  for (int64_t step : ckpt->AllSteps()) {
+    Tree whole = Check(ckpt->RestoreTree(step), "restore step " + std::to_string(step));
+    if (!WholeTreeHolds(whole, step)) Fail("step " + std::to_string(step) + " holds wrong values");
+  }
+  std::printf("%zu steps restored whole and checked\n", ckpt->AllSteps().size());
+  return 0;
+}
+
 int Steps(char** argv) {
   ckptdb::CheckpointerOptions options;
   options.create = false;
@@ -283,6 +315,7 @@ int main(int argc, char** argv) {
   const std::string command = argv[1];
   if (command == "evaluate") return Evaluate(argc, argv);
   if (command == "steps") return Steps(argv);
+  if (command == "check") return CheckAll(argv);
   int provided = 0;
   MPI_Init_thread(&argc, &argv, MPI_THREAD_MULTIPLE, &provided);
   Layout layout{};

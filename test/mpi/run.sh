@@ -6,7 +6,10 @@
 #   kill_rank      a rank SIGKILLed in the middle of a save: no step of it is
 #                  visible, and the restarted job saves again
 #   evaluator      a read-only evaluator follows a 4-rank trainer
-#   active         active_processes: 3 of 4 ranks save, the 4th opens nothing
+#   crash_loop     rounds of a 4-rank job saving step after step, a random
+#                  rank SIGKILLed at a random moment each round: every step
+#                  left restores exactly, and the next round resumes after it
+#                  (seed: CKPTDB_CRASH_SEED, printed)
 set -euo pipefail
 program=$1
 scenario=$2
@@ -52,6 +55,31 @@ case "$scenario" in
     run 4 save "$store" --first 1 --last 8
     wait "$evaluator" || { cat "$scratch/evaluator.log"; exit 1; }
     cat "$scratch/evaluator.log"
+    ;;
+  crash_loop)
+    seed=${CKPTDB_CRASH_SEED:-$RANDOM}
+    echo "CKPTDB_CRASH_SEED=$seed"
+    RANDOM=$seed
+    pids=$scratch/pids
+    mkdir -p "$pids"
+    next=1
+    for round in 1 2 3 4 5 6; do
+      rm -f "$pids"/*
+      run 4 save "$store" --first "$next" --last $((next + 30)) --step-ms 30 --pid-dir "$pids" \
+        > "$scratch/round-$round.log" 2>&1 &
+      job=$!
+      # mpirun takes about 0.3 s to start the ranks; the 31 steps about 1.2 s.
+      delay_ms=$((300 + RANDOM % 1300))
+      sleep "$((delay_ms / 1000)).$(printf %03d $((delay_ms % 1000)))"
+      victim=$((RANDOM % 4))
+      if [ -f "$pids/rank-$victim" ]; then kill -9 "$(cat "$pids/rank-$victim")" 2>/dev/null || true; fi
+      wait "$job" || true
+      "$program" check "$store"
+      last=$("$program" steps "$store" | tail -n 1)
+      echo "round $round: rank $victim killed after ${delay_ms} ms; steps now: $(steps)"
+      next=$((${last:-0} + 1))
+    done
+    [ "$next" -gt 1 ] || { echo "no step was ever saved"; exit 1; }
     ;;
   *)
     echo "unknown scenario $scenario"
