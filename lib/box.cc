@@ -110,7 +110,7 @@ void CopyRegion(const std::byte* source, const Box& source_box, uint64_t source_
 
 std::string TilingProblem(const std::vector<Box>& boxes, const std::vector<int64_t>& global) {
   // Bounds the work a hostile manifest can cause (n^2 / 2 comparisons for a
-  // staircase of boxes); an 800 x 800 grid of shards stays below it.
+  // staircase of boxes); a 400 x 400 grid of shards stays below it.
   const size_t rank = global.size();
   for (const Box& box : boxes) {
     std::string problem = BoxProblem(box, global);

@@ -2,11 +2,11 @@
 // test/mpi/run.sh (one process per rank; public API only):
 //
 //   mpi_checkpoint save DIR --first F --last L [--kill-rank R --kill-at S]
-//                           [--step-ms T] [--pid-dir D]
+//                           [--step-ms T] [--pid-dir D] [--inactive R] [--primary P]
 //       trains steps F..L (T ms each), saving each asynchronously from every
 //       rank; rank R kills itself (SIGKILL) right after its Save of step S
 //       returned
-//   mpi_checkpoint restore DIR --step S
+//   mpi_checkpoint restore DIR --step S [--inactive R] [--primary P]
 //       every rank restores its own sharding of step S (kLatestStep: -1) and
 //       checks every element; rank 0 also restores the whole tree
 //   mpi_checkpoint evaluate DIR --until S     (one process, no MPI)
@@ -17,7 +17,9 @@
 //       restores every step whole and checks every element
 //
 // save --pid-dir D: each rank writes its pid to D/rank-R (for a harness
-// that kills ranks at random).
+// that kills ranks at random). --inactive R: rank R is not in
+// active_processes (its Open must fail; the others are renumbered without
+// it); --primary P: the primary_host.
 //
 // The state: a row-sharded float32 kernel, a bfloat16 tensor sharded on a
 // grid, a bias replicated on every rank, a table every rank holds whole,
@@ -193,23 +195,50 @@ int64_t Flag(int argc, char** argv, const char* name, int64_t fallback) {
   return fallback;
 }
 
-ckptdb::CheckpointerOptions MultiOptions() {
+// The options of every rank. --inactive R leaves rank R out of
+// active_processes (the others renumber themselves in `layout`), and
+// --primary P makes rank P the primary.
+ckptdb::CheckpointerOptions MultiOptions(int argc, char** argv, Layout* layout) {
   ckptdb::CheckpointerOptions options;
   options.multiprocessing.coordinator = Check(ckptdb::MpiCoordinator(), "MpiCoordinator");
   options.chunk_size_bytes = 4096;
   options.max_to_keep = 3;
   options.worker_threads = 1;  // 4 ranks on 2 cores
+  options.multiprocessing.primary_host = static_cast<int>(Flag(argc, argv, "--primary", 0));
+  const int64_t inactive = Flag(argc, argv, "--inactive", -1);
+  if (inactive >= 0) {
+    for (int rank = 0; rank < layout->count; ++rank) {
+      if (rank != inactive) options.multiprocessing.active_processes.push_back(rank);
+    }
+    if (layout->rank > inactive) --layout->rank;
+    --layout->count;
+  }
   return options;
+}
+
+// An inactive rank's Open must fail, naming the reason; it then does nothing.
+bool Inactive(int argc, char** argv, const std::string& workdir,
+              const ckptdb::CheckpointerOptions& options, int rank) {
+  if (Flag(argc, argv, "--inactive", -1) != rank) return false;
+  ckptdb::Status refused = ckptdb::Checkpointer::Open(workdir, options).status();
+  if (refused.code() != ckptdb::Status::Code::kInvalidArgument ||
+      refused.message().find("active_processes") == std::string::npos) {
+    Fail("an inactive process's Open gave " + refused.ToString());
+  }
+  return true;
 }
 
 int Save(int argc, char** argv, Layout layout) {
   const std::string workdir = argv[2];
+  const int world_rank = layout.rank;
+  const ckptdb::CheckpointerOptions options = MultiOptions(argc, argv, &layout);
+  if (Inactive(argc, argv, workdir, options, world_rank)) return 0;
   const int64_t first = Flag(argc, argv, "--first", 1);
   const int64_t last = Flag(argc, argv, "--last", 5);
   const int64_t kill_rank = Flag(argc, argv, "--kill-rank", -1);
   const int64_t kill_at = Flag(argc, argv, "--kill-at", -1);
   const int64_t step_ms = Flag(argc, argv, "--step-ms", 0);  // "training" between saves
-  auto ckpt = Check(ckptdb::Checkpointer::Open(workdir, MultiOptions()), "open " + workdir);
+  auto ckpt = Check(ckptdb::Checkpointer::Open(workdir, options), "open " + workdir);
   for (int i = 3; i + 1 < argc; ++i) {
     if (std::strcmp(argv[i], "--pid-dir") != 0) continue;
     const std::string path = std::string(argv[i + 1]) + "/rank-" + std::to_string(layout.rank);
@@ -249,7 +278,10 @@ int Save(int argc, char** argv, Layout layout) {
 int Restore(int argc, char** argv, Layout layout) {
   const std::string workdir = argv[2];
   int64_t step = Flag(argc, argv, "--step", -1);
-  auto ckpt = Check(ckptdb::Checkpointer::Open(workdir, MultiOptions()), "open " + workdir);
+  const int world_rank = layout.rank;
+  const ckptdb::CheckpointerOptions options = MultiOptions(argc, argv, &layout);
+  if (Inactive(argc, argv, workdir, options, world_rank)) return 0;
+  auto ckpt = Check(ckptdb::Checkpointer::Open(workdir, options), "open " + workdir);
   if (step < 0) step = ckpt->LatestStep().value_or(-1);
   Tree state = MakeState(layout, -7);  // values that no step holds
   Check(ckpt->Restore(&state, step), "restore step " + std::to_string(step));

@@ -6,6 +6,8 @@
 #   kill_rank      a rank SIGKILLed in the middle of a save: no step of it is
 #                  visible, and the restarted job saves again
 #   evaluator      a read-only evaluator follows a 4-rank trainer
+#   active         active_processes: 3 of 4 ranks save (rank 3 the primary),
+#                  the 4th is refused
 #   crash_loop     rounds of a 4-rank job saving step after step, a random
 #                  rank SIGKILLed at a random moment each round: every step
 #                  left restores exactly, and the next round resumes after it
@@ -55,6 +57,13 @@ case "$scenario" in
     run 4 save "$store" --first 1 --last 8
     wait "$evaluator" || { cat "$scratch/evaluator.log"; exit 1; }
     cat "$scratch/evaluator.log"
+    ;;
+  active)
+    # Rank 2 takes no part; rank 3 is the primary.
+    run 4 save "$store" --first 1 --last 4 --inactive 2 --primary 3
+    [ "$(steps)" = "2 3 4 " ] || { echo "steps: $(steps)"; exit 1; }
+    run 4 restore "$store" --step 4 --inactive 2 --primary 3
+    run 2 restore "$store" --step 3
     ;;
   crash_loop)
     seed=${CKPTDB_CRASH_SEED:-$RANDOM}
