@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <chrono>
 #include <map>
+#include <numeric>
 #include <set>
 #include <thread>
 
@@ -76,6 +77,9 @@ class [[gnu::visibility("hidden")]] Checkpointer::Impl {
   // primary among `coordinator`'s (after active_processes).
   struct Processes {
     std::shared_ptr<Coordinator> coordinator;
+    // The save decisions' own channel (a second coordinator of the same
+    // processes): a decision never waits for a save's rounds in flight.
+    std::shared_ptr<Coordinator> decisions;
     int index = 0;
     int count = 1;
     int primary = 0;
@@ -93,7 +97,9 @@ class [[gnu::visibility("hidden")]] Checkpointer::Impl {
 
   Status LoadSteps() REQUIRES(mu_);
   bool ShouldSave(int64_t step) const REQUIRES(mu_);
-  Result<bool> Save(const Tree& state, int64_t step, const SaveOptions& options) REQUIRES(mu_);
+  // `decided`: the caller has agreed that `step` is due (MaybeSave).
+  Result<bool> Save(const Tree& state, int64_t step, const SaveOptions& options,
+                    bool decided = false) REQUIRES(mu_);
   void SignalPreemption() REQUIRES(mu_) { preempted_ = true; }
   Status Restore(Tree* state, int64_t step, const RestoreOptions& options) REQUIRES(mu_);
   Result<Tree> RestoreTree(int64_t step, const std::string& path) REQUIRES(mu_);
@@ -106,10 +112,11 @@ class [[gnu::visibility("hidden")]] Checkpointer::Impl {
   Result<GcStats> CollectGarbage(double min_garbage_fraction) REQUIRES(mu_);
   Status Reload() REQUIRES(mu_);
   Status Close() REQUIRES(mu_);
-  // Multi-process: every process learns whether any was signalled a
-  // preemption (Orbax's preemption sync point), so that ShouldSave answers
-  // alike everywhere. A no-op for a single process.
-  Status AgreeOnPreemption() REQUIRES(mu_);
+  // The save decision for `step` (ShouldSave). With several processes, the
+  // same on all: the primary's, with a preemption signalled on any process
+  // (Orbax's preemption sync point) counting for all; a round on the
+  // decisions channel, with mu_ held (no save's round uses that channel).
+  Result<bool> AgreedShouldSave(int64_t step) REQUIRES(mu_);
 
   // Waits (releasing mu_ meanwhile) until no save is in flight.
   void AwaitInFlight() REQUIRES(mu_);
@@ -197,7 +204,8 @@ class [[gnu::visibility("hidden")]] Checkpointer::Impl {
   Status OnPrimary(const std::function<Status()>& act) REQUIRES(mu_);
   // Runs `collective` with mu_ released, as a save in flight does: other
   // threads wait (AwaitInFlight), so none closes the store or starts rounds
-  // of its own meanwhile.
+  // of its own meanwhile. Only where no other thread may change in_flight_
+  // (the caller's own save's rounds, or the background writer's).
   Status WithoutLock(const std::function<Status()>& collective) REQUIRES(mu_) {
     const bool was_in_flight = std::exchange(in_flight_, true);
     mu_.Unlock();
@@ -318,30 +326,34 @@ Status Checkpointer::Impl::FinishInFlight() {
   return std::exchange(background_error_, Status::OK());
 }
 
-Status Checkpointer::Impl::AgreeOnPreemption() {
-  if (!processes_) return Status::OK();
-  // A collective: no save may be in the middle of its own rounds.
-  AwaitInFlight();
-  CompleteDeferredCommit();
-  Coordinator& coordinator = *processes_->coordinator;
+Result<bool> Checkpointer::Impl::AgreedShouldSave(int64_t step) {
+  if (!processes_ || closed_) return ShouldSave(step);
+  Coordinator& channel = *processes_->decisions;
+  const int primary = processes_->primary;
   std::vector<std::string> flags;
-  Status gathered = coordinator.Gather(processes_->primary, preempted_ ? "1" : "0", &flags);
-  std::string agreed = gathered.ok() ? "0" : "failed";
-  for (const std::string& flag : flags) {
-    if (flag == "1" && gathered.ok()) agreed = "1";
+  Status gathered = channel.Gather(primary, preempted_ ? "1" : "0", &flags);
+  // The primary's answer: "E" (it could not gather), or the decision and
+  // whether any process was preempted.
+  std::string answer;
+  if (is_primary()) {
+    if (gathered.ok()) {
+      for (const std::string& flag : flags) preempted_ = preempted_ || flag == "1";
+      answer = std::string(ShouldSave(step) ? "1" : "0") + (preempted_ ? "1" : "0");
+    } else {
+      answer = "E";
+    }
   }
-  Status status = coordinator.Broadcast(processes_->primary, &agreed);
-  if (status.ok() && agreed == "failed") {
-    status = Status::IOError("the primary could not gather the processes' preemption flags");
+  Status status = channel.Broadcast(primary, &answer);
+  if (status.ok() && answer.size() != 2) {
+    status = Status::IOError("the primary could not gather the save decision's preemption flags");
   }
-  if (status.ok()) status = gathered;
-  if (!status.ok()) return status.WithContext("agreeing on a preemption");
-  preempted_ = agreed == "1";
-  return Status::OK();
+  if (!status.ok()) return status.WithContext("agreeing on saving " + StepName(step));
+  preempted_ = answer[1] == '1';
+  return answer[0] == '1';
 }
 
 Result<bool> Checkpointer::Impl::Save(const Tree& state, int64_t step,
-                                      const SaveOptions& options) {
+                                      const SaveOptions& options, bool decided) {
   // With several processes, every early return below happens on all of them
   // alike (their step lists and background errors are the primary's), up to
   // the begin round; what may differ (this call's options, the state) goes
@@ -355,10 +367,10 @@ Result<bool> Checkpointer::Impl::Save(const Tree& state, int64_t step,
     if (!options.force) return false;
     return Status::AlreadyExists(StepName(step) + " is already in " + workdir_);
   }
-  if (!options.force) {
-    status = AgreeOnPreemption();
-    if (!status.ok()) return status;
-    if (!ShouldSave(step)) return false;
+  if (!options.force && !decided) {
+    Result<bool> due = AgreedShouldSave(step);
+    if (!due.ok()) return due.status();
+    if (!*due) return false;
   }
   status = ValidateSaveOptions(options);
   if (!status.ok() && !processes_) return status.WithContext("saving " + StepName(step));
@@ -380,7 +392,10 @@ Result<bool> Checkpointer::Impl::Save(const Tree& state, int64_t step,
                   : Result<std::shared_ptr<PendingSave>>(status);
   if (processes_) {
     Result<uint64_t> generation = BeginAcrossProcesses(prepared.status());
-    if (!generation.ok()) return generation.status().WithContext("saving " + StepName(step));
+    if (!generation.ok()) {
+      if (prepared.ok()) pipeline_.Discard(**prepared);
+      return generation.status().WithContext("saving " + StepName(step));
+    }
     if (prepared.ok()) (*prepared)->set_generation(*generation);
   }
   if (!prepared.ok()) return prepared.status().WithContext("saving " + StepName(step));
@@ -389,7 +404,8 @@ Result<bool> Checkpointer::Impl::Save(const Tree& state, int64_t step,
   // The step is listed at once, and the steps retention will drop are not;
   // if the save fails, both changes are undone.
   steps_[step] = Retained(save->manifest());
-  std::map<int64_t, RetainedStep> pruned = Prune();
+  // Retention is the primary's (the others learn its outcome at the commit).
+  std::map<int64_t, RetainedStep> pruned = is_primary() ? Prune() : std::map<int64_t, RetainedStep>();
   preempted_ = false;
   in_flight_ = true;
   if (source == Source::kCallerWaits) {
@@ -417,9 +433,9 @@ Result<bool> Checkpointer::Impl::Save(const Tree& state, int64_t step,
     if (!status.ok()) {
       if (processes_) {
         // The commit round tells every process of the failure; each reports
-        // it as its background error, at the same call.
-        AwaitInFlight();
-        return status;
+        // it as its background error, at the same call (returning it here
+        // would put this process one call ahead of the others).
+        return true;
       }
       Status failed = FinishInFlight();
       return failed.ok() ? status : failed;
@@ -576,9 +592,11 @@ Status Checkpointer::Impl::CommitAcrossProcesses(PendingSave& save,
   if (outcome.ok()) {
     Result<uint64_t> decoded = DecodeVerdict(verdict, &outcome, &steps);
     if (!decoded.ok()) outcome = decoded.status();
-    if (!is_primary()) committed = decoded.ok() && *decoded == 1;
+    if (!is_primary() && decoded.ok()) {
+      committed = *decoded == 1;
+      TakeStepList(steps);
+    }
   }
-  if (!is_primary() && broadcast.ok()) TakeStepList(steps);
   if (!outcome.ok() && !committed) {
     return outcome.WithContext("saving " + StepName(step) + " in " + workdir_);
   }
@@ -690,7 +708,8 @@ Result<int64_t> Checkpointer::Impl::ResolveStep(int64_t step) const {
   if (step == uncommitted_step_) {
     return Status::FailedPrecondition(
         StepName(step) + " is saved but not committed yet: its commit waits for the next "
-                         "Save, WaitUntilFinished or Close on every process");
+                         "Save, WaitUntilFinished, Delete, CollectGarbage or Close on every "
+                         "process");
   }
   return step;
 }
@@ -741,7 +760,9 @@ Result<Checkpointer::Impl::ReadableStep> Checkpointer::Impl::OpenStepForRead(int
 
 Status Checkpointer::Impl::Restore(Tree* state, int64_t step, const RestoreOptions& options) {
   if (state == nullptr) return Status::InvalidArgument("Restore into a null tree");
-  if (!closed_ && steps_.empty() && options.noop_if_missing) return Status::OK();
+  const bool nothing_readable =
+      steps_.empty() || (steps_.size() == 1 && steps_.begin()->first == uncommitted_step_);
+  if (!closed_ && nothing_readable && options.noop_if_missing) return Status::OK();
   Result<ReadableStep> readable = OpenStepForRead(step);
   if (!readable.ok()) return readable.status();
   return RestoreIntoTemplate(*store_, readable->manifest, state, options, Threads());
@@ -900,8 +921,14 @@ Result<std::unique_ptr<Checkpointer>> Checkpointer::Open(const std::string& work
 Result<std::unique_ptr<Checkpointer>> CheckpointerAccess::Open(const std::string& workdir,
                                                                CheckpointerOptions options,
                                                                rocksdb::Env* env) {
-  Status status = ValidateOptions(options);
+  // What it takes to form the group is checked first; with several
+  // processes, the other options' errors (options may differ between
+  // processes) go through the rounds below, so that every process fails.
+  Status status = ValidateMultiprocessing(options);
   if (!status.ok()) return status.WithContext("opening " + workdir);
+  const Status invalid = ValidateOptions(options);
+  const bool several_possible = options.multiprocessing.coordinator != nullptr && options.create;
+  if (!invalid.ok() && !several_possible) return invalid.WithContext("opening " + workdir);
   std::optional<Checkpointer::Impl::Processes> processes;
   const MultiprocessingOptions& multi = options.multiprocessing;
   if (multi.coordinator != nullptr && options.create) {
@@ -920,14 +947,24 @@ Result<std::unique_ptr<Checkpointer>> CheckpointerAccess::Open(const std::string
     }
     joined.index = joined.coordinator->process_index();
     joined.count = joined.coordinator->process_count();
-    if (joined.count > 1) processes = std::move(joined);
+    if (joined.count > 1) {
+      std::vector<int> everyone(static_cast<size_t>(joined.count));
+      std::iota(everyone.begin(), everyone.end(), 0);
+      Result<std::shared_ptr<Coordinator>> decisions = joined.coordinator->Subgroup(everyone);
+      if (!decisions.ok()) return decisions.status().WithContext("opening " + workdir);
+      joined.decisions = std::move(*decisions);
+      processes = std::move(joined);
+    }
   }
   // The primary opens (and creates) the store first; the others then open
   // it as readers, and every process learns whether all could.
   const bool primary = !processes || processes->index == processes->primary;
   const Store::Mode mode =
       options.create && primary ? Store::Mode::kWrite : Store::Mode::kReadOnly;
-  auto open_store = [&] { return Store::Open(workdir, mode, env, options.owner_only); };
+  auto open_store = [&]() -> Result<std::unique_ptr<Store>> {
+    if (!invalid.ok()) return invalid;
+    return Store::Open(workdir, mode, env, options.owner_only);
+  };
   Result<std::unique_ptr<Store>> store =
       primary ? open_store()
               : Result<std::unique_ptr<Store>>(
@@ -983,10 +1020,10 @@ Result<std::unique_ptr<Checkpointer>> CheckpointerAccess::Open(const std::string
 
 bool Checkpointer::ShouldSave(int64_t step) const {
   MutexLock lock(&impl_->mu_);
-  // A failed agreement (the coordinator failed) leaves each process's own
-  // preemption flag: the next collective call reports the failure.
-  (void)impl_->AgreeOnPreemption();
-  return impl_->ShouldSave(step);
+  // A failed round (the coordinator failed) answers no; the next collective
+  // call reports the failure.
+  Result<bool> due = impl_->AgreedShouldSave(step);
+  return due.ok() && *due;
 }
 
 Result<bool> Checkpointer::Save(const Tree& state, int64_t step, const SaveOptions& options) {
@@ -1002,10 +1039,10 @@ Result<bool> Checkpointer::MaybeSave(const Tree& state, int64_t step, bool force
 
 Result<bool> Checkpointer::MaybeSave(const Tree& state, int64_t step, const SaveOptions& options) {
   MutexLock lock(&impl_->mu_);
-  Status agreed = impl_->AgreeOnPreemption();
-  if (!agreed.ok()) return agreed;
-  if (!impl_->ShouldSave(step)) return false;
-  return impl_->Save(state, step, options);
+  Result<bool> due = impl_->AgreedShouldSave(step);
+  if (!due.ok()) return due.status();
+  if (!*due) return false;
+  return impl_->Save(state, step, options, /*decided=*/true);
 }
 
 void Checkpointer::SignalPreemption() {

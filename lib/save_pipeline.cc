@@ -358,6 +358,12 @@ Status SavePipeline::Stage(PendingSave& save) {
   return Status::OK();
 }
 
+void SavePipeline::Discard(PendingSave& save) {
+  for (PendingSave::Chunk& chunk : save.chunks_) {
+    if (chunk.slot.has_value()) staging_->Release(*std::exchange(chunk.slot, std::nullopt));
+  }
+}
+
 Status SavePipeline::CommitLocally(PendingSave& save) {
   Manifest& manifest = save.manifest_;
   for (ManifestNode& node : manifest.nodes) {

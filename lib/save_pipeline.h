@@ -196,6 +196,10 @@ class SavePipeline {
   // Writes the new chunks as one generation and commits the step. On an
   // error nothing of the step is visible and a staged save's stager stops.
   Status WriteAndCommit(PendingSave& save);
+  // Drops a prepared save that will not be written (a multi-process save
+  // whose begin round failed): gives back the staging slots its speculative
+  // copies hold.
+  void Discard(PendingSave& save);
   // The two halves of WriteAndCommit. WriteChunks writes the new chunks
   // (into the assigned generation's file, uningested, when one is set) and
   // records their index entries; CommitLocally commits the step alone

@@ -51,9 +51,11 @@ class ThreadGroup {
     return all;
   }
 
-  std::shared_ptr<ThreadGroup> Subgroup(const std::vector<int>& processes) {
+  // The group that the `nth` call of each of `processes` makes (every call
+  // makes a new one, as MPI_Comm_create_group does).
+  std::shared_ptr<ThreadGroup> Subgroup(const std::vector<int>& processes, int nth) {
     std::lock_guard<std::mutex> lock(mu_);
-    std::shared_ptr<ThreadGroup>& group = subgroups_[processes];
+    std::shared_ptr<ThreadGroup>& group = subgroups_[{processes, nth}];
     if (group == nullptr) group = std::make_shared<ThreadGroup>(static_cast<int>(processes.size()));
     return group;
   }
@@ -67,7 +69,7 @@ class ThreadGroup {
   uint64_t round_ = 0;
   std::map<uint64_t, std::vector<std::string>> results_;
   std::map<uint64_t, int> taken_;
-  std::map<std::vector<int>, std::shared_ptr<ThreadGroup>> subgroups_;
+  std::map<std::pair<std::vector<int>, int>, std::shared_ptr<ThreadGroup>> subgroups_;
 };
 
 class ThreadCoordinator : public Coordinator {
@@ -94,13 +96,15 @@ class ThreadCoordinator : public Coordinator {
   Result<std::shared_ptr<Coordinator>> Subgroup(const std::vector<int>& processes) override {
     const auto position = std::find(processes.begin(), processes.end(), index_) - processes.begin();
     return std::shared_ptr<Coordinator>(std::make_shared<ThreadCoordinator>(
-        group_->Subgroup(processes), static_cast<int>(position), background_));
+        group_->Subgroup(processes, subgroups_made_[processes]++), static_cast<int>(position),
+        background_));
   }
 
  private:
   std::shared_ptr<ThreadGroup> group_;
   int index_;
   bool background_;
+  std::map<std::vector<int>, int> subgroups_made_;
 };
 
 // Runs `body(process, coordinator)` on `count` threads at once.
@@ -311,6 +315,39 @@ TEST(MultiprocessTest, OptionsThatDifferPerProcessFailTheSaveEverywhere) {
     EXPECT_THAT(refused.status().message(), HasSubstr("process 1"));
     EXPECT_TRUE(ckpt->AllSteps().empty());
     EXPECT_TRUE(ckpt->Save(ShardedState(2, 3, process), 2).value());
+    EXPECT_OK(ckpt->Close());
+  });
+}
+
+TEST(MultiprocessTest, AFailedBeginRoundGivesBackItsStagingSlots) {
+  // Each process's Prepare copies the chunks it expects to be new into
+  // staging slots; a begin round failing elsewhere must give them back, or
+  // a few failures leave the next save no slot and it waits for ever.
+  TempDir dir;
+  RunJob(3, /*background=*/true, [&](int process, std::shared_ptr<Coordinator> coordinator) {
+    CheckpointerOptions options = JobOptions(coordinator);
+    options.staging_bytes = 16 * 4096;  // 16 slots
+    auto ckpt = Checkpointer::Open(dir.path(), options).value();
+    auto state_for = [&](int64_t step) {
+      constexpr int64_t kPer = 64 * 1024;  // 64 chunks of float32 per process
+      Tensor data = Tensor::Allocate(DType::kFloat32, {kPer}).value();
+      std::span<float> values = data.MutableValues<float>().value();
+      for (int64_t i = 0; i < kPer; ++i) values[i] = static_cast<float>(step * 1e6 + i);
+      Tree state;
+      EXPECT_OK(state.SetPath("v", Tree::Sharded({DType::kFloat32, {3 * kPer},
+                                                  {Shard{{process * kPer}, data, 0}}})
+                                       .value()));
+      return state;
+    };
+    SaveOptions bad;
+    bad.metrics = {{"loss", process == 1 ? std::nan("") : 1.0}};
+    for (int64_t step = 1; step <= 4; ++step) {
+      EXPECT_EQ(ckpt->Save(state_for(step), step, bad).status().code(),
+                Status::Code::kInvalidArgument);
+    }
+    EXPECT_TRUE(ckpt->Save(state_for(5), 5).value());
+    EXPECT_OK(ckpt->WaitUntilFinished());
+    EXPECT_EQ(ckpt->AllSteps(), (std::vector<int64_t>{5}));
     EXPECT_OK(ckpt->Close());
   });
 }

@@ -132,7 +132,9 @@ class CKPTDB_EXPORT Checkpointer {
 
   // The save decision: false when read-only or step <= LatestStep(); else
   // true when step % save_interval_steps == 0, step is in save_on_steps, a
-  // preemption was signalled, or no step is stored yet.
+  // preemption was signalled, or no step is stored yet. With several
+  // processes, collective: the primary decides, a preemption signalled on
+  // any process counting for all (false if the coordinator fails).
   bool ShouldSave(int64_t step) const;
 
   // Saves `state` as `step` if due (options.force skips the due check) and
@@ -210,7 +212,9 @@ class CKPTDB_EXPORT Checkpointer {
                             const IterateOptions& options = {});
 
   // Read-only stores: catch up with the writer's commits and deletions.
-  // Writable stores: re-read the step list.
+  // Writable stores: re-read the step list (the processes of a
+  // multi-process writer other than the primary only catch up: their step
+  // list is the primary's).
   Status Reload();
 
   // Waits for the save in flight, if any; returns its error (once) if it
