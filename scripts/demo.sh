@@ -35,7 +35,9 @@ fi
 echo "(mpirun ended the job when rank 2 died: $(grep -c . demo_mpi_killed.log) lines in demo_mpi_killed.log)"
 echo
 echo "\$ mpirun -n 2 mpi_train_demo --workdir demo_mpi_run --steps 40"
-resumed=$(mpi 2 --workdir demo_mpi_run --steps 40 | tee /dev/stderr | grep checksum)
+resumed_run=$(mpi 2 --workdir demo_mpi_run --steps 40)
+echo "$resumed_run"
+resumed=$(grep checksum <<<"$resumed_run")
 echo
 echo "\$ mpirun -n 1 mpi_train_demo --workdir demo_mpi_reference --steps 40   # never interrupted"
 reference=$(mpi 1 --workdir demo_mpi_reference --steps 40 | grep checksum)
