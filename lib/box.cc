@@ -73,6 +73,16 @@ uint64_t BoxElements(const Box& box) {
   return elements;
 }
 
+bool IsOneRun(const Box& region, const Box& within) {
+  size_t d = region.shape.size();
+  while (d > 0 && region.shape[d - 1] == within.shape[d - 1]) --d;
+  // Dimension d - 1 may be partial; those before it must be single.
+  for (size_t leading = 0; leading + 1 < d; ++leading) {
+    if (region.shape[leading] != 1) return false;
+  }
+  return true;
+}
+
 uint64_t IndexInBox(const Box& box, const std::vector<int64_t>& point) {
   uint64_t index = 0;
   for (size_t d = 0; d < box.start.size(); ++d) {

@@ -39,6 +39,11 @@ std::optional<Box> Intersect(const Box& a, const Box& b);
 bool Overlaps(const Box& a, const Box& b);
 // Elements of a box (1 for rank 0). The box must have passed BoxProblem.
 uint64_t BoxElements(const Box& box);
+// Whether the elements of `region` (inside `within`) are one run of
+// consecutive elements in `within`'s row-major layout: its trailing
+// dimensions span `within`'s, then one dimension partly, and every leading
+// one has a single index.
+bool IsOneRun(const Box& region, const Box& within);
 // The row-major index, within `box`, of its element at global coordinates
 // `point` (which must lie inside it).
 uint64_t IndexInBox(const Box& box, const std::vector<int64_t>& point);

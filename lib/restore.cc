@@ -1,6 +1,7 @@
 #include "restore.h"
 
 #include <algorithm>
+#include <cstring>
 #include <functional>
 #include <map>
 #include <memory>
@@ -135,8 +136,17 @@ Status DecodeTensors(Store& store, int64_t step, const std::vector<DecodeTarget>
     Box want;
     Box overlap;
   };
+  // A chunk of which a target needs only a part: decoded whole into
+  // scratch, then `size` bytes from `skip` on copied to `dest`.
+  struct ChunkPart {
+    std::unique_ptr<std::byte[]> scratch;
+    uint64_t skip = 0;
+    std::byte* dest = nullptr;
+    uint64_t size = 0;
+  };
   std::vector<ChunkTask> tasks;
   std::vector<RegionCopy> copies;
+  std::vector<ChunkPart> parts;
   for (const DecodeTarget& target : targets) {
     const ManifestNode& node = *target.node;
     const Box want = target.region.value_or(WholeBox(node.shape));
@@ -157,7 +167,6 @@ Status DecodeTensors(Store& store, int64_t step, const std::vector<DecodeTarget>
       }
       const uint64_t first_byte = IndexInBox(saved.box, overlap->start) * element_size;
       const uint64_t end_byte = (IndexInBox(saved.box, LastPoint(*overlap)) + 1) * element_size;
-      RegionCopy copy{nullptr, saved.box, 0, &target, want, *overlap};
       std::vector<std::pair<size_t, uint64_t>> needed;  // chunk, offset in the box
       uint64_t offset = 0;
       for (size_t k = 0; k < chunk_count; ++k) {
@@ -165,6 +174,27 @@ Status DecodeTensors(Store& store, int64_t step, const std::vector<DecodeTarget>
         if (end > first_byte && offset < end_byte) needed.emplace_back(k, offset);
         offset = end;
       }
+      if (IsOneRun(*overlap, saved.box) && IsOneRun(*overlap, want)) {
+        // One run of bytes on both sides (row shardings): the chunks inside
+        // it decode in place; only those it covers in part (at most two)
+        // go through scratch memory.
+        std::byte* run = target.dest + IndexInBox(want, overlap->start) * element_size;
+        for (const auto& [k, chunk_offset] : needed) {
+          const uint64_t size = saved.chunks[k].raw_size;
+          if (chunk_offset >= first_byte && chunk_offset + size <= end_byte) {
+            tasks.push_back({&node, box_first_chunk + k, run + (chunk_offset - first_byte)});
+            continue;
+          }
+          const uint64_t from = std::max(chunk_offset, first_byte);
+          const uint64_t to = std::min(chunk_offset + size, end_byte);
+          ChunkPart part{std::make_unique<std::byte[]>(size), from - chunk_offset,
+                         run + (from - first_byte), to - from};
+          tasks.push_back({&node, box_first_chunk + k, part.scratch.get()});
+          parts.push_back(std::move(part));
+        }
+        continue;
+      }
+      RegionCopy copy{nullptr, saved.box, 0, &target, want, *overlap};
       copy.skip = needed.front().second;
       const uint64_t scratch_end =
           needed.back().second + saved.chunks[needed.back().first].raw_size;
@@ -228,6 +258,7 @@ Status DecodeTensors(Store& store, int64_t step, const std::vector<DecodeTarget>
     status = store.CatchUp();
     if (!status.ok()) return status;
   }
+  for (const ChunkPart& part : parts) std::memcpy(part.dest, part.scratch.get() + part.skip, part.size);
   return ParallelFor(copies.size(), threads, [&](size_t i) {
     const RegionCopy& copy = copies[i];
     CopyRegion(copy.scratch.get(), copy.saved, copy.skip, copy.target->dest, copy.want,

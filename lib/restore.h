@@ -48,7 +48,9 @@ struct DecodeTarget {
 
 // Decodes the tensors of `step` on `threads` threads. A region reads only
 // the chunks of the saved boxes that overlap it (from the first to the last
-// byte of the overlap in each box). A missing chunk is
+// byte of the overlap in each box); chunks decode in place where the
+// overlap is one run of bytes in both layouts, else into scratch memory,
+// copied out row by row. A missing chunk is
 // Corruption for a writer; a reader catches up with the writer and retries
 // (a held step's chunks stay live, but GC may move them to a new
 // generation) a bounded number of times.

@@ -51,6 +51,26 @@ TEST(BoxTest, IntersectAndIndex) {
   EXPECT_EQ(BoxString(b), "[2:6, 4:8]");
 }
 
+TEST(BoxTest, IsOneRunTable) {
+  const Box within{{0, 0, 0}, {4, 5, 6}};
+  struct Case {
+    Box region;
+    bool one_run;
+  };
+  const Case cases[] = {
+      {{{0, 0, 0}, {4, 5, 6}}, true},   // all of it
+      {{{1, 0, 0}, {2, 5, 6}}, true},   // whole rows
+      {{{1, 2, 0}, {1, 3, 6}}, true},   // part of one plane, whole rows
+      {{{1, 2, 1}, {1, 1, 4}}, true},   // part of one row
+      {{{1, 2, 0}, {2, 3, 6}}, false},  // two planes, part of each
+      {{{0, 0, 1}, {4, 5, 5}}, false},  // every row cut
+      {{{1, 1, 1}, {1, 2, 2}}, false},
+  };
+  for (const Case& c : cases) EXPECT_EQ(IsOneRun(c.region, within), c.one_run) << BoxString(c.region);
+  EXPECT_TRUE(IsOneRun(Box{}, Box{}));
+  EXPECT_TRUE(IsOneRun(Box{{3}, {2}}, Box{{0}, {9}}));
+}
+
 TEST(BoxTest, TilingProblemTable) {
   struct Case {
     const char* name;
