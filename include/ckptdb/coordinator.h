@@ -10,11 +10,14 @@
 // file system); only small messages do: per save, each process's list of
 // boxes and chunk digests to the primary, and the primary's answer back.
 //
-// Thread safety: ckptdb calls a coordinator from one thread at a time: the
-// caller's, or, when background_calls_allowed(), its background writer's
-// (while the program's own threads may be using the runtime too). One
-// coordinator serves one Checkpointer: two checkpointers open at once need
-// two (MpiCoordinator duplicates the communicator for each).
+// Thread safety: ckptdb calls each coordinator from one thread at a time:
+// the caller's, or, when background_calls_allowed(), its background
+// writer's (while the program's own threads may be using the runtime too).
+// At Open it makes a second coordinator of the same processes (Subgroup of
+// all) for save decisions; with background calls allowed, the two may be in
+// use at once, from two threads. One coordinator serves one Checkpointer:
+// two checkpointers open at once need two (MpiCoordinator duplicates the
+// communicator for each).
 #ifndef CKPTDB_COORDINATOR_H_
 #define CKPTDB_COORDINATOR_H_
 
