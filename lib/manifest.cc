@@ -352,11 +352,15 @@ Status SetBoxes(ManifestNode* node, std::vector<BoxChunks> boxes) {
   return Status::OK();
 }
 
+std::vector<ManifestBox> BoxLayout(const ManifestNode& node) {
+  if (node.boxed) return node.boxes;
+  return {ManifestBox{WholeBox(node.shape), static_cast<uint32_t>(node.chunks.size())}};
+}
+
 std::vector<BoxChunks> BoxesOf(const ManifestNode& node) {
-  if (!node.boxed) return {BoxChunks{WholeBox(node.shape), node.chunks}};
   std::vector<BoxChunks> boxes;
   size_t first_chunk = 0;
-  for (const ManifestBox& box : node.boxes) {
+  for (const ManifestBox& box : BoxLayout(node)) {
     auto begin = node.chunks.begin() + static_cast<ptrdiff_t>(first_chunk);
     boxes.push_back({box.box, std::vector<ChunkRef>(begin, begin + box.chunk_count)});
     first_chunk += box.chunk_count;

@@ -123,7 +123,11 @@ struct BoxChunks {
 // they are one box of the whole tensor. InvalidArgument naming the tensor
 // unless the boxes tile it exactly and each box's chunks cover its bytes.
 Status SetBoxes(ManifestNode* node, std::vector<BoxChunks> boxes);
-// Each box of a boxed node with its chunks; an unboxed node's as one box.
+// The boxes of a tensor node with their chunk counts (an unboxed node's
+// chunks as one box of the whole tensor), without copying chunks: box i's
+// chunks follow box i-1's in node.chunks.
+std::vector<ManifestBox> BoxLayout(const ManifestNode& node);
+// Each box of a node with a copy of its chunks (BoxLayout's boxes).
 std::vector<BoxChunks> BoxesOf(const ManifestNode& node);
 
 std::string EncodeManifest(const Manifest& manifest);

@@ -152,16 +152,17 @@ Status DecodeTensors(Store& store, int64_t step, const std::vector<DecodeTarget>
     const Box want = target.region.value_or(WholeBox(node.shape));
     const size_t element_size = DTypeSize(node.dtype);
     size_t first_chunk = 0;
-    for (const BoxChunks& saved : BoxesOf(node)) {
-      const size_t chunk_count = saved.chunks.size();
+    for (const ManifestBox& saved : BoxLayout(node)) {
+      const size_t chunk_count = saved.chunk_count;
       const size_t box_first_chunk = std::exchange(first_chunk, first_chunk + chunk_count);
+      const ChunkRef* box_chunks = node.chunks.data() + box_first_chunk;
       std::optional<Box> overlap = Intersect(saved.box, want);
       if (!overlap.has_value() || BoxElements(*overlap) == 0) continue;
       if (saved.box == want) {
         uint64_t offset = 0;
         for (size_t k = 0; k < chunk_count; ++k) {
           tasks.push_back({&node, box_first_chunk + k, target.dest + offset});
-          offset += saved.chunks[k].raw_size;
+          offset += box_chunks[k].raw_size;
         }
         continue;
       }
@@ -170,7 +171,7 @@ Status DecodeTensors(Store& store, int64_t step, const std::vector<DecodeTarget>
       std::vector<std::pair<size_t, uint64_t>> needed;  // chunk, offset in the box
       uint64_t offset = 0;
       for (size_t k = 0; k < chunk_count; ++k) {
-        const uint64_t end = offset + saved.chunks[k].raw_size;
+        const uint64_t end = offset + box_chunks[k].raw_size;
         if (end > first_byte && offset < end_byte) needed.emplace_back(k, offset);
         offset = end;
       }
@@ -180,7 +181,7 @@ Status DecodeTensors(Store& store, int64_t step, const std::vector<DecodeTarget>
         // go through scratch memory.
         std::byte* run = target.dest + IndexInBox(want, overlap->start) * element_size;
         for (const auto& [k, chunk_offset] : needed) {
-          const uint64_t size = saved.chunks[k].raw_size;
+          const uint64_t size = box_chunks[k].raw_size;
           if (chunk_offset >= first_byte && chunk_offset + size <= end_byte) {
             tasks.push_back({&node, box_first_chunk + k, run + (chunk_offset - first_byte)});
             continue;
@@ -197,7 +198,7 @@ Status DecodeTensors(Store& store, int64_t step, const std::vector<DecodeTarget>
       RegionCopy copy{nullptr, saved.box, 0, &target, want, *overlap};
       copy.skip = needed.front().second;
       const uint64_t scratch_end =
-          needed.back().second + saved.chunks[needed.back().first].raw_size;
+          needed.back().second + box_chunks[needed.back().first].raw_size;
       copy.scratch.reset(new std::byte[scratch_end - copy.skip]);
       for (const auto& [k, chunk_offset] : needed) {
         tasks.push_back({&node, box_first_chunk + k, copy.scratch.get() + (chunk_offset - copy.skip)});
