@@ -15,7 +15,7 @@ install_missing() {
 
 # What building ckptdb needs.
 BUILD_PACKAGES=(g++ pkg-config meson ninja-build python3 librocksdb-dev libflatbuffers-dev
-                flatbuffers-compiler libzstd-dev libxxhash-dev nlohmann-json3-dev)
+                flatbuffers-compiler libzstd-dev libxxhash-dev libsnappy-dev nlohmann-json3-dev)
 
 # The Python package (python/), for Debian's /usr/bin/python3, and its tests
 # (python3-torch: torch tensors as leaves, ckptdb.pytorch, the example).
