@@ -153,6 +153,7 @@ constexpr uint8_t kTypeValue = 1;
 constexpr uint8_t kTypeSingleDeletion = 7;
 constexpr uint8_t kTypeRangeDeletion = 0xf;
 constexpr uint8_t kLastKnownValueType = 0x17;
+constexpr uint64_t kMaxBlockEntriesBytes = 8 << 10;  // before a block's last entry (2x block_size)
 constexpr char kPropertiesBlockName[] = "rocksdb.properties";
 constexpr char kFamilyNameProperty[] = "rocksdb.column.family.name";
 constexpr char kFamilyIdProperty[] = "rocksdb.column.family.id";
@@ -397,7 +398,7 @@ class TableReader {
 
   // Delivers the records of a data block's contents; false (nothing
   // delivered) when they are not a data block's.
-  Result<bool> DeliverDataBlock(std::string_view contents) {
+  Result<bool> DeliverDataBlock(std::string_view contents, uint64_t begin, uint64_t end) {
     bool data = true;
     const bool parsed = ParseBlock(contents, [&](std::string_view key, std::string_view) {
       InternalKey parsed_key;
@@ -415,7 +416,8 @@ class TableReader {
       }
       ++result_.records;
       status = visit_({parsed_key.user_key, parsed_key.sequence, parsed_key.type != kTypeValue,
-                       parsed_key.type == kTypeValue ? value : std::string_view()});
+                       parsed_key.type == kTypeValue ? value : std::string_view(),
+                       result_.family, begin, end});
       return status.ok();
     });
     if (!status.ok()) return status;
@@ -426,12 +428,13 @@ class TableReader {
   Status ReadIndexedBlock(const BlockHandle& handle) {
     std::string contents;
     Status read = ReadBlock(handle, &contents);
-    Result<bool> delivered = read.ok() ? DeliverDataBlock(contents) : Result<bool>(false);
+    const uint64_t end = handle.offset + handle.size + kBlockTrailerSize;
+    Result<bool> delivered = read.ok() ? DeliverDataBlock(contents, handle.offset, end) : Result<bool>(false);
     if (!delivered.ok()) return delivered.status();
     if (*delivered) return Status::OK();
     result_.intact = false;
-    result_.damage.push_back(Range(handle.offset, handle.offset + handle.size + kBlockTrailerSize) +
-                             ": " + (read.ok() ? "not a data block" : read.ToString()));
+    result_.damage.push_back(Range(handle.offset, end) + ": " +
+                             (read.ok() ? "not a data block" : read.ToString()));
     return Status::OK();
   }
 
@@ -485,20 +488,31 @@ class TableReader {
     std::string key;
     for (uint64_t entries = 0;; ++entries) {
       if (entries > 0) {
-        // The restart array: offsets of entries sharing no key prefix, the
-        // first 0, then their count.
+        // The restart array: offsets of some of the entries sharing no key
+        // prefix, increasing, the first 0; then their count.
         bool ok = false;
         if (U32At(p, &ok) == 0 && ok) {
+          size_t next_candidate = 1;
           for (uint32_t i = 1; i <= restart_candidates.size(); ++i) {
             const uint32_t value = U32At(p + 4 * uint64_t{i}, &ok);
             if (!ok) break;
-            if (value == i && ChecksOut(start, p + 4 * (uint64_t{i} + 1) - start, kNoCompression, contents)) {
-              return p + 4 * (uint64_t{i} + 1) - start;
+            const uint64_t size = p + 4 * (uint64_t{i} + 1) - start;
+            if (value == i && ChecksOut(start, size, kNoCompression, contents)) return size;
+            while (next_candidate < restart_candidates.size() &&
+                   restart_candidates[next_candidate] < value) {
+              ++next_candidate;
             }
-            if (i == restart_candidates.size() || value != restart_candidates[i]) break;
+            if (next_candidate == restart_candidates.size() ||
+                restart_candidates[next_candidate] != value) {
+              break;
+            }
+            ++next_candidate;
           }
         }
       }
+      // RocksDB cuts a block once its entries pass the block size (4 KiB):
+      // entries beyond this many bytes mean this is no block start.
+      if (p - start > kMaxBlockEntriesBytes) return std::nullopt;
       std::string_view header;
       const uint64_t header_bytes = std::min<uint64_t>(15, source_.size() - std::min(p, source_.size()));
       if (header_bytes < 3 || !View(p, header_bytes, &header)) return std::nullopt;
@@ -594,7 +608,7 @@ class TableReader {
         }
         result_.damage.push_back(Range(damaged, at) + ": no block that checks");
       }
-      Result<bool> delivered = DeliverDataBlock(contents);
+      Result<bool> delivered = DeliverDataBlock(contents, at, at + *size + kBlockTrailerSize);
       if (!delivered.ok()) return delivered.status();
       if (!*delivered) ReadProperties(contents);
       at += *size + kBlockTrailerSize;
@@ -618,7 +632,6 @@ constexpr uint64_t kLogBlockSize = 32768;
 constexpr uint64_t kLogHeaderSize = 7;             // checksum, length, type
 constexpr uint64_t kRecyclableLogHeaderSize = 11;  // and the log number
 enum LogRecordType : uint8_t {
-  kZeroType = 0,
   kFullType = 1,
   kFirstType = 2,
   kMiddleType = 3,
@@ -636,11 +649,11 @@ class BatchRecords : public rocksdb::WriteBatch::Handler {
 
   rocksdb::Status PutCF(uint32_t family, const rocksdb::Slice& key,
                         const rocksdb::Slice& value) override {
-    records.push_back({family, {key.ToStringView(), sequence_++, false, value.ToStringView()}});
+    records.push_back({family, {key.ToStringView(), sequence_++, false, value.ToStringView(), {}}});
     return rocksdb::Status::OK();
   }
   rocksdb::Status DeleteCF(uint32_t family, const rocksdb::Slice& key) override {
-    records.push_back({family, {key.ToStringView(), sequence_++, true, {}}});
+    records.push_back({family, {key.ToStringView(), sequence_++, true, {}, {}}});
     return rocksdb::Status::OK();
   }
   rocksdb::Status SingleDeleteCF(uint32_t family, const rocksdb::Slice& key) override {
@@ -691,25 +704,32 @@ Result<LogSalvage> SalvageLog(const SalvageSource& source,
   LogSalvage result;
   std::string batch;
   bool in_batch = false;  // fragments of a batch are being gathered
+  uint64_t batch_begin = 0;
   std::string block;
-  auto drop = [&](uint64_t at, const std::string& why) {
-    result.damage.push_back("byte " + std::to_string(at) + ": " + why);
+  auto drop = [&](const std::string& why) {
+    if (in_batch) result.damage.push_back("byte " + std::to_string(batch_begin) + ": " + why);
     batch.clear();
     in_batch = false;
   };
-  auto deliver = [&]() -> Status {
+  auto deliver = [&](uint64_t batch_end) -> Status {
     in_batch = false;
     if (batch.size() < 12) {
-      drop(0, "a write batch of " + std::to_string(batch.size()) + " bytes");
+      result.damage.push_back("byte " + std::to_string(batch_begin) + ": a write batch of " +
+                              std::to_string(batch.size()) + " bytes");
       return Status::OK();
     }
     BatchRecords records(ReadLittleEndian(batch.data(), 8));
     const rocksdb::WriteBatch parsed_batch(batch);
     rocksdb::Status parsed = parsed_batch.Iterate(&records);
     if (!parsed.ok()) {
-      result.damage.push_back("a write batch that does not parse: " + parsed.ToString());
+      result.damage.push_back("byte " + std::to_string(batch_begin) +
+                              ": a write batch that does not parse: " + parsed.ToString());
     } else {
       ++result.batches;
+      for (LoggedRecord& logged : records.records) {
+        logged.record.extent_begin = batch_begin;
+        logged.record.extent_end = batch_end;
+      }
       // `records` views `parsed_batch`'s copy of the bytes: deliver now.
       Status status = visit(records.records);
       if (!status.ok()) return status;
@@ -717,6 +737,9 @@ Result<LogSalvage> SalvageLog(const SalvageSource& source,
     batch.clear();
     return Status::OK();
   };
+  // Scanning past damage since this byte (kNotScanning: not).
+  constexpr uint64_t kNotScanning = UINT64_MAX;
+  uint64_t damaged_from = kNotScanning;
   for (uint64_t block_start = 0; block_start < source.size(); block_start += kLogBlockSize) {
     const uint64_t block_size = std::min(kLogBlockSize, source.size() - block_start);
     if (!source.Read(block_start, block_size, &block)) {
@@ -726,62 +749,74 @@ Result<LogSalvage> SalvageLog(const SalvageSource& source,
       const char* header = block.data() + at;
       const uint64_t length = ReadLittleEndian(header + 4, 2);
       const auto type = static_cast<uint8_t>(header[6]);
-      if (type == kZeroType && length == 0) break;  // preallocated, never written
       const bool recyclable = type >= kRecyclableFullType && type <= kRecyclableLastType;
       const uint64_t header_size = recyclable ? kRecyclableLogHeaderSize : kLogHeaderSize;
-      if (at + header_size + length > block_size) {
-        drop(block_start + at, "a fragment header runs past its block");
-        break;
-      }
-      const uint32_t crc = Crc32cExtend(0, header + 6, header_size - 6 + length);
-      if (MaskCrc(crc) != static_cast<uint32_t>(ReadLittleEndian(header, 4))) {
-        // The length passed the bounds check; the next header has its own
-        // checksum, so skipping by it cannot make a wrong record look right.
-        drop(block_start + at, "a fragment fails its checksum");
-        at += header_size + length;
+      const bool fits = type >= kFullType && type <= kSetCompressionType &&
+                        at + header_size + length <= block_size;
+      if (!fits || MaskCrc(Crc32cExtend(0, header + 6, header_size - 6 + length)) !=
+                       static_cast<uint32_t>(ReadLittleEndian(header, 4))) {
+        // No fragment starts here: damage, or the zeros after the last
+        // write. The next fragment is wherever a header's checksum checks.
+        if (damaged_from == kNotScanning) {
+          damaged_from = block_start + at;
+          drop("a batch with a damaged fragment");
+        }
+        ++at;
         continue;
       }
+      if (damaged_from != kNotScanning) {
+        result.damage.push_back(Range(damaged_from, block_start + at) + ": no fragment that checks");
+        damaged_from = kNotScanning;
+      }
       const std::string_view payload(header + header_size, length);
+      const uint64_t end = block_start + at + header_size + length;
       const uint8_t kind = recyclable ? static_cast<uint8_t>(type - kRecyclableFullType + 1) : type;
       switch (kind) {
         case kFullType:
         case kFirstType:
-          if (in_batch) drop(block_start + at, "a batch whose last fragment is missing");
+          drop("a batch whose last fragment is missing");
           batch.assign(payload);
           in_batch = true;
+          batch_begin = block_start + at;
           if (kind == kFullType) {
-            Status status = deliver();
+            Status status = deliver(end);
             if (!status.ok()) return status;
           }
           break;
         case kMiddleType:
         case kLastType:
           if (!in_batch) {
-            drop(block_start + at, "a batch whose first fragment is missing");
+            result.damage.push_back("byte " + std::to_string(block_start + at) +
+                                    ": a batch whose first fragment is missing");
             break;
           }
           batch.append(payload);
           if (batch.size() > kMaxSalvageBlockBytes) {
-            drop(block_start + at, "a batch larger than salvage reads");
+            drop("a batch larger than salvage reads");
           } else if (kind == kLastType) {
-            Status status = deliver();
+            Status status = deliver(end);
             if (!status.ok()) return status;
           }
           break;
-        case kSetCompressionType:
+        default:  // kSetCompressionType
           if (!payload.empty() && payload[0] != 0) {
             result.damage.push_back("the log is compressed, which salvage does not read");
             return result;
           }
           break;
-        default:
-          drop(block_start + at, "a fragment of unknown type " + std::to_string(type));
-          break;
       }
       at += header_size + length;
     }
   }
-  if (in_batch) drop(source.size(), "the last batch is cut short (a write the crash interrupted)");
+  if (damaged_from != kNotScanning) {
+    // Zeros to the end are space never written (a block's tail, a
+    // preallocated file); anything else there is damage.
+    std::string tail;
+    const bool zeros = source.Read(damaged_from, source.size() - damaged_from, &tail) &&
+                       tail.find_first_not_of('\0') == std::string::npos;
+    if (!zeros) result.damage.push_back(Range(damaged_from, source.size()) + ": no fragment that checks");
+  }
+  drop("the last batch is cut short (a write a crash interrupted)");
   return result;
 }
 

@@ -13,7 +13,8 @@
 //
 // Write-ahead logs (32 KiB blocks of checksummed fragments): every write
 // batch whose fragments all check is delivered; a damaged fragment costs only
-// the batch it belongs to.
+// the batch it belongs to (past damage, the next fragment is found by
+// scanning for one whose checksum checks).
 //
 // Nothing here trusts a length it reads: every offset is checked against the
 // bytes there are, and no block larger than kMaxSalvageBlockBytes is read.
@@ -43,6 +44,14 @@ struct SalvagedRecord {
   uint64_t sequence = 0;   // RocksDB's sequence number (0 once compacted to the bottom)
   bool deletion = false;   // a tombstone: the key has no value from `sequence` on
   std::string_view value;  // valid only during the call
+  // Table files: the column family the file's properties name, once read
+  // ("" before, and when they cannot be read). Logs: "".
+  std::string_view family;
+  // The bytes of the file the record was read from, [begin, end): its block
+  // with the trailer (tables), its batch's fragments (logs). Damage outside
+  // them does not cost the record.
+  uint64_t extent_begin = 0;
+  uint64_t extent_end = 0;
 };
 
 // Bytes to salvage from: a file (read with pread, a block at a time) or

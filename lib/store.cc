@@ -350,101 +350,37 @@ Status Store::ForEachIndexEntry(const std::function<Status(const IndexEntry&)>& 
   return FromRocksDb(it->status(), "reading the chunk index of " + dir_);
 }
 
-Status Store::ForEachStoredChunk(const std::function<Status(const IndexEntry&)>& visit,
-                                std::vector<std::string>* unreadable) const {
-  for (const ChunkFile& file : ChunkFiles()) {
-    const std::string lower = GenerationStart(file.first_generation);
-    const std::string upper = GenerationStart(file.last_generation + 1);
-    rocksdb::Slice lower_bound(lower);
-    rocksdb::Slice upper_bound(upper);
-    rocksdb::ReadOptions read;
-    read.fill_cache = false;
-    read.verify_checksums = true;
-    read.iterate_lower_bound = &lower_bound;
-    read.iterate_upper_bound = &upper_bound;
-    std::unique_ptr<rocksdb::Iterator> it(rep_->db->NewIterator(read, rep_->chunks()));
-    for (it->Seek(lower); it->Valid(); it->Next()) {
-      if (it->key().size() != kChunkKeySize || it->value().size() < 6) continue;
-      IndexEntry entry;
-      entry.location.generation = ReadBigEndian64(it->key().data());
-      entry.digest = ChunkDigest::FromBytes(it->key().data() + 8);
-      entry.location.raw_size = static_cast<uint32_t>(ReadLittleEndian(it->value().data() + 2, 4));
-      entry.location.stored_size = static_cast<uint32_t>(it->value().size());
-      // A delta chunk whose header is damaged is indexed whole: reading it
-      // then fails its checks, as any damaged chunk's does.
-      Result<std::optional<DeltaBase>> base = ParseDeltaBase(it->value().ToStringView());
-      if (base.ok() && base->has_value()) {
-        entry.location.delta_base = (*base)->digest;
-        entry.location.delta_depth = (*base)->depth;
-      }
-      Status status = visit(entry);
-      if (!status.ok()) return status;
-    }
-    if (!it->status().ok()) unreadable->push_back(file.name + ": " + it->status().ToString());
-  }
-  return Status::OK();
-}
-
-namespace {
-
-// Drops the family behind `*handle` and creates it anew, empty.
-Status RecreateFamily(rocksdb::DB* db, rocksdb::ColumnFamilyHandle** handle,
-                      const std::string& dir) {
-  const std::string name = (*handle)->GetName();
-  rocksdb::Status s = db->DropColumnFamily(*handle);
-  if (s.ok()) s = db->DestroyColumnFamilyHandle(*handle);
-  *handle = nullptr;
-  if (s.ok()) s = db->CreateColumnFamily(rocksdb::ColumnFamilyOptions(), name, handle);
-  return FromRocksDb(s, "recreating the " + name + " family of " + dir);
-}
-
-}  // namespace
-
-Status Store::ReplaceIndex(const std::vector<IndexEntry>& entries) {
+Status Store::IngestChunkFiles(const std::vector<std::string>& paths) {
   if (read_only()) return Status::FailedPrecondition(dir_ + " is open read-only");
-  Status status = RecreateFamily(rep_->db.get(), &rep_->handles[2], dir_);
-  if (!status.ok()) return status;
-  constexpr size_t kBatch = 4096;
-  for (size_t begin = 0; status.ok() && begin < entries.size(); begin += kBatch) {
-    const size_t end = std::min(entries.size(), begin + kBatch);
-    status = UpdateIndex(std::vector<IndexEntry>(entries.begin() + begin, entries.begin() + end), {});
-  }
-  return status;
+  if (paths.empty()) return Status::OK();
+  rocksdb::IngestExternalFileOptions ingest;
+  ingest.move_files = true;
+  // A file linked from another store must never change under it.
+  ingest.write_global_seqno = false;
+  return FromRocksDb(rep_->db->IngestExternalFile(rep_->chunks(), paths, ingest),
+                     "ingesting chunk files into " + dir_);
 }
 
-Result<std::map<int64_t, std::string>> Store::ReadableManifests(
-    std::vector<std::string>* problems) const {
-  std::map<int64_t, std::string> manifests;
-  rocksdb::ReadOptions read;
-  read.verify_checksums = true;
-  std::unique_ptr<rocksdb::Iterator> it(rep_->db->NewIterator(read, rep_->manifests()));
-  for (it->SeekToFirst(); it->Valid(); it->Next()) {
-    if (it->key().size() != 8) continue;
-    manifests[static_cast<int64_t>(ReadBigEndian64(it->key().data()))] = it->value().ToString();
-  }
-  if (it->status().ok()) return manifests;
-  problems->push_back("the manifests family of " + dir_ + " is damaged after step " +
-                      (manifests.empty() ? std::string("(none)")
-                                         : std::to_string(manifests.rbegin()->first)) +
-                      ": " + it->status().ToString());
-  const int64_t last_read = manifests.empty() ? -1 : manifests.rbegin()->first;
-  it.reset(rep_->db->NewIterator(read, rep_->manifests()));
-  for (it->SeekToLast(); it->Valid(); it->Prev()) {
-    if (it->key().size() != 8) continue;
-    const auto step = static_cast<int64_t>(ReadBigEndian64(it->key().data()));
-    if (step <= last_read) break;
-    manifests[step] = it->value().ToString();
-  }
-  return manifests;
-}
-
-Status Store::ReplaceManifests(const std::map<int64_t, std::string>& manifests) {
+Status Store::RaiseNextGeneration(uint64_t next) {
   if (read_only()) return Status::FailedPrecondition(dir_ + " is open read-only");
-  Status status = RecreateFamily(rep_->db.get(), &rep_->handles[3], dir_);
-  if (!status.ok()) return status;
+  if (next <= rep_->next_generation) return Status::OK();
+  Status reserved = ReserveGenerations(next);
+  if (reserved.ok()) rep_->next_generation = next;
+  return reserved;
+}
+
+Status Store::PutManifests(const std::map<int64_t, std::string>& manifests) {
+  if (read_only()) return Status::FailedPrecondition(dir_ + " is open read-only");
   rocksdb::WriteBatch batch = StoreBatch(*rep_);
   for (const auto& [step, manifest] : manifests) batch.Put(rep_->manifests(), StepKey(step), manifest);
-  return WriteSynced(rep_->db.get(), &batch, "rewriting the manifests of " + dir_);
+  return WriteSynced(rep_->db.get(), &batch, "writing the manifests of " + dir_);
+}
+
+Status Store::Flush() {
+  if (read_only()) return Status::FailedPrecondition(dir_ + " is open read-only");
+  rocksdb::FlushOptions flush;
+  flush.wait = true;
+  return FromRocksDb(rep_->db->Flush(flush, rep_->handles), "flushing " + dir_);
 }
 
 const ChunkFile* FileHolding(const std::vector<ChunkFile>& files, uint64_t generation) {
@@ -465,7 +401,7 @@ std::vector<ChunkFile> Store::ChunkFiles() const {
     }
     chunk_files.push_back({fs::path(file.name).filename().string(),
                            ReadBigEndian64(file.smallestkey.data()),
-                           ReadBigEndian64(file.largestkey.data()), file.size});
+                           ReadBigEndian64(file.largestkey.data()), file.size, file.level});
   }
   return chunk_files;
 }

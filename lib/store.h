@@ -31,6 +31,7 @@
 
 #include "chunk_digest.h"
 #include "ckptdb/status.h"
+#include "store_directory.h"
 
 namespace rocksdb {
 class Env;
@@ -70,6 +71,10 @@ struct ChunkFile {
   uint64_t first_generation = 0;
   uint64_t last_generation = 0;
   uint64_t bytes = 0;
+  // RocksDB's level: ingested files land in the bottom one. A file in level
+  // 0 (which only a RocksDB repair of older builds left) cannot be dropped
+  // by GC (DeleteFilesInRanges skips level 0); repair moves it down.
+  int level = 0;
 };
 
 // The file among `files` holding `generation`, or nullptr when none does.
@@ -82,8 +87,8 @@ class Store {
   enum class Mode {
     kWrite,     // create if missing; takes the single-writer lock
     kReadOnly,  // follows a writer in another process (a RocksDB secondary)
-    kSalvage,   // kWrite for repair, right after a rebuild: chunk files that
-                // the write-ahead log no longer records are accepted
+    kRepair,    // kWrite for repair, whose caller holds the writer lock and
+                // keeps readers out (LockOutReaders) for the whole repair
     kDiagnose,  // read-only, for verify on a store the other modes refuse:
                 // opens what RocksDB can read without checking table files,
                 // so that reads name the damaged ones (a static snapshot)
@@ -101,6 +106,12 @@ class Store {
   // A directory created here gets mode 0700 when `owner_only`.
   static Result<std::unique_ptr<Store>> Open(const std::string& dir, Mode mode,
                                              rocksdb::Env* env = nullptr, bool owner_only = true);
+  // Repair: creates a new store in the empty directory `dir` with the
+  // identity (store id, hash secret, format version) of the store it
+  // rebuilds, open for writing.
+  static Result<std::unique_ptr<Store>> CreateWithIdentity(const std::string& dir,
+                                                           const StoreIdentity& identity,
+                                                           rocksdb::Env* env = nullptr);
   ~Store();
 
   const std::string& dir() const { return dir_; }
@@ -139,20 +150,19 @@ class Store {
   Status CommitStep(int64_t step, std::string_view manifest,
                     const std::vector<IndexEntry>& new_chunks);
 
-  // Calls `visit` for every chunk stored in the chunks family, file by file,
-  // reading every chunk's bytes (for repair: where each chunk really is).
-  // Files that cannot be read are skipped, one line each in `unreadable`.
-  Status ForEachStoredChunk(const std::function<Status(const IndexEntry&)>& visit,
-                            std::vector<std::string>* unreadable) const;
-  // Repair: replaces the whole chunk index with `entries` (the family is
-  // dropped and created anew, so no damaged table file of it stays).
-  Status ReplaceIndex(const std::vector<IndexEntry>& entries);
-  // Repair: every manifest that can still be read (scanning forward, then
-  // backward from the end, around damaged blocks), by step; what could not
-  // be read goes into `problems`.
-  Result<std::map<int64_t, std::string>> ReadableManifests(std::vector<std::string>* problems) const;
-  // Repair: replaces the manifests family with `manifests` (as ReplaceIndex).
-  Status ReplaceManifests(const std::map<int64_t, std::string>& manifests);
+  // Repair, on a store made by CreateWithIdentity: ingests chunk files
+  // (SSTs of the chunks family, written by SstFileWriter, with disjoint key
+  // ranges) in one call, into the bottom level. Each file is linked into
+  // the store, and the given name then removed.
+  Status IngestChunkFiles(const std::vector<std::string>& paths);
+  // Repair: raises the next generation to allocate to at least `next`,
+  // durably (generations found in salvaged chunk files are never reused).
+  Status RaiseNextGeneration(uint64_t next);
+  // Repair: writes manifests in one synced batch.
+  Status PutManifests(const std::map<int64_t, std::string>& manifests);
+  // Writes every family's memtable into table files, so that no record
+  // lives only in the write-ahead log.
+  Status Flush();
   // Calls `visit` for every chunk_index entry, in digest order.
   Status ForEachIndexEntry(const std::function<Status(const IndexEntry&)>& visit) const;
   // Puts and removes index entries in one synced batch.
@@ -183,17 +193,6 @@ class Store {
   // garbage collection refuses to run then.
   bool damage_seen() const;
 
-  // Rebuilds RocksDB's metadata of the store in `dir` from the files present
-  // (RocksDB's RepairDB) after copying CURRENT, MANIFEST-*, OPTIONS-*, the
-  // write-ahead logs, IDENTITY and CKPTDB into `backup_dir`; what RocksDB
-  // sets aside moves there too (its lost/ folder). Holds the writer lock
-  // throughout. The caller then opens the store in kSalvage mode.
-  static Status Rebuild(const std::string& dir, const std::string& backup_dir,
-                        rocksdb::Env* env = nullptr);
-  // Copies the metadata files Rebuild copies into `backup_dir`, without
-  // rebuilding (repair keeps them before it changes a store in place).
-  Status BackUpMetadata(const std::string& backup_dir) const;
-
   // Closes the database; idempotent.
   Status Close();
 
@@ -201,6 +200,10 @@ class Store {
 
  private:
   Store(std::string dir, Mode mode);
+  // Open, and CreateWithIdentity (`identity` set: `dir` must hold no store).
+  static Result<std::unique_ptr<Store>> OpenOrCreate(const std::string& dir, Mode mode,
+                                                     rocksdb::Env* env, bool owner_only,
+                                                     const StoreIdentity* identity);
 
   friend class GenerationWriter;
   // Makes ckptdb.next_generation at least `next` durable (doc/format.md §7).

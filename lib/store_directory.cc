@@ -30,18 +30,13 @@ namespace {
 
 constexpr char kIdentityHeader[] = "ckptdb store\n";
 
-// The metadata files of a store (RocksDB's and CKPTDB): what a rebuild
-// replaces and keeps copies of.
-bool IsMetadataFileName(const std::string& name) {
-  return name == "CURRENT" || name == "IDENTITY" || name == kIdentityFile ||
-         name.starts_with("MANIFEST-") || name.starts_with("OPTIONS-") || name.ends_with(".log");
-}
+}  // namespace
 
 bool IsDatabaseFileName(const std::string& name) {
-  return IsMetadataFileName(name) || name.ends_with(".sst");
+  return name == "CURRENT" || name == "IDENTITY" || name == kIdentityFile ||
+         name.starts_with("MANIFEST-") || name.starts_with("OPTIONS-") || name.ends_with(".log") ||
+         name.ends_with(".sst");
 }
-
-}  // namespace
 
 std::string SalvageHint(const std::string& dir) {
   return "; nothing was changed. `ckpt-inspect verify " + dir +
@@ -62,7 +57,7 @@ Result<DirKind> ClassifyDirectory(const std::string& dir) {
   bool database = false;
   for (fs::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
     const std::string name = it->path().filename().string();
-    if (name == kWriterLockFile) continue;
+    if (name == kWriterLockFile || name == kReadersLockFile) continue;
     empty = false;
     creating = creating || name == kCreatingMarker;
     database = database || IsDatabaseFileName(name);
@@ -281,19 +276,67 @@ Result<std::pair<std::string, LockedFile>> NewReaderDir(const std::string& store
   return std::pair<std::string, LockedFile>(pattern, std::move(*lock));
 }
 
-Status CopyMetadataFiles(const std::string& dir, const std::string& backup_dir) {
+Status CheckNoInterruptedRepair(const std::string& dir) {
   std::error_code ec;
-  fs::create_directories(backup_dir, ec);
-  if (ec) return Status::IOError("cannot create " + backup_dir + ": " + ec.message());
   for (fs::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
-    const std::string name = it->path().filename().string();
-    if (!IsMetadataFileName(name) || !it->is_regular_file()) continue;
-    fs::copy_file(it->path(), fs::path(backup_dir) / name, fs::copy_options::overwrite_existing,
-                  ec);
-    if (ec) return Status::IOError("cannot copy " + it->path().string() + ": " + ec.message());
+    std::error_code type_error;
+    if (!it->path().filename().string().starts_with(kRepairDirPrefix) ||
+        it->is_symlink(type_error) || !it->is_directory(type_error)) {
+      continue;
+    }
+    if (fs::exists(it->path() / kRepairSwapMarker, type_error)) {
+      return Status::Corruption(
+          "a repair of " + dir + " stopped while it moved the rebuilt store's files in (" +
+          it->path().string() + "); `ckpt-inspect repair " + dir +
+          "` finishes it; nothing was changed");
+    }
   }
   if (ec) return Status::IOError("cannot list " + dir + ": " + ec.message());
-  return SyncDirectory(backup_dir);
+  return Status::OK();
+}
+
+namespace {
+
+// Opens `path` for a lock: read-write, created if missing, or read-only
+// where that is all the caller may (a flock needs no write access).
+// nullopt when the file is missing and cannot be created.
+Result<std::optional<int>> OpenLockFile(const std::string& path) {
+  int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644);
+  if (fd < 0 && (errno == EACCES || errno == EROFS || errno == EPERM)) {
+    fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    if (fd < 0 && errno == ENOENT) return std::optional<int>();
+  }
+  if (fd < 0) return Status::IOError("cannot open " + path + ": " + std::strerror(errno));
+  return std::optional<int>(fd);
+}
+
+Result<LockedFile> LockReaders(const std::string& dir, int operation, const std::string& busy) {
+  const std::string path = (fs::path(dir) / kReadersLockFile).string();
+  Result<std::optional<int>> fd = OpenLockFile(path);
+  if (!fd.ok()) return fd.status();
+  if (!fd->has_value()) return LockedFile();
+  while (::flock(**fd, operation | LOCK_NB) != 0) {
+    if (errno == EINTR) continue;
+    const int error = errno;
+    ::close(**fd);
+    if (error == EWOULDBLOCK) return Status::Busy(busy);
+    return Status::IOError("cannot lock " + path + ": " + std::strerror(error));
+  }
+  return LockedFile(**fd, path, false);
+}
+
+}  // namespace
+
+Result<LockedFile> LockAsReader(const std::string& dir) {
+  return LockReaders(dir, LOCK_SH,
+                     "a repair of " + dir + " is running; open the store again once it is done");
+}
+
+Result<LockedFile> LockOutReaders(const std::string& dir) {
+  return LockReaders(dir, LOCK_EX,
+                     "readers have " + dir + " open (an evaluator, or ckpt-inspect); repair "
+                     "rebuilds the store's files and needs it to itself: close them and run "
+                     "repair again; nothing was changed");
 }
 
 }  // namespace ckptdb

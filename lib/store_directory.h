@@ -19,6 +19,11 @@ namespace ckptdb {
 inline constexpr char kIdentityFile[] = "CKPTDB";
 inline constexpr char kCreatingMarker[] = "CKPTDB.creating";
 inline constexpr char kWriterLockFile[] = "CKPTDB.lock";
+inline constexpr char kReadersLockFile[] = "CKPTDB.readers";
+// Left by `ckpt-inspect repair`: WORKDIR/repair-<UTC time>[-N]/ (repair.h).
+inline constexpr char kRepairDirPrefix[] = "repair-";
+// In a repair folder while repair moves the rebuilt store's files in.
+inline constexpr char kRepairSwapMarker[] = "SWAP";
 
 // "; nothing was changed" and how to find and salvage what is damaged: the
 // tail of every message that refuses a damaged store.
@@ -34,6 +39,24 @@ enum class DirKind {
 };
 
 Result<DirKind> ClassifyDirectory(const std::string& dir);
+
+// Whether `name` is a file of the RocksDB database (CURRENT, IDENTITY,
+// MANIFEST-*, OPTIONS-*, *.log, *.sst) or CKPTDB.
+bool IsDatabaseFileName(const std::string& name);
+
+// Corruption when a repair of `dir` stopped while it swapped the rebuilt
+// store's files in (a repair folder holds the swap marker): the store is
+// then half old, half new, and only `ckpt-inspect repair` finishes it.
+Status CheckNoInterruptedRepair(const std::string& dir);
+
+// CKPTDB.readers: every reader holds a shared flock on it while it has the
+// store open, so that repair, which rebuilds the store's files, can keep
+// them out (and refuse while one is there). A reader that cannot create the
+// file (no write access to an older store's folder) reads unlocked.
+// Busy while a repair runs.
+Result<LockedFile> LockAsReader(const std::string& dir);
+// Repair: the exclusive lock; Busy while a reader has the store open.
+Result<LockedFile> LockOutReaders(const std::string& dir);
 
 // The checks of RocksDB's metadata files made before RocksDB opens them, so
 // that a damaged store is refused before anything in it can change. A store
@@ -64,10 +87,6 @@ Result<std::optional<StoreIdentity>> ReadIdentityFile(const std::string& dir);
 // locked under a temporary name and then renamed into place, so that the
 // name the sweep looks at is never unlocked while its reader lives.
 Result<std::pair<std::string, LockedFile>> NewReaderDir(const std::string& store_dir);
-
-// Copies the metadata files of `dir` (RocksDB's and CKPTDB; not the table
-// files) into `backup_dir`, created if needed, and syncs it.
-Status CopyMetadataFiles(const std::string& dir, const std::string& backup_dir);
 
 }  // namespace ckptdb
 

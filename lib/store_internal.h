@@ -17,35 +17,12 @@
 
 #include "step_holds.h"
 #include "store.h"
+#include "store_format.h"
 
 namespace ckptdb {
 
-// Keys of the default family (doc/format.md §3) and the family names.
-inline constexpr char kFormatVersionKey[] = "ckptdb.format_version";
-inline constexpr char kHashSecretKey[] = "ckptdb.hash_secret";
-inline constexpr char kStoreIdKey[] = "ckptdb.store_id";
-inline constexpr char kNextGenerationKey[] = "ckptdb.next_generation";
-
-inline constexpr char kChunksFamily[] = "chunks";
-inline constexpr char kIndexFamily[] = "chunk_index";
-inline constexpr char kManifestsFamily[] = "manifests";
-inline constexpr size_t kChunkKeySize = 8 + 16;
-inline constexpr size_t kIndexValueSize = 16;       // a chunk stored whole
-inline constexpr size_t kDeltaIndexValueSize = 33;  // and a delta chunk's base
-// Generations stay far below 2^64 so that G + 1 never wraps.
-inline constexpr uint64_t kMaxGeneration = uint64_t{1} << 62;
-
 // The one seam where RocksDB errors become ckptdb errors.
 Status FromRocksDb(const rocksdb::Status& s, std::string_view context);
-
-// Keys and values (doc/format.md §2-4).
-std::string StepKey(int64_t step);
-std::string ChunkKey(uint64_t generation, const ChunkDigest& digest);
-std::string EncodeLocation(const ChunkLocation& location);
-// Corruption when `value` is not an index value.
-Result<ChunkLocation> DecodeLocation(std::string_view value);
-// The first key of `generation` in the chunks family.
-std::string GenerationStart(uint64_t generation);
 
 // How each family and the database are configured (doc/format.md §11).
 rocksdb::ColumnFamilyOptions ChunksFamilyOptions();
@@ -70,6 +47,7 @@ class Store::Rep {
   LockedFile writer_lock;       // write modes: CKPTDB.lock, held until Close
   std::string secondary_dir;    // read-only mode: the secondary's own files
   LockedFile reader_lock;       // read-only mode: marks secondary_dir alive
+  LockedFile reader_presence;   // read-only modes: shared lock on CKPTDB.readers
   std::string staging_dir;      // write mode: SST files before ingestion
   rocksdb::Env* env = nullptr;  // for SST files written outside the database
   std::string store_id;         // 16 bytes

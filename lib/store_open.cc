@@ -45,12 +45,23 @@ rocksdb::ColumnFamilyOptions ChunksFamilyOptions() {
   return options;
 }
 
+// The small families (metadata, index, manifests). Uncompressed, so that
+// repair can find every block of a damaged table file by walking it
+// (salvage.h); their bytes are few beside the chunks', and the chunk digests
+// that fill index and manifests do not compress anyway.
+rocksdb::ColumnFamilyOptions SmallFamilyOptions() {
+  rocksdb::ColumnFamilyOptions options;
+  options.compression = rocksdb::kNoCompression;
+  options.bottommost_compression = rocksdb::kNoCompression;
+  return options;
+}
+
 std::vector<rocksdb::ColumnFamilyDescriptor> FamilyDescriptors() {
   return {
-      {rocksdb::kDefaultColumnFamilyName, rocksdb::ColumnFamilyOptions()},
+      {rocksdb::kDefaultColumnFamilyName, SmallFamilyOptions()},
       {kChunksFamily, ChunksFamilyOptions()},
-      {kIndexFamily, rocksdb::ColumnFamilyOptions()},
-      {kManifestsFamily, rocksdb::ColumnFamilyOptions()},
+      {kIndexFamily, SmallFamilyOptions()},
+      {kManifestsFamily, SmallFamilyOptions()},
   };
 }
 
@@ -113,6 +124,7 @@ rocksdb::Status Store::Rep::CloseDb() {
     secondary_dir.clear();
   }
   reader_lock.Release();
+  reader_presence.Release();
   writer_lock.Release();
   return closed;
 }
@@ -222,29 +234,6 @@ Status CheckIdentity(const std::string& dir, const std::optional<StoreIdentity>&
                             ": its metadata files come from another store" + SalvageHint(dir));
 }
 
-// Salvage: the store metadata a rebuild could not find comes back from
-// CKPTDB (the database's own wins where it has it).
-Status RestoreMetadataFromIdentity(rocksdb::DB* db, rocksdb::ColumnFamilyHandle* meta,
-                                   const StoreIdentity& identity) {
-  rocksdb::WriteBatch batch;
-  std::string value;
-  if (db->Get(rocksdb::ReadOptions(), meta, kFormatVersionKey, &value).IsNotFound()) {
-    std::string version;
-    AppendLittleEndian(&version, identity.format_version, 4);
-    batch.Put(meta, kFormatVersionKey, version);
-  }
-  if (db->Get(rocksdb::ReadOptions(), meta, kHashSecretKey, &value).IsNotFound()) {
-    batch.Put(meta, kHashSecretKey, identity.secret);
-  }
-  if (db->Get(rocksdb::ReadOptions(), meta, kStoreIdKey, &value).IsNotFound()) {
-    batch.Put(meta, kStoreIdKey, identity.store_id);
-  }
-  if (batch.Count() == 0) return Status::OK();
-  rocksdb::WriteOptions sync;
-  sync.sync = true;
-  return FromRocksDb(db->Write(sync, &batch), "restoring the store metadata from CKPTDB");
-}
-
 // What a probe checks beyond RocksDB's own checks at open and the reading
 // of every value of the small families that opening a checkpointer reads.
 enum class ProbeChecks {
@@ -305,11 +294,26 @@ Store::~Store() = default;
 
 Result<std::unique_ptr<Store>> Store::Open(const std::string& dir, Mode mode, rocksdb::Env* env,
                                            bool owner_only) {
+  return OpenOrCreate(dir, mode, env, owner_only, nullptr);
+}
+
+Result<std::unique_ptr<Store>> Store::CreateWithIdentity(const std::string& dir,
+                                                         const StoreIdentity& identity,
+                                                         rocksdb::Env* env) {
+  return OpenOrCreate(dir, Mode::kWrite, env, /*owner_only=*/true, &identity);
+}
+
+Result<std::unique_ptr<Store>> Store::OpenOrCreate(const std::string& dir, Mode mode,
+                                                   rocksdb::Env* env, bool owner_only,
+                                                   const StoreIdentity* new_identity) {
   std::unique_ptr<Store> store(new Store(dir, mode));
   Rep& rep = *store->rep_;
-  const bool writing = mode == Mode::kWrite || mode == Mode::kSalvage;
+  const bool writing = mode == Mode::kWrite || mode == Mode::kRepair;
   Result<DirKind> kind = ClassifyDirectory(dir);
   if (!kind.ok()) return kind.status();
+  if (new_identity != nullptr && *kind != DirKind::kMissing && *kind != DirKind::kEmpty) {
+    return Status::FailedPrecondition("cannot create a store in " + dir + ": it is not empty");
+  }
   if (*kind == DirKind::kForeign) {
     return Status::FailedPrecondition(
         dir + " is not a ckptdb store (it holds other files); nothing was changed");
@@ -331,7 +335,11 @@ Result<std::unique_ptr<Store>> Store::Open(const std::string& dir, Mode mode, ro
     }
     if (ec) return Status::IOError("cannot create " + dir + ": " + ec.message());
   }
-  if (writing) {
+  if (*kind == DirKind::kDatabase && mode != Mode::kRepair) {
+    Status swapping = CheckNoInterruptedRepair(dir);
+    if (!swapping.ok()) return swapping;
+  }
+  if (mode == Mode::kWrite) {
     Result<LockedFile> lock = TryLockExclusive((fs::path(dir) / kWriterLockFile).string());
     if (!lock.ok()) {
       if (lock.status().code() == Status::Code::kBusy) {
@@ -340,6 +348,14 @@ Result<std::unique_ptr<Store>> Store::Open(const std::string& dir, Mode mode, ro
       return lock.status();
     }
     rep.writer_lock = std::move(*lock);
+    // Created by writers, so that readers without write access to the
+    // folder find it (LockAsReader).
+    Status created = CreateEmptyFileDurably((fs::path(dir) / kReadersLockFile).string());
+    if (!created.ok()) return created;
+  } else if (mode == Mode::kReadOnly || mode == Mode::kDiagnose) {
+    Result<LockedFile> present = LockAsReader(dir);
+    if (!present.ok()) return present.status();
+    rep.reader_presence = std::move(*present);
   }
   if (writing && creating && *kind != DirKind::kCreating) {
     Status marked = CreateEmptyFileDurably((fs::path(dir) / kCreatingMarker).string());
@@ -347,15 +363,13 @@ Result<std::unique_ptr<Store>> Store::Open(const std::string& dir, Mode mode, ro
   }
   std::optional<StoreIdentity> identity;
   if (!creating) {
-    // Salvage rewrites CKPTDB from the database, whatever it holds now.
     Result<std::optional<StoreIdentity>> read = ReadIdentityFile(dir);
-    if (!read.ok() && mode != Mode::kSalvage) return read.status();
-    if (read.ok()) identity = *read;
-    Status checked = mode == Mode::kDiagnose || mode == Mode::kSalvage
-                         ? Status::OK()
-                         : CheckDatabaseFiles(dir, identity.has_value());
+    if (!read.ok()) return read.status();
+    identity = *read;
+    Status checked =
+        mode == Mode::kDiagnose ? Status::OK() : CheckDatabaseFiles(dir, identity.has_value());
     if (!checked.ok()) return checked;
-    if (mode == Mode::kWrite) {
+    if (writing) {
       checked = ProbeDatabase(dir, env, identity, ProbeChecks::kWriter);
     } else if (mode == Mode::kReadOnly) {
       // A live writer can delete a file (GC, compaction) between the
@@ -375,8 +389,7 @@ Result<std::unique_ptr<Store>> Store::Open(const std::string& dir, Mode mode, ro
   rocksdb::Status opened;
   if (writing) {
     options.create_if_missing = creating;
-    // A rebuild leaves out the families it found no data for.
-    options.create_missing_column_families = creating || mode == Mode::kSalvage;
+    options.create_missing_column_families = creating;
     opened = rocksdb::DB::Open(options, dir, FamilyDescriptors(), &rep.handles, &raw_db);
     // RocksDB's words for its LOCK file held by a writer of an older build.
     const std::string error = opened.ToString();
@@ -417,10 +430,15 @@ Result<std::unique_ptr<Store>> Store::Open(const std::string& dir, Mode mode, ro
       }
       rocksdb::WriteBatch batch;
       std::string version_bytes;
-      AppendLittleEndian(&version_bytes, kStoreFormatVersion, 4);
+      AppendLittleEndian(&version_bytes,
+                         new_identity != nullptr ? new_identity->format_version : kStoreFormatVersion,
+                         4);
       batch.Put(rep.meta(), kFormatVersionKey, version_bytes);
-      batch.Put(rep.meta(), kHashSecretKey, ChunkHasher::NewSecret());
-      batch.Put(rep.meta(), kStoreIdKey, ChunkHasher::NewSecret().substr(0, 16));
+      batch.Put(rep.meta(), kHashSecretKey,
+                new_identity != nullptr ? new_identity->secret : ChunkHasher::NewSecret());
+      batch.Put(rep.meta(), kStoreIdKey,
+                new_identity != nullptr ? new_identity->store_id
+                                        : ChunkHasher::NewSecret().substr(0, 16));
       rocksdb::WriteOptions sync;
       sync.sync = true;
       rocksdb::Status written = rep.db->Write(sync, &batch);
@@ -428,10 +446,6 @@ Result<std::unique_ptr<Store>> Store::Open(const std::string& dir, Mode mode, ro
     } else if (!got.ok()) {
       return FromRocksDb(got, "reading the format version of " + dir);
     }
-  }
-  if (mode == Mode::kSalvage && identity.has_value()) {
-    Status restored = RestoreMetadataFromIdentity(rep.db.get(), rep.meta(), *identity);
-    if (!restored.ok()) return restored;
   }
   Result<StoreMetadata> metadata = ReadStoreMetadata(rep.db.get(), rep.meta(), dir);
   if (!metadata.ok()) return metadata.status();
@@ -457,7 +471,7 @@ Result<std::unique_ptr<Store>> Store::Open(const std::string& dir, Mode mode, ro
   rep.staging_dir = (fs::path(dir) / "staging").string();
 
   if (writing) {
-    if (creating || !identity.has_value() || mode == Mode::kSalvage) {
+    if (creating || !identity.has_value()) {
       Status written = WriteFileDurably(
           (fs::path(dir) / kIdentityFile).string(),
           IdentityText({metadata->format_version, metadata->store_id, metadata->secret}));
@@ -475,50 +489,8 @@ Result<std::unique_ptr<Store>> Store::Open(const std::string& dir, Mode mode, ro
     fs::remove_all(rep.staging_dir, ec);
     fs::create_directories(rep.staging_dir, ec);
     if (ec) return Status::IOError("cannot create " + rep.staging_dir + ": " + ec.message());
-    // Salvage only: generations a lost log no longer records move the
-    // high-water mark above them, so that no number is used twice.
-    std::string file;
-    Result<uint64_t> largest = LargestFileGeneration(rep.db.get(), dir, &file);
-    if (!largest.ok()) return largest.status();
-    if (*largest >= rep.next_generation) {
-      rep.next_generation = *largest + 1;
-      Status reserved = store->ReserveGenerations(rep.next_generation);
-      if (!reserved.ok()) return reserved;
-    }
   }
   return store;
-}
-
-Status Store::BackUpMetadata(const std::string& backup_dir) const {
-  return CopyMetadataFiles(dir_, backup_dir);
-}
-
-Status Store::Rebuild(const std::string& dir, const std::string& backup_dir, rocksdb::Env* env) {
-  Result<LockedFile> lock = TryLockExclusive((fs::path(dir) / kWriterLockFile).string());
-  if (!lock.ok()) {
-    if (lock.status().code() == Status::Code::kBusy) {
-      return Status::Busy("another process has " + dir + " open for writing");
-    }
-    return lock.status();
-  }
-  Status copied = CopyMetadataFiles(dir, backup_dir);
-  if (!copied.ok()) return copied;
-  // OPTIONS files are never read back: a damaged one goes, RocksDB writes a
-  // fresh one at the next open. The backup holds the originals.
-  std::error_code ec;
-  for (fs::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
-    if (it->path().filename().string().starts_with("OPTIONS-")) fs::remove(it->path(), ec);
-  }
-  if (ec) return Status::IOError("cannot set aside the OPTIONS files of " + dir + ": " + ec.message());
-  rocksdb::DBOptions options = BaseDBOptions(env);
-  rocksdb::Status repaired = rocksdb::RepairDB(dir, options, FamilyDescriptors());
-  if (!repaired.ok()) return FromRocksDb(repaired, "rebuilding the metadata of " + dir);
-  const fs::path lost = fs::path(dir) / "lost";
-  if (fs::exists(lost, ec)) {
-    fs::rename(lost, fs::path(backup_dir) / "lost", ec);
-    if (ec) return Status::IOError("cannot move " + lost.string() + ": " + ec.message());
-  }
-  return SyncDirectory(dir);
 }
 
 Status Store::Close() { return FromRocksDb(rep_->CloseDb(), "closing " + dir_); }

@@ -103,45 +103,85 @@ Result<VerifyReport> VerifyStore(const Store& store, std::optional<int64_t> step
 
   const std::vector<ChunkFile> files = store.ChunkFiles();
   for (const std::string& problem : store.CheckTableFiles()) report.problems.push_back(problem);
-  std::vector<std::pair<const ChunkDigest*, const ChunkToCheck*>> work;
-  work.reserve(chunks.size());
-  for (const auto& [digest, check] : chunks) work.emplace_back(&digest, &check);
-  std::mutex mutex;  // guards report and the progress count
+  // Verifying the whole store checks the chunks no step references too: a
+  // later save of the same bytes would deduplicate onto a damaged one.
+  std::map<ChunkDigest, uint32_t> unreferenced;  // digest -> raw size
+  if (!step.has_value()) {
+    Status listed = store.ForEachIndexEntry([&](const IndexEntry& entry) {
+      if (chunks.count(entry.digest) == 0) unreferenced.emplace(entry.digest, entry.location.raw_size);
+      return Status::OK();
+    });
+    if (!listed.ok()) report.problems.push_back("the chunk index: " + listed.ToString());
+  }
+  struct Failure {
+    std::string file;
+    std::optional<ChunkLocation> location;
+    std::string problem;
+  };
+  std::vector<std::pair<ChunkDigest, uint32_t>> work;  // digest, raw size
+  work.reserve(chunks.size() + unreferenced.size());
+  for (const auto& [digest, check] : chunks) work.emplace_back(digest, check.raw_size);
+  for (const auto& [digest, raw_size] : unreferenced) work.emplace_back(digest, raw_size);
+  std::map<ChunkDigest, Failure> failures;
+  std::mutex mutex;  // guards report, failures and the progress count
   uint64_t done = 0;
   if (progress) progress(0, work.size());
   Status status = ParallelFor(work.size(), WorkerThreads(), [&](size_t i) {
-    const ChunkDigest& digest = *work[i].first;
-    const ChunkToCheck& check = *work[i].second;
-    std::string problem;
-    std::string file = "chunk index";
+    const auto& [digest, raw_size] = work[i];
+    Failure failure{"chunk index", std::nullopt, ""};
     Result<std::optional<ChunkLocation>> location = store.FindChunk(digest);
     if (!location.ok()) {
-      problem = location.status().ToString();
+      failure.problem = location.status().ToString();
     } else if (!location->has_value()) {
-      problem = "missing from the chunk index";
+      failure.problem = "missing from the chunk index";
     } else {
-      file = FileOf(files, (*location)->generation);
+      failure.file = FileOf(files, (*location)->generation);
+      failure.location = **location;
       thread_local std::vector<std::byte> buffer;
-      buffer.resize(check.raw_size);
-      Status read = ReadVerifiedChunk(store, digest, **location, check.raw_size, buffer.data());
-      if (!read.ok()) problem = read.ToString();
+      buffer.resize(raw_size);
+      Status read = ReadVerifiedChunk(store, digest, **location, raw_size, buffer.data());
+      if (!read.ok()) failure.problem = read.ToString();
     }
     std::lock_guard<std::mutex> lock(mutex);
-    if (!problem.empty()) {
-      report.problems.push_back(check.referenced_by + " (" + digest.ToHex() + ", in " + file +
-                                "): " + problem);
-      report.damaged_chunks.push_back(digest);
-      report.damaged_files[file].insert(check.steps.begin(), check.steps.end());
-      for (int64_t s : check.steps) {
-        report.damaged_steps.emplace(s, "chunk " + digest.ToHex() + " (in " + file + "): " + problem);
-      }
-    }
+    if (!failure.problem.empty()) failures.emplace(digest, std::move(failure));
     ++report.chunks_checked;
-    report.bytes_checked += check.raw_size;
+    report.bytes_checked += raw_size;
     if (progress && (++done % 64 == 0 || done == work.size())) progress(done, work.size());
     return Status::OK();
   });
   if (!status.ok()) return status;
+  for (const auto& [digest, failure] : failures) {
+    // A delta chunk that fails because its base does lies in an intact file
+    // when its own bytes read: only the base's file is damaged.
+    bool own_bytes_intact = false;
+    if (failure.location.has_value() && failure.location->delta_depth != 0 &&
+        failures.count(failure.location->delta_base) != 0) {
+      own_bytes_intact = store.ReadChunk(digest, *failure.location, [](std::string_view stored) {
+                                return ParseDeltaBase(stored).status();
+                              }).ok();
+    }
+    auto referenced = chunks.find(digest);
+    if (referenced == chunks.end()) {
+      report.problems.push_back("chunk " + digest.ToHex() + " (no step uses it, in " +
+                                failure.file + "): " + failure.problem +
+                                " (a later save of the same bytes would reuse it; repair "
+                                "removes it)");
+      report.damaged_unreferenced_chunks.push_back(digest);
+      if (!own_bytes_intact) report.damaged_files[failure.file];
+      continue;
+    }
+    const ChunkToCheck& check = referenced->second;
+    report.problems.push_back(check.referenced_by + " (" + digest.ToHex() + ", in " +
+                              failure.file + "): " + failure.problem);
+    report.damaged_chunks.push_back(digest);
+    if (!own_bytes_intact) {
+      report.damaged_files[failure.file].insert(check.steps.begin(), check.steps.end());
+    }
+    for (int64_t s : check.steps) {
+      report.damaged_steps.emplace(s, "chunk " + digest.ToHex() + " (in " + failure.file +
+                                          "): " + failure.problem);
+    }
+  }
   std::sort(report.problems.begin(), report.problems.end());
   std::sort(report.damaged_chunks.begin(), report.damaged_chunks.end());
   return report;

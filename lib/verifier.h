@@ -1,7 +1,8 @@
 // Verification of a store: every manifest decodes, every chunk file is
 // present with its recorded size, and every chunk a manifest references is
-// indexed, readable, decodes to its recorded size and hashes to its digest.
-// Reads every referenced chunk once (the cost is the bytes).
+// indexed, readable, decodes to its recorded size and hashes to its digest;
+// verifying the whole store checks every other indexed chunk too. Reads every
+// chunk checked once (the cost is the bytes).
 
 #ifndef CKPTDB_LIB_VERIFIER_H_
 #define CKPTDB_LIB_VERIFIER_H_
@@ -29,6 +30,9 @@ struct VerifyReport {
   std::map<int64_t, std::string> damaged_steps;
   // Referenced chunks that are missing, unreadable or fail their digest.
   std::vector<ChunkDigest> damaged_chunks;
+  // Indexed chunks no step references that are unreadable or fail their
+  // digest (checked when verifying the whole store).
+  std::vector<ChunkDigest> damaged_unreferenced_chunks;
   // The files behind the damage ("000027.sst", or "chunk index" for chunks
   // the index does not know), each with the steps that use them.
   std::map<std::string, std::set<int64_t>> damaged_files;

@@ -166,14 +166,15 @@ constexpr CommandHelp kCommands[] = {
      "retention anyway).\n"},
     {"repair", "repair WORKDIR",
      "Brings a damaged store back to a consistent, writable state, keeping every step whose\n"
-     "chunks are all present and intact. On a healthy store it changes nothing and says so.\n"
-     "Otherwise it copies RocksDB's metadata files (CURRENT, MANIFEST-*, OPTIONS-*, *.log,\n"
-     "IDENTITY, CKPTDB) into WORKDIR/repair-<UTC time>/ first, rebuilds the metadata from the\n"
-     "files present if the store cannot be opened (files that cannot be used move into that\n"
-     "folder too), re-hashes every chunk, and deletes the manifests of the steps it cannot\n"
-     "restore completely. Prints what it kept and what it dropped and why. Exit code 0 when\n"
-     "the store is consistent afterwards, 1 when nothing could be salvaged or repair failed.\n"
-     "Fails (changing nothing) if a trainer has the store open.\n"},
+     "manifest and chunks can still be read intact. On a healthy store it changes nothing and\n"
+     "says so. Otherwise it reads every record it can from every table file and write-ahead\n"
+     "log (around bad blocks), rebuilds the store beside the old one in\n"
+     "WORKDIR/repair-<UTC time>/ (intact chunk files kept as they are, every chunk read back\n"
+     "and re-hashed, damaged ones dropped), then swaps it in; the replaced files stay in\n"
+     "that folder's old/ (the newest two repair folders are kept). Prints what it kept and\n"
+     "what it dropped and why. Exit code 0 when the store is consistent afterwards, 1 when\n"
+     "nothing could be salvaged or repair failed. Fails (changing nothing) while a trainer or\n"
+     "a reader has the store open.\n"},
     {"diff", "diff WORKDIR STEP STEP",
      "Compares two steps path by path: added, removed, changed (kind, dtype, shape, value or\n"
      "bytes, by chunk digests: no tensor data is read) and unchanged leaves.\n"},
@@ -716,13 +717,15 @@ Status Repair(const Context& context, const std::string& workdir, bool* healthy)
     }
     PrintJson(context.out, Json{{"workdir", workdir},
                         {"changed", report->changed},
-                        {"rebuilt", report->rebuilt},
                         {"backup_dir", report->backup_dir},
                         {"findings", report->findings},
                         {"kept_steps", report->kept_steps},
                         {"dropped_steps", dropped},
-                        {"index_entries_removed", report->index_entries_removed},
-                        {"index_entries_restored", report->index_entries_restored}});
+                        {"chunks_kept", report->chunks_kept},
+                        {"chunks_dropped", report->chunks_dropped},
+                        {"chunk_files_carried", report->chunk_files_carried},
+                        {"chunk_files_rewritten", report->chunk_files_rewritten},
+                        {"backups_removed", report->backups_removed}});
     return Status::OK();
   }
   if (!report->changed) {
@@ -731,18 +734,20 @@ Status Repair(const Context& context, const std::string& workdir, bool* healthy)
     return Status::OK();
   }
   for (const std::string& finding : report->findings) context.out << "found: " << finding << "\n";
-  if (report->rebuilt) context.out << "rebuilt RocksDB's metadata from the files present\n";
   for (const auto& [step, why] : report->dropped_steps) {
     context.out << "dropped: step " << step << ": " << why << "\n";
   }
   context.out << "kept: " << StepList(report->kept_steps) << "\n";
-  if (report->index_entries_restored > 0) {
-    context.out << "re-indexed " << report->index_entries_restored
-                << " chunks found in the chunk files\n";
+  if (!report->backup_dir.empty()) {
+    context.out << "chunks: " << report->chunks_kept << " kept, each read back intact; "
+                << report->chunks_dropped << " damaged dropped; chunk files: "
+                << report->chunk_files_carried << " kept as they were, "
+                << report->chunk_files_rewritten << " copied without their damage\n";
+    context.out << "the replaced files are in " << report->backup_dir << "\n";
   }
-  context.out << "removed " << report->index_entries_removed
-              << " damaged or missing chunks from the index\n";
-  context.out << "the replaced files are in " << report->backup_dir << "\n";
+  for (const std::string& removed : report->backups_removed) {
+    context.out << "removed the older repair folder " << removed << "\n";
+  }
   context.out << (*healthy ? "repaired" : "FAILED: nothing could be salvaged") << "\n";
   return Status::OK();
 }
