@@ -318,6 +318,15 @@ Result<StoreIdentity> DecideIdentity(const std::string& workdir, Salvage* salvag
   }
   if (recorded.has_value()) return *recorded;
   if (stored.has_value()) return *stored;
+  // No trace of a store: no CKPTDB, and neither ckptdb's metadata nor its
+  // chunks or manifests in the database.
+  const bool no_identity_file = file.ok() && !file->has_value();
+  if (no_identity_file && meta.empty() && salvage->chunk_sources.empty() &&
+      salvage->manifests.empty()) {
+    return Status::FailedPrecondition(workdir +
+                                      " holds a RocksDB database without ckptdb's metadata and no "
+                                      "CKPTDB: not a ckptdb store; nothing was changed");
+  }
   return Status::Corruption(
       "the identity of " + workdir +
       " is lost (CKPTDB and the store metadata are both missing or damaged): without its "
@@ -587,7 +596,13 @@ Result<std::vector<std::string>> HealthProblems(const std::string& workdir, rock
                                                 std::vector<int64_t>* steps) {
   Result<std::unique_ptr<Store>> store = Store::Open(workdir, Store::Mode::kRepair, env);
   if (!store.ok()) {
-    if (store.status().code() != Status::Code::kCorruption) return store.status();
+    // Damage, or a store whose CKPTDB and CURRENT are both gone, which the
+    // open takes for a RocksDB database that never was a store: salvage
+    // tells (no ckptdb metadata is found in such a database).
+    const Status::Code code = store.status().code();
+    if (code != Status::Code::kCorruption && code != Status::Code::kFailedPrecondition) {
+      return store.status();
+    }
     return std::vector<std::string>{store.status().ToString()};
   }
   std::vector<std::string> problems;

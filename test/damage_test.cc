@@ -1,10 +1,13 @@
 // Damage on disk, the way failing disks, full file systems and people cause
 // it: every kind of file of a store is deleted, truncated, has bytes flipped
-// or is replaced by the same-named file of another store, and then opened by
-// a reader, a writer, `ckpt-inspect verify` and `ckpt-inspect repair`.
+// or is replaced by the same-named file of another store, one file or two at
+// once, in stores written in several writer sessions and in one (whose
+// records then live only in the write-ahead log), and then opened by a
+// reader, a writer, `ckpt-inspect verify` and `ckpt-inspect repair`.
 // Whatever happens: no crash, no wrong byte ever returned, no file changed by
-// an open that was refused, and after repair every step whose data was
-// intact restores bit-exact and the store takes new saves again.
+// an open that was refused, and after repair every step the damage left
+// intact (StoreModel) restores bit-exact, for readers and writers, and the
+// store takes new saves again.
 
 #include <gtest/gtest.h>
 #include <rocksdb/db.h>
@@ -26,6 +29,7 @@
 #include "manifest.h"
 #include "repair.h"
 #include "store.h"
+#include "store_model.h"
 #include "test_util.h"
 #include "verifier.h"
 
@@ -33,13 +37,21 @@ namespace ckptdb {
 namespace {
 
 namespace fs = std::filesystem;
+using testing::FileDamage;
 using testing::MakeStepState;
+using testing::StoreModel;
 using testing::TempDir;
 
 constexpr size_t kMegabytes = 1;
 // Steps 2-5 are held; step 1 was pruned (so holds/ exists and the log
 // holds a deletion).
 const std::vector<int64_t> kSteps = {2, 3, 4, 5};
+
+// How a store was written: in two writer sessions (steps 1-3, then a
+// reopen, which writes the log's records into table files of every family,
+// then 4-5, left in the log), or in one (every record of the small families
+// only in the log, as a trainer's first run leaves it).
+enum class StoreKind { kSessions, kOneSession };
 // The other store's states differ from this one's at every step.
 constexpr int64_t kForeignOffset = 100;
 
@@ -56,10 +68,11 @@ CheckpointerOptions TemplateOptions() {
 
 Tree ExpectedState(int64_t step) { return MakeStepState(step, kMegabytes); }
 
-// Steps 1-3, then a reopen (RocksDB writes the log's contents into table
-// files of every family), then steps 4-5, which stay in the write-ahead log.
-void BuildStore(const std::string& dir, int64_t offset) {
-  for (auto steps : {std::vector<int64_t>{1, 2, 3}, std::vector<int64_t>{4, 5}}) {
+void BuildStore(const std::string& dir, int64_t offset, StoreKind kind) {
+  const auto sessions = kind == StoreKind::kSessions
+                            ? std::vector<std::vector<int64_t>>{{1, 2, 3}, {4, 5}}
+                            : std::vector<std::vector<int64_t>>{{1, 2, 3, 4, 5}};
+  for (const std::vector<int64_t>& steps : sessions) {
     auto opened = Checkpointer::Open(dir, TemplateOptions());
     ASSERT_OK(opened.status());
     for (int64_t step : steps) {
@@ -120,6 +133,10 @@ const char* Name(Damage damage) {
   return "?";
 }
 
+const char* Name(StoreKind kind) {
+  return kind == StoreKind::kSessions ? "Sessions" : "OneSession";
+}
+
 const char* Name(Opener opener) {
   switch (opener) {
     case Opener::kReader: return "Reader";
@@ -162,52 +179,35 @@ std::map<std::string, std::vector<std::string>> TableFiles(const std::string& di
   return files;
 }
 
-// The chunk file and the steps that use it, its chunks or chunks based on
-// them: the file of step 4's newest generation (its kernel).
-struct ChunkFileUse {
-  std::string file;
-  std::set<int64_t> steps;
-};
-
-ChunkFileUse Step4ChunkFile(const std::string& dir) {
-  ChunkFileUse use;
+// The chunk file of step 4's newest generation (its kernel): chunks of
+// steps 4 and 5 lie there, and delta chunks of step 5 rest on them.
+std::string Step4ChunkFile(const std::string& dir) {
   auto store = Store::Open(dir, Store::Mode::kReadOnly);
   EXPECT_OK(store.status());
-  if (!store.ok()) return use;
+  if (!store.ok()) return "";
   std::map<ChunkDigest, ChunkLocation> location_of;
   EXPECT_OK((*store)->ForEachIndexEntry([&](const IndexEntry& entry) {
     location_of[entry.digest] = entry.location;
     return Status::OK();
   }));
-  std::map<int64_t, std::set<uint64_t>> generations_of_step;
-  for (int64_t step : kSteps) {
-    auto bytes = (*store)->ReadManifest(step);
-    EXPECT_TRUE(bytes.ok() && bytes->has_value());
-    auto manifest = DecodeManifest(**bytes);
-    EXPECT_OK(manifest.status());
-    for (const ManifestNode& node : manifest->nodes) {
-      for (const ChunkRef& ref : node.chunks) {
-        // A delta chunk's step uses the generations of its whole chain.
-        for (ChunkLocation at = location_of.at(ref.digest);; at = location_of.at(at.delta_base)) {
-          generations_of_step[step].insert(at.generation);
-          if (at.delta_depth == 0) break;
-        }
-      }
+  auto bytes = (*store)->ReadManifest(4);
+  EXPECT_TRUE(bytes.ok() && bytes->has_value());
+  auto manifest = DecodeManifest(**bytes);
+  EXPECT_OK(manifest.status());
+  uint64_t newest = 0;
+  for (const ManifestNode& node : manifest->nodes) {
+    for (const ChunkRef& ref : node.chunks) {
+      newest = std::max(newest, location_of.at(ref.digest).generation);
     }
   }
-  const uint64_t generation = *generations_of_step[4].rbegin();
   for (const ChunkFile& file : (*store)->ChunkFiles()) {
-    if (generation >= file.first_generation && generation <= file.last_generation) {
-      use.file = file.name;
-    }
+    if (newest >= file.first_generation && newest <= file.last_generation) return file.name;
   }
-  for (const auto& [step, generations] : generations_of_step) {
-    if (generations.count(generation) != 0) use.steps.insert(step);
-  }
-  return use;
+  return "";
 }
 
-// The path (relative to the store) of each kind of file.
+// The path (relative to the store) of each kind of file the store has: a
+// store written in one session has no table files of the small families.
 std::map<FileKind, std::string> FilesOfKinds(const std::string& dir) {
   std::map<FileKind, std::string> files;
   files[FileKind::kCurrent] = "CURRENT";
@@ -229,67 +229,99 @@ std::map<FileKind, std::string> FilesOfKinds(const std::string& dir) {
     }
   }
   std::map<std::string, std::vector<std::string>> tables = TableFiles(dir);
-  files[FileKind::kChunkFile] = Step4ChunkFile(dir).file;
-  files[FileKind::kIndexTable] = tables["chunk_index"].at(0);
-  files[FileKind::kManifestTable] = tables["manifests"].at(0);
+  files[FileKind::kChunkFile] = Step4ChunkFile(dir);
+  if (!tables["chunk_index"].empty()) files[FileKind::kIndexTable] = tables["chunk_index"].front();
+  if (!tables["manifests"].empty()) files[FileKind::kManifestTable] = tables["manifests"].front();
   files[FileKind::kIdentity] = "CKPTDB";
   files[FileKind::kHolds] = "holds/retention.lock";
   return files;
 }
 
-// Two stores built once for the whole run, copied for each case.
+// A store and another store of the same kind (whose files replace its own
+// in the Foreign cases), built once for the whole run, copied for each case.
+struct Template {
+  std::string store;
+  std::string foreign;
+  std::map<FileKind, std::string> files;
+  std::map<FileKind, std::string> foreign_files;
+  StoreModel model;
+};
+
 class Templates {
  public:
-  static Templates& Get() {
+  static const Template& Get(StoreKind kind) {
     static Templates* templates = new Templates();
-    return *templates;
+    return templates->of_.at(kind);
   }
-  const std::string& store() const { return store_; }
-  const std::string& foreign() const { return foreign_; }
-  const std::map<FileKind, std::string>& files() const { return files_; }
-  const std::map<FileKind, std::string>& foreign_files() const { return foreign_files_; }
-  const ChunkFileUse& chunk_file_use() const { return chunk_file_use_; }
 
  private:
-  Templates() : store_(root_.Sub("store")), foreign_(root_.Sub("foreign")) {
-    BuildStore(store_, 0);
-    BuildStore(foreign_, kForeignOffset);
-    files_ = FilesOfKinds(store_);
-    foreign_files_ = FilesOfKinds(foreign_);
-    chunk_file_use_ = Step4ChunkFile(store_);
+  Templates() {
+    for (StoreKind kind : {StoreKind::kSessions, StoreKind::kOneSession}) {
+      Template& made = of_[kind];
+      made.store = root_.Sub(std::string(Name(kind)) + "-store");
+      made.foreign = root_.Sub(std::string(Name(kind)) + "-foreign");
+      BuildStore(made.store, 0, kind);
+      BuildStore(made.foreign, kForeignOffset, kind);
+      made.files = FilesOfKinds(made.store);
+      made.foreign_files = FilesOfKinds(made.foreign);
+      made.model = StoreModel::Of(made.store);
+      EXPECT_EQ(made.model.steps(), std::set<int64_t>(kSteps.begin(), kSteps.end()));
+    }
   }
   TempDir root_;
-  std::string store_;
-  std::string foreign_;
-  std::map<FileKind, std::string> files_;
-  std::map<FileKind, std::string> foreign_files_;
-  ChunkFileUse chunk_file_use_;
+  std::map<StoreKind, Template> of_;
 };
 
 void CopyStore(const std::string& from, const std::string& to) {
   fs::copy(from, to, fs::copy_options::recursive);
 }
 
-void ApplyDamage(const fs::path& path, Damage damage, const fs::path& foreign) {
+// Damages the file `name` of the store in `dir` (`foreign`: the same-named
+// file of another store, for kForeign); returns what changed. `at` places a
+// flip at that fraction of the file instead of where `damage` says.
+FileDamage ApplyDamage(const std::string& dir, const std::string& name, Damage damage,
+                       const fs::path& foreign, std::optional<double> at = std::nullopt) {
+  const fs::path path = fs::path(dir) / name;
   const std::string bytes = fs::exists(path) ? ReadBytes(path) : "";
+  FileDamage done{name, false, std::nullopt, {}};
   auto flip = [&](size_t offset) {
     std::string damaged = bytes;
     if (damaged.empty()) damaged = std::string(16, '\0');  // an empty file gets garbage
-    for (size_t i = 0; i < 16; ++i) {
-      const size_t at = std::min(offset, damaged.size() >= 16 ? damaged.size() - 16 : 0) + i;
-      if (at < damaged.size()) damaged[at] = static_cast<char>(~damaged[at]);
+    const size_t begin = std::min(offset, damaged.size() >= 16 ? damaged.size() - 16 : 0);
+    for (size_t i = begin; i < std::min(damaged.size(), begin + 16); ++i) {
+      damaged[i] = static_cast<char>(~damaged[i]);
     }
+    done.ranges.emplace_back(begin, begin + 16);
     WriteBytes(path, damaged);
   };
+  if (at.has_value()) {
+    flip(static_cast<size_t>(*at * static_cast<double>(bytes.size())));
+    return done;
+  }
   switch (damage) {
-    case Damage::kDelete: fs::remove(path); break;
-    case Damage::kTruncateEmpty: WriteBytes(path, ""); break;
-    case Damage::kTruncateHalf: WriteBytes(path, bytes.substr(0, bytes.size() / 2)); break;
+    case Damage::kDelete:
+      fs::remove(path);
+      done.deleted = true;
+      break;
+    case Damage::kTruncateEmpty:
+      WriteBytes(path, "");
+      done.truncated_to = 0;
+      break;
+    case Damage::kTruncateHalf:
+      WriteBytes(path, bytes.substr(0, bytes.size() / 2));
+      done.truncated_to = bytes.size() / 2;
+      break;
     case Damage::kFlipHeader: flip(0); break;
     case Damage::kFlipMiddle: flip(bytes.size() / 2); break;
     case Damage::kFlipFooter: flip(bytes.size()); break;
-    case Damage::kForeign: WriteBytes(path, ReadBytes(foreign)); break;
+    case Damage::kForeign: {
+      const std::string other = ReadBytes(foreign);
+      WriteBytes(path, other);
+      done.ranges.emplace_back(0, std::max(bytes.size(), other.size()));
+      break;
+    }
   }
+  return done;
 }
 
 // Every file's bytes, but for logs RocksDB writes for people and the lock
@@ -299,7 +331,7 @@ std::map<std::string, std::string> Snapshot(const std::string& dir) {
   for (const fs::directory_entry& entry : fs::recursive_directory_iterator(dir)) {
     const std::string name = entry.path().filename().string();
     if (!entry.is_regular_file() || name.starts_with("LOG") || name == "LOCK" ||
-        name == "CKPTDB.lock") {
+        name == "CKPTDB.lock" || name == "CKPTDB.readers") {
       continue;
     }
     files[fs::relative(entry.path(), dir).string()] = ReadBytes(entry.path());
@@ -336,8 +368,10 @@ bool IsExpectedRefusal(const Status& status) {
   }
 }
 
-// After a successful repair: every kept step restores bit-exact, verify is
-// clean, and saves, retention and GC work. Returns the kept steps.
+// After a successful repair: verify is clean; a reader restores every kept
+// step, again and again (readers once crashed in RocksDB's catch-up on a
+// repaired store); a writer restores them too, and saves, retention and GC
+// work. Returns the kept steps.
 std::set<int64_t> CheckRepaired(const std::string& dir, int* wrong) {
   {
     auto store = Store::Open(dir, Store::Mode::kReadOnly);
@@ -352,6 +386,15 @@ std::set<int64_t> CheckRepaired(const std::string& dir, int* wrong) {
   }
   CheckpointerOptions options = TemplateOptions();
   options.max_to_keep = std::nullopt;
+  for (int reader = 0; reader < 3; ++reader) {
+    CheckpointerOptions reading = options;
+    reading.create = false;
+    auto opened = Checkpointer::Open(dir, reading);
+    EXPECT_OK(opened.status());
+    if (!opened.ok()) break;
+    const std::vector<int64_t> listed = (*opened)->AllSteps();
+    EXPECT_EQ(RestoreAll(**opened, wrong), std::set<int64_t>(listed.begin(), listed.end()));
+  }
   auto opened = Checkpointer::Open(dir, options);
   EXPECT_OK(opened.status());
   if (!opened.ok()) return {};
@@ -371,21 +414,51 @@ std::set<int64_t> CheckRepaired(const std::string& dir, int* wrong) {
   return kept;
 }
 
-using DamageCase = std::tuple<FileKind, Damage, Opener>;
+// Repairs `dir` and checks the promise: every step `model` calls intact
+// after `damage` is kept, and everything kept restores bit-exact.
+void RepairAndCheck(const std::string& dir, const StoreModel& model,
+                    const std::vector<FileDamage>& damage) {
+  int wrong = 0;
+  const std::map<std::string, std::string> before = Snapshot(dir);
+  Result<RepairReport> report = RepairStore(dir);
+  if (!report.ok()) {
+    // Only when nothing could be salvaged: the store's identity (its hash
+    // secret) is lost, and nothing was changed.
+    EXPECT_TRUE(model.IntactSteps(damage).empty()) << report.status().ToString();
+    EXPECT_EQ(report.status().code(), Status::Code::kCorruption) << report.status().ToString();
+    EXPECT_EQ(Snapshot(dir), before);
+    return;
+  }
+  const std::set<int64_t> kept = CheckRepaired(dir, &wrong);
+  EXPECT_EQ(kept, std::set<int64_t>(report->kept_steps.begin(), report->kept_steps.end()));
+  if (report->changed) {
+    EXPECT_TRUE(fs::is_directory(report->backup_dir));
+  } else {
+    EXPECT_EQ(Snapshot(dir).count("CURRENT"), 1u);
+  }
+  for (int64_t step : model.IntactSteps(damage)) {
+    EXPECT_EQ(kept.count(step), 1u) << "repair lost step " << step << ", which was intact";
+  }
+  EXPECT_EQ(wrong, 0);
+}
+
+using DamageCase = std::tuple<StoreKind, FileKind, Damage, Opener>;
 
 class DamageMatrixTest : public ::testing::TestWithParam<DamageCase> {};
 
 TEST_P(DamageMatrixTest, NoCrashNoWrongByteNothingChangedByARefusalAndRepairSalvages) {
-  const auto [kind, damage, opener] = GetParam();
-  const Templates& templates = Templates::Get();
+  const auto [store_kind, kind, damage, opener] = GetParam();
+  const Template& made = Templates::Get(store_kind);
+  ASSERT_EQ(made.files.count(kind), 1u);
   TempDir scratch;
   const std::string dir = scratch.Sub("store");
-  CopyStore(templates.store(), dir);
-  const fs::path target = fs::path(dir) / templates.files().at(kind);
+  CopyStore(made.store, dir);
+  std::vector<FileDamage> done;
   if (kind == FileKind::kHolds && damage == Damage::kDelete) {
     fs::remove_all(fs::path(dir) / "holds");
   } else {
-    ApplyDamage(target, damage, fs::path(templates.foreign()) / templates.foreign_files().at(kind));
+    done.push_back(ApplyDamage(dir, made.files.at(kind), damage,
+                               fs::path(made.foreign) / made.foreign_files.at(kind)));
   }
   const std::map<std::string, std::string> before = Snapshot(dir);
   int wrong = 0;
@@ -431,70 +504,113 @@ TEST_P(DamageMatrixTest, NoCrashNoWrongByteNothingChangedByARefusalAndRepairSalv
       EXPECT_EQ(Snapshot(dir), before) << "verify changed files";
       if (kind == FileKind::kChunkFile) {
         EXPECT_EQ(code, kExitStoreProblem) << out.str() << err.str();
-        EXPECT_NE((out.str() + err.str()).find(templates.files().at(kind)), std::string::npos)
+        EXPECT_NE((out.str() + err.str()).find(made.files.at(kind)), std::string::npos)
             << "verify does not name the damaged file:\n"
             << out.str() << err.str();
       }
       break;
     }
-    case Opener::kRepair: {
-      Result<RepairReport> report = RepairStore(dir);
-      ASSERT_OK(report.status());
-      const std::set<int64_t> kept = CheckRepaired(dir, &wrong);
-      EXPECT_EQ(kept, std::set<int64_t>(report->kept_steps.begin(), report->kept_steps.end()));
-      if (report->changed) {
-        EXPECT_TRUE(fs::is_directory(report->backup_dir));
-      } else {
-        EXPECT_EQ(Snapshot(dir).count("CURRENT"), 1u);
-      }
-      // Containment: what the damage could not have touched is kept.
-      std::set<int64_t> must_keep;
-      switch (kind) {
-        case FileKind::kCurrent:
-        case FileKind::kManifest:
-        case FileKind::kOptions:
-        case FileKind::kIdentity:
-        case FileKind::kHolds:
-          must_keep.insert(kSteps.begin(), kSteps.end());
-          break;
-        case FileKind::kChunkFile:
-          for (int64_t step : kSteps) {
-            if (templates.chunk_file_use().steps.count(step) == 0) must_keep.insert(step);
-          }
-          break;
-        case FileKind::kWal:  // steps 2 and 3 are in table files
-          must_keep = {2, 3};
-          break;
-        case FileKind::kIndexTable:     // steps 4 and 5 and the index
-        case FileKind::kManifestTable:  // entries of their chunks are in the log
-          must_keep = {};
-          break;
-      }
-      for (int64_t step : must_keep) {
-        EXPECT_EQ(kept.count(step), 1u) << "repair lost step " << step << ", which was intact";
-      }
+    case Opener::kRepair:
+      RepairAndCheck(dir, made.model, done);
       break;
-    }
   }
   EXPECT_EQ(wrong, 0);
 }
 
 std::string CaseName(const ::testing::TestParamInfo<DamageCase>& info) {
   return std::string(Name(std::get<0>(info.param))) + Name(std::get<1>(info.param)) +
-         Name(std::get<2>(info.param));
+         Name(std::get<2>(info.param)) + Name(std::get<3>(info.param));
 }
 
-INSTANTIATE_TEST_SUITE_P(
-    AllFiles, DamageMatrixTest,
-    ::testing::Combine(
-        ::testing::Values(FileKind::kCurrent, FileKind::kManifest, FileKind::kWal,
-                          FileKind::kOptions, FileKind::kChunkFile, FileKind::kIndexTable,
-                          FileKind::kManifestTable, FileKind::kIdentity, FileKind::kHolds),
-        ::testing::Values(Damage::kDelete, Damage::kTruncateEmpty, Damage::kTruncateHalf,
-                          Damage::kFlipHeader, Damage::kFlipMiddle, Damage::kFlipFooter,
-                          Damage::kForeign),
-        ::testing::Values(Opener::kReader, Opener::kWriter, Opener::kVerify, Opener::kRepair)),
-    CaseName);
+// The kinds of file a store has: one written in one session has no table
+// files of the small families.
+std::vector<FileKind> FileKindsOf(StoreKind store, const std::vector<FileKind>& kinds) {
+  std::vector<FileKind> present;
+  for (FileKind kind : kinds) {
+    if (store == StoreKind::kSessions ||
+        (kind != FileKind::kIndexTable && kind != FileKind::kManifestTable)) {
+      present.push_back(kind);
+    }
+  }
+  return present;
+}
+
+const std::vector<StoreKind> kStoreKinds = {StoreKind::kSessions, StoreKind::kOneSession};
+
+std::vector<DamageCase> MatrixCases() {
+  std::vector<DamageCase> cases;
+  for (StoreKind store : kStoreKinds) {
+    for (FileKind kind : FileKindsOf(store, {FileKind::kCurrent, FileKind::kManifest, FileKind::kWal,
+                                             FileKind::kOptions, FileKind::kChunkFile,
+                                             FileKind::kIndexTable, FileKind::kManifestTable,
+                                             FileKind::kIdentity, FileKind::kHolds})) {
+      for (Damage damage : {Damage::kDelete, Damage::kTruncateEmpty, Damage::kTruncateHalf,
+                            Damage::kFlipHeader, Damage::kFlipMiddle, Damage::kFlipFooter,
+                            Damage::kForeign}) {
+        for (Opener opener : {Opener::kReader, Opener::kWriter, Opener::kVerify, Opener::kRepair}) {
+          cases.emplace_back(store, kind, damage, opener);
+        }
+      }
+    }
+  }
+  return cases;
+}
+
+INSTANTIATE_TEST_SUITE_P(AllFiles, DamageMatrixTest, ::testing::ValuesIn(MatrixCases()), CaseName);
+
+// Two damages at once: two files, or (the same kind twice) two places a
+// third and two thirds into one file; then repair.
+using DoubleDamageCase = std::tuple<StoreKind, FileKind, FileKind, Damage>;
+
+class DoubleDamageTest : public ::testing::TestWithParam<DoubleDamageCase> {};
+
+TEST_P(DoubleDamageTest, RepairKeepsEveryStepBothDamagesLeftIntact) {
+  const auto [store_kind, first, second, damage] = GetParam();
+  const Template& made = Templates::Get(store_kind);
+  ASSERT_EQ(made.files.count(first) + made.files.count(second), 2u);
+  TempDir scratch;
+  const std::string dir = scratch.Sub("store");
+  CopyStore(made.store, dir);
+  std::vector<FileDamage> done;
+  if (first == second) {
+    for (double at : {1.0 / 3, 2.0 / 3}) {
+      done.push_back(ApplyDamage(dir, made.files.at(first), damage, "", at));
+    }
+  } else {
+    for (FileKind kind : {first, second}) {
+      done.push_back(ApplyDamage(dir, made.files.at(kind), damage,
+                                 fs::path(made.foreign) / made.foreign_files.at(kind)));
+    }
+  }
+  RepairAndCheck(dir, made.model, done);
+}
+
+std::string DoubleCaseName(const ::testing::TestParamInfo<DoubleDamageCase>& info) {
+  return std::string(Name(std::get<0>(info.param))) + Name(std::get<1>(info.param)) + "And" +
+         Name(std::get<2>(info.param)) + Name(std::get<3>(info.param));
+}
+
+// The files that hold records (and CURRENT), each with each other and with
+// itself.
+std::vector<DoubleDamageCase> DoubleCases() {
+  std::vector<DoubleDamageCase> cases;
+  for (StoreKind store : kStoreKinds) {
+    const std::vector<FileKind> kinds =
+        FileKindsOf(store, {FileKind::kWal, FileKind::kChunkFile, FileKind::kIndexTable,
+                            FileKind::kManifestTable, FileKind::kIdentity, FileKind::kCurrent});
+    for (size_t first = 0; first < kinds.size(); ++first) {
+      for (size_t second = first; second < kinds.size(); ++second) {
+        for (Damage damage : {Damage::kDelete, Damage::kFlipMiddle, Damage::kForeign}) {
+          cases.emplace_back(store, kinds[first], kinds[second], damage);
+        }
+      }
+    }
+  }
+  return cases;
+}
+
+INSTANTIATE_TEST_SUITE_P(TwoDamages, DoubleDamageTest, ::testing::ValuesIn(DoubleCases()),
+                         DoubleCaseName);
 
 // A store in a directory the process may not enter (another user's 0700
 // store), and a path below it: IOError naming the path, for readers and
@@ -523,61 +639,95 @@ TEST(PermissionTest, AStoreThatCannotBeEnteredIsAnIOErrorNamingThePath) {
   fs::permissions(store, fs::perms::owner_all, fs::perm_options::replace);
 }
 
-// Random damage to a random file, many rounds. CKPTDB_DAMAGE_ROUNDS sets the
-// count (default 12), CKPTDB_DAMAGE_SEED the seed (printed).
-TEST(RandomDamageTest, NoWrongByteAndRepairAlwaysLeavesAWorkingStore) {
-  const uint64_t rounds = testing::EnvNumber("CKPTDB_DAMAGE_ROUNDS", 12);
-  const uint64_t seed = testing::SeedFromEnv("CKPTDB_DAMAGE_SEED", 20261201);
+// One random damage to a random file.
+FileDamage RandomDamage(const std::string& dir, std::mt19937_64& random, std::string* kind) {
+  std::vector<fs::path> files;
+  for (const fs::directory_entry& entry : fs::recursive_directory_iterator(dir)) {
+    if (entry.is_regular_file()) files.push_back(entry.path());
+  }
+  std::sort(files.begin(), files.end());
+  const fs::path target = files[random() % files.size()];
+  std::string bytes = ReadBytes(target);
+  FileDamage done{fs::relative(target, dir).string(), false, std::nullopt, {}};
+  switch (random() % 4) {
+    case 0:
+      *kind = "delete";
+      fs::remove(target);
+      done.deleted = true;
+      break;
+    case 1: {
+      *kind = "truncate";
+      const size_t size = bytes.empty() ? 0 : random() % bytes.size();
+      WriteBytes(target, bytes.substr(0, size));
+      done.truncated_to = size;
+      break;
+    }
+    case 2: {
+      *kind = "flip";
+      if (bytes.empty()) bytes = "x";
+      const size_t at = random() % bytes.size();
+      const size_t end = std::min(bytes.size(), at + 1 + random() % 64);
+      for (size_t i = at; i < end; ++i) {
+        bytes[i] = static_cast<char>(bytes[i] ^ static_cast<char>(1 + random() % 255));
+      }
+      WriteBytes(target, bytes);
+      done.ranges.emplace_back(at, end);
+      break;
+    }
+    default: {
+      *kind = "zero a block";
+      const size_t at = bytes.empty() ? 0 : random() % bytes.size();
+      const size_t end = std::min(bytes.size(), at + 4096);
+      for (size_t i = at; i < end; ++i) bytes[i] = '\0';
+      WriteBytes(target, bytes);
+      done.ranges.emplace_back(at, end);
+      break;
+    }
+  }
+  return done;
+}
+
+// Two random damages each round (a third of the time in the same file),
+// to stores of both kinds. CKPTDB_DAMAGE_ROUNDS sets the count (default
+// 60), CKPTDB_DAMAGE_SEED the seed (printed). Reports the steps repair kept
+// of those the damage left intact; none may be lost, no byte may be wrong.
+TEST(RandomDamageTest, RepairLosesNoIntactStepAndReturnsNoWrongByte) {
+  const uint64_t rounds = testing::EnvNumber("CKPTDB_DAMAGE_ROUNDS", 60);
+  const uint64_t seed = testing::SeedFromEnv("CKPTDB_DAMAGE_SEED", 20261206);
   std::mt19937_64 random(seed);
-  const Templates& templates = Templates::Get();
   std::map<std::string, int> kinds;
   int wrong = 0;
+  uint64_t intact = 0;
   uint64_t salvaged = 0;
-  uint64_t dropped = 0;
+  uint64_t lost_intact = 0;
   uint64_t failed_repairs = 0;
   for (uint64_t round = 0; round < rounds; ++round) {
+    const StoreKind store_kind = round % 2 == 0 ? StoreKind::kSessions : StoreKind::kOneSession;
+    const Template& made = Templates::Get(store_kind);
     TempDir scratch;
     const std::string dir = scratch.Sub("store");
-    CopyStore(templates.store(), dir);
-    std::vector<fs::path> files;
-    for (const fs::directory_entry& entry : fs::recursive_directory_iterator(dir)) {
-      if (entry.is_regular_file()) files.push_back(entry.path());
-    }
-    std::sort(files.begin(), files.end());
-    const fs::path target = files[random() % files.size()];
-    std::string bytes = ReadBytes(target);
-    std::string kind;
-    switch (random() % 4) {
-      case 0:
-        kind = "delete";
-        fs::remove(target);
-        break;
-      case 1:
-        kind = "truncate";
-        WriteBytes(target, bytes.substr(0, bytes.empty() ? 0 : random() % bytes.size()));
-        break;
-      case 2: {
-        kind = "flip";
-        if (bytes.empty()) bytes = "x";
+    CopyStore(made.store, dir);
+    std::vector<FileDamage> done;
+    std::string trace = std::string(Name(store_kind)) + ":";
+    for (int damage = 0; damage < 2; ++damage) {
+      std::string kind;
+      if (damage == 1 && random() % 3 == 0 && fs::exists(fs::path(dir) / done[0].file) &&
+          fs::file_size(fs::path(dir) / done[0].file) > 0) {
+        // A second place in the same file.
+        std::string bytes = ReadBytes(fs::path(dir) / done[0].file);
         const size_t at = random() % bytes.size();
-        const size_t count = 1 + random() % 64;
-        for (size_t i = at; i < std::min(bytes.size(), at + count); ++i) {
-          bytes[i] = static_cast<char>(bytes[i] ^ static_cast<char>(1 + random() % 255));
-        }
-        WriteBytes(target, bytes);
-        break;
+        const size_t end = std::min(bytes.size(), at + 1 + random() % 64);
+        for (size_t i = at; i < end; ++i) bytes[i] = static_cast<char>(~bytes[i]);
+        WriteBytes(fs::path(dir) / done[0].file, bytes);
+        done.push_back({done[0].file, false, std::nullopt, {{at, end}}});
+        kind = "flip (same file)";
+      } else {
+        done.push_back(RandomDamage(dir, random, &kind));
       }
-      default: {
-        kind = "zero a block";
-        const size_t at = bytes.empty() ? 0 : random() % bytes.size();
-        for (size_t i = at; i < std::min(bytes.size(), at + 4096); ++i) bytes[i] = '\0';
-        WriteBytes(target, bytes);
-        break;
-      }
+      ++kinds[kind];
+      trace += " " + kind + " " + done.back().file;
     }
-    ++kinds[kind];
-    SCOPED_TRACE("round " + std::to_string(round) + ": " + kind + " " +
-                 fs::relative(target, dir).string());
+    SCOPED_TRACE("round " + std::to_string(round) + ": " + trace);
     {
       CheckpointerOptions options = TemplateOptions();
       options.create = false;
@@ -595,17 +745,25 @@ TEST(RandomDamageTest, NoWrongByteAndRepairAlwaysLeavesAWorkingStore) {
       continue;
     }
     const std::set<int64_t> kept = CheckRepaired(dir, &wrong);
-    salvaged += kept.size();
-    dropped += report->dropped_steps.size();
+    for (int64_t step : made.model.IntactSteps(done)) {
+      ++intact;
+      if (kept.count(step) != 0) {
+        ++salvaged;
+      } else {
+        ++lost_intact;
+        ADD_FAILURE() << "repair lost step " << step << ", which was intact";
+      }
+    }
   }
-  std::printf("random damage: %llu rounds (", static_cast<unsigned long long>(rounds));
+  std::printf("random double damage: %llu rounds (", static_cast<unsigned long long>(rounds));
   for (const auto& [kind, count] : kinds) std::printf("%s %d; ", kind.c_str(), count);
-  std::printf(") steps salvaged %llu of %llu, dropped by repair %llu, failed repairs %llu, "
-              "wrong bytes %d\n",
-              static_cast<unsigned long long>(salvaged),
+  std::printf(") intact steps salvaged %llu of %llu (of %llu steps), intact steps lost %llu, "
+              "failed repairs %llu, wrong bytes %d\n",
+              static_cast<unsigned long long>(salvaged), static_cast<unsigned long long>(intact),
               static_cast<unsigned long long>(rounds * kSteps.size()),
-              static_cast<unsigned long long>(dropped),
+              static_cast<unsigned long long>(lost_intact),
               static_cast<unsigned long long>(failed_repairs), wrong);
+  EXPECT_EQ(lost_intact, 0u);
   EXPECT_EQ(wrong, 0);
 }
 
