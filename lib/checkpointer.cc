@@ -760,9 +760,17 @@ Result<Checkpointer::Impl::ReadableStep> Checkpointer::Impl::OpenStepForRead(int
 
 Status Checkpointer::Impl::Restore(Tree* state, int64_t step, const RestoreOptions& options) {
   if (state == nullptr) return Status::InvalidArgument("Restore into a null tree");
-  const bool nothing_readable =
-      steps_.empty() || (steps_.size() == 1 && steps_.begin()->first == uncommitted_step_);
-  if (!closed_ && nothing_readable && options.noop_if_missing) return Status::OK();
+  auto nothing_readable = [&]() REQUIRES(mu_) {
+    return steps_.empty() || (steps_.size() == 1 && steps_.begin()->first == uncommitted_step_);
+  };
+  if (!closed_ && nothing_readable() && options.noop_if_missing) {
+    // A reader's step list may predate the writer's first commit.
+    if (store_->read_only()) {
+      Status reloaded = Reload();
+      if (!reloaded.ok()) return reloaded;
+    }
+    if (nothing_readable()) return Status::OK();
+  }
   Result<ReadableStep> readable = OpenStepForRead(step);
   if (!readable.ok()) return readable.status();
   return RestoreIntoTemplate(*store_, readable->manifest, state, options, Threads());

@@ -679,6 +679,8 @@ Result<RepairReport> RepairStore(const std::string& workdir, rocksdb::Env* env) 
   if (!problems.ok()) return problems.status();
   if (problems->empty()) {
     report.kept_steps = steps_before;
+    status = TrimRepairDirs(workdir, &report.backups_removed);
+    if (!status.ok()) return status;
     return report;
   }
   report.findings.insert(report.findings.end(), problems->begin(), problems->end());

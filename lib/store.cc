@@ -479,7 +479,7 @@ Status Store::CatchUp() {
 std::vector<std::string> Store::CheckTableFiles() const {
   // The small families' files come and go with RocksDB's compactions (a
   // live writer's, or this writer's own): only a static store's are stable.
-  return TableFileProblems(rep_->db.get(), dir_, mode_ == Mode::kDiagnose);
+  return TableFileProblems(rep_->db.get(), dir_, mode_ == Mode::kDiagnose || mode_ == Mode::kRepair);
 }
 
 bool Store::damage_seen() const { return rep_->damage_seen; }

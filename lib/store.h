@@ -87,8 +87,9 @@ class Store {
   enum class Mode {
     kWrite,     // create if missing; takes the single-writer lock
     kReadOnly,  // follows a writer in another process (a RocksDB secondary)
-    kRepair,    // kWrite for repair, whose caller holds the writer lock and
-                // keeps readers out (LockOutReaders) for the whole repair
+    kRepair,    // read-only, for repair's look at a store before it decides
+                // anything: the writer's checks, then a static snapshot (the
+                // caller holds the writer lock and keeps readers out)
     kDiagnose,  // read-only, for verify on a store the other modes refuse:
                 // opens what RocksDB can read without checking table files,
                 // so that reads name the damaged ones (a static snapshot)
@@ -115,7 +116,7 @@ class Store {
   ~Store();
 
   const std::string& dir() const { return dir_; }
-  bool read_only() const { return mode_ == Mode::kReadOnly || mode_ == Mode::kDiagnose; }
+  bool read_only() const { return mode_ != Mode::kWrite; }
   const ChunkHasher& hasher() const { return *hasher_; }
   // The store's format version (what it was created with).
   uint32_t format_version() const { return format_version_; }
@@ -186,7 +187,7 @@ class Store {
 
   // Table files that are missing or whose size differs from what RocksDB
   // recorded, one line each naming the file (stat only): the chunk files,
-  // which only ckptdb's GC removes, and in kDiagnose mode (a static store)
+  // which only ckptdb's GC removes, and in kDiagnose and kRepair modes (a static store)
   // the files of every family.
   std::vector<std::string> CheckTableFiles() const;
   // Whether a chunk read failed (Corruption or I/O error) since open;

@@ -308,7 +308,7 @@ Result<std::unique_ptr<Store>> Store::OpenOrCreate(const std::string& dir, Mode 
                                                    const StoreIdentity* new_identity) {
   std::unique_ptr<Store> store(new Store(dir, mode));
   Rep& rep = *store->rep_;
-  const bool writing = mode == Mode::kWrite || mode == Mode::kRepair;
+  const bool writing = mode == Mode::kWrite;
   Result<DirKind> kind = ClassifyDirectory(dir);
   if (!kind.ok()) return kind.status();
   if (new_identity != nullptr && *kind != DirKind::kMissing && *kind != DirKind::kEmpty) {
@@ -319,6 +319,9 @@ Result<std::unique_ptr<Store>> Store::OpenOrCreate(const std::string& dir, Mode 
         dir + " is not a ckptdb store (it holds other files); nothing was changed");
   }
   if (!writing && (*kind == DirKind::kMissing || *kind == DirKind::kEmpty)) {
+    return Status::NotFound("no ckptdb store in " + dir);
+  }
+  if (mode == Mode::kRepair && *kind != DirKind::kDatabase) {
     return Status::NotFound("no ckptdb store in " + dir);
   }
   if (!writing && *kind == DirKind::kCreating) {
@@ -369,7 +372,7 @@ Result<std::unique_ptr<Store>> Store::OpenOrCreate(const std::string& dir, Mode 
     Status checked =
         mode == Mode::kDiagnose ? Status::OK() : CheckDatabaseFiles(dir, identity.has_value());
     if (!checked.ok()) return checked;
-    if (writing) {
+    if (writing || mode == Mode::kRepair) {
       checked = ProbeDatabase(dir, env, identity, ProbeChecks::kWriter);
     } else if (mode == Mode::kReadOnly) {
       // A live writer can delete a file (GC, compaction) between the
@@ -397,11 +400,13 @@ Result<std::unique_ptr<Store>> Store::OpenOrCreate(const std::string& dir, Mode 
                          error.find("lock hold by current process") != std::string::npos)) {
       return Status::Busy("another process has " + dir + " open for writing (" + error + ")");
     }
-  } else if (mode == Mode::kDiagnose) {
-    // Whatever RocksDB can still read, without opening table files up front
-    // or checking them: reads from a damaged file then fail one by one.
-    options.paranoid_checks = false;
-    options.max_open_files = 64;
+  } else if (mode == Mode::kDiagnose || mode == Mode::kRepair) {
+    if (mode == Mode::kDiagnose) {
+      // Whatever RocksDB can still read, without opening table files up
+      // front or checking them: reads from a damaged file then fail one by one.
+      options.paranoid_checks = false;
+      options.max_open_files = 64;
+    }
     opened = rocksdb::DB::OpenForReadOnly(options, dir, FamilyDescriptors(), &rep.handles, &raw_db);
   } else {
     Result<std::pair<std::string, LockedFile>> reader_dir = NewReaderDir(dir);

@@ -37,15 +37,6 @@ std::vector<int64_t> ReadLoggedSteps(const std::string& log_path) {
   return steps;
 }
 
-pid_t Spawn(const std::vector<std::string>& argv) {
-  std::vector<char*> args;
-  for (const std::string& arg : argv) args.push_back(const_cast<char*>(arg.c_str()));
-  args.push_back(nullptr);
-  pid_t pid = 0;
-  EXPECT_EQ(posix_spawn(&pid, args[0], nullptr, nullptr, args.data(), environ), 0);
-  return pid;
-}
-
 // How many kills each crash test makes: CKPTDB_CRASH_ROUNDS (default 4; the
 // long run sets 1000 or more).
 int CrashRounds() {
@@ -77,7 +68,7 @@ void CrashAndCheck(std::optional<int64_t> max_to_keep) {
                                      std::to_string(kCrashStateMegabytes),
                                      log};
     if (max_to_keep.has_value()) argv.push_back(std::to_string(*max_to_keep));
-    pid_t child = Spawn(argv);
+    pid_t child = testing::SpawnProcess(argv);
     ASSERT_GT(child, 0);
     // Let it commit a step, then kill it at a random instant of a later save
     // (a save of this state, with retention and GC, takes tens of ms).

@@ -17,6 +17,14 @@
 //       LAST_STEP; restores every visited step and checks every byte. Prints
 //       "visit STEP" for each (flushed at once), then "visited N", and exits 0
 //       when every restore was exact.
+//   test_process repair DIR
+//       repairs DIR (ckpt-inspect repair's RepairStore). Exit 0: done; 3:
+//       Busy; 1: other error. Meant to be killed at random moments too.
+//   test_process restore-loop DIR MEGABYTES SECONDS
+//       for SECONDS, opens DIR read-only, restores every step and checks
+//       every byte, closes, again and again; opens refused (a repair is
+//       running, or the store is damaged until it has run) are counted.
+//       Prints "restored N, refused N"; exit 0, or 2 on a wrong byte.
 //   test_process open-unprivileged DIR reader|writer
 //       drops root privileges (to uid and gid 65534) if it has them, then
 //       opens DIR. Exit 0: IOError naming DIR; 1: opened; 2: anything else
@@ -24,12 +32,14 @@
 
 #include <unistd.h>
 
+#include <chrono>
 #include <csignal>
 #include <cstdio>
 #include <fstream>
 #include <string>
 
 #include "ckptdb/ckptdb.h"
+#include "repair.h"
 #include "test_util.h"
 
 using ckptdb::Checkpointer;
@@ -135,6 +145,40 @@ int Evaluate(const std::string& dir, size_t megabytes, int64_t last_step) {
   return 0;
 }
 
+int Repair(const std::string& dir) {
+  auto report = ckptdb::RepairStore(dir);
+  if (report.ok()) return 0;
+  std::fprintf(stderr, "test_process: %s\n", report.status().ToString().c_str());
+  return report.status().code() == ckptdb::Status::Code::kBusy ? 3 : 1;
+}
+
+int RestoreLoop(const std::string& dir, size_t megabytes, int seconds) {
+  const auto end = std::chrono::steady_clock::now() + std::chrono::seconds(seconds);
+  CheckpointerOptions options;
+  options.create = false;
+  int restored = 0;
+  int refused = 0;
+  while (std::chrono::steady_clock::now() < end) {
+    auto checkpointer = Checkpointer::Open(dir, options);
+    if (!checkpointer.ok()) {
+      ++refused;
+      continue;
+    }
+    for (int64_t step : (*checkpointer)->AllSteps()) {
+      auto tree = (*checkpointer)->RestoreTree(step);
+      if (!tree.ok()) continue;  // damaged, or pruned meanwhile: an error, never wrong bytes
+      if (!tree->ContentEquals(ckptdb::testing::MakeStepState(step, megabytes))) {
+        std::fprintf(stderr, "test_process: step %lld restored wrong bytes\n",
+                     static_cast<long long>(step));
+        return 2;
+      }
+      ++restored;
+    }
+  }
+  std::printf("restored %d, refused %d\n", restored, refused);
+  return 0;
+}
+
 }  // namespace
 
 int OpenUnprivileged(const std::string& dir, bool writer) {
@@ -171,6 +215,10 @@ int main(int argc, char** argv) {
     return HoldAndDie(args[1], std::stoll(args[2]));
   if (args.size() == 4 && args[0] == "evaluate") {
     return Evaluate(args[1], std::stoul(args[2]), std::stoll(args[3]));
+  }
+  if (args.size() == 2 && args[0] == "repair") return Repair(args[1]);
+  if (args.size() == 4 && args[0] == "restore-loop") {
+    return RestoreLoop(args[1], std::stoul(args[2]), std::stoi(args[3]));
   }
   std::fprintf(stderr, "usage: see the comment at the top of test/test_process.cc\n");
   return 2;

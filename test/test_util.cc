@@ -142,16 +142,22 @@ uint64_t SeedFromEnv(const char* name, uint64_t fixed) {
 
 std::string TestProcessPath() { return CKPTDB_TEST_PROCESS_PATH; }
 
-int RunProcess(const std::vector<std::string>& argv) {
+pid_t SpawnProcess(const std::vector<std::string>& argv) {
   std::vector<char*> args;
   for (const std::string& arg : argv) args.push_back(const_cast<char*>(arg.c_str()));
   args.push_back(nullptr);
   pid_t pid = 0;
   if (posix_spawn(&pid, args[0], nullptr, nullptr, args.data(), environ) != 0) return -1;
+  return pid;
+}
+
+int WaitProcess(pid_t pid) {
   int status = 0;
-  if (waitpid(pid, &status, 0) != pid) return -1;
+  if (pid < 0 || waitpid(pid, &status, 0) != pid) return -1;
   if (WIFSIGNALED(status)) return 128 + WTERMSIG(status);
   return WEXITSTATUS(status);
 }
+
+int RunProcess(const std::vector<std::string>& argv) { return WaitProcess(SpawnProcess(argv)); }
 
 }  // namespace ckptdb::testing

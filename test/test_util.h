@@ -7,6 +7,8 @@
 
 #include <gtest/gtest.h>
 
+#include <sys/types.h>
+
 #include <cstdint>
 #include <functional>
 #include <string>
@@ -79,8 +81,12 @@ uint64_t SeedFromEnv(const char* name, uint64_t fixed);
 // The path of the helper program test_process (built beside the tests).
 std::string TestProcessPath();
 
-// Runs `argv` as a child process and waits; returns its exit code, or
-// 128 + signal number when it was killed.
+// Starts `argv` as a child process (-1 if it cannot be started).
+pid_t SpawnProcess(const std::vector<std::string>& argv);
+// Waits for a child; returns its exit code, or 128 + signal number when it
+// was killed (-1 if it cannot be waited for).
+int WaitProcess(pid_t pid);
+// Runs `argv` as a child process and waits (SpawnProcess, WaitProcess).
 int RunProcess(const std::vector<std::string>& argv);
 
 }  // namespace ckptdb::testing
