@@ -45,6 +45,9 @@ __all__ = ["Checkpointer", "CorruptionError", "TensorBits"]
 # of its torch tensors, so that restore() without a template gives them back.
 _TUPLES_KEY = "ckptdb/python_tuples"
 _TORCH_KEY = "ckptdb/python_torch"
+# How often restore() looks the latest step up again when retention deletes
+# it between the lookup and the hold (each time, a newer step exists).
+_LATEST_STEP_ATTEMPTS = 16
 
 
 def _is_torch(value):
@@ -236,12 +239,19 @@ class Checkpointer:
         a new tree. FileNotFoundError when the step is missing; with
         `noop_if_missing` and no step at all, `state` itself."""
         if noop_if_missing and not self.all_steps:
-            return state
+            self.reload()  # a reader's list may predate the writer's first commit
+            if not self.all_steps:
+                return state
         if state is None:
-            # The latest step is resolved once, so that the tree and its
-            # metadata describe the same step.
-            metadata = self._native.item_metadata(int(step))
-            tree = self._native.restore_tree(metadata["step"])
+            # One hold across both calls: the tree and its metadata describe
+            # the same step, which retention (of this process's own saves in
+            # another thread too) leaves alone until it is read.
+            hold = self._hold(step)
+            try:
+                metadata = self._native.item_metadata(hold.step)
+                tree = self._native.restore_tree(hold.step)
+            finally:
+                hold.release()
             recorded = metadata["user_metadata"]
             tuples = set(json.loads(recorded.get(_TUPLES_KEY, "[]")))
             tensors = set(json.loads(recorded.get(_TORCH_KEY, "[]")))
@@ -250,6 +260,17 @@ class Checkpointer:
         native = _to_native(state, bool(donate), torch_paths, [])
         restored = self._native.restore_into(native, int(step), bool(donate))
         return _back_to_torch(state, restored, bool(donate)) if torch_paths else restored
+
+    def _hold(self, step):
+        """A hold on `step`; for -1, on the latest step, looked up again when
+        retention deletes it between the lookup and the hold."""
+        for _ in range(_LATEST_STEP_ATTEMPTS):
+            try:
+                return self._native.hold_step(int(step))
+            except FileNotFoundError:
+                if int(step) != -1:
+                    raise
+        return self._native.hold_step(int(step))
 
     def item_metadata(self, step=-1):
         """What `step` holds without reading tensor data: "tree" (nested dicts

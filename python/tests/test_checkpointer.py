@@ -388,6 +388,51 @@ def test_checkpoints_cross_between_python_and_the_cpp_library(tmp_path):
     assert blob[8 + length + begin:8 + length + end] == tensors["params/kernel"].tobytes()
 
 
+def test_restore_of_the_latest_step_while_another_thread_saves_with_retention(workdir):
+    import threading
+    ckpt = ckptdb.Checkpointer(workdir, save_interval_steps=1, max_to_keep=1)
+    ckpt.save(make_state(0), step=0)
+    ckpt.wait_until_finished()
+    stop = threading.Event()
+    errors = []
+
+    def train():
+        step = 1
+        while not stop.is_set():
+            try:
+                ckpt.save(make_state(step % 3), step=step)
+                ckpt.wait_until_finished()
+            except Exception as error:  # reported below
+                errors.append(error)
+                return
+            step += 1
+
+    trainer = threading.Thread(target=train)
+    trainer.start()
+    try:
+        for _ in range(200):
+            restored = ckpt.restore()
+            assert_same(restored, make_state(restored["step"] - 10))
+    finally:
+        stop.set()
+        trainer.join()
+    assert not errors
+    ckpt.close()
+
+
+def test_noop_if_missing_of_a_reader_looks_for_steps_committed_since_it_opened(workdir):
+    trainer = ckptdb.Checkpointer(workdir, save_interval_steps=1)
+    reader = ckptdb.Checkpointer(workdir, save_interval_steps=1, create=False)
+    template = {"x": np.zeros(4, np.float32)}
+    assert reader.restore(template, noop_if_missing=True) is template
+    trainer.save({"x": np.arange(4, dtype=np.float32)}, step=1)
+    trainer.wait_until_finished()
+    restored = reader.restore(template, noop_if_missing=True)
+    assert restored["x"].tolist() == [0.0, 1.0, 2.0, 3.0]
+    reader.close()
+    trainer.close()
+
+
 def test_the_step_an_evaluator_reads_is_held_against_retention(workdir):
     with ckptdb.Checkpointer(workdir, save_interval_steps=1, max_to_keep=1) as trainer:
         trainer.save({"w": np.full(4, 0.0)}, step=0)
