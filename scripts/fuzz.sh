@@ -19,10 +19,10 @@ if ! [[ $seconds =~ ^[0-9]+$ ]] || [ "$seconds" -eq 0 ]; then
   echo "usage: bash scripts/fuzz.sh [SECONDS_PER_TARGET]" >&2
   exit 2
 fi
-targets=(manifest chunk safetensors inspect part)
+targets=(manifest chunk safetensors inspect part salvage)
 # The seed corpus of each target (inspect takes files, as safetensors does).
 declare -A corpus_of=([manifest]=manifest [chunk]=chunk [safetensors]=safetensors
-  [inspect]=safetensors [part]=part)
+  [inspect]=safetensors [part]=part [salvage]=salvage)
 
 # What the build needs, plus clang and its sanitizer and libFuzzer runtimes.
 source scripts/packages.sh

@@ -1,14 +1,18 @@
-// Writes the seed corpus of the fuzz targets into DIR/manifest, DIR/chunk and
-// DIR/safetensors: valid inputs made with the library's own encoders from a
-// few trees, and hand-made edge cases (edge_*), valid or not. Deterministic:
-// every run writes the same bytes. Files of the same name are replaced, others
-// are left alone. test/fuzz/corpus holds its output:
+// Writes the seed corpus of the fuzz targets into DIR/manifest, DIR/chunk,
+// DIR/safetensors, DIR/part and DIR/salvage: valid inputs made with the
+// library's own encoders from a few trees, and hand-made edge cases (edge_*),
+// valid or not. Deterministic (every run writes the same bytes) but for the
+// salvage seeds: a small store's table files and log, into which RocksDB
+// writes ids and times of its own. Files of the same name are replaced,
+// others are left alone. test/fuzz/corpus holds its output:
 //
 //   make_corpus test/fuzz/corpus
 //
 // Input formats: manifest and safetensors seeds are the bytes DecodeManifest
 // and ParseSafetensors read; a chunk seed is a 4-byte little-endian expected
-// size followed by a stored chunk (see chunk_fuzzer.cc).
+// size followed by a stored chunk (see chunk_fuzzer.cc); a salvage seed is
+// a byte choosing table file (0) or log (1), then the file
+// (salvage_fuzzer.cc).
 
 #include <flatbuffers/flatbuffers.h>
 
@@ -28,6 +32,7 @@
 
 #include "chunk_codec.h"
 #include "chunk_digest.h"
+#include "ckptdb/checkpointer.h"
 #include "manifest.h"
 #include "manifest_generated.h"
 #include "multiprocess.h"
@@ -586,6 +591,36 @@ void WriteSafetensorsSeeds(const fs::path& dir) {
                              "x"));
 }
 
+// A small store's table files and log, in two writer sessions (the second
+// reopens, writing the first's log into table files of every family).
+void WriteSalvageSeeds(const fs::path& dir) {
+  const fs::path store = fs::temp_directory_path() / "ckptdb-make-corpus-store";
+  fs::remove_all(store);
+  CheckpointerOptions options;
+  options.chunk_size_bytes = 4 << 10;  // the smallest
+  options.staging_bytes = 1 << 20;
+  for (int session = 0; session < 2; ++session) {
+    std::unique_ptr<Checkpointer> checkpointer =
+        Must(Checkpointer::Open(store.string(), options), "opening " + store.string());
+    SaveOptions force;
+    force.force = true;
+    Must(checkpointer->Save(SmallModelTree(), 1 + 2 * session, force).status(), "saving");
+    Must(checkpointer->Save(ScalarsTree(), 2 + 2 * session, force).status(), "saving");
+    Must(checkpointer->Close(), "closing");
+  }
+  for (const fs::directory_entry& entry : fs::directory_iterator(store)) {
+    const std::string name = entry.path().filename().string();
+    const bool table = name.ends_with(".sst");
+    if ((!table && !name.ends_with(".log")) || entry.file_size() + 1 > kMaxSeedSize ||
+        entry.file_size() == 0) {
+      continue;
+    }
+    WriteSeed(dir / ((table ? "table_" : "log_") + name),
+              std::string(1, table ? '\0' : '\1') + ReadAll(entry.path()));
+  }
+  fs::remove_all(store);
+}
+
 }  // namespace
 }  // namespace ckptdb
 
@@ -596,11 +631,12 @@ int main(int argc, char** argv) {
   }
   namespace fs = std::filesystem;
   const fs::path root = argv[1];
-  for (const char* target : {"manifest", "chunk", "safetensors", "part"})
+  for (const char* target : {"manifest", "chunk", "safetensors", "part", "salvage"})
     fs::create_directories(root / target);
   ckptdb::WritePartSeeds(root / "part");
   ckptdb::WriteManifestSeeds(root / "manifest");
   ckptdb::WriteChunkSeeds(root / "chunk");
   ckptdb::WriteSafetensorsSeeds(root / "safetensors");
+  ckptdb::WriteSalvageSeeds(root / "salvage");
   return 0;
 }
