@@ -24,5 +24,9 @@ ninja -C "$dir" >/dev/null || exit 1
 export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1
 export UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
 export TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1 suppressions=$PWD/test/tsan.supp"
-# Sanitized code runs several times slower: give every test more time.
+# Sanitized code runs several times slower: give every test more time, and
+# run a fifth of the damage matrix and a few rounds of its randomized run
+# (the release build runs them whole).
+export CKPTDB_DAMAGE_STRIDE=${CKPTDB_DAMAGE_STRIDE:-5}
+export CKPTDB_DAMAGE_ROUNDS=${CKPTDB_DAMAGE_ROUNDS:-8}
 meson test -C "$dir" --print-errorlogs --timeout-multiplier 4 --no-rebuild --suite unit "${@:2}"

@@ -20,6 +20,7 @@
 #include "store.h"
 #include "store_directory.h"
 #include "store_model.h"
+#include "fault_injection_fs.h"
 #include "test_util.h"
 #include "verifier.h"
 
@@ -231,16 +232,29 @@ TEST(RepairTest, ADamagedChunkNoStepUsesLeavesTheIndexAndTheNextSaveStoresItAnew
   const std::string dir = root.Sub("store");
   CheckpointerOptions options = SmallOptions();
   options.gc_mode = GcMode::kOff;
-  SaveSteps(dir, {1, 2}, options);
-  const std::map<uint64_t, std::string> files = ChunkFilesByGeneration(dir);
-  ASSERT_EQ(files.size(), 2u);
+  // Two states that share no chunk, so that step 1's file is step 1's alone.
+  auto state = [](uint64_t seed) {
+    Tensor bytes = Tensor::Allocate(DType::kUInt8, {256 << 10}).value();
+    std::mt19937_64 random(seed);
+    for (int64_t i = 0; i < bytes.shape()[0]; ++i) {
+      reinterpret_cast<uint8_t*>(bytes.mutable_data())[i] = static_cast<uint8_t>(random() % 7);
+    }
+    Tree tree;
+    (void)tree.Set("bytes", Tree::Leaf(bytes));
+    return tree;
+  };
   {
     auto opened = Checkpointer::Open(dir, options);
     ASSERT_OK(opened.status());
+    for (int64_t step : {1, 2}) {
+      ASSERT_OK((*opened)->Save(state(step), step, testing::Forced()).status());
+    }
     ASSERT_OK((*opened)->Delete(1));  // its chunks stay indexed: GC is off
     ASSERT_OK((*opened)->Close());
   }
-  FlipMiddle(fs::path(dir) / files.begin()->second);  // step 1's own chunks
+  const std::map<uint64_t, std::string> files = ChunkFilesByGeneration(dir);
+  ASSERT_EQ(files.size(), 2u);
+  FlipMiddle(fs::path(dir) / files.begin()->second);  // step 1's chunks
   Result<RepairReport> report = RepairStore(dir);
   ASSERT_OK(report.status());
   EXPECT_TRUE(report->changed) << "a damaged indexed chunk is damage, referenced or not";
@@ -253,15 +267,13 @@ TEST(RepairTest, ADamagedChunkNoStepUsesLeavesTheIndexAndTheNextSaveStoresItAnew
     EXPECT_TRUE(verified->ok()) << verified->problems.front();
   }
   // Step 1's state again, as step 3: it must restore.
-  {
-    auto opened = Checkpointer::Open(dir, options);
-    ASSERT_OK(opened.status());
-    ASSERT_OK((*opened)->Save(MakeStepState(1, kMegabytes), 3, testing::Forced()).status());
-    ASSERT_OK((*opened)->WaitUntilFinished());
-    Result<Tree> three = (*opened)->RestoreTree(3);
-    ASSERT_OK(three.status());
-    EXPECT_TRUE(three->ContentEquals(MakeStepState(1, kMegabytes)));
-  }
+  auto opened = Checkpointer::Open(dir, options);
+  ASSERT_OK(opened.status());
+  ASSERT_OK((*opened)->Save(state(1), 3, testing::Forced()).status());
+  ASSERT_OK((*opened)->WaitUntilFinished());
+  Result<Tree> three = (*opened)->RestoreTree(3);
+  ASSERT_OK(three.status());
+  EXPECT_TRUE(three->ContentEquals(state(1)));
 }
 
 // Delta chunks whose base GC deleted are garbage that can no longer be
@@ -366,6 +378,52 @@ TEST(RepairTest, NothingIsWrittenOrMovedOutsideTheStore) {
   EXPECT_EQ(Listing(outside), std::set<std::string>{"keep"});
   EXPECT_TRUE(fs::is_symlink(fs::path(dir) / "lost"));
   EXPECT_EQ(RestoreAll(dir, /*reader=*/true), (std::set<int64_t>{1, 2}));
+}
+
+// A repair that runs out of space (or meets an I/O error) while it builds
+// the new store, wherever that happens, leaves the store as it was and no
+// repair folder; the next repair, with space, keeps every step.
+TEST(RepairTest, NoSpaceWhileRebuildingLeavesTheStoreAsItWas) {
+  TempDir root;
+  const std::string dir = root.Sub("store");
+  SaveSteps(dir, {1, 2, 3});
+  fs::remove(fs::path(dir) / "CURRENT");
+  const std::set<std::string> before = Listing(dir);
+  for (int successes : {0, 1, 3, 8, 20, 60}) {
+    testing::FaultInjectionFs faults;
+    faults.Arm("/rebuilt/", testing::FaultInjectionFs::Fault::kNoSpace, successes);
+    Result<RepairReport> report = RepairStore(dir, faults.env());
+    if (report.ok()) break;  // the build needed fewer writes than that
+    EXPECT_GT(faults.injected(), 0);
+    EXPECT_NE(report.status().ToString().find("nothing in " + dir + " was changed"),
+              std::string::npos)
+        << report.status().ToString();
+    EXPECT_EQ(Listing(dir), before) << "after " << successes << " writes";
+  }
+  ASSERT_OK(RepairStore(dir).status());
+  EXPECT_EQ(RestoreAll(dir, /*reader=*/true), (std::set<int64_t>{1, 2, 3}));
+}
+
+// Verify names a damaged delta base's file, and not the intact files of the
+// delta chunks resting on it (they cannot be restored, but are not damaged).
+TEST(VerifyTest, ADamagedDeltaBaseIsTheOnlyDamagedFile) {
+  TempDir root;
+  const std::string dir = root.Sub("store");
+  CheckpointerOptions options = SmallOptions();
+  options.max_delta_chain = 1;
+  SaveSteps(dir, {1, 2}, options);
+  const std::map<uint64_t, std::string> files = ChunkFilesByGeneration(dir);
+  ASSERT_EQ(files.size(), 2u);
+  FlipMiddle(fs::path(dir) / files.begin()->second);  // step 1's: step 2's deltas rest on it
+  auto store = Store::Open(dir, Store::Mode::kReadOnly);
+  ASSERT_OK(store.status());
+  Result<VerifyReport> verified = VerifyStore(**store, std::nullopt, {});
+  ASSERT_OK(verified.status());
+  ASSERT_FALSE(verified->ok());
+  EXPECT_EQ(verified->damaged_steps.count(2), 1u) << "step 2's deltas cannot be restored";
+  std::set<std::string> damaged;
+  for (const auto& [file, steps] : verified->damaged_files) damaged.insert(file);
+  EXPECT_EQ(damaged, std::set<std::string>{files.begin()->second});
 }
 
 // A reader opened before the writer's first commit, asked to restore with
