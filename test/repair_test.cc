@@ -105,6 +105,20 @@ std::map<uint64_t, std::string> ChunkFilesByGeneration(const std::string& dir) {
   return files;
 }
 
+// One tensor of 256 KiB of compressible noise drawn from `seed`; with
+// `tweak`, the same but one byte changed in every 4 KiB (so that a delta
+// encoding of it rests on every chunk of the untweaked state).
+Tree NoiseState(uint64_t seed, uint8_t tweak) {
+  Tensor bytes = Tensor::Allocate(DType::kUInt8, {256 << 10}).value();
+  std::mt19937_64 random(seed);
+  auto* data = reinterpret_cast<uint8_t*>(bytes.mutable_data());
+  for (int64_t i = 0; i < bytes.shape()[0]; ++i) data[i] = static_cast<uint8_t>(random() % 7);
+  for (int64_t i = 0; i < bytes.shape()[0]; i += 4 << 10) data[i] ^= tweak;
+  Tree tree;
+  (void)tree.Set("bytes", Tree::Leaf(bytes));
+  return tree;
+}
+
 TEST(RepairTest, AMissingPathAnEmptyFolderAndAFolderOfOtherFilesAreLeftAsTheyAre) {
   TempDir root;
   const std::string missing = root.Sub("missing");
@@ -233,16 +247,7 @@ TEST(RepairTest, ADamagedChunkNoStepUsesLeavesTheIndexAndTheNextSaveStoresItAnew
   CheckpointerOptions options = SmallOptions();
   options.gc_mode = GcMode::kOff;
   // Two states that share no chunk, so that step 1's file is step 1's alone.
-  auto state = [](uint64_t seed) {
-    Tensor bytes = Tensor::Allocate(DType::kUInt8, {256 << 10}).value();
-    std::mt19937_64 random(seed);
-    for (int64_t i = 0; i < bytes.shape()[0]; ++i) {
-      reinterpret_cast<uint8_t*>(bytes.mutable_data())[i] = static_cast<uint8_t>(random() % 7);
-    }
-    Tree tree;
-    (void)tree.Set("bytes", Tree::Leaf(bytes));
-    return tree;
-  };
+  auto state = [](uint64_t seed) { return NoiseState(seed, 0); };
   {
     auto opened = Checkpointer::Open(dir, options);
     ASSERT_OK(opened.status());
@@ -411,7 +416,14 @@ TEST(VerifyTest, ADamagedDeltaBaseIsTheOnlyDamagedFile) {
   const std::string dir = root.Sub("store");
   CheckpointerOptions options = SmallOptions();
   options.max_delta_chain = 1;
-  SaveSteps(dir, {1, 2}, options);
+  {
+    auto opened = Checkpointer::Open(dir, options);
+    ASSERT_OK(opened.status());
+    // Every chunk of step 2 is stored as a delta on step 1's.
+    ASSERT_OK((*opened)->Save(NoiseState(1, 0), 1, testing::Forced()).status());
+    ASSERT_OK((*opened)->Save(NoiseState(1, 1), 2, testing::Forced()).status());
+    ASSERT_OK((*opened)->Close());
+  }
   const std::map<uint64_t, std::string> files = ChunkFilesByGeneration(dir);
   ASSERT_EQ(files.size(), 2u);
   FlipMiddle(fs::path(dir) / files.begin()->second);  // step 1's: step 2's deltas rest on it
