@@ -41,7 +41,9 @@ namespace fs = std::filesystem;
 using testing::FileDamage;
 using testing::MakeStepState;
 using testing::StoreModel;
+using testing::ReadBytes;
 using testing::TempDir;
+using testing::WriteBytes;
 
 constexpr size_t kMegabytes = 1;
 // Steps 2-5 are held; step 1 was pruned (so holds/ exists and the log
@@ -146,16 +148,6 @@ const char* Name(Opener opener) {
     case Opener::kRepair: return "Repair";
   }
   return "?";
-}
-
-std::string ReadBytes(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
-}
-
-void WriteBytes(const fs::path& path, const std::string& bytes) {
-  std::ofstream out(path, std::ios::binary | std::ios::trunc);
-  out << bytes;
 }
 
 // Table files by family, from RocksDB's own metadata.

@@ -28,7 +28,9 @@ namespace {
 
 namespace fs = std::filesystem;
 using Json = nlohmann::json;
+using testing::ReadBytes;
 using testing::TempDir;
+using testing::WriteBytes;
 
 struct ToolRun {
   int code = -1;
@@ -54,15 +56,6 @@ Json ParseOrFail(const std::string& text) {
   Json json = Json::parse(text, nullptr, /*allow_exceptions=*/false);
   EXPECT_FALSE(json.is_discarded()) << "not JSON:\n" << text;
   return json;
-}
-
-std::string ReadBytes(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
-}
-
-void WriteBytes(const std::string& path, const std::string& bytes) {
-  std::ofstream(path, std::ios::binary | std::ios::trunc) << bytes;
 }
 
 Tensor Floats(std::vector<int64_t> shape, float value) {

@@ -29,7 +29,9 @@ namespace {
 
 namespace fs = std::filesystem;
 using testing::MakeStepState;
+using testing::ReadBytes;
 using testing::TempDir;
+using testing::WriteBytes;
 
 constexpr size_t kMegabytes = 1;
 
@@ -50,16 +52,6 @@ void SaveSteps(const std::string& dir, const std::vector<int64_t>& steps,
     ASSERT_OK((*opened)->Save(MakeStepState(step, kMegabytes), step, testing::Forced()).status());
   }
   ASSERT_OK((*opened)->Close());
-}
-
-std::string ReadBytes(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
-}
-
-void WriteBytes(const fs::path& path, const std::string& bytes) {
-  std::ofstream out(path, std::ios::binary | std::ios::trunc);
-  out << bytes;
 }
 
 void FlipMiddle(const fs::path& path) {

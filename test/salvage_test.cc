@@ -22,12 +22,9 @@ namespace ckptdb {
 namespace {
 
 namespace fs = std::filesystem;
+using testing::ReadBytes;
 using testing::TempDir;
-
-std::string ReadBytes(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
-}
+using testing::WriteBytes;
 
 // Steps 1-3 in one writer session (its records flushed into table files of
 // every family at the next open), steps 4-5 in a second one, left in the log.

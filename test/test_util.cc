@@ -9,6 +9,8 @@
 #include <cstring>
 #include <functional>
 #include <filesystem>
+#include <fstream>
+#include <iterator>
 #include <random>
 
 extern char** environ;
@@ -96,6 +98,16 @@ SaveOptions Forced() {
   SaveOptions options;
   options.force = true;
   return options;
+}
+
+std::string ReadBytes(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+}
+
+void WriteBytes(const std::string& path, const std::string& bytes) {
+  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  out << bytes;
 }
 
 uint64_t DirectoryBytes(const std::string& dir) {

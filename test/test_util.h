@@ -63,6 +63,11 @@ Tree DeepCopy(const Tree& tree);
 // SaveOptions with force = true.
 SaveOptions Forced();
 
+// The bytes of the file `path` ("" when it cannot be read), and writing
+// them (replacing the file): how tests damage stores and check files.
+std::string ReadBytes(const std::string& path);
+void WriteBytes(const std::string& path, const std::string& bytes);
+
 // Sum of the sizes of all files under `dir`.
 uint64_t DirectoryBytes(const std::string& dir);
 
