@@ -36,7 +36,7 @@ run build meson test -C build --print-errorlogs
 fuzz=()
 if ! $quick; then
   run build-asan bash scripts/sanitize.sh asan
-  run build-tsan bash scripts/sanitize.sh tsan checkpointer_test reader_test gc_test \
+  run build-tsan bash scripts/sanitize.sh tsan checkpointer_test reader_test gc_test repair_test \
     model_test process_test save_decision_test multiprocess_test
   summary=$(mktemp)
   bash scripts/fuzz.sh 20 | tee "$summary" || status=1
