@@ -23,7 +23,7 @@
 #ifndef CKPTDB_LIB_GARBAGE_COLLECTOR_H_
 #define CKPTDB_LIB_GARBAGE_COLLECTOR_H_
 
-#include "ckptdb/checkpointer.h"
+#include "ckptdb/results.h"
 #include "store.h"
 
 namespace ckptdb {

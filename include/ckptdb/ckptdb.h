@@ -5,6 +5,7 @@
 #include "ckptdb/checkpointer.h"
 #include "ckptdb/coordinator.h"
 #include "ckptdb/options.h"
+#include "ckptdb/results.h"
 #include "ckptdb/status.h"
 #include "ckptdb/tensor.h"
 #include "ckptdb/tree.h"
