@@ -25,7 +25,6 @@ constexpr uint8_t kZstdCompression = 7;
 constexpr uint8_t kTypeDeletion = 0;
 constexpr uint8_t kTypeValue = 1;
 constexpr uint8_t kTypeSingleDeletion = 7;
-constexpr uint8_t kTypeRangeDeletion = 0xf;
 constexpr uint8_t kLastKnownValueType = 0x17;
 constexpr uint64_t kMaxBlockEntriesBytes = 8 << 10;  // before a block's last entry (2x block_size)
 constexpr char kPropertiesBlockName[] = "rocksdb.properties";
