@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstring>
 #include <numeric>
+#include <optional>
 #include <set>
 
 namespace ckptdb {
@@ -118,6 +119,47 @@ void CopyRegion(const std::byte* source, const Box& source_box, uint64_t source_
   }
 }
 
+namespace {
+
+// Where the uncovered element is looked for at most (the search is
+// quadratic in the boxes); beyond, only the count is told.
+constexpr size_t kMaxBoxesToLocateGaps = 2048;
+
+// The first element, row-major, of a tensor of shape `global` that none of
+// the disjoint `boxes` (inside it) covers; nullopt when they cover it. The
+// boxes touching a slab of the first dimension change only where one starts
+// or ends: the slabs there are the only ones to look into.
+std::optional<std::vector<int64_t>> FirstUncovered(const std::vector<Box>& boxes,
+                                                   const std::vector<int64_t>& global) {
+  if (global.empty()) return boxes.empty() ? std::optional<std::vector<int64_t>>(std::vector<int64_t>{})
+                                           : std::nullopt;
+  const std::vector<int64_t> rest(global.begin() + 1, global.end());
+  std::set<int64_t> slabs = {0};
+  for (const Box& box : boxes) {
+    slabs.insert(box.start[0]);
+    slabs.insert(box.start[0] + box.shape[0]);
+  }
+  for (int64_t slab : slabs) {
+    if (slab >= global[0]) break;
+    std::vector<Box> across;
+    uint64_t covered = 0;
+    for (const Box& box : boxes) {
+      if (box.start[0] > slab || slab >= box.start[0] + box.shape[0]) continue;
+      across.push_back({std::vector<int64_t>(box.start.begin() + 1, box.start.end()),
+                        std::vector<int64_t>(box.shape.begin() + 1, box.shape.end())});
+      covered += BoxElements(across.back());
+    }
+    if (covered == BoxElements(WholeBox(rest))) continue;
+    std::optional<std::vector<int64_t>> inside = FirstUncovered(across, rest);
+    if (!inside.has_value()) continue;
+    inside->insert(inside->begin(), slab);
+    return inside;
+  }
+  return std::nullopt;
+}
+
+}  // namespace
+
 std::string TilingProblem(const std::vector<Box>& boxes, const std::vector<int64_t>& global) {
   // Bounds the work a hostile manifest can cause (n^2 / 2 comparisons for a
   // staircase of boxes); a 400 x 400 grid of shards stays below it.
@@ -167,8 +209,12 @@ std::string TilingProblem(const std::vector<Box>& boxes, const std::vector<int64
   uint64_t covered = 0;
   for (const Box& box : boxes) covered += BoxElements(box);
   if (covered != total) {
-    return "the boxes cover " + std::to_string(covered) + " of " +
-           std::to_string(total) + " elements";
+    std::string problem = "the boxes cover " + std::to_string(covered) + " of " +
+                          std::to_string(total) + " elements";
+    std::optional<std::vector<int64_t>> gap;
+    if (boxes.size() <= kMaxBoxesToLocateGaps) gap = FirstUncovered(boxes, global);
+    if (gap.has_value()) problem += "; none covers " + BoxString(Box{*gap, std::vector<int64_t>(gap->size(), 1)});
+    return problem;
   }
   return {};
 }

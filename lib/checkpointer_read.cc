@@ -37,20 +37,20 @@ Status Checkpointer::Impl::LoadSteps() {
 }
 
 Result<int64_t> Checkpointer::Impl::ResolveStep(int64_t step) const {
+  // The latest step is the largest listed, here as in LatestStep().
   if (step == kLatestStep) {
-    // The newest committed step: a multi-process save whose commit round
-    // waits for the caller is listed, but not readable yet.
-    for (auto it = steps_.rbegin(); it != steps_.rend(); ++it) {
-      if (it->first != uncommitted_step_) return it->first;
-    }
-    return Status::NotFound("no checkpoint in " + workdir_);
+    if (steps_.empty()) return Status::NotFound("no checkpoint in " + workdir_);
+    step = steps_.rbegin()->first;
+  } else if (step < 0) {
+    return Status::InvalidArgument("invalid " + StepName(step));
   }
-  if (step < 0) return Status::InvalidArgument("invalid " + StepName(step));
+  // A multi-process save whose commit waits for the caller is listed, but
+  // not readable yet.
   if (step == uncommitted_step_) {
     return Status::FailedPrecondition(
         StepName(step) + " is saved but not committed yet: its commit waits for the next "
-                         "Save, WaitUntilFinished, Delete, CollectGarbage or Close on every "
-                         "process");
+                         "Save, MaybeSave, ShouldSave, WaitUntilFinished, Delete, "
+                         "CollectGarbage or Close on every process");
   }
   return step;
 }

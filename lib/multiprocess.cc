@@ -1,5 +1,6 @@
 #include "multiprocess.h"
 
+#include <algorithm>
 #include <map>
 #include <set>
 
@@ -150,15 +151,12 @@ Result<ProcessPart> DecodePart(std::string_view bytes, int process, uint64_t gen
 
 namespace {
 
-// Empty when `node` of process `process` has the structure, dtype and shape
-// of the primary's `expected`; else what differs.
-std::string StructureDifference(const ManifestNode& expected, const ManifestNode& node) {
+// Empty when `node` has the kind, dtype and shape of the primary's
+// `expected` (the same path); else what differs.
+std::string NodeDifference(const ManifestNode& expected, const ManifestNode& node) {
   if (node.kind != expected.kind) {
     return "is a " + std::string(KindName(node.kind)) + " there, a " +
            std::string(KindName(expected.kind)) + " on the primary";
-  }
-  if (node.key != expected.key || node.child_count != expected.child_count) {
-    return "has other children there than on the primary";
   }
   if (node.kind == Tree::Kind::kTensor &&
       (node.dtype != expected.dtype || node.shape != expected.shape)) {
@@ -169,25 +167,40 @@ std::string StructureDifference(const ManifestNode& expected, const ManifestNode
   return {};
 }
 
+// Empty when process `process` saved the primary's tree (`expected`, from
+// process `primary`); else the first place where they differ, in pre-order,
+// blaming the side that lacks a node the other has.
+std::string TreeDifference(const std::vector<ManifestNode>& expected, size_t primary,
+                           const std::vector<ManifestNode>& nodes, size_t process) {
+  const std::string theirs = "process " + std::to_string(process);
+  const std::string primarys = "the primary (process " + std::to_string(primary) + ")";
+  auto has_path = [](const std::vector<ManifestNode>& in, const std::string& path) {
+    return std::any_of(in.begin(), in.end(),
+                       [&](const ManifestNode& node) { return node.path == path; });
+  };
+  for (size_t n = 0; n < std::max(expected.size(), nodes.size()); ++n) {
+    if (n >= nodes.size() || (n < expected.size() && expected[n].path != nodes[n].path &&
+                              !has_path(nodes, expected[n].path))) {
+      return theirs + " lacks '" + expected[n].path + "', which " + primarys + " saved";
+    }
+    if (n >= expected.size() || expected[n].path != nodes[n].path) {
+      return primarys + " lacks '" + nodes[n].path + "', which " + theirs + " saved";
+    }
+    std::string difference = NodeDifference(expected[n], nodes[n]);
+    if (!difference.empty()) return "'" + nodes[n].path + "' of " + theirs + " " + difference;
+  }
+  return {};
+}
+
 }  // namespace
 
 Result<Manifest> MergeParts(const std::vector<ProcessPart>& parts, size_t primary,
                             std::vector<IndexEntry>* new_chunks) {
   Manifest merged = parts[primary].manifest;
   for (size_t p = 0; p < parts.size(); ++p) {
-    const std::vector<ManifestNode>& nodes = parts[p].manifest.nodes;
-    if (nodes.size() != merged.nodes.size()) {
-      return Status::InvalidArgument("process " + std::to_string(p) + " saved a tree of " +
-                                     std::to_string(nodes.size()) + " nodes, the primary one of " +
-                                     std::to_string(merged.nodes.size()) +
-                                     ": every process must save the same tree");
-    }
-    for (size_t n = 0; n < nodes.size(); ++n) {
-      std::string difference = StructureDifference(merged.nodes[n], nodes[n]);
-      if (!difference.empty()) {
-        return Status::InvalidArgument("'" + nodes[n].path + "' of process " + std::to_string(p) +
-                                       " " + difference + ": every process must save the same tree");
-      }
+    std::string difference = TreeDifference(merged.nodes, primary, parts[p].manifest.nodes, p);
+    if (!difference.empty()) {
+      return Status::InvalidArgument(difference + ": every process must save the same tree");
     }
   }
   for (size_t n = 0; n < merged.nodes.size(); ++n) {
@@ -203,7 +216,10 @@ Result<Manifest> MergeParts(const std::vector<ProcessPart>& parts, size_t primar
       for (BoxChunks& box : BoxesOf(mine)) boxes.push_back(std::move(box));
     }
     Status status = SetBoxes(&node, std::move(boxes));
-    if (!status.ok()) return status;
+    if (!status.ok()) {
+      // Only replica 0 of each part is written (JAX's rule).
+      return status.WithContext("every element needs a process that holds it as replica 0");
+    }
   }
   std::set<ChunkDigest> seen;
   for (const ProcessPart& part : parts) {

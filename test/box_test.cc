@@ -106,6 +106,32 @@ TEST(BoxTest, TilingProblemTable) {
   }
 }
 
+// A gap is named by its first element, row-major.
+TEST(BoxTest, TilingProblemNamesTheFirstUncoveredElement) {
+  struct Case {
+    const char* name;
+    std::vector<Box> boxes;
+    std::vector<int64_t> global;
+    const char* uncovered;
+  };
+  const Case cases[] = {
+      {"a missing middle row", {{{0, 0}, {2, 6}}, {{3, 0}, {1, 6}}}, {4, 6}, "[2:3, 0:1]"},
+      {"no box", {}, {4, 6}, "[0:1, 0:1]"},
+      {"a hole in a grid",
+       {{{0, 0}, {2, 3}}, {{0, 3}, {2, 3}}, {{2, 0}, {2, 3}}, {{2, 3}, {1, 3}}},
+       {4, 6},
+       "[3:4, 3:4]"},
+      {"the last element of rank 3", {{{0, 0, 0}, {2, 2, 1}}, {{0, 0, 1}, {2, 1, 1}}, {{0, 1, 1}, {1, 1, 1}}},
+       {2, 2, 2},
+       "[1:2, 1:2, 1:2]"},
+  };
+  for (const Case& c : cases) {
+    const std::string problem = TilingProblem(c.boxes, c.global);
+    EXPECT_NE(problem.find(std::string("none covers ") + c.uncovered), std::string::npos)
+        << c.name << ": " << problem;
+  }
+}
+
 TEST(BoxTest, ManyBoxesTileQuickly) {
   // 100 x 100 boxes of a grid: the sweep compares neighbours only.
   std::vector<Box> boxes;

@@ -233,6 +233,9 @@ TEST(MultiprocessTest, AnErrorOnOneProcessCommitsNothingAndTheNextSaveWorks) {
     Status failed = ckpt->WaitUntilFinished();
     EXPECT_EQ(failed.code(), Status::Code::kInvalidArgument) << failed.ToString();
     EXPECT_THAT(failed.message(), HasSubstr("do not tile"));
+    // Where: process 1's rows, 32 to 63, which no process holds as replica 0.
+    EXPECT_THAT(failed.message(), HasSubstr("none covers [32:33, 0:1]"));
+    EXPECT_THAT(failed.message(), HasSubstr("replica 0"));
     EXPECT_EQ(ckpt->AllSteps(), (std::vector<int64_t>{1}));
     // A tree of another shape on process 2: refused alike.
     state = ShardedState(3, 3, process);
@@ -242,6 +245,16 @@ TEST(MultiprocessTest, AnErrorOnOneProcessCommitsNothingAndTheNextSaveWorks) {
     EXPECT_TRUE(ckpt->Save(state, 3).value());
     failed = ckpt->WaitUntilFinished();
     EXPECT_THAT(failed.message(), HasSubstr("every process must save the same tree"));
+    EXPECT_THAT(failed.message(),
+                HasSubstr("the primary (process 0) lacks 'extra', which process 2 saved"));
+    // The primary lacks a leaf the others hold: the primary is named.
+    state = ShardedState(3, 3, process);
+    if (process == 0) {
+      ASSERT_OK(state.SetPath("m", Tree::Int(1)));
+    }
+    EXPECT_TRUE(ckpt->Save(state, 3).value());
+    failed = ckpt->WaitUntilFinished();
+    EXPECT_THAT(failed.message(), HasSubstr("process 1 lacks 'm', which the primary (process 0) saved"));
     // A bad option on process 0 fails the blocking phase of every process.
     SaveOptions bad;
     if (process == 0) bad.assume_unchanged = {"nowhere"};
@@ -273,13 +286,21 @@ TEST(MultiprocessTest, WithoutBackgroundCallsTheCommitWaitsForTheCaller) {
       auto reader = Checkpointer::Open(dir.path(), reader_options).value();
       EXPECT_TRUE(reader->AllSteps().empty());
     }
-    // Listed, but not readable until committed.
+    // Listed, and the latest step, but not readable until committed: as the
+    // latest step or by number, every read says so.
     EXPECT_EQ(ckpt->AllSteps(), (std::vector<int64_t>{1}));
+    EXPECT_EQ(ckpt->LatestStep(), std::optional<int64_t>(1));
     EXPECT_EQ(ckpt->RestoreTree(1).status().code(), Status::Code::kFailedPrecondition);
-    EXPECT_TRUE(ckpt->RestoreTree().status().IsNotFound());
+    EXPECT_EQ(ckpt->RestoreTree().status().code(), Status::Code::kFailedPrecondition);
+    EXPECT_EQ(ckpt->ItemMetadata().status().code(), Status::Code::kFailedPrecondition);
+    Tree latest = ShardedState(-1, 2, process);
+    EXPECT_EQ(ckpt->Restore(&latest).code(), Status::Code::kFailedPrecondition);
+    EXPECT_THAT(ckpt->Restore(&latest).message(), HasSubstr("not committed yet"));
     EXPECT_OK(coordinator->Barrier());
     EXPECT_OK(ckpt->WaitUntilFinished());
     EXPECT_EQ(ckpt->AllSteps(), (std::vector<int64_t>{1}));
+    EXPECT_OK(ckpt->Restore(&latest));
+    EXPECT_TRUE(HoldsStep(latest, 1));
     EXPECT_OK(ckpt->Close());
   });
   auto reader = Checkpointer::Open(dir.path(), reader_options).value();
@@ -429,6 +450,7 @@ TEST(MultiprocessTest, ASingleProcessSavesShardsThatTile) {
   Result<bool> refused = ckpt->Save(state, 1);
   EXPECT_EQ(refused.status().code(), Status::Code::kInvalidArgument);
   EXPECT_THAT(refused.status().message(), HasSubstr("do not tile"));
+  EXPECT_THAT(refused.status().message(), HasSubstr("none covers [64:65, 0:1]"));
   EXPECT_TRUE(ckpt->AllSteps().empty());
   Tree third = ShardedState(1, 3, 2);
   state.Find("w")->sharded().shards.push_back(third.Find("w")->sharded().shards[0]);

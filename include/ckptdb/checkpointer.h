@@ -34,7 +34,12 @@
 
 namespace ckptdb {
 
-// Pass as `step` to mean the largest step stored.
+// Pass as `step` to mean the latest step: the largest listed, LatestStep()
+// (a reader's after catching up with the writer). A multi-process save
+// whose commit waits for the next collective call (a coordinator without
+// background calls, Coordinator::background_calls_allowed) is listed at once
+// but not readable until then: reading it, as the latest or by number, is
+// FailedPrecondition saying so.
 inline constexpr int64_t kLatestStep = -1;
 
 // A reader's claim on a step: while it lives, the writer's retention defers

@@ -42,7 +42,9 @@ class CKPTDB_EXPORT Coordinator {
   // granted MPI_THREAD_MULTIPLE). false: an asynchronous save's commit,
   // which needs every process, waits for the caller's next collective call
   // into the Checkpointer (Save, MaybeSave, ShouldSave, WaitUntilFinished,
-  // Delete, CollectGarbage, Close); reads meanwhile see the steps before it.
+  // Delete, CollectGarbage, Close). The step is listed meanwhile
+  // (LatestStep, AllSteps), and reading it, as the latest step or by number,
+  // is FailedPrecondition until then (checkpointer.h, kLatestStep).
   virtual bool background_calls_allowed() const = 0;
   // Returns once every process has called it.
   virtual Status Barrier() = 0;

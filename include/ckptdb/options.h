@@ -38,8 +38,10 @@ class Coordinator;
 // Delete, CollectGarbage and Close are collective (every process calls them,
 // in the same order, with the same step and force; metrics and user
 // metadata are the primary's); restores and the other queries are not: each
-// process reads the boxes it asks for.
-// Protocol and format: doc/format.md §7.
+// process reads the boxes it asks for. With a coordinator that forbids
+// background calls, an asynchronous save commits at the next collective
+// call; until then it is listed but not readable (checkpointer.h,
+// kLatestStep). Protocol and format: doc/format.md §7.
 struct MultiprocessingOptions {
   // The job's processes (ckptdb/mpi.h: MpiCoordinator). nullptr: this
   // process alone. Default: nullptr.

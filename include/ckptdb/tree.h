@@ -38,8 +38,12 @@ struct Shard {
 
 // A global tensor of which this process holds `shards` (Tree::Sharded).
 // Saved, the shards of replica 0 of all processes must together cover every
-// element exactly once. Restored into, each shard receives its box of the
-// stored tensor, whatever sharding saved it.
+// element exactly once (otherwise the save fails on every process,
+// InvalidArgument naming the tensor and the first element no replica 0
+// covers). A process may hold no part of a tensor: an empty `shards` (every
+// process must still have the leaf, with the same dtype and global shape).
+// Restored into, each shard receives its box of the stored tensor, whatever
+// sharding saved it; an empty `shards` receives nothing.
 struct ShardedTensor {
   DType dtype = DType::kFloat32;
   std::vector<int64_t> global_shape = {};
