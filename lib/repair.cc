@@ -656,6 +656,8 @@ Result<RepairReport> RepairStore(const std::string& workdir, rocksdb::Env* env) 
     case DirKind::kDatabase:
       break;
   }
+  Result<WriterClaim> claim = ClaimWriterInThisProcess(workdir);
+  if (!claim.ok()) return claim.status();
   Result<LockedFile> writer = TryLockExclusive((fs::path(workdir) / kWriterLockFile).string());
   if (!writer.ok()) {
     if (writer.status().code() != Status::Code::kBusy) return writer.status();

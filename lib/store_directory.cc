@@ -15,6 +15,8 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <mutex>
+#include <set>
 #include <sstream>
 #include <vector>
 
@@ -274,6 +276,44 @@ Result<std::pair<std::string, LockedFile>> NewReaderDir(const std::string& store
     return lock.status();
   }
   return std::pair<std::string, LockedFile>(pattern, std::move(*lock));
+}
+
+namespace {
+
+std::mutex claims_mutex;
+std::set<std::string>& Claims() {
+  static std::set<std::string>* claims = new std::set<std::string>();
+  return *claims;
+}
+
+}  // namespace
+
+WriterClaim& WriterClaim::operator=(WriterClaim&& other) noexcept {
+  if (this != &other) {
+    Release();
+    path_ = std::exchange(other.path_, {});
+  }
+  return *this;
+}
+
+void WriterClaim::Release() {
+  if (path_.empty()) return;
+  std::lock_guard<std::mutex> lock(claims_mutex);
+  Claims().erase(path_);
+  path_.clear();
+}
+
+Result<WriterClaim> ClaimWriterInThisProcess(const std::string& dir) {
+  std::error_code ec;
+  const std::string path = fs::weakly_canonical(fs::absolute(dir, ec), ec).string();
+  if (ec) return Status::IOError("cannot resolve " + dir + ": " + ec.message());
+  std::lock_guard<std::mutex> lock(claims_mutex);
+  if (!Claims().insert(path).second) {
+    return Status::Busy("this process already has " + dir +
+                        " open for writing (another Checkpointer of the same store, or a "
+                        "repair): close it first");
+  }
+  return WriterClaim(path);
 }
 
 Status CheckNoInterruptedRepair(const std::string& dir) {

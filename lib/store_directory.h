@@ -49,6 +49,24 @@ bool IsDatabaseFileName(const std::string& name);
 // then half old, half new, and only `ckpt-inspect repair` finishes it.
 Status CheckNoInterruptedRepair(const std::string& dir);
 
+// The stores this process has open for writing, by canonical path: a flock
+// cannot tell another Checkpointer of this process from another process,
+// but the error should. Released with the claim.
+class WriterClaim {
+ public:
+  WriterClaim() = default;
+  explicit WriterClaim(std::string path) : path_(std::move(path)) {}
+  WriterClaim(WriterClaim&& other) noexcept : path_(std::exchange(other.path_, {})) {}
+  WriterClaim& operator=(WriterClaim&& other) noexcept;
+  ~WriterClaim() { Release(); }
+  void Release();
+
+ private:
+  std::string path_;  // "" when released
+};
+// Busy when this process already has `dir` open for writing (or repairs it).
+Result<WriterClaim> ClaimWriterInThisProcess(const std::string& dir);
+
 // CKPTDB.readers: every reader holds a shared flock on it while it has the
 // store open, so that repair, which rebuilds the store's files, can keep
 // them out (and refuse while one is there). A reader that cannot create the

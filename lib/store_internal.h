@@ -44,7 +44,8 @@ class Store::Rep {
   rocksdb::ColumnFamilyOptions chunks_options = ChunksFamilyOptions();
   std::unique_ptr<rocksdb::DB> db;
   std::vector<rocksdb::ColumnFamilyHandle*> handles;
-  LockedFile writer_lock;       // write modes: CKPTDB.lock, held until Close
+  WriterClaim writer_claim;     // write mode: this process's claim on the store
+  LockedFile writer_lock;       // write mode: CKPTDB.lock, held until Close
   std::string secondary_dir;    // read-only mode: the secondary's own files
   LockedFile reader_lock;       // read-only mode: marks secondary_dir alive
   LockedFile reader_presence;   // read-only modes: shared lock on CKPTDB.readers

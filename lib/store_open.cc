@@ -126,6 +126,7 @@ rocksdb::Status Store::Rep::CloseDb() {
   reader_lock.Release();
   reader_presence.Release();
   writer_lock.Release();
+  writer_claim.Release();
   return closed;
 }
 
@@ -343,6 +344,9 @@ Result<std::unique_ptr<Store>> Store::OpenOrCreate(const std::string& dir, Mode 
     if (!swapping.ok()) return swapping;
   }
   if (mode == Mode::kWrite) {
+    Result<WriterClaim> claim = ClaimWriterInThisProcess(dir);
+    if (!claim.ok()) return claim.status();
+    rep.writer_claim = std::move(*claim);
     Result<LockedFile> lock = TryLockExclusive((fs::path(dir) / kWriterLockFile).string());
     if (!lock.ok()) {
       if (lock.status().code() == Status::Code::kBusy) {

@@ -452,6 +452,14 @@ TEST(CheckpointerTest, ASecondWriterInTheSameProcessIsBusy) {
   auto first = OpenOrDie(dir.path());
   auto second = Checkpointer::Open(dir.path(), CheckpointerOptions());
   EXPECT_EQ(second.status().code(), Status::Code::kBusy) << second.status().ToString();
+  // Told it is this process (not "another process"), by any spelling of the path.
+  EXPECT_NE(second.status().message().find("this process already has"), std::string::npos)
+      << second.status().ToString();
+  auto spelled = Checkpointer::Open(dir.path() + "/./", CheckpointerOptions());
+  EXPECT_EQ(spelled.status().code(), Status::Code::kBusy) << spelled.status().ToString();
+  EXPECT_OK(first->Close());
+  auto third = Checkpointer::Open(dir.path(), CheckpointerOptions());
+  EXPECT_OK(third.status()) << "the claim ends with the first writer's Close";
 }
 
 TEST(CheckpointerTest, InvalidOptionsAreNamed) {
