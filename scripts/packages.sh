@@ -21,5 +21,6 @@ BUILD_PACKAGES=(g++ pkg-config meson ninja-build python3 librocksdb-dev libflatb
 # (python3-torch: torch tensors as leaves, ckptdb.pytorch, the example).
 PYTHON_PACKAGES=(pybind11-dev python3-dev python3-numpy python3-pytest python3-torch)
 
-# libckptdb-mpi (multi-process checkpoints over MPI) and its tests under mpirun.
-MPI_PACKAGES=(libopenmpi-dev openmpi-bin)
+# libckptdb-mpi (multi-process checkpoints over MPI), its tests under mpirun, and
+# ckptdb.MpiCoordinator for Python programs (mpi4py).
+MPI_PACKAGES=(libopenmpi-dev openmpi-bin python3-mpi4py)

@@ -20,26 +20,38 @@ a bfloat16 torch tensor is restored as one (float8 needs a torch that has
 those dtypes: 1.13, Debian 12's, has not).
 
 Errors are Python exceptions: FileNotFoundError (no such step or store),
-FileExistsError, ValueError (bad arguments), OSError (I/O),
+FileExistsError (a forced save of a step already held), TypeError (an
+argument of the wrong type, named), ValueError (an argument out of range, or
+a tree or option the library refuses, named), OSError (I/O),
 ckptdb.CorruptionError (an OSError: stored bytes failed a check),
-BlockingIOError (another process writes the store), NotImplementedError.
+BlockingIOError (another process, or another Checkpointer of this process,
+writes the store), RuntimeError (the call does not fit the store's state: a
+save or delete on a reader, a folder that is not a store, a step a reader
+holds), NotImplementedError (a store of a newer format).
 """
 
 import datetime
 import json
+import math
+import numbers
+import os
 import time
 
 import numpy as np
 
-from ckptdb._ckptdb import CorruptionError, TensorBits
+from ckptdb._ckptdb import CorruptionError, Shard, Sharded, TensorBits
 from ckptdb import _ckptdb
+from ckptdb.distributed import (Coordinator, MpiCoordinator, MultiprocessingOptions,
+                                TorchDistributedCoordinator)
 
 try:
     import torch
 except ImportError:  # PyTorch is optional
     torch = None
 
-__all__ = ["Checkpointer", "CorruptionError", "TensorBits"]
+__all__ = ["Checkpointer", "Coordinator", "CorruptionError", "MpiCoordinator",
+           "MultiprocessingOptions", "Shard", "Sharded", "TensorBits",
+           "TorchDistributedCoordinator"]
 
 # user_metadata keys under which a save records the paths of its tuples and
 # of its torch tensors, so that restore() without a template gives them back.
@@ -48,6 +60,66 @@ _TORCH_KEY = "ckptdb/python_torch"
 # How often restore() looks the latest step up again when retention deletes
 # it between the lookup and the hold (each time, a newer step exists).
 _LATEST_STEP_ATTEMPTS = 16
+
+
+def _workdir(path):
+    """A store's path as the library takes it (bytes: file names need not be
+    UTF-8): str, os.PathLike or bytes; TypeError or ValueError otherwise."""
+    if isinstance(path, os.PathLike):
+        path = os.fspath(path)
+    if not isinstance(path, (str, bytes)):
+        raise TypeError(f"workdir must be a str, bytes or os.PathLike path, got "
+                        f"{type(path).__name__}")
+    path = os.fsencode(path)
+    if not path:
+        raise ValueError("workdir is empty")
+    if b"\0" in path:
+        raise ValueError(f"workdir {os.fsdecode(path)!r} holds a NUL character")
+    return path
+
+
+def _integer(name, value, minimum=None, maximum=None, optional=False):
+    """`value` as an int (TypeError unless an integer, bools refused; None
+    when `optional`), checked against the bounds (ValueError)."""
+    if value is None and optional:
+        return None
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an int{' or None' if optional else ''}, got "
+                        f"{value!r}")
+    value = int(value)
+    if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
+        bounds = (f">= {minimum}" if maximum is None else f"between {minimum} and {maximum}")
+        raise ValueError(f"{name} must be {bounds}, got {value}")
+    return value
+
+
+def _boolean(name, value):
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be a bool, got {value!r}")
+    return bool(value)
+
+
+# ckptdb's own options and how each is checked (the library checks the
+# rest: ranges that depend on each other, values it refuses).
+_UINT32_MAX = (1 << 32) - 1
+_INT64_MAX = (1 << 63) - 1
+_NATIVE_OPTIONS = {
+    "enable_async_checkpointing": lambda v: _boolean("enable_async_checkpointing", v),
+    "owner_only": lambda v: _boolean("owner_only", v),
+    "staging_bytes": lambda v: _integer("staging_bytes", v, 0, _INT64_MAX),
+    "worker_threads": lambda v: _integer("worker_threads", v, 0, _UINT32_MAX),
+    "chunk_size_bytes": lambda v: _integer("chunk_size_bytes", v, 0, _UINT32_MAX),
+    "max_delta_chain": lambda v: _integer("max_delta_chain", v, 0, _UINT32_MAX),
+    "wait_for_store_seconds": lambda v: _seconds("wait_for_store_seconds", v),
+}
+
+
+def _seconds(name, value):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a number of seconds, got {value!r}")
+    if not math.isfinite(value) or value < 0 or value > 1e9:
+        raise ValueError(f"{name} must be a finite number of seconds >= 0, got {value}")
+    return float(value)
 
 
 def _is_torch(value):
@@ -99,6 +171,13 @@ def _to_native(state, writable, torch_paths, tuple_paths, path=""):
     if _is_torch(state):
         torch_paths.append(path)
         return _torch_to_native(state, path, writable)
+    if isinstance(state, Sharded) and any(_is_torch(shard.data) for shard in state.shards):
+        torch_paths.append(path)
+        shards = [Shard(shard.start,
+                        _torch_to_native(shard.data, f"{path} (shard {index})", writable)
+                        if _is_torch(shard.data) else shard.data, shard.replica_id)
+                  for index, shard in enumerate(state.shards)]
+        return Sharded(state.dtype, state.global_shape, shards)
     return state
 
 
@@ -112,6 +191,13 @@ def _back_to_torch(template, restored, donate):
         return tuple(items) if isinstance(template, tuple) else items
     if _is_torch(template):
         return template if donate else _native_to_torch(restored)
+    if isinstance(template, Sharded):
+        if donate:
+            return template
+        return Sharded(template.dtype, template.global_shape,
+                       [Shard(mine.start, _native_to_torch(new.data) if _is_torch(mine.data)
+                              else new.data, mine.replica_id)
+                        for mine, new in zip(template.shards, restored.shards)])
     return restored
 
 
@@ -170,7 +256,9 @@ class Checkpointer:
       best_metric_path: keep the best max_to_keep steps by this metric (a
         path of the `metrics` given to save, "a/b"). Default None.
       best_mode: 'max' or 'min'. Default 'max'.
-      multiprocessing_options: None only (one process). Default None.
+      multiprocessing_options: ckptdb.MultiprocessingOptions: one checkpoint
+        written by every process of a job (torchrun's or mpirun's; see
+        ckptdb.distributed). Default None: this process alone.
       fast: True: zstd level 1; False: level 3, smaller. Default True.
       create: True: a writer (creates the store); False: a reader, e.g. an
         evaluator following a trainer. Default True.
@@ -184,22 +272,46 @@ class Checkpointer:
                  keep_time_interval=None, keep_period=None, save_on_steps=None,
                  best_metric_path=None, best_mode="max", multiprocessing_options=None,
                  fast=True, create=True, **ckptdb_options):
+        native_multiprocessing = {}
         if multiprocessing_options is not None:
-            raise NotImplementedError("multiprocessing_options: ckptdb's Python package "
-                                      "writes from one process")
+            if not isinstance(multiprocessing_options, MultiprocessingOptions):
+                raise TypeError("multiprocessing_options must be a ckptdb.MultiprocessingOptions, "
+                                f"got {type(multiprocessing_options).__name__}")
+            # The coordinator lives as long as the checkpointer that uses it.
+            self._coordinator, native_multiprocessing = (
+                multiprocessing_options._native_options())  # pylint: disable=protected-access
         if keep_time_interval is not None:
             if not isinstance(keep_time_interval, datetime.timedelta):
-                raise ValueError("keep_time_interval must be a datetime.timedelta, got "
-                                 f"{keep_time_interval!r}")
-            keep_time_interval = int(keep_time_interval.total_seconds())
-        options = dict(save_interval_steps=save_interval_steps, max_to_keep=max_to_keep,
-                       keep_time_interval_seconds=keep_time_interval, keep_period=keep_period,
-                       save_on_steps=list(save_on_steps) if save_on_steps is not None else None,
-                       best_metric_path=best_metric_path, best_mode=best_mode, fast=fast,
-                       create=create)
-        options.update(ckptdb_options)
-        self.workdir = str(workdir)
-        self._native = _ckptdb.Checkpointer(self.workdir, options)
+                raise TypeError("keep_time_interval must be a datetime.timedelta, got "
+                                f"{keep_time_interval!r}")
+            seconds = keep_time_interval.total_seconds()
+            if seconds <= 0 or seconds != int(seconds):
+                raise ValueError("keep_time_interval must be a positive whole number of "
+                                 f"seconds, got {keep_time_interval}")
+            keep_time_interval = int(seconds)
+        if save_on_steps is not None:
+            if isinstance(save_on_steps, (str, bytes)) or not hasattr(save_on_steps, "__iter__"):
+                raise TypeError(f"save_on_steps must be an iterable of ints, got {save_on_steps!r}")
+            save_on_steps = [_integer("save_on_steps", step, 0) for step in save_on_steps]
+        if best_metric_path is not None and not isinstance(best_metric_path, str):
+            raise TypeError(f"best_metric_path must be a str, got {best_metric_path!r}")
+        if not isinstance(best_mode, str):
+            raise TypeError(f"best_mode must be 'max' or 'min', got {best_mode!r}")
+        options = dict(save_interval_steps=_integer("save_interval_steps", save_interval_steps),
+                       max_to_keep=_integer("max_to_keep", max_to_keep, optional=True),
+                       keep_time_interval_seconds=keep_time_interval,
+                       keep_period=_integer("keep_period", keep_period, optional=True),
+                       save_on_steps=save_on_steps, best_metric_path=best_metric_path,
+                       best_mode=best_mode, fast=_boolean("fast", fast),
+                       create=_boolean("create", create))
+        for name, value in ckptdb_options.items():
+            if name not in _NATIVE_OPTIONS:
+                raise TypeError(f"unknown option '{name}'")
+            options[name] = _NATIVE_OPTIONS[name](value)
+        options.update(native_multiprocessing)
+        path = _workdir(workdir)
+        self.workdir = os.fsdecode(path)
+        self._native = _ckptdb.Checkpointer(path, options)
 
     # ---- Saving ----
 
@@ -215,6 +327,11 @@ class Checkpointer:
         return self._save(state, step, force, None, only_if_due=not force)
 
     def _save(self, state, step, force, metrics, only_if_due):
+        step = _integer("step", step, 0)
+        force = _boolean("force", force)
+        if metrics is not None and not isinstance(metrics, dict):
+            raise TypeError(f"metrics must be a dict of numbers (nested dicts allowed), got "
+                            f"{metrics!r}")
         user_metadata = {}
         torch_paths, tuples = [], []
         native = _to_native(state, False, torch_paths, tuples)
@@ -223,12 +340,11 @@ class Checkpointer:
         if torch_paths:
             user_metadata[_TORCH_KEY] = json.dumps(torch_paths)
         flat = _flat_metrics(metrics) if metrics is not None else {}
-        return self._native.save(native, int(step), bool(force), flat, user_metadata,
-                                 only_if_due)
+        return self._native.save(native, step, force, flat, user_metadata, only_if_due)
 
     def should_save(self, step):
         """Whether a save at `step` is due (Orbax's rules)."""
-        return self._native.should_save(int(step))
+        return self._native.should_save(_integer("step", step, 0))
 
     # ---- Restoring ----
 
@@ -238,6 +354,8 @@ class Checkpointer:
         `donate` (else left alone, the result holding new arrays); without,
         a new tree. FileNotFoundError when the step is missing; with
         `noop_if_missing` and no step at all, `state` itself."""
+        step = _integer("step", step, -1)
+        donate = _boolean("donate", donate)
         if noop_if_missing and not self.all_steps:
             self.reload()  # a reader's list may predate the writer's first commit
             if not self.all_steps:
@@ -257,26 +375,26 @@ class Checkpointer:
             tensors = set(json.loads(recorded.get(_TORCH_KEY, "[]")))
             return _with_python_types(tree, tuples, tensors)
         torch_paths = []
-        native = _to_native(state, bool(donate), torch_paths, [])
-        restored = self._native.restore_into(native, int(step), bool(donate))
-        return _back_to_torch(state, restored, bool(donate)) if torch_paths else restored
+        native = _to_native(state, donate, torch_paths, [])
+        restored = self._native.restore_into(native, step, donate)
+        return _back_to_torch(state, restored, donate) if torch_paths else restored
 
     def _hold(self, step):
         """A hold on `step`; for -1, on the latest step, looked up again when
         retention deletes it between the lookup and the hold."""
         for _ in range(_LATEST_STEP_ATTEMPTS):
             try:
-                return self._native.hold_step(int(step))
+                return self._native.hold_step(step)
             except FileNotFoundError:
-                if int(step) != -1:
+                if step != -1:
                     raise
-        return self._native.hold_step(int(step))
+        return self._native.hold_step(step)
 
     def item_metadata(self, step=-1):
         """What `step` holds without reading tensor data: "tree" (nested dicts
         of each leaf's dtype and shape, or a scalar's value), "leaves" (the
         same by path), "metrics", "user_metadata", "step", "commit_time"."""
-        metadata = self._native.item_metadata(int(step))
+        metadata = self._native.item_metadata(_integer("step", step, -1))
         metadata["tree"] = _nested(metadata["leaves"])
         return metadata
 
@@ -328,7 +446,7 @@ class Checkpointer:
     # ---- Housekeeping ----
 
     def delete(self, step):
-        self._native.delete(int(step))
+        self._native.delete(_integer("step", step, 0))
 
     def reload(self):
         """Sees steps another process saved (a reader) or deleted."""

@@ -73,6 +73,85 @@ struct TensorBits {
   std::string dtype;
 };
 
+// ckptdb.Shard and ckptdb.Sharded: this process's shards of a global tensor
+// (Tree::Sharded). `data` is a numpy array or TensorBits.
+struct PyShard {
+  std::vector<int64_t> start;
+  py::object data;
+  int replica_id = 0;
+};
+struct PySharded {
+  std::string dtype;  // ckptdb's name ("float32", "bfloat16", ...)
+  std::vector<int64_t> global_shape;
+  std::vector<PyShard> shards;
+};
+
+// A Coordinator implemented in Python (ckptdb.Coordinator's subclasses: over
+// torch.distributed, or the program's own). Its index, count and whether it
+// takes background calls are read once; every call into Python takes the
+// GIL (ckptdb calls it from threads that released it), and an exception it
+// raises becomes an IOError naming the call.
+class PythonCoordinator final : public Coordinator {
+ public:
+  explicit PythonCoordinator(py::object coordinator)
+      : coordinator_(std::move(coordinator)),
+        index_(coordinator_.attr("process_index")().cast<int>()),
+        count_(coordinator_.attr("process_count")().cast<int>()),
+        background_(coordinator_.attr("background_calls_allowed")().cast<bool>()) {}
+  ~PythonCoordinator() override {
+    py::gil_scoped_acquire gil;
+    coordinator_ = py::object();
+  }
+
+  int process_index() const override { return index_; }
+  int process_count() const override { return count_; }
+  bool background_calls_allowed() const override { return background_; }
+
+  Status Barrier() override {
+    return Call("barrier", [&] { coordinator_.attr("barrier")(); });
+  }
+  Status Broadcast(int root, std::string* bytes) override {
+    return Call("broadcast", [&] {
+      *bytes = coordinator_.attr("broadcast")(root, py::bytes(*bytes)).cast<std::string>();
+    });
+  }
+  Status Gather(int root, const std::string& bytes, std::vector<std::string>* gathered) override {
+    return Call("gather", [&] {
+      py::object all = coordinator_.attr("gather")(root, py::bytes(bytes));
+      gathered->clear();
+      if (index_ == root) *gathered = all.cast<std::vector<std::string>>();
+    });
+  }
+  Result<std::shared_ptr<Coordinator>> Subgroup(const std::vector<int>& processes) override {
+    std::shared_ptr<Coordinator> group;
+    Status status = Call("subgroup", [&] {
+      group = std::make_shared<PythonCoordinator>(coordinator_.attr("subgroup")(processes));
+    });
+    if (!status.ok()) return status;
+    return group;
+  }
+
+ private:
+  template <typename Body>
+  Status Call(const char* what, Body&& body) {
+    py::gil_scoped_acquire gil;
+    try {
+      body();
+      return Status::OK();
+    } catch (py::error_already_set& error) {
+      return Status::IOError(std::string("the coordinator's ") + what + " failed: " + error.what());
+    } catch (const py::cast_error& error) {
+      return Status::IOError(std::string("the coordinator's ") + what +
+                             " returned the wrong type: " + error.what());
+    }
+  }
+
+  py::object coordinator_;
+  const int index_;
+  const int count_;
+  const bool background_;
+};
+
 // The numpy dtype of a ckptdb dtype; for those numpy lacks, the unsigned
 // integer type of the same width (the raw bits).
 py::dtype NumpyDType(DType dtype) {
@@ -205,6 +284,7 @@ class TreeBuilder {
       py::array array = py::reinterpret_borrow<py::array>(value);
       return Tree::Leaf(View(array, FromNumpy(array, path), path));
     }
+    if (py::isinstance<PySharded>(value)) return BuildSharded(value.cast<const PySharded&>(), path);
     if (py::isinstance(value, generic_)) {
       // A numpy scalar (np.float32(0.5)): a 0-d array of its own, found
       // again by its address after a restore (see scalar_of).
@@ -218,6 +298,36 @@ class TreeBuilder {
   }
 
  private:
+  Tree BuildSharded(const PySharded& sharded, const std::string& path) {
+    Result<DType> dtype = DTypeFromName(sharded.dtype);
+    if (!dtype.ok()) throw py::value_error("'" + path + "': unknown dtype '" + sharded.dtype + "'");
+    ShardedTensor tensor{*dtype, sharded.global_shape, {}};
+    for (size_t i = 0; i < sharded.shards.size(); ++i) {
+      const PyShard& shard = sharded.shards[i];
+      const std::string where = path + " (shard " + std::to_string(i) + ")";
+      py::array data;
+      if (py::isinstance<TensorBits>(shard.data)) {
+        data = shard.data.cast<const TensorBits&>().bits;
+      } else if (py::isinstance<py::array>(shard.data)) {
+        data = py::reinterpret_borrow<py::array>(shard.data);
+        if (NumpyHasDType(*dtype) && FromNumpy(data, where) != *dtype) {
+          throw py::value_error("'" + where + "': a " +
+                                std::string(py::str(py::handle(data.dtype()))) +
+                                " array in a sharded tensor of " + sharded.dtype);
+        }
+      } else {
+        throw py::type_error("'" + where + "': a shard's data must be a numpy array or "
+                             "TensorBits, got " + std::string(py::str(py::type::of(shard.data))));
+      }
+      if (static_cast<size_t>(data.itemsize()) != DTypeSize(*dtype)) {
+        throw py::value_error("'" + where + "': elements of " + std::to_string(data.itemsize()) +
+                              " bytes in a sharded tensor of " + sharded.dtype);
+      }
+      tensor.shards.push_back(Shard{shard.start, View(data, *dtype, where), shard.replica_id});
+    }
+    return Take(Tree::Sharded(std::move(tensor)));
+  }
+
   Tensor View(py::array array, DType dtype, const std::string& path) {
     const bool contiguous = (array.flags() & py::array::c_style) != 0;
     // ckptdb's bytes are little-endian, this machine's order.
@@ -315,6 +425,27 @@ py::object Rebuild(py::handle original, Tree& restored, const TreeBuilder& built
     if (py::isinstance<py::tuple>(original)) return py::tuple(list);
     return list;
   }
+  if (restored.kind() == Tree::Kind::kShardedTensor && py::isinstance<PySharded>(original)) {
+    // Donated: the template's own arrays, filled in place; else new ones.
+    const PySharded& template_leaf = original.cast<const PySharded&>();
+    PySharded result{template_leaf.dtype, template_leaf.global_shape, {}};
+    std::vector<Shard>& shards = restored.sharded().shards;
+    bool same = true;
+    for (size_t i = 0; i < shards.size(); ++i) {
+      const PyShard& before = template_leaf.shards[i];
+      const void* data = shards[i].data.data();
+      const bool in_place = (py::isinstance<TensorBits>(before.data) &&
+                             before.data.cast<const TensorBits&>().bits.data() == data) ||
+                            (py::isinstance<py::array>(before.data) &&
+                             py::reinterpret_borrow<py::array>(before.data).data() == data);
+      same = same && in_place;
+      result.shards.push_back(PyShard{before.start,
+                                      in_place ? before.data : ToPython(std::move(shards[i].data)),
+                                      before.replica_id});
+    }
+    if (same) return py::reinterpret_borrow<py::object>(original);
+    return py::cast(std::move(result));
+  }
   if (restored.kind() == Tree::Kind::kTensor) {
     const void* data = restored.tensor().data();
     if (py::isinstance<TensorBits>(original)) {
@@ -376,6 +507,17 @@ CheckpointerOptions OptionsFrom(const py::dict& given) {
       options.max_delta_chain = value.cast<uint32_t>();
     } else if (name == "owner_only") {
       options.owner_only = value.cast<bool>();
+    } else if (name == "coordinator") {
+      if (!value.is_none()) {
+        options.multiprocessing.coordinator =
+            py::isinstance<Coordinator>(value)
+                ? value.cast<std::shared_ptr<Coordinator>>()
+                : std::make_shared<PythonCoordinator>(py::reinterpret_borrow<py::object>(value));
+      }
+    } else if (name == "primary_host") {
+      options.multiprocessing.primary_host = value.cast<int>();
+    } else if (name == "active_processes") {
+      if (!value.is_none()) options.multiprocessing.active_processes = value.cast<std::vector<int>>();
     } else if (name == "wait_for_store_seconds") {
       options.wait_for_store =
           std::chrono::milliseconds(static_cast<int64_t>(value.cast<double>() * 1000));
@@ -394,6 +536,13 @@ py::dict LeafMetadataToPython(const LeafMetadata& leaf) {
       out["shape"] = py::tuple(py::cast(leaf.shape));
       out["logical_bytes"] = leaf.logical_bytes;
       out["stored_bytes"] = leaf.stored_bytes;
+      if (!leaf.saved_boxes.empty()) {
+        py::list boxes;
+        for (const SavedBox& box : leaf.saved_boxes) {
+          boxes.append(py::make_tuple(py::tuple(py::cast(box.start)), py::tuple(py::cast(box.shape))));
+        }
+        out["boxes"] = boxes;
+      }
       break;
     case Tree::Kind::kInt:
       out["value"] = leaf.int_value;
@@ -546,6 +695,36 @@ PYBIND11_MODULE(_ckptdb, module) {
         return "TensorBits(dtype='" + t.dtype + "', shape=" +
                std::string(py::str(t.bits.attr("shape"))) + ")";
       });
+
+  py::class_<PyShard>(module, "Shard",
+                      "One shard of a global tensor that this process holds: its start "
+                      "offsets in the global tensor, its data (a numpy array or TensorBits; "
+                      "its shape is the box's) and its replica id (only replica 0 is written).")
+      .def(py::init([](std::vector<int64_t> start, py::object data, int replica_id) {
+             return PyShard{std::move(start), std::move(data), replica_id};
+           }),
+           py::arg("start"), py::arg("data"), py::arg("replica_id") = 0)
+      .def_readonly("start", &PyShard::start)
+      .def_readonly("data", &PyShard::data)
+      .def_readonly("replica_id", &PyShard::replica_id);
+  py::class_<PySharded>(module, "Sharded",
+                        "A global tensor of which this process holds `shards`: its dtype's "
+                        "name, its global shape, and the shards (Shard).")
+      .def(py::init([](std::string dtype, std::vector<int64_t> global_shape,
+                       std::vector<PyShard> shards) {
+             return PySharded{std::move(dtype), std::move(global_shape), std::move(shards)};
+           }),
+           py::arg("dtype"), py::arg("global_shape"), py::arg("shards"))
+      .def_readonly("dtype", &PySharded::dtype)
+      .def_readonly("global_shape", &PySharded::global_shape)
+      .def_readonly("shards", &PySharded::shards);
+
+  // Coordinators made in C++ (ckptdb._mpi's, over MPI), passed through as they are.
+  py::class_<ckptdb::Coordinator, std::shared_ptr<ckptdb::Coordinator>>(
+      module, "NativeCoordinator", "A coordinator implemented in C++ (MPI).")
+      .def("process_index", &ckptdb::Coordinator::process_index)
+      .def("process_count", &ckptdb::Coordinator::process_count)
+      .def("background_calls_allowed", &ckptdb::Coordinator::background_calls_allowed);
 
   py::class_<ckptdb::StepHold>(module, "StepHold",
                                "A claim on a step that the writer's retention respects.")

@@ -58,13 +58,18 @@ def save(ckpt, *, step, model=None, optimizer=None, force=False, metrics=None, e
 def restore(ckpt, *, model=None, optimizer=None, step=-1):
     """Loads `step` (-1: the latest) into the model and the optimizer; returns
     the step restored and the `extra` saved with it (None if none was)."""
-    metadata = ckpt.item_metadata(step)
-    tree = ckpt.restore(step=metadata["step"])
+    # Held while read: the step stays, whatever this process's own saves in
+    # another thread prune meanwhile.
+    hold = ckpt._hold(step)  # pylint: disable=protected-access
+    try:
+        tree = ckpt.restore(step=hold.step)
+    finally:
+        hold.release()
     if model is not None:
         model.load_state_dict(tree["model"])
     if optimizer is not None:
         optimizer.load_state_dict(_optimizer_state_dict(tree["optimizer"]))
-    return metadata["step"], tree.get("extra")
+    return hold.step, tree.get("extra")
 
 
 __all__ = ["save", "restore"]

@@ -206,7 +206,7 @@ def test_retention_by_count_and_by_best_metric(tmp_path):
 
 
 def test_keep_time_interval_is_a_timedelta(workdir):
-    with pytest.raises(ValueError, match="timedelta"):
+    with pytest.raises(TypeError, match="timedelta"):
         ckptdb.Checkpointer(workdir, save_interval_steps=1, keep_time_interval=60)
     with ckptdb.Checkpointer(workdir, save_interval_steps=1, max_to_keep=1,
                              keep_time_interval=datetime.timedelta(hours=1)) as ckpt:
@@ -223,7 +223,8 @@ def test_errors_are_the_python_exceptions_users_expect(workdir, tmp_path):
         ckptdb.Checkpointer(workdir, save_interval_steps=0)
     with pytest.raises(ValueError, match="best_mode"):
         ckptdb.Checkpointer(workdir, save_interval_steps=1, best_mode="up")
-    with pytest.raises(NotImplementedError):
+    assert not os.path.exists(workdir)
+    with pytest.raises(TypeError, match="MultiprocessingOptions"):
         ckptdb.Checkpointer(workdir, save_interval_steps=1, multiprocessing_options=object())
     with pytest.raises(TypeError, match="unknown option"):
         ckptdb.Checkpointer(workdir, save_interval_steps=1, no_such_option=1)
@@ -251,6 +252,60 @@ def test_errors_are_the_python_exceptions_users_expect(workdir, tmp_path):
     ckpt.close()
     with pytest.raises(ValueError, match="closed"):
         ckpt.save({"x": 1}, step=1)
+
+
+def test_hostile_arguments_get_precise_exceptions_and_change_nothing(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for workdir in (None, 3, ["a"]):
+        with pytest.raises(TypeError, match="workdir"):
+            ckptdb.Checkpointer(workdir, save_interval_steps=1)
+    with pytest.raises(ValueError, match="NUL"):
+        ckptdb.Checkpointer(str(tmp_path / "a\0b"), save_interval_steps=1)
+    with pytest.raises(ValueError, match="empty"):
+        ckptdb.Checkpointer("", save_interval_steps=1)
+    assert os.listdir(tmp_path) == []  # nothing created: no ./None, no truncated path
+    bad_options = [
+        (TypeError, "save_interval_steps", dict(save_interval_steps="10")),
+        (TypeError, "save_interval_steps", dict(save_interval_steps=2.5)),
+        (TypeError, "max_to_keep", dict(save_interval_steps=1, max_to_keep="3")),
+        (TypeError, "create", dict(save_interval_steps=1, create="yes")),
+        (TypeError, "keep_time_interval", dict(save_interval_steps=1, keep_time_interval=60)),
+        (ValueError, "keep_time_interval",
+         dict(save_interval_steps=1, keep_time_interval=datetime.timedelta(milliseconds=500))),
+        (ValueError, "keep_time_interval",
+         dict(save_interval_steps=1, keep_time_interval=datetime.timedelta(seconds=1.5))),
+        (TypeError, "save_on_steps", dict(save_interval_steps=1, save_on_steps=5)),
+        (ValueError, "wait_for_store_seconds",
+         dict(save_interval_steps=1, wait_for_store_seconds=float("nan"))),
+        (ValueError, "worker_threads", dict(save_interval_steps=1, worker_threads=-1)),
+        (TypeError, "staging_bytes", dict(save_interval_steps=1, staging_bytes=1.5)),
+        (ValueError, "chunk_size_bytes", dict(save_interval_steps=1, chunk_size_bytes=1 << 40)),
+    ]
+    for kind, name, options in bad_options:
+        with pytest.raises(kind, match=name):
+            ckptdb.Checkpointer(str(tmp_path / "store"), **options)
+    assert os.listdir(tmp_path) == []
+    # bytes and os.PathLike paths name the same store.
+    ckpt = ckptdb.Checkpointer(os.fsencode(tmp_path / "store"), save_interval_steps=1)
+    with pytest.raises(TypeError, match="step"):
+        ckpt.save({"x": 1}, step=3.7)
+    with pytest.raises(TypeError, match="step"):
+        ckpt.save({"x": 1}, step=True)
+    with pytest.raises(TypeError, match="metrics"):
+        ckpt.save({"x": 1}, step=3, metrics=0.5)
+    with pytest.raises(TypeError, match="step"):
+        ckpt.restore(step="latest")
+    assert ckpt.all_steps == []
+    # A second writer in this process is told so (not "another process").
+    with pytest.raises(BlockingIOError, match="this process already has"):
+        ckptdb.Checkpointer(tmp_path / "store", save_interval_steps=1)
+    ckpt.save({"x": 1}, step=3)
+    ckpt.close()
+    reader = ckptdb.Checkpointer(tmp_path / "store", save_interval_steps=1, create=False)
+    assert reader.all_steps == [3]
+    with pytest.raises(RuntimeError, match="read-only"):
+        reader.save({"x": 1}, step=4, force=True)
+    reader.close()
 
 
 def test_damaged_chunks_raise_corruption_error_never_wrong_data(workdir):
