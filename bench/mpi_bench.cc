@@ -108,14 +108,14 @@ double MinOverRanks(double value) {
 }
 
 // Pseudo-random float32 values with a trained-like spread (little to compress).
+// Element i holds a hash of seed + i (bench/python_mpi_bench.py computes the
+// same values with numpy).
 void Fill(ckptdb::Tensor& tensor, uint64_t seed) {
   std::span<float> values = Must(tensor.MutableValues<float>(), "values");
-  uint64_t state = seed * 0x9e3779b97f4a7c15ull + 1;
-  for (float& value : values) {
-    state ^= state << 13;
-    state ^= state >> 7;
-    state ^= state << 17;
-    value = static_cast<float>(static_cast<int64_t>(state % 2000001) - 1000000) * 1e-7f;
+  for (size_t i = 0; i < values.size(); ++i) {
+    uint64_t x = (seed + i) * 0x9e3779b97f4a7c15ull;
+    x ^= x >> 29;
+    values[i] = static_cast<float>(static_cast<int64_t>(x % 2000001) - 1000000) * 1e-7f;
   }
 }
 
@@ -146,7 +146,7 @@ int Metadata(const Job& job, const std::string& dir, int64_t shards) {
       ckptdb::ShardedTensor tensor{ckptdb::DType::kFloat32, {rows, kCols}, {}};
       for (int64_t row = job.rank; row < rows; row += job.count) {
         ckptdb::Tensor data = Must(ckptdb::Tensor::Allocate(ckptdb::DType::kFloat32, {1, kCols}), "alloc");
-        Fill(data, static_cast<uint64_t>((step * kTensors + t) * rows + row));
+        Fill(data, static_cast<uint64_t>(((step * kTensors + t) * rows + row) * kCols));
         tensor.shards.push_back(ckptdb::Shard{{row, 0}, data, 0});
       }
       Must(state.SetPath("layer_" + std::to_string(t) + "/w", Must(ckptdb::Tree::Sharded(tensor), "shard")),
@@ -188,7 +188,7 @@ int Throughput(const Job& job, const std::string& dir, int64_t megabytes) {
   for (int64_t t = 0; t < kTensors; ++t) {
     ckptdb::Tensor data =
         Must(ckptdb::Tensor::Allocate(ckptdb::DType::kFloat32, {end - begin, kCols}), "alloc");
-    Fill(data, static_cast<uint64_t>(t * rows + begin));
+    Fill(data, static_cast<uint64_t>((t * rows + begin) * kCols));
     ckptdb::ShardedTensor tensor{ckptdb::DType::kFloat32, {rows, kCols},
                                  {ckptdb::Shard{{begin, 0}, data, 0}}};
     Must(state.SetPath("t" + std::to_string(t), Must(ckptdb::Tree::Sharded(tensor), "shard")), "set");

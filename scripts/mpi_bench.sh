@@ -6,7 +6,10 @@
 #      manifest size, save time, coordination time, bytes gathered;
 #   2. throughput: the same MEGABYTES of float32 state saved and restored by 4
 #      processes and by 1, ROUNDS rounds interleaved, each on a new store;
-#      ratios 4-process / 1-process as median (min-max) of the rounds.
+#      ratios 4-process / 1-process as median (min-max) of the rounds;
+#   3. the Python package's 4-process save and restore (mpi4py,
+#      bench/python_mpi_bench.py, the same state) against the C++ API's, in
+#      the same rounds.
 #   bash scripts/mpi_bench.sh [BUILD_DIR] [MEGABYTES] [ROUNDS]
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -17,18 +20,28 @@ binary=$build/bench/mpi_bench
 [ -x "$binary" ] || { echo "no $binary (built when MPI and Google Benchmark are present)"; exit 1; }
 scratch=$(mktemp -d)
 trap 'rm -rf "$scratch"' EXIT
-mpi() {
-  local ranks=$1 as_root=()
+as_root=()
+[ "$(id -u)" = 0 ] && as_root=(--allow-run-as-root)
+# The Python package's side, when it and mpi4py are there.
+python_bench=
+if [ -f "$build/python/ckptdb/__init__.py" ] && /usr/bin/python3 -c 'import mpi4py' 2>/dev/null; then
+  python_bench=bench/python_mpi_bench.py
+fi
+mpi() {  # mpi RANKS PROGRAM ARGS...: on a new store
+  local ranks=$1
   shift
-  [ "$(id -u)" = 0 ] && as_root=(--allow-run-as-root)
   rm -rf "$scratch/store"
-  mpirun "${as_root[@]}" --oversubscribe -n "$ranks" --bind-to none --mca btl self,vader "$binary" "$@"
+  mpirun "${as_root[@]}" --oversubscribe -n "$ranks" --bind-to none --mca btl self,vader "$@"
 }
 {
-  for ranks in 1 2 4 8; do mpi "$ranks" metadata "$scratch/store" 10000; done
+  for ranks in 1 2 4 8; do mpi "$ranks" "$binary" metadata "$scratch/store" 10000; done
   for ((round = 0; round < rounds; ++round)); do
-    mpi 1 throughput "$scratch/store" "$megabytes"
-    mpi 4 throughput "$scratch/store" "$megabytes"
+    mpi 1 "$binary" throughput "$scratch/store" "$megabytes"
+    mpi 4 "$binary" throughput "$scratch/store" "$megabytes"
+    if [ -n "$python_bench" ]; then
+      mpi 4 env PYTHONPATH="$build/python" /usr/bin/python3 "$python_bench" "$scratch/store" \
+        "$megabytes"
+    fi
   done
 } > "$scratch/lines"
 python3 - "$scratch/lines" <<'PY'
@@ -61,4 +74,16 @@ if one:
     coordination = [float(f["coordination_ms"]) for f in four]
     print(f"{'coordination per save, 4 procs (ms)':<34} {statistics.median(coordination):>8.1f}"
           f"   (min-max {min(coordination):.1f}-{max(coordination):.1f})")
+python = [r for r in rows if r["kind"] == "python-throughput"]
+if python:
+    print()
+    print(f"4 processes, the Python package (mpi4py) vs the C++ API: {python[0]['megabytes']} MiB "
+          f"of float32 state, {len(python)} interleaved rounds")
+    print(f"{'measurement':<34} {'Python':>8} {'C++':>8} {'ratio: median (min-max)':>26}")
+    for key, name in (("save_gbps", "save until committed (GB/s)"),
+                      ("restore_gbps", "restore, every process its rows")):
+        ratios = [float(p[key]) / float(f[key]) for p, f in zip(python, four)]
+        print(f"{name:<34} {statistics.median(float(p[key]) for p in python):>8.3f} "
+              f"{statistics.median(float(f[key]) for f in four):>8.3f} "
+              f"{statistics.median(ratios):>10.2f} ({min(ratios):.2f}-{max(ratios):.2f})")
 PY
