@@ -60,30 +60,30 @@ for row in rows:
               f"{int(row['gathered_bytes']) / 1024:>8.0f} K")
 one = [r for r in rows if r["kind"] == "throughput" and r["ranks"] == "1"]
 four = [r for r in rows if r["kind"] == "throughput" and r["ranks"] == "4"]
-if one:
+python = [r for r in rows if r["kind"] == "python-throughput"]
+
+
+def compare(title, mine, theirs, my_name, their_name):
+    """Throughput of two sides measured in the same rounds: medians, ratio per round."""
     print()
-    print(f"multi-process throughput: {one[0]['megabytes']} MiB of float32 state, 4 processes "
-          f"vs 1, {len(one)} interleaved rounds (restore from the page cache, right after the save)")
-    print(f"{'measurement':<34} {'4 procs':>8} {'1 proc':>8} {'ratio: median (min-max)':>26}")
+    print(title)
+    print(f"{'measurement':<34} {my_name:>8} {their_name:>8} {'ratio: median (min-max)':>26}")
     for key, name in (("save_gbps", "save until committed (GB/s)"),
                       ("restore_gbps", "restore, every process its rows")):
-        ratios = [float(f[key]) / float(o[key]) for f, o in zip(four, one)]
-        print(f"{name:<34} {statistics.median(float(f[key]) for f in four):>8.3f} "
-              f"{statistics.median(float(o[key]) for o in one):>8.3f} "
+        ratios = [float(m[key]) / float(t[key]) for m, t in zip(mine, theirs)]
+        print(f"{name:<34} {statistics.median(float(m[key]) for m in mine):>8.3f} "
+              f"{statistics.median(float(t[key]) for t in theirs):>8.3f} "
               f"{statistics.median(ratios):>10.2f} ({min(ratios):.2f}-{max(ratios):.2f})")
+
+
+if one:
+    compare(f"multi-process throughput: {one[0]['megabytes']} MiB of float32 state, 4 processes "
+            f"vs 1, {len(one)} interleaved rounds (restore from the page cache, right after the "
+            f"save)", four, one, "4 procs", "1 proc")
     coordination = [float(f["coordination_ms"]) for f in four]
     print(f"{'coordination per save, 4 procs (ms)':<34} {statistics.median(coordination):>8.1f}"
           f"   (min-max {min(coordination):.1f}-{max(coordination):.1f})")
-python = [r for r in rows if r["kind"] == "python-throughput"]
 if python:
-    print()
-    print(f"4 processes, the Python package (mpi4py) vs the C++ API: {python[0]['megabytes']} MiB "
-          f"of float32 state, {len(python)} interleaved rounds")
-    print(f"{'measurement':<34} {'Python':>8} {'C++':>8} {'ratio: median (min-max)':>26}")
-    for key, name in (("save_gbps", "save until committed (GB/s)"),
-                      ("restore_gbps", "restore, every process its rows")):
-        ratios = [float(p[key]) / float(f[key]) for p, f in zip(python, four)]
-        print(f"{name:<34} {statistics.median(float(p[key]) for p in python):>8.3f} "
-              f"{statistics.median(float(f[key]) for f in four):>8.3f} "
-              f"{statistics.median(ratios):>10.2f} ({min(ratios):.2f}-{max(ratios):.2f})")
+    compare(f"4 processes, the Python package (mpi4py) vs the C++ API: {python[0]['megabytes']} "
+            f"MiB of float32 state, {len(python)} interleaved rounds", python, four, "Python", "C++")
 PY
