@@ -160,6 +160,70 @@ std::optional<std::vector<int64_t>> FirstUncovered(const std::vector<Box>& boxes
 
 }  // namespace
 
+BoxIndex::BoxIndex(std::vector<Box> boxes) : boxes_(std::move(boxes)), order_(boxes_.size()) {
+  std::iota(order_.begin(), order_.end(), size_t{0});
+  const size_t rank = boxes_.empty() ? 0 : boxes_[0].start.size();
+  if (rank == 0) return;
+  size_t most_starts = 0;
+  std::vector<int64_t> starts(boxes_.size());
+  for (size_t d = 0; d < rank; ++d) {
+    for (size_t i = 0; i < boxes_.size(); ++i) starts[i] = boxes_[i].start[d];
+    std::sort(starts.begin(), starts.end());
+    const auto distinct =
+        static_cast<size_t>(std::unique(starts.begin(), starts.end()) - starts.begin());
+    if (distinct > most_starts) {
+      most_starts = distinct;
+      sweep_ = d;
+    }
+  }
+  std::stable_sort(order_.begin(), order_.end(), [&](size_t a, size_t b) {
+    return boxes_[a].start[sweep_] < boxes_[b].start[sweep_];
+  });
+  for (const Box& box : boxes_) longest_ = std::max(longest_, box.shape[sweep_]);
+}
+
+std::vector<size_t> BoxIndex::Overlapping(const Box& query) const {
+  std::vector<size_t> found;
+  if (query.start.empty()) {  // scalars: every box is the one element
+    for (size_t i = 0; i < boxes_.size(); ++i) found.push_back(i);
+    return found;
+  }
+  // Boxes starting at or before query.start - longest end before the query.
+  const int64_t query_start = query.start[sweep_];
+  const int64_t query_end = query_start + query.shape[sweep_];
+  auto first = std::partition_point(order_.begin(), order_.end(), [&](size_t i) {
+    return boxes_[i].start[sweep_] <= query_start - longest_;
+  });
+  for (auto at = first; at != order_.end() && boxes_[*at].start[sweep_] < query_end; ++at) {
+    if (Overlaps(boxes_[*at], query)) found.push_back(*at);
+  }
+  std::sort(found.begin(), found.end());
+  return found;
+}
+
+std::optional<std::pair<size_t, size_t>> BoxIndex::FirstOverlap(uint64_t max_comparisons,
+                                                                bool* gave_up) const {
+  *gave_up = false;
+  if (boxes_.empty() || boxes_[0].start.empty()) {
+    if (boxes_.size() > 1) return std::make_pair(size_t{0}, size_t{1});
+    return std::nullopt;
+  }
+  // Only boxes whose extents overlap along the sweep can share an element.
+  uint64_t comparisons = 0;
+  for (size_t i = 0; i < order_.size(); ++i) {
+    const Box& box = boxes_[order_[i]];
+    const int64_t end = box.start[sweep_] + box.shape[sweep_];
+    for (size_t j = i + 1; j < order_.size() && boxes_[order_[j]].start[sweep_] < end; ++j) {
+      if (++comparisons > max_comparisons) {
+        *gave_up = true;
+        return std::nullopt;
+      }
+      if (Overlaps(box, boxes_[order_[j]])) return std::make_pair(order_[i], order_[j]);
+    }
+  }
+  return std::nullopt;
+}
+
 std::string TilingProblem(const std::vector<Box>& boxes, const std::vector<int64_t>& global) {
   // Bounds the work a hostile manifest can cause (n^2 / 2 comparisons for a
   // staircase of boxes); a 400 x 400 grid of shards stays below it.
@@ -170,35 +234,17 @@ std::string TilingProblem(const std::vector<Box>& boxes, const std::vector<int64
     if (BoxElements(box) == 0) return "box " + BoxString(box) + " holds no element";
   }
   if (rank > 0) {
-    // Sweep along the dimension that separates the boxes best: only boxes
-    // whose extents overlap on it can share an element.
-    size_t sweep = 0;
-    size_t best = 0;
-    for (size_t d = 0; d < rank; ++d) {
-      std::set<int64_t> starts;
-      for (const Box& box : boxes) starts.insert(box.start[d]);
-      if (starts.size() > best) {
-        best = starts.size();
-        sweep = d;
-      }
+    const BoxIndex index(boxes);
+    bool gave_up = false;
+    std::optional<std::pair<size_t, size_t>> overlap =
+        index.FirstOverlap(kMaxTilingComparisons, &gave_up);
+    if (gave_up) {
+      return std::to_string(boxes.size()) +
+             " boxes too entangled to check (their extents overlap on every dimension)";
     }
-    std::vector<size_t> order(boxes.size());
-    std::iota(order.begin(), order.end(), size_t{0});
-    std::sort(order.begin(), order.end(),
-              [&](size_t a, size_t b) { return boxes[a].start[sweep] < boxes[b].start[sweep]; });
-    uint64_t comparisons = 0;
-    for (size_t i = 0; i < order.size(); ++i) {
-      const Box& box = boxes[order[i]];
-      const int64_t end = box.start[sweep] + box.shape[sweep];
-      for (size_t j = i + 1; j < order.size() && boxes[order[j]].start[sweep] < end; ++j) {
-        if (++comparisons > kMaxTilingComparisons) {
-          return std::to_string(boxes.size()) +
-                 " boxes too entangled to check (their extents overlap on every dimension)";
-        }
-        if (Overlaps(box, boxes[order[j]])) {
-          return "boxes " + BoxString(box) + " and " + BoxString(boxes[order[j]]) + " overlap";
-        }
-      }
+    if (overlap.has_value()) {
+      return "boxes " + BoxString(boxes[overlap->first]) + " and " +
+             BoxString(boxes[overlap->second]) + " overlap";
     }
   } else if (boxes.size() > 1) {
     return std::to_string(boxes.size()) + " boxes of one scalar";

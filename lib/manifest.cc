@@ -25,7 +25,7 @@ std::string JoinPath(const std::string& parent, std::string_view part) {
 }
 
 Status FlattenNode(const Tree& node, std::string key, std::string path, uint32_t depth,
-                   std::vector<ManifestNode>* out) {
+                   std::vector<ManifestNode>* out, std::vector<const Tree*>* sources) {
   if (depth > kMaxTreeDepth) {
     return Status::InvalidArgument("tree deeper than " + std::to_string(kMaxTreeDepth) +
                                    " levels at '" + path + "'");
@@ -67,14 +67,17 @@ Status FlattenNode(const Tree& node, std::string key, std::string path, uint32_t
     case Tree::Kind::kString: flat.string_value = node.string_value(); break;
   }
   out->push_back(std::move(flat));
-  for (size_t i = 0; i < node.child_count(); ++i) {
-    const bool is_map = node.kind() == Tree::Kind::kMap;
-    std::string part = is_map ? node.keys()[i] : std::to_string(i);
-    Status status = FlattenNode(node.child(i), is_map ? part : std::string(), JoinPath(path, part),
-                                depth + 1, out);
-    if (!status.ok()) return status;
-  }
-  return Status::OK();
+  if (sources != nullptr) sources->push_back(&node);
+  const bool is_map = node.kind() == Tree::Kind::kMap;
+  Status status;
+  size_t index = 0;
+  node.ForEachChild([&](std::string_view key, const Tree& child) {
+    if (!status.ok()) return;
+    std::string part = is_map ? std::string(key) : std::to_string(index++);
+    status = FlattenNode(child, is_map ? part : std::string(), JoinPath(path, part), depth + 1,
+                         out, sources);
+  });
+  return status;
 }
 
 Status Invalid(size_t index, const std::string& what) {
@@ -170,9 +173,11 @@ Status CheckTree(std::vector<ManifestNode>* nodes, ManifestScope scope) {
 
 }  // namespace
 
-Result<std::vector<ManifestNode>> FlattenTree(const Tree& tree) {
+Result<std::vector<ManifestNode>> FlattenTree(const Tree& tree,
+                                              std::vector<const Tree*>* sources) {
   std::vector<ManifestNode> nodes;
-  Status status = FlattenNode(tree, "", "", 0, &nodes);
+  if (sources != nullptr) sources->clear();
+  Status status = FlattenNode(tree, "", "", 0, &nodes, sources);
   if (!status.ok()) return status;
   if (nodes.size() > kMaxTreeNodes) {
     return Status::InvalidArgument("tree of " + std::to_string(nodes.size()) + " nodes; at most " +

@@ -80,8 +80,11 @@ struct Manifest {
 };
 
 // The nodes of `tree` in pre-order, with paths and byte sizes, chunk lists
-// empty. InvalidArgument for a tree deeper than kMaxTreeDepth.
-Result<std::vector<ManifestNode>> FlattenTree(const Tree& tree);
+// empty; `sources`, if given, gets the tree node of each (parallel to the
+// result), so callers need not look paths up again. InvalidArgument for a
+// tree deeper than kMaxTreeDepth.
+Result<std::vector<ManifestNode>> FlattenTree(const Tree& tree,
+                                              std::vector<const Tree*>* sources = nullptr);
 
 // A tree with the structure and scalar values of `nodes` (a subtree in
 // pre-order, its root first; the root's key is ignored), and tensors

@@ -80,7 +80,12 @@ struct Loop {
 
 }  // namespace
 
-size_t WorkerThreads() { return std::max(1u, std::thread::hardware_concurrency()); }
+size_t WorkerThreads() {
+  // Asked once: glibc reads it from /sys at every call (about 10 us), and
+  // a restore of many small tensors calls ParallelFor often.
+  static const size_t threads = std::max(1u, std::thread::hardware_concurrency());
+  return threads;
+}
 
 Status ParallelFor(size_t count, size_t threads, const std::function<Status(size_t)>& fn) {
   auto loop = std::make_shared<Loop>();

@@ -5,9 +5,9 @@
 #include <functional>
 #include <map>
 #include <memory>
-#include <set>
 #include <tuple>
 #include <type_traits>
+#include <unordered_map>
 
 #include "chunk_codec.h"
 #include "parallel.h"
@@ -144,6 +144,28 @@ Status DecodeTensors(Store& store, int64_t step, const std::vector<DecodeTarget>
     std::byte* dest = nullptr;
     uint64_t size = 0;
   };
+  // Each stored tensor's saved boxes, indexed once for all its targets (a
+  // template of n shards restores in n log n, not n^2), with the index of
+  // each box's first chunk.
+  struct SavedBoxes {
+    BoxIndex index;
+    std::vector<size_t> first_chunks;
+  };
+  std::unordered_map<const ManifestNode*, SavedBoxes> saved_boxes;
+  auto boxes_of = [&](const ManifestNode& node) -> const SavedBoxes& {
+    auto [at, added] = saved_boxes.try_emplace(&node, SavedBoxes{BoxIndex({}), {}});
+    if (added) {
+      std::vector<Box> boxes;
+      size_t first_chunk = 0;
+      for (const ManifestBox& saved : BoxLayout(node)) {
+        boxes.push_back(saved.box);
+        at->second.first_chunks.push_back(first_chunk);
+        first_chunk += saved.chunk_count;
+      }
+      at->second.index = BoxIndex(std::move(boxes));
+    }
+    return at->second;
+  };
   std::vector<ChunkTask> tasks;
   std::vector<RegionCopy> copies;
   std::vector<ChunkPart> parts;
@@ -151,14 +173,18 @@ Status DecodeTensors(Store& store, int64_t step, const std::vector<DecodeTarget>
     const ManifestNode& node = *target.node;
     const Box want = target.region.value_or(WholeBox(node.shape));
     const size_t element_size = DTypeSize(node.dtype);
-    size_t first_chunk = 0;
-    for (const ManifestBox& saved : BoxLayout(node)) {
-      const size_t chunk_count = saved.chunk_count;
-      const size_t box_first_chunk = std::exchange(first_chunk, first_chunk + chunk_count);
+    const SavedBoxes& saved_of_node = boxes_of(node);
+    for (size_t b : saved_of_node.index.Overlapping(want)) {
+      const Box& saved_box = saved_of_node.index.boxes()[b];
+      const size_t box_first_chunk = saved_of_node.first_chunks[b];
+      const size_t chunk_count = (b + 1 < saved_of_node.first_chunks.size()
+                                      ? saved_of_node.first_chunks[b + 1]
+                                      : node.chunks.size()) -
+                                 box_first_chunk;
       const ChunkRef* box_chunks = node.chunks.data() + box_first_chunk;
-      std::optional<Box> overlap = Intersect(saved.box, want);
+      std::optional<Box> overlap = Intersect(saved_box, want);
       if (!overlap.has_value() || BoxElements(*overlap) == 0) continue;
-      if (saved.box == want) {
+      if (saved_box == want) {
         uint64_t offset = 0;
         for (size_t k = 0; k < chunk_count; ++k) {
           tasks.push_back({&node, box_first_chunk + k, target.dest + offset});
@@ -166,8 +192,8 @@ Status DecodeTensors(Store& store, int64_t step, const std::vector<DecodeTarget>
         }
         continue;
       }
-      const uint64_t first_byte = IndexInBox(saved.box, overlap->start) * element_size;
-      const uint64_t end_byte = (IndexInBox(saved.box, LastPoint(*overlap)) + 1) * element_size;
+      const uint64_t first_byte = IndexInBox(saved_box, overlap->start) * element_size;
+      const uint64_t end_byte = (IndexInBox(saved_box, LastPoint(*overlap)) + 1) * element_size;
       std::vector<std::pair<size_t, uint64_t>> needed;  // chunk, offset in the box
       uint64_t offset = 0;
       for (size_t k = 0; k < chunk_count; ++k) {
@@ -175,7 +201,7 @@ Status DecodeTensors(Store& store, int64_t step, const std::vector<DecodeTarget>
         if (end > first_byte && offset < end_byte) needed.emplace_back(k, offset);
         offset = end;
       }
-      if (IsOneRun(*overlap, saved.box) && IsOneRun(*overlap, want)) {
+      if (IsOneRun(*overlap, saved_box) && IsOneRun(*overlap, want)) {
         // One run of bytes on both sides (row shardings): the chunks inside
         // it decode in place; only those it covers in part (at most two)
         // go through scratch memory.
@@ -195,7 +221,7 @@ Status DecodeTensors(Store& store, int64_t step, const std::vector<DecodeTarget>
         }
         continue;
       }
-      RegionCopy copy{nullptr, saved.box, 0, &target, want, *overlap};
+      RegionCopy copy{nullptr, saved_box, 0, &target, want, *overlap};
       copy.skip = needed.front().second;
       const uint64_t scratch_end =
           needed.back().second + box_chunks[needed.back().first].raw_size;
@@ -288,51 +314,76 @@ auto LeafBuffers(TreeT& leaf) {
   return buffers;
 }
 
+// A template's node for each stored node (nullptr where the template lacks
+// it), matched by path.
+std::vector<Tree*> TemplateNodes(const std::vector<ManifestNode>& stored,
+                                 const std::vector<ManifestNode>& wanted,
+                                 const std::vector<const Tree*>& sources) {
+  std::unordered_map<std::string_view, size_t> wanted_at;
+  wanted_at.reserve(wanted.size());
+  for (size_t i = 0; i < wanted.size(); ++i) wanted_at.emplace(wanted[i].path, i);
+  std::vector<Tree*> nodes;
+  nodes.reserve(stored.size());
+  for (const ManifestNode& node : stored) {
+    auto found = wanted_at.find(node.path);
+    // The template is the caller's mutable tree, flattened through a const view.
+    nodes.push_back(found == wanted_at.end() ? nullptr
+                                             : const_cast<Tree*>(sources[found->second]));
+  }
+  return nodes;
+}
+
 // Every difference between the stored tree and a template, one per line.
 std::vector<std::string> TemplateMismatches(const std::vector<ManifestNode>& stored,
+                                            const std::vector<Tree*>& template_nodes,
                                             const std::vector<ManifestNode>& wanted,
-                                            const Tree& state, bool donate) {
-  std::map<std::string_view, const ManifestNode*> by_path;
-  for (const ManifestNode& node : stored) by_path[node.path] = &node;
+                                            bool donate) {
+  std::unordered_map<std::string_view, const ManifestNode*> stored_at;
+  stored_at.reserve(stored.size());
+  for (const ManifestNode& node : stored) stored_at.emplace(node.path, &node);
   std::vector<std::string> problems;
-  std::set<std::string_view> seen;
   for (const ManifestNode& node : wanted) {
-    const std::string shown = Shown(node.path);
-    auto found = by_path.find(node.path);
-    if (found == by_path.end()) {
-      problems.push_back("extra: '" + shown + "' is in the template, not in the checkpoint");
+    if (stored_at.count(node.path) == 0) {
+      problems.push_back("extra: '" + Shown(node.path) + "' is in the template, not in the checkpoint");
+    }
+  }
+  for (size_t i = 0; i < stored.size(); ++i) {
+    const ManifestNode& have = stored[i];
+    const std::string shown = Shown(have.path);
+    const Tree* leaf = template_nodes[i];
+    if (leaf == nullptr) {
+      problems.push_back("missing: '" + shown + "' is in the checkpoint, not in the template");
       continue;
     }
-    seen.insert(node.path);
-    const ManifestNode& have = *found->second;
-    if (have.kind != node.kind) {
+    // A sharded leaf stands for a tensor.
+    const Tree::Kind kind =
+        leaf->kind() == Tree::Kind::kShardedTensor ? Tree::Kind::kTensor : leaf->kind();
+    if (have.kind != kind) {
       problems.push_back("kind: '" + shown + "' is a " + std::string(KindName(have.kind)) +
-                         " in the checkpoint, a " + std::string(KindName(node.kind)) +
+                         " in the checkpoint, a " + std::string(KindName(kind)) +
                          " in the template");
       continue;
     }
-    if (node.kind != Tree::Kind::kTensor) continue;
-    if (have.dtype != node.dtype) {
+    if (kind != Tree::Kind::kTensor) continue;
+    const DType dtype =
+        leaf->kind() == Tree::Kind::kTensor ? leaf->tensor().dtype() : leaf->sharded().dtype;
+    const std::vector<int64_t>& shape =
+        leaf->kind() == Tree::Kind::kTensor ? leaf->tensor().shape() : leaf->sharded().global_shape;
+    if (have.dtype != dtype) {
       problems.push_back("dtype: '" + shown + "' is " + std::string(DTypeName(have.dtype)) +
-                         " in the checkpoint, " + std::string(DTypeName(node.dtype)) +
+                         " in the checkpoint, " + std::string(DTypeName(dtype)) +
                          " in the template");
     }
-    if (have.shape != node.shape) {
+    if (have.shape != shape) {
       problems.push_back("shape: '" + shown + "' is " + ShapeString(have.shape) +
-                         " in the checkpoint, " + ShapeString(node.shape) + " in the template");
+                         " in the checkpoint, " + ShapeString(shape) + " in the template");
     }
-    for (const auto& [tensor, region] : LeafBuffers(*state.Find(node.path))) {
+    for (const auto& [tensor, region] : LeafBuffers(*leaf)) {
       if (donate && !tensor->writable()) {
         problems.push_back("read-only: '" + shown +
                            "' is a ConstView; restore with donate needs a writable buffer");
         break;
       }
-    }
-  }
-  for (const ManifestNode& node : stored) {
-    if (seen.count(node.path) == 0) {
-      problems.push_back("missing: '" + Shown(node.path) +
-                         "' is in the checkpoint, not in the template");
     }
   }
   return problems;
@@ -341,18 +392,18 @@ std::vector<std::string> TemplateMismatches(const std::vector<ManifestNode>& sto
 // Tensors of the template whose buffers overlap: decoding two stored tensors
 // into one buffer would leave one of them wrong.
 std::vector<std::string> AliasedBuffers(const std::vector<ManifestNode>& stored,
-                                        const Tree& state) {
+                                        const std::vector<Tree*>& template_nodes) {
   struct Range {
     const std::byte* begin;
     const std::byte* end;
     const std::string* path;
   };
   std::vector<Range> ranges;
-  for (const ManifestNode& node : stored) {
-    if (node.kind != Tree::Kind::kTensor) continue;
-    for (const auto& [tensor, region] : LeafBuffers(*state.Find(node.path))) {
+  for (size_t i = 0; i < stored.size(); ++i) {
+    if (stored[i].kind != Tree::Kind::kTensor) continue;
+    for (const auto& [tensor, region] : LeafBuffers(*template_nodes[i])) {
       if (tensor->byte_size() == 0) continue;
-      ranges.push_back({tensor->data(), tensor->data() + tensor->byte_size(), &node.path});
+      ranges.push_back({tensor->data(), tensor->data() + tensor->byte_size(), &stored[i].path});
     }
   }
   std::sort(ranges.begin(), ranges.end(),
@@ -367,20 +418,22 @@ std::vector<std::string> AliasedBuffers(const std::vector<ManifestNode>& stored,
   return problems;
 }
 
-// The nodes of `nodes` under any of `paths` (all of them when `paths` is
-// empty). NotFound for a path that names no node.
-Result<std::vector<ManifestNode>> SelectNodes(const std::vector<ManifestNode>& nodes,
-                                              const std::vector<std::string>& paths,
-                                              const std::string& where) {
-  if (paths.empty()) return nodes;
+// The nodes of `nodes` under any of `paths`, copied into `*storage`; with
+// no paths, `nodes` itself (uncopied). NotFound for a path that names no
+// node.
+Result<const std::vector<ManifestNode>*> SelectNodes(const std::vector<ManifestNode>& nodes,
+                                                     const std::vector<std::string>& paths,
+                                                     const std::string& where,
+                                                     std::vector<ManifestNode>* storage) {
+  if (paths.empty()) return &nodes;
   if (std::optional<std::string> missing = MissingPath(nodes, paths)) {
     return Status::NotFound(where + " holds no path '" + *missing + "'");
   }
-  std::vector<ManifestNode> selected;
+  storage->clear();
   for (const ManifestNode& node : nodes) {
-    if (IsUnderAny(node.path, paths)) selected.push_back(node);
+    if (IsUnderAny(node.path, paths)) storage->push_back(node);
   }
-  return selected;
+  return storage;
 }
 
 }  // namespace
@@ -388,18 +441,28 @@ Result<std::vector<ManifestNode>> SelectNodes(const std::vector<ManifestNode>& n
 Status RestoreIntoTemplate(Store& store, const Manifest& manifest, Tree* state,
                            const RestoreOptions& options, size_t threads) {
   const std::string where = StepName(manifest.step) + " in " + store.dir();
-  Result<std::vector<ManifestNode>> stored =
-      SelectNodes(manifest.nodes, options.only_paths, where);
-  if (!stored.ok()) return stored.status();
-  Result<std::vector<ManifestNode>> wanted = FlattenTree(*state);
+  std::vector<ManifestNode> selected;
+  Result<const std::vector<ManifestNode>*> selection =
+      SelectNodes(manifest.nodes, options.only_paths, where, &selected);
+  if (!selection.ok()) return selection.status();
+  const std::vector<ManifestNode>* stored = *selection;
+  std::vector<const Tree*> sources;
+  Result<std::vector<ManifestNode>> wanted = FlattenTree(*state, &sources);
   if (!wanted.ok()) return wanted.status().WithContext("restore template");
-  if (!options.only_paths.empty()) {
-    std::erase_if(*wanted, [&](const ManifestNode& node) {
-      return !IsUnderAny(node.path, options.only_paths);
-    });
+  if (!options.only_paths.empty()) {  // keeps `sources` parallel to `wanted`
+    size_t kept = 0;
+    for (size_t i = 0; i < wanted->size(); ++i) {
+      if (!IsUnderAny((*wanted)[i].path, options.only_paths)) continue;
+      (*wanted)[kept] = std::move((*wanted)[i]);
+      sources[kept++] = sources[i];
+    }
+    wanted->resize(kept);
+    sources.resize(kept);
   }
-  std::vector<std::string> problems = TemplateMismatches(*stored, *wanted, *state, options.donate);
-  if (options.donate && problems.empty()) problems = AliasedBuffers(*stored, *state);
+  const std::vector<Tree*> template_nodes = TemplateNodes(*stored, *wanted, sources);
+  std::vector<std::string> problems =
+      TemplateMismatches(*stored, template_nodes, *wanted, options.donate);
+  if (options.donate && problems.empty()) problems = AliasedBuffers(*stored, template_nodes);
   if (!problems.empty()) {
     std::string message = "the template does not match " + where + " (" +
                           std::to_string(problems.size()) + " problems):";
@@ -411,9 +474,10 @@ Status RestoreIntoTemplate(Store& store, const Manifest& manifest, Tree* state,
   // template's only once everything decoded.
   std::vector<DecodeTarget> targets;
   std::vector<std::pair<Tensor*, Tensor>> replacements;
-  for (const ManifestNode& node : *stored) {
+  for (size_t i = 0; i < stored->size(); ++i) {
+    const ManifestNode& node = (*stored)[i];
     if (node.kind != Tree::Kind::kTensor) continue;
-    for (const auto& [tensor, region] : LeafBuffers(*state->Find(node.path))) {
+    for (const auto& [tensor, region] : LeafBuffers(*template_nodes[i])) {
       if (options.donate) {
         targets.push_back({&node, tensor->mutable_data(), region});
         continue;
@@ -427,8 +491,9 @@ Status RestoreIntoTemplate(Store& store, const Manifest& manifest, Tree* state,
   Status status = DecodeTensors(store, manifest.step, targets, threads);
   if (!status.ok()) return status;
   for (auto& [tensor, fresh] : replacements) *tensor = std::move(fresh);
-  for (const ManifestNode& node : *stored) {
-    Tree* leaf = state->Find(node.path);
+  for (size_t i = 0; i < stored->size(); ++i) {
+    const ManifestNode& node = (*stored)[i];
+    Tree* leaf = template_nodes[i];
     switch (node.kind) {
       case Tree::Kind::kInt: *leaf = Tree::Int(node.int_value); break;
       case Tree::Kind::kBool: *leaf = Tree::Bool(node.int_value != 0); break;
@@ -442,20 +507,20 @@ Status RestoreIntoTemplate(Store& store, const Manifest& manifest, Tree* state,
 
 Result<Tree> RestoreSubtree(Store& store, const Manifest& manifest, const std::string& path,
                             size_t threads) {
-  Result<std::vector<ManifestNode>> subtree = SelectNodes(
+  std::vector<ManifestNode> selected;
+  Result<const std::vector<ManifestNode>*> subtree = SelectNodes(
       manifest.nodes, path.empty() ? std::vector<std::string>{} : std::vector<std::string>{path},
-      StepName(manifest.step) + " in " + store.dir());
+      StepName(manifest.step) + " in " + store.dir(), &selected);
   if (!subtree.ok()) return subtree.status();
-  Result<Tree> tree = BuildTree(*subtree);
-  if (!tree.ok()) return tree.status();
-  // Paths inside the subtree drop the subtree's own path and its '/'.
-  const size_t prefix = path.empty() ? 0 : path.size() + 1;
+  // Each tensor decodes into the buffer made for it (a tensor's buffer
+  // stays where it is as the tree grows).
   std::vector<DecodeTarget> targets;
-  for (const ManifestNode& node : *subtree) {
-    if (node.kind != Tree::Kind::kTensor) continue;
-    const std::string relative = node.path.size() > prefix ? node.path.substr(prefix) : "";
-    targets.push_back({&node, tree->Find(relative)->tensor().mutable_data()});
-  }
+  Result<Tree> tree = BuildTree(**subtree, [&](const ManifestNode& node) -> Result<Tensor> {
+    Result<Tensor> tensor = Tensor::Allocate(node.dtype, node.shape);
+    if (tensor.ok()) targets.push_back({&node, tensor->mutable_data()});
+    return tensor;
+  });
+  if (!tree.ok()) return tree.status();
   Status status = DecodeTensors(store, manifest.step, targets, threads);
   if (!status.ok()) return status;
   return tree;

@@ -121,7 +121,8 @@ Result<std::shared_ptr<PendingSave>> SavePipeline::Prepare(
   save->recheck_caller_bytes_ = source == Source::kCallerBuffers;
   Manifest& manifest = save->manifest_;
   manifest = std::move(header);
-  Result<std::vector<ManifestNode>> nodes = FlattenTree(state);
+  std::vector<const Tree*> sources;  // the state's node of each manifest node
+  Result<std::vector<ManifestNode>> nodes = FlattenTree(state, &sources);
   if (!nodes.ok()) return nodes.status();
   manifest.nodes = std::move(*nodes);
   Status status = AssignBoxes(&manifest);
@@ -175,7 +176,7 @@ Result<std::shared_ptr<PendingSave>> SavePipeline::Prepare(
     if (node.kind != Tree::Kind::kTensor || reused[n]) continue;
     // Each box's bytes (the whole tensor's, unboxed) are cut into chunks.
     node.chunks.clear();
-    std::vector<const std::byte*> box_data = BoxBuffers(*state.Find(node.path), node);
+    std::vector<const std::byte*> box_data = BoxBuffers(*sources[n], node);
     for (size_t b = 0; b < box_data.size(); ++b) {
       const uint64_t bytes = node.boxed ? BoxElements(node.boxes[b].box) * DTypeSize(node.dtype)
                                         : node.byte_size;

@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <cassert>
 #include <cstring>
+#include <limits>
+#include <type_traits>
 
 #include "box.h"
 
@@ -67,28 +69,46 @@ Status CheckShardedTensor(const ShardedTensor& sharded) {
   Result<uint64_t> global_bytes = TensorByteSize(sharded.dtype, sharded.global_shape);
   if (!global_bytes.ok()) return global_bytes.status().WithContext("sharded tensor");
   if (DTypeSize(sharded.dtype) == 0) return Status::InvalidArgument("sharded tensor of an unknown dtype");
-  std::vector<std::vector<Box>> by_replica;
+  const std::string tensor = "a sharded " + std::string(DTypeName(sharded.dtype)) +
+                             " tensor of shape " + ShapeString(sharded.global_shape);
+  auto which = [&](size_t i) { return "shard " + std::to_string(i) + " of " + tensor; };
+  // Per replica id, its boxes and the shards they belong to.
+  std::vector<std::vector<Box>> boxes_by_replica;
+  std::vector<std::vector<size_t>> shards_by_replica;
   for (size_t i = 0; i < sharded.shards.size(); ++i) {
     const Shard& shard = sharded.shards[i];
-    const std::string which = "shard " + std::to_string(i) + " of a sharded " +
-                              std::string(DTypeName(sharded.dtype)) + " tensor of shape " +
-                              ShapeString(sharded.global_shape);
     if (shard.data.dtype() != sharded.dtype) {
-      return Status::InvalidArgument(which + " is " + std::string(DTypeName(shard.data.dtype())));
+      return Status::InvalidArgument(which(i) + " is " + std::string(DTypeName(shard.data.dtype())));
     }
-    if (shard.replica_id < 0) return Status::InvalidArgument(which + " has a negative replica_id");
+    if (shard.replica_id < 0) return Status::InvalidArgument(which(i) + " has a negative replica_id");
     Box box{shard.start, shard.data.shape()};
     std::string problem = BoxProblem(box, sharded.global_shape);
-    if (!problem.empty()) return Status::InvalidArgument(which + ": " + problem);
+    if (!problem.empty()) return Status::InvalidArgument(which(i) + ": " + problem);
     const auto replica = static_cast<size_t>(shard.replica_id);
-    if (replica >= by_replica.size()) by_replica.resize(replica + 1);
-    for (const Box& other : by_replica[replica]) {
-      if (Overlaps(box, other)) {
-        return Status::InvalidArgument(which + ": its box " + BoxString(box) + " overlaps " +
-                                       BoxString(other) + " of the same replica_id");
-      }
+    if (replica >= boxes_by_replica.size()) {
+      boxes_by_replica.resize(replica + 1);
+      shards_by_replica.resize(replica + 1);
     }
-    by_replica[replica].push_back(std::move(box));
+    boxes_by_replica[replica].push_back(std::move(box));
+    shards_by_replica[replica].push_back(i);
+  }
+  for (size_t replica = 0; replica < boxes_by_replica.size(); ++replica) {
+    const BoxIndex index(std::move(boxes_by_replica[replica]));
+    bool gave_up = false;
+    std::optional<std::pair<size_t, size_t>> overlap =
+        index.FirstOverlap(kMaxTilingComparisons, &gave_up);
+    if (gave_up) {
+      return Status::InvalidArgument("the " + std::to_string(index.boxes().size()) +
+                                     " shards of replica_id " + std::to_string(replica) + " of " +
+                                     tensor + " are too entangled to check for overlaps");
+    }
+    if (overlap.has_value()) {
+      auto [first, second] = std::minmax(overlap->first, overlap->second);
+      return Status::InvalidArgument(
+          which(shards_by_replica[replica][second]) + ": its box " +
+          BoxString(index.boxes()[second]) + " overlaps " + BoxString(index.boxes()[first]) +
+          " of the same replica_id");
+    }
   }
   return Status::OK();
 }
@@ -111,15 +131,19 @@ Result<Tree*> Tree::Set(std::string_view key, Tree child) {
     return Status::InvalidArgument("map key '" + std::string(key) +
                                    "' must be non-empty and contain no '/'");
   }
-  auto at = std::lower_bound(keys_.begin(), keys_.end(), key);
-  size_t index = static_cast<size_t>(at - keys_.begin());
-  if (at != keys_.end() && *at == key) {
-    children_[index] = std::move(child);
-  } else {
-    keys_.insert(at, std::string(key));
-    children_.insert(children_.begin() + static_cast<std::ptrdiff_t>(index), std::move(child));
+  auto at = map_index_.lower_bound(key);
+  if (at != map_index_.end() && at->first == key) {
+    Tree& existing = children_[at->second];
+    existing = std::move(child);
+    return &existing;
   }
-  return &children_[index];
+  if (children_.size() >= std::numeric_limits<uint32_t>::max()) {
+    return Status::InvalidArgument("map of " + std::to_string(children_.size()) +
+                                   " keys: no more fit");
+  }
+  map_index_.emplace_hint(at, std::string(key), static_cast<uint32_t>(children_.size()));
+  children_.push_back(std::move(child));
+  return &children_.back();
 }
 
 Result<Tree*> Tree::Append(Tree child) {
@@ -196,9 +220,9 @@ const Tree* Tree::Find(std::string_view path) const {
     std::string_view part = path.substr(0, slash);
     path = slash == std::string_view::npos ? std::string_view() : path.substr(slash + 1);
     if (node->kind_ == Kind::kMap) {
-      auto at = std::lower_bound(node->keys_.begin(), node->keys_.end(), part);
-      if (at == node->keys_.end() || *at != part) return nullptr;
-      node = &node->children_[static_cast<size_t>(at - node->keys_.begin())];
+      auto at = node->map_index_.find(part);
+      if (at == node->map_index_.end()) return nullptr;
+      node = &node->children_[at->second];
     } else if (node->kind_ == Kind::kList) {
       size_t index = 0;
       if (part.empty() || part.size() > 18) return nullptr;
@@ -217,6 +241,33 @@ const Tree* Tree::Find(std::string_view path) const {
 
 Tree* Tree::Find(std::string_view path) {
   return const_cast<Tree*>(static_cast<const Tree*>(this)->Find(path));
+}
+
+void Tree::ForEachChild(
+    const std::function<void(std::string_view key, const Tree& child)>& visit) const {
+  if (kind_ == Kind::kMap) {
+    for (const auto& [key, index] : map_index_) visit(key, children_[index]);
+  } else {
+    for (const Tree& child : children_) visit({}, child);
+  }
+}
+
+void Tree::ForEachMutableChild(
+    const std::function<void(std::string_view key, Tree& child)>& visit) {
+  if (kind_ == Kind::kMap) {
+    for (const auto& [key, index] : map_index_) visit(key, children_[index]);
+  } else {
+    for (Tree& child : children_) visit({}, child);
+  }
+}
+
+const Tree& Tree::element(size_t index) const {
+  assert(kind_ == Kind::kList && index < children_.size());
+  return children_[index];
+}
+Tree& Tree::element(size_t index) {
+  assert(kind_ == Kind::kList && index < children_.size());
+  return children_[index];
 }
 
 const Tensor& Tree::tensor() const {
@@ -254,19 +305,30 @@ ShardedTensor& Tree::sharded() {
 
 namespace {
 
-std::string ChildPath(const std::string& parent, const std::string& part) {
-  return parent.empty() ? part : parent + "/" + part;
-}
-
+// Visits the leaves below `node`, whose path is `*path`; `path` is one
+// buffer extended and cut back on the way, not a string per node.
 template <typename TreeT, typename Visit>
-void VisitLeaves(TreeT& node, const std::string& path, const Visit& visit) {
+void VisitLeaves(TreeT& node, std::string* path, const Visit& visit) {
   if (!node.is_container()) {
-    visit(path, node);
+    visit(*path, node);
     return;
   }
-  for (size_t i = 0; i < node.child_count(); ++i) {
-    std::string part = node.kind() == Tree::Kind::kMap ? node.keys()[i] : std::to_string(i);
-    VisitLeaves(node.child(i), ChildPath(path, part), visit);
+  const size_t length = path->size();
+  size_t index = 0;
+  auto descend = [&](std::string_view key, TreeT& child) {
+    if (length > 0) *path += '/';
+    if (node.kind() == Tree::Kind::kMap) {
+      *path += key;
+    } else {
+      *path += std::to_string(index++);
+    }
+    VisitLeaves(child, path, visit);
+    path->resize(length);
+  };
+  if constexpr (std::is_const_v<TreeT>) {
+    node.ForEachChild(descend);
+  } else {
+    node.ForEachMutableChild(descend);
   }
 }
 
@@ -274,20 +336,32 @@ void VisitLeaves(TreeT& node, const std::string& path, const Visit& visit) {
 
 void Tree::ForEachLeaf(
     const std::function<void(const std::string& path, const Tree& leaf)>& visit) const {
-  VisitLeaves(*this, "", visit);
+  std::string path;
+  VisitLeaves(*this, &path, visit);
 }
 
 void Tree::ForEachMutableLeaf(
     const std::function<void(const std::string& path, Tree& leaf)>& visit) {
-  VisitLeaves(*this, "", visit);
+  std::string path;
+  VisitLeaves(*this, &path, visit);
 }
 
 bool Tree::ContentEquals(const Tree& other) const {
   if (kind_ != other.kind_) return false;
   switch (kind_) {
-    case Kind::kMap:
+    case Kind::kMap: {
+      if (map_index_.size() != other.map_index_.size()) return false;
+      for (auto mine = map_index_.begin(), theirs = other.map_index_.begin();
+           mine != map_index_.end(); ++mine, ++theirs) {
+        if (mine->first != theirs->first ||
+            !children_[mine->second].ContentEquals(other.children_[theirs->second])) {
+          return false;
+        }
+      }
+      return true;
+    }
     case Kind::kList:
-      if (keys_ != other.keys_ || children_.size() != other.children_.size()) return false;
+      if (children_.size() != other.children_.size()) return false;
       for (size_t i = 0; i < children_.size(); ++i) {
         if (!children_[i].ContentEquals(other.children_[i])) return false;
       }

@@ -8,6 +8,7 @@
 
 #include <cstring>
 #include <numeric>
+#include <random>
 
 namespace ckptdb {
 namespace {
@@ -152,6 +153,79 @@ TEST(BoxTest, AStaircaseOfBoxesIsRefusedInBoundedTime) {
   const auto start = std::chrono::steady_clock::now();
   EXPECT_THAT(TilingProblem(boxes, {n, n}), ::testing::HasSubstr("too entangled"));
   EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(20));
+}
+
+TEST(BoxTest, BoxIndexFindsWhatABruteForceSearchFinds) {
+  // Random boxes of a 40 x 30 tensor (overlapping, of every size), and
+  // random queries: the index must find exactly the boxes that overlap.
+  std::mt19937 random(7);
+  auto pick = [&](int64_t below) { return static_cast<int64_t>(random() % below); };
+  for (int round = 0; round < 50; ++round) {
+    std::vector<Box> boxes;
+    const int count = 1 + static_cast<int>(pick(60));
+    for (int i = 0; i < count; ++i) {
+      const int64_t r = pick(40), c = pick(30);
+      boxes.push_back({{r, c}, {pick(41 - r), pick(31 - c)}});
+    }
+    const BoxIndex index(boxes);
+    for (int q = 0; q < 20; ++q) {
+      const int64_t r = pick(40), c = pick(30);
+      const Box query{{r, c}, {1 + pick(40 - r), 1 + pick(30 - c)}};
+      std::vector<size_t> expected;
+      for (size_t i = 0; i < boxes.size(); ++i) {
+        if (Overlaps(boxes[i], query)) expected.push_back(i);
+      }
+      EXPECT_EQ(index.Overlapping(query), expected) << BoxString(query);
+    }
+    bool gave_up = true;
+    std::optional<std::pair<size_t, size_t>> overlap = index.FirstOverlap(1u << 20, &gave_up);
+    EXPECT_FALSE(gave_up);
+    bool any = false;
+    for (size_t i = 0; i < boxes.size() && !any; ++i) {
+      for (size_t j = i + 1; j < boxes.size() && !any; ++j) any = Overlaps(boxes[i], boxes[j]);
+    }
+    EXPECT_EQ(overlap.has_value(), any);
+    if (overlap.has_value()) {
+      EXPECT_TRUE(Overlaps(boxes[overlap->first], boxes[overlap->second]));
+    }
+  }
+}
+
+TEST(BoxTest, ShardsAlongEitherDimensionAreFoundWithoutLookingAtAll) {
+  // 200,000 one-row shards, then one-column shards: each query meets only
+  // its neighbours (a search of every box would take 4e10 steps).
+  for (size_t dimension : {0, 1}) {
+    constexpr int64_t n = 200000;
+    std::vector<Box> boxes;
+    for (int64_t i = 0; i < n; ++i) {
+      boxes.push_back(dimension == 0 ? Box{{i, 0}, {1, 4}} : Box{{0, i}, {4, 1}});
+    }
+    const BoxIndex index(std::move(boxes));
+    for (int64_t i = 0; i < n; ++i) {
+      const Box query = dimension == 0 ? Box{{i, 0}, {2, 4}} : Box{{0, i}, {4, 2}};
+      const std::vector<size_t> expected =
+          i + 1 < n ? std::vector<size_t>{static_cast<size_t>(i), static_cast<size_t>(i + 1)}
+                    : std::vector<size_t>{static_cast<size_t>(i)};
+      ASSERT_EQ(index.Overlapping(query), expected);
+    }
+  }
+}
+
+TEST(BoxTest, CheckShardedTensorOfManyShardsIsLinear) {
+  // 100,000 shards: a check of every pair would take 5e9 comparisons.
+  constexpr int64_t n = 100000;
+  ShardedTensor sharded{DType::kFloat32, {n, 2}, {}};
+  for (int64_t row = 0; row < n; ++row) {
+    sharded.shards.push_back(Shard{{row, 0}, Tensor::Allocate(DType::kFloat32, {1, 2}).value(), 0});
+  }
+  EXPECT_TRUE(CheckShardedTensor(sharded).ok());
+  sharded.shards.back().start = {n - 2, 0};  // overlaps the shard before it
+  const Status overlap = CheckShardedTensor(sharded);
+  EXPECT_EQ(overlap.code(), Status::Code::kInvalidArgument);
+  EXPECT_THAT(overlap.ToString(), ::testing::HasSubstr("shard 99999 of"));
+  EXPECT_THAT(overlap.ToString(), ::testing::HasSubstr("overlaps [99998:99999, 0:2]"));
+  sharded.shards.back().replica_id = 1;  // another replica may
+  EXPECT_TRUE(CheckShardedTensor(sharded).ok());
 }
 
 TEST(BoxTest, CopyRegionMovesTheOverlap) {

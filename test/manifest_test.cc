@@ -150,16 +150,16 @@ Tree ZeroedTensors(const Tree& tree) {
   switch (tree.kind()) {
     case Tree::Kind::kMap: {
       Tree copy = Tree::Map();
-      for (size_t i = 0; i < tree.child_count(); ++i) {
-        (void)copy.Set(tree.keys()[i], ZeroedTensors(tree.child(i)));
-      }
+      tree.ForEachChild([&](std::string_view key, const Tree& child) {
+        (void)copy.Set(key, ZeroedTensors(child));
+      });
       return copy;
     }
     case Tree::Kind::kList: {
       Tree copy = Tree::List();
-      for (size_t i = 0; i < tree.child_count(); ++i) {
-        (void)copy.Append(ZeroedTensors(tree.child(i)));
-      }
+      tree.ForEachChild([&](std::string_view, const Tree& child) {
+        (void)copy.Append(ZeroedTensors(child));
+      });
       return copy;
     }
     case Tree::Kind::kTensor:

@@ -4,6 +4,12 @@
 #include <gtest/gtest.h>
 
 #include "ckptdb/tree.h"
+
+#include <algorithm>
+#include <cstdio>
+#include <random>
+#include <string>
+#include <vector>
 #include "test_util.h"
 
 namespace ckptdb {
@@ -75,6 +81,63 @@ TEST(TreeFromPathsTest, BuildsTheTreeAndRefusesCollisions) {
     EXPECT_EQ(Tree::FromPaths(std::move(collision)).status().code(),
               Status::Code::kInvalidArgument);
   }
+}
+
+TEST(TreeSetTest, ChildrenAreVisitedInKeyOrderWhateverTheOrderTheyWereSet) {
+  Tree forward;
+  Tree backward;
+  for (const char* key : {"a", "b", "c", "d"}) ASSERT_OK(forward.Set(key, Tree::Int(key[0])).status());
+  for (const char* key : {"d", "c", "b", "a"}) ASSERT_OK(backward.Set(key, Tree::Int(key[0])).status());
+  ASSERT_OK(backward.Set("b", Tree::Int('b')).status());  // replaced in place
+  EXPECT_TRUE(forward.ContentEquals(backward));
+  std::string keys;
+  backward.ForEachChild([&](std::string_view key, const Tree& child) {
+    keys += key;
+    EXPECT_EQ(child.int_value(), key[0]);
+  });
+  EXPECT_EQ(keys, "abcd");
+  ASSERT_OK(backward.Set("e", Tree::Int(1)).status());
+  EXPECT_FALSE(forward.ContentEquals(backward));
+}
+
+TEST(TreeSetTest, ManyKeysInDescendingOrderAreSetInLinearithmicTime) {
+  // 300,000 keys each sorting before all the others set so far: an
+  // insertion that moved the children after it would move 4.5e10 of them.
+  constexpr int kKeys = 300000;
+  Tree tree;
+  char key[16];
+  for (int i = kKeys; i-- > 0;) {
+    std::snprintf(key, sizeof(key), "k%07d", i);
+    ASSERT_OK(tree.Set(key, Tree::Int(i)).status());
+  }
+  EXPECT_EQ(tree.child_count(), static_cast<size_t>(kKeys));
+  int expected = 0;
+  tree.ForEachChild([&](std::string_view, const Tree& child) {
+    EXPECT_EQ(child.int_value(), expected++);
+  });
+  EXPECT_EQ(tree.Find("k0123456")->int_value(), 123456);
+}
+
+TEST(TreeSetTest, ManyNestedPathsInAShuffledOrder) {
+  // 200,000 leaves under 25,000 maps, set by path in a shuffled order, and
+  // visited back in path order.
+  constexpr int kLeaves = 200000;
+  std::vector<int> order(kLeaves);
+  for (int i = 0; i < kLeaves; ++i) order[i] = i;
+  std::shuffle(order.begin(), order.end(), std::mt19937(3));
+  auto path_of = [](int i) {
+    char path[48];
+    std::snprintf(path, sizeof(path), "layers/%05d/w%d", i / 8, i % 8);
+    return std::string(path);
+  };
+  Tree tree;
+  for (int i : order) ASSERT_OK(tree.SetPath(path_of(i), Tree::Int(i)));
+  int expected = 0;
+  tree.ForEachLeaf([&](const std::string& path, const Tree& leaf) {
+    EXPECT_EQ(path, path_of(expected));
+    EXPECT_EQ(leaf.int_value(), expected++);
+  });
+  EXPECT_EQ(expected, kLeaves);
 }
 
 }  // namespace

@@ -3,8 +3,8 @@
 //
 // Paths name nodes: map keys and list indices joined by '/', for example
 // "params/encoder/layers/0/kernel". The root's path is "". Map keys are
-// non-empty and contain no '/'; map children are kept sorted by key so a
-// tree's order does not depend on insertion order.
+// non-empty and contain no '/'; a map's children are visited in key order,
+// so a tree's order does not depend on the order its keys were set.
 //
 // Thread safety: a const Tree may be read from many threads.
 
@@ -13,6 +13,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -102,12 +103,17 @@ class CKPTDB_EXPORT Tree {
   // where another path needs a map).
   static Result<Tree> FromPaths(std::vector<std::pair<std::string, Tree>> nodes);
 
-  // Children of a map (sorted by key) or a list (in order); empty for leaves.
+  // Children of a map or a list; 0 for leaves.
   size_t child_count() const { return children_.size(); }
-  Tree& child(size_t i) { return children_[i]; }
-  const Tree& child(size_t i) const { return children_[i]; }
-  // Map keys, parallel to the children; empty for lists and leaves.
-  const std::vector<std::string>& keys() const { return keys_; }
+  // Calls `visit(key, child)` for each child: a map's in key order, a list's
+  // in index order (with an empty key). The visitor must not add children to
+  // this node.
+  void ForEachChild(const std::function<void(std::string_view key, const Tree& child)>& visit) const;
+  void ForEachMutableChild(const std::function<void(std::string_view key, Tree& child)>& visit);
+  // A list's element at `index` (< child_count()); calling it on another
+  // kind is a bug (asserted).
+  const Tree& element(size_t index) const;
+  Tree& element(size_t index);
 
   // The node at `path` ("" is this node), or nullptr.
   const Tree* Find(std::string_view path) const;
@@ -134,8 +140,11 @@ class CKPTDB_EXPORT Tree {
 
  private:
   Kind kind_ = Kind::kMap;
-  std::vector<std::string> keys_;  // maps only, sorted, parallel to children_
+  // Lists: the elements in order. Maps: the children in the order they were
+  // first set, found (and visited in key order) through map_index_, so that
+  // setting n keys in any order costs O(n log n).
   std::vector<Tree> children_;
+  std::map<std::string, uint32_t, std::less<>> map_index_;  // maps only: key -> children_ index
   Tensor tensor_;
   ShardedTensor sharded_;
   int64_t int_value_ = 0;

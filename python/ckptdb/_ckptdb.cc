@@ -382,14 +382,14 @@ py::object ToPython(Tree& tree) {
   switch (tree.kind()) {
     case Tree::Kind::kMap: {
       py::dict dict;
-      for (size_t i = 0; i < tree.child_count(); ++i) {
-        dict[py::str(tree.keys()[i])] = ToPython(tree.child(i));
-      }
+      tree.ForEachMutableChild([&](std::string_view key, Tree& child) {
+        dict[py::str(key.data(), key.size())] = ToPython(child);
+      });
       return dict;
     }
     case Tree::Kind::kList: {
       py::list list;
-      for (size_t i = 0; i < tree.child_count(); ++i) list.append(ToPython(tree.child(i)));
+      tree.ForEachMutableChild([&](std::string_view, Tree& child) { list.append(ToPython(child)); });
       return list;
     }
     case Tree::Kind::kTensor:
@@ -421,7 +421,7 @@ py::object Rebuild(py::handle original, Tree& restored, const TreeBuilder& built
   if (py::isinstance<py::list>(original) || py::isinstance<py::tuple>(original)) {
     py::list list;
     size_t index = 0;
-    for (py::handle child : original) list.append(Rebuild(child, restored.child(index++), built));
+    for (py::handle child : original) list.append(Rebuild(child, restored.element(index++), built));
     if (py::isinstance<py::tuple>(original)) return py::tuple(list);
     return list;
   }
