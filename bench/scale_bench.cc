@@ -23,6 +23,7 @@
 #include <string>
 #include <vector>
 
+#include "bench_util.h"
 #include "ckptdb/checkpointer.h"
 
 namespace ckptdb::bench {
@@ -56,6 +57,12 @@ void ResetPeakResident() {
 // reports seconds and the peak resident memory during the call.
 template <typename Setup, typename Call>
 void Measure(benchmark::State& state, Setup setup, Call call) {
+  Measure(state, setup, call, [](auto&) {});
+}
+
+// The same, then `after(input)` untimed.
+template <typename Setup, typename Call, typename After>
+void Measure(benchmark::State& state, Setup setup, Call call, After after) {
   double seconds = 0;
   uint64_t peak = 0;
   for (auto _ : state) {
@@ -64,9 +71,13 @@ void Measure(benchmark::State& state, Setup setup, Call call) {
     ResetPeakResident();
     state.ResumeTiming();
     const Clock::time_point start = Clock::now();
-    call(input);
+    {
+      ProfiledSection profiled;
+      call(input);
+    }
     seconds += std::chrono::duration<double>(Clock::now() - start).count();
     peak = std::max(peak, PeakResidentBytes());
+    after(input);
   }
   state.counters["seconds"] = seconds / static_cast<double>(state.iterations());
   state.counters["peak_rss_mb"] = static_cast<double>(peak) / (1 << 20);
@@ -159,6 +170,8 @@ void BM_Save(benchmark::State& state) {
       [&](std::pair<std::unique_ptr<Checkpointer>, Tree>& input) {
         Check(input.first->Save(input.second, 1).status(), "save");
         Check(input.first->WaitUntilFinished(), "wait");
+      },
+      [&](std::pair<std::unique_ptr<Checkpointer>, Tree>& input) {
         manifest_bytes = input.first->ItemMetadata(1).value().manifest_bytes;
       });
   state.counters["manifest_bytes_per_leaf"] = static_cast<double>(manifest_bytes) / n;

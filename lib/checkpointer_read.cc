@@ -167,6 +167,7 @@ Result<StepMetadata> Checkpointer::Impl::ItemMetadata(int64_t step) {
       leaf.shape = node.shape;
       leaf.logical_bytes = node.byte_size;
       for (const ChunkRef& chunk : node.chunks) leaf.stored_bytes += chunk.stored_size;
+      if (node.inlined) leaf.stored_bytes = node.inline_bytes.size();
       leaf.chunk_count = static_cast<uint32_t>(node.chunks.size());
       for (const ManifestBox& box : node.boxes) {
         leaf.saved_boxes.push_back({box.box.start, box.box.shape});

@@ -41,6 +41,48 @@ inline uint64_t ReadBigEndian64(const char* eight_bytes) {
   return value;
 }
 
+// ---- Varints (LevelDB's encoding: 7 bits a byte, least significant
+// first, the high bit set on every byte but the last) ----
+
+inline void AppendVarint64(std::string* out, uint64_t value) {
+  while (value >= 0x80) {
+    out->push_back(static_cast<char>((value & 0x7f) | 0x80));
+    value >>= 7;
+  }
+  out->push_back(static_cast<char>(value));
+}
+
+// Reads a varint of at most 64 (32) bits at `*p` (before `end`) and moves
+// `*p` past it; false when it is cut short or too long.
+inline bool GetVarint64(const char** p, const char* end, uint64_t* value) {
+  uint64_t result = 0;
+  for (int shift = 0; shift <= 63 && *p < end; shift += 7) {
+    const auto byte = static_cast<unsigned char>(*(*p)++);
+    result |= static_cast<uint64_t>(byte & 0x7f) << shift;
+    if ((byte & 0x80) == 0) {
+      *value = result;
+      return true;
+    }
+  }
+  return false;
+}
+inline bool GetVarint32(const char** p, const char* end, uint32_t* value) {
+  uint64_t wide = 0;
+  const char* start = *p;
+  if (!GetVarint64(p, end, &wide) || wide > UINT32_MAX || *p - start > 5) return false;
+  *value = static_cast<uint32_t>(wide);
+  return true;
+}
+
+// Signed values as varints of their zigzag code: small magnitudes, small
+// codes (0, -1, 1, -2, ... -> 0, 1, 2, 3, ...).
+inline uint64_t ZigZag(int64_t value) {
+  return (static_cast<uint64_t>(value) << 1) ^ static_cast<uint64_t>(value >> 63);
+}
+inline int64_t UnZigZag(uint64_t code) {
+  return static_cast<int64_t>((code >> 1) ^ (~(code & 1) + 1));
+}
+
 inline constexpr char kHexDigits[] = "0123456789abcdef";
 
 // Two lower-case hex digits per byte.

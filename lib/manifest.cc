@@ -1,6 +1,7 @@
 #include "manifest.h"
 
 #include <flatbuffers/flatbuffers.h>
+#include <xxhash.h>
 
 #include <algorithm>
 #include <bit>
@@ -13,6 +14,7 @@ static_assert(std::endian::native == std::endian::little,
 
 #include "chunk_codec.h"
 #include "manifest_generated.h"
+#include "manifest_packed.h"
 
 namespace ckptdb {
 namespace {
@@ -136,6 +138,16 @@ Status CheckTensorNode(size_t index, ManifestNode* node, ManifestScope scope) {
   Result<uint64_t> byte_size = TensorByteSize(node->dtype, node->shape);
   if (!byte_size.ok()) return Invalid(index, byte_size.status().message());
   node->byte_size = *byte_size;
+  if (node->inlined) {
+    if (node->boxed || !node->chunks.empty()) return Invalid(index, "inline tensor with chunks or boxes");
+    if (*byte_size == 0 || *byte_size > kMaxInlineTensorBytes ||
+        node->inline_bytes.size() != *byte_size) {
+      return Invalid(index, std::to_string(node->inline_bytes.size()) +
+                                " inline bytes for a tensor of " + std::to_string(*byte_size) +
+                                " (at most " + std::to_string(kMaxInlineTensorBytes) + " inline)");
+    }
+    return Status::OK();
+  }
   std::string problem = node->boxed ? BoxesProblem(*node, scope)
                                     : ChunkCoverageProblem(node->chunks.data(),
                                                            node->chunks.size(), *byte_size);
@@ -374,41 +386,14 @@ std::vector<BoxChunks> BoxesOf(const ManifestNode& node) {
 }
 
 std::string EncodeManifest(const Manifest& manifest) {
-  flatbuffers::FlatBufferBuilder builder(1024 + manifest.nodes.size() * 96);
-  std::vector<flatbuffers::Offset<fb::Node>> nodes;
-  nodes.reserve(manifest.nodes.size());
-  std::vector<fb::ChunkRef> chunks;
-  bool any_boxed = false;
-  for (const ManifestNode& node : manifest.nodes) {
-    chunks.clear();
-    for (const ChunkRef& chunk : node.chunks) {
-      chunks.emplace_back(chunk.digest.low, chunk.digest.high, chunk.raw_size, chunk.stored_size);
-    }
-    const bool is_tensor = node.kind == Tree::Kind::kTensor;
-    // Strings go in with their lengths: they may hold NUL bytes.
-    auto key = node.key.empty() ? 0 : builder.CreateString(node.key);
-    auto shape = is_tensor ? builder.CreateVector(node.shape) : 0;
-    auto chunk_refs = is_tensor ? builder.CreateVectorOfStructs(chunks) : 0;
-    auto string_value =
-        node.kind == Tree::Kind::kString ? builder.CreateString(node.string_value) : 0;
-    flatbuffers::Offset<flatbuffers::Vector<flatbuffers::Offset<fb::Box>>> boxes = 0;
-    if (is_tensor && node.boxed) {
-      any_boxed = true;
-      std::vector<flatbuffers::Offset<fb::Box>> stored_boxes;
-      for (const ManifestBox& box : node.boxes) {
-        stored_boxes.push_back(fb::CreateBox(builder, builder.CreateVector(box.box.start),
-                                             builder.CreateVector(box.box.shape),
-                                             box.chunk_count));
-      }
-      boxes = builder.CreateVector(stored_boxes);
-    }
-    nodes.push_back(fb::CreateNode(
-        builder, static_cast<fb::NodeKind>(node.kind), key, node.child_count,
-        is_tensor ? static_cast<uint8_t>(node.dtype) : 0, shape, chunk_refs,
-        node.kind == Tree::Kind::kInt ? node.int_value : 0,
-        node.kind == Tree::Kind::kFloat ? std::bit_cast<uint64_t>(node.float_value) : 0,
-        node.kind == Tree::Kind::kBool && node.int_value != 0, string_value, boxes));
-  }
+  std::vector<std::string_view> keys;
+  std::string tree;
+  PackTree(manifest.nodes, &keys, &tree);
+  flatbuffers::FlatBufferBuilder builder(1024 + tree.size() + keys.size() * 16);
+  // First, so that it ends the buffer (FlatBuffers builds back to front):
+  // every truncation then cuts bytes the checksum covers.
+  auto stored_tree =
+      builder.CreateVector(reinterpret_cast<const uint8_t*>(tree.data()), tree.size());
   std::vector<flatbuffers::Offset<fb::Metric>> metrics;
   for (const auto& [name, value] : manifest.metrics) {
     metrics.push_back(
@@ -419,11 +404,15 @@ std::string EncodeManifest(const Manifest& manifest) {
     user_metadata.push_back(
         fb::CreateKeyValue(builder, builder.CreateString(key), builder.CreateString(value)));
   }
-  // Version 1 unless boxes need 2: earlier builds keep reading what they can.
-  const uint32_t version = any_boxed ? kFirstBoxedManifestFormatVersion : 1;
-  auto root = fb::CreateManifest(builder, version, manifest.step,
+  std::vector<flatbuffers::Offset<flatbuffers::String>> stored_keys;
+  stored_keys.reserve(keys.size());
+  // Strings go in with their lengths: they may hold NUL bytes.
+  for (std::string_view key : keys) stored_keys.push_back(builder.CreateString(key.data(), key.size()));
+  auto root = fb::CreateManifest(builder, kManifestFormatVersion, manifest.step,
                                  manifest.commit_time_ns, builder.CreateVector(metrics),
-                                 builder.CreateVector(nodes), builder.CreateVector(user_metadata));
+                                 /*nodes=*/0, builder.CreateVector(user_metadata),
+                                 builder.CreateVector(stored_keys), stored_tree,
+                                 XXH3_64bits(tree.data(), tree.size()));
   fb::FinishManifestBuffer(builder, root);
   return std::string(reinterpret_cast<const char*>(builder.GetBufferPointer()), builder.GetSize());
 }
@@ -440,6 +429,50 @@ std::vector<int64_t> CopyLongs(const flatbuffers::Vector<int64_t>* stored) {
     std::memcpy(values.data(), stored->Data(), values.size() * sizeof(int64_t));
   }
   return values;
+}
+
+// The nodes of a version 1 or 2 manifest: one table each.
+Status ReadNodeTables(const fb::Manifest& stored, std::vector<ManifestNode>* nodes) {
+  if (stored.nodes() == nullptr) return Status::OK();
+  nodes->reserve(stored.nodes()->size());
+  for (const fb::Node* stored_node : *stored.nodes()) {
+    ManifestNode node;
+    node.kind = static_cast<Tree::Kind>(stored_node->kind());
+    if (stored_node->key() != nullptr) node.key = stored_node->key()->str();
+    node.child_count = stored_node->child_count();
+    node.dtype = static_cast<DType>(stored_node->dtype());
+    node.shape = CopyLongs(stored_node->shape());
+    if (stored_node->boxes() != nullptr) {
+      if (stored.format_version() < kFirstBoxedManifestFormatVersion) {
+        return Status::Corruption("manifest format version " +
+                                  std::to_string(stored.format_version()) + " with boxes");
+      }
+      node.boxed = true;
+      for (const fb::Box* box : *stored_node->boxes()) {
+        node.boxes.push_back(
+            {Box{CopyLongs(box->start()), CopyLongs(box->shape())}, box->chunk_count()});
+      }
+    }
+    if (stored_node->chunks() != nullptr) {
+      const size_t count = stored_node->chunks()->size();
+      const auto* bytes = reinterpret_cast<const uint8_t*>(stored_node->chunks()->Data());
+      node.chunks.reserve(count);
+      for (size_t k = 0; k < count; ++k) {
+        fb::ChunkRef chunk;
+        std::memcpy(&chunk, bytes + k * sizeof(fb::ChunkRef), sizeof(fb::ChunkRef));
+        node.chunks.push_back({ChunkDigest{chunk.digest_low(), chunk.digest_high()},
+                               chunk.raw_size(), chunk.stored_size()});
+      }
+    }
+    node.int_value = node.kind == Tree::Kind::kBool ? (stored_node->bool_value() ? 1 : 0)
+                                                    : stored_node->int_value();
+    node.float_value = std::bit_cast<double>(stored_node->float_bits());
+    if (stored_node->string_value() != nullptr) {
+      node.string_value = stored_node->string_value()->str();
+    }
+    nodes->push_back(std::move(node));
+  }
+  return Status::OK();
 }
 
 }  // namespace
@@ -486,45 +519,29 @@ Result<Manifest> DecodeManifest(std::string_view bytes, ManifestScope scope) {
       manifest.user_metadata[entry->key()->str()] = entry->value()->str();
     }
   }
-  if (stored->nodes() != nullptr) {
-    manifest.nodes.reserve(stored->nodes()->size());
-    for (const fb::Node* stored_node : *stored->nodes()) {
-      ManifestNode node;
-      node.kind = static_cast<Tree::Kind>(stored_node->kind());
-      if (stored_node->key() != nullptr) node.key = stored_node->key()->str();
-      node.child_count = stored_node->child_count();
-      node.dtype = static_cast<DType>(stored_node->dtype());
-      node.shape = CopyLongs(stored_node->shape());
-      if (stored_node->boxes() != nullptr) {
-        if (stored->format_version() < kFirstBoxedManifestFormatVersion) {
-          return Status::Corruption("manifest format version " +
-                                    std::to_string(stored->format_version()) + " with boxes");
-        }
-        node.boxed = true;
-        for (const fb::Box* box : *stored_node->boxes()) {
-          node.boxes.push_back(
-              {Box{CopyLongs(box->start()), CopyLongs(box->shape())}, box->chunk_count()});
-        }
-      }
-      if (stored_node->chunks() != nullptr) {
-        const size_t count = stored_node->chunks()->size();
-        const auto* bytes = reinterpret_cast<const uint8_t*>(stored_node->chunks()->Data());
-        node.chunks.reserve(count);
-        for (size_t k = 0; k < count; ++k) {
-          fb::ChunkRef chunk;
-          std::memcpy(&chunk, bytes + k * sizeof(fb::ChunkRef), sizeof(fb::ChunkRef));
-          node.chunks.push_back({ChunkDigest{chunk.digest_low(), chunk.digest_high()},
-                                 chunk.raw_size(), chunk.stored_size()});
-        }
-      }
-      node.int_value = node.kind == Tree::Kind::kBool ? (stored_node->bool_value() ? 1 : 0)
-                                                      : stored_node->int_value();
-      node.float_value = std::bit_cast<double>(stored_node->float_bits());
-      if (stored_node->string_value() != nullptr) {
-        node.string_value = stored_node->string_value()->str();
-      }
-      manifest.nodes.push_back(std::move(node));
+  const bool packed = stored->format_version() >= kFirstPackedManifestFormatVersion;
+  if (packed != (stored->tree() != nullptr) || (packed && stored->nodes() != nullptr)) {
+    return Status::Corruption("manifest format version " +
+                              std::to_string(stored->format_version()) + " with " +
+                              (packed ? "per-node tables or no packed tree" : "a packed tree"));
+  }
+  if (packed) {
+    const flatbuffers::Vector<uint8_t>& tree = *stored->tree();
+    const std::string_view tree_bytes(reinterpret_cast<const char*>(tree.data()), tree.size());
+    if (XXH3_64bits(tree_bytes.data(), tree_bytes.size()) != stored->tree_checksum()) {
+      return Status::Corruption("manifest's packed tree fails its checksum");
     }
+    std::vector<std::string_view> keys;
+    if (stored->keys() != nullptr) {
+      keys.reserve(stored->keys()->size());
+      for (const flatbuffers::String* key : *stored->keys()) keys.push_back(key->string_view());
+    }
+    Result<std::vector<ManifestNode>> nodes = UnpackTree(keys, tree_bytes);
+    if (!nodes.ok()) return nodes.status();
+    manifest.nodes = std::move(*nodes);
+  } else {
+    Status status = ReadNodeTables(*stored, &manifest.nodes);
+    if (!status.ok()) return status;
   }
   Status status = CheckTree(&manifest.nodes, scope);
   if (!status.ok()) return status;

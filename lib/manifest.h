@@ -22,10 +22,17 @@
 namespace ckptdb {
 
 // The manifest format this build writes and the newest it reads. Version 2
-// added boxes (tensors saved as shards); a manifest without boxes is written
-// as version 1, which earlier builds read.
-inline constexpr uint32_t kManifestFormatVersion = 2;
+// added boxes (tensors saved as shards); version 3 packs the tree into bytes
+// (keys stored once, numbers as varints) and keeps tensors of at most
+// kMaxInlineTensorBytes in the manifest itself. Versions 1 and 2 are still
+// read.
+inline constexpr uint32_t kManifestFormatVersion = 3;
 inline constexpr uint32_t kFirstBoxedManifestFormatVersion = 2;
+inline constexpr uint32_t kFirstPackedManifestFormatVersion = 3;
+// A whole (unboxed) tensor of at most this many bytes is stored in the
+// manifest rather than as a chunk: a chunk's reference alone takes about 24
+// bytes, and its lookup, write and read cost far more than copying it.
+inline constexpr uint64_t kMaxInlineTensorBytes = 64;
 // Deeper trees are refused: bounds recursion on hostile input.
 inline constexpr size_t kMaxTreeDepth = 128;
 // Larger trees are refused at save, so that every saved manifest passes the
@@ -60,6 +67,10 @@ struct ManifestNode {
   // a stored step's boxes tile the tensor (sorted by start), a process's
   // part of a save holds the boxes it writes (maybe none).
   std::vector<ChunkRef> chunks;
+  // A tensor of 1 to kMaxInlineTensorBytes bytes kept in the manifest: its
+  // bytes, and no chunks or boxes.
+  bool inlined = false;
+  std::string inline_bytes;
   bool boxed = false;
   std::vector<ManifestBox> boxes;
   int64_t int_value = 0;         // kInt, and kBool as 0/1

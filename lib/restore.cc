@@ -8,6 +8,7 @@
 #include <tuple>
 #include <type_traits>
 #include <unordered_map>
+#include <unordered_set>
 
 #include "chunk_codec.h"
 #include "parallel.h"
@@ -171,8 +172,29 @@ Status DecodeTensors(Store& store, int64_t step, const std::vector<DecodeTarget>
   std::vector<ChunkPart> parts;
   for (const DecodeTarget& target : targets) {
     const ManifestNode& node = *target.node;
-    const Box want = target.region.value_or(WholeBox(node.shape));
     const size_t element_size = DTypeSize(node.dtype);
+    if (node.inlined && !target.region.has_value()) {
+      std::memcpy(target.dest, node.inline_bytes.data(), node.inline_bytes.size());
+      continue;
+    }
+    if (!node.boxed && !target.region.has_value()) {  // whole into whole: the chunks in turn
+      uint64_t offset = 0;
+      for (size_t k = 0; k < node.chunks.size(); ++k) {
+        tasks.push_back({&node, k, target.dest + offset});
+        offset += node.chunks[k].raw_size;
+      }
+      continue;
+    }
+    const Box want = target.region.value_or(WholeBox(node.shape));
+    if (node.inlined) {  // the bytes are in the manifest: no chunk to read
+      const Box whole = WholeBox(node.shape);
+      std::optional<Box> overlap = Intersect(whole, want);
+      if (overlap.has_value()) {
+        CopyRegion(reinterpret_cast<const std::byte*>(node.inline_bytes.data()), whole, 0,
+                   target.dest, want, *overlap, element_size);
+      }
+      continue;
+    }
     const SavedBoxes& saved_of_node = boxes_of(node);
     for (size_t b : saved_of_node.index.Overlapping(want)) {
       const Box& saved_box = saved_of_node.index.boxes()[b];
@@ -298,20 +320,42 @@ namespace {
 
 std::string Shown(const std::string& path) { return path.empty() ? "(root)" : path; }
 
-// The buffers a template leaf restores into: a tensor's (the whole tensor),
-// or each shard's, with its box.
-template <typename TreeT>
-auto LeafBuffers(TreeT& leaf) {
-  using TensorT = std::remove_reference_t<decltype(leaf.tensor())>;
-  std::vector<std::pair<TensorT*, std::optional<Box>>> buffers;
+// Calls visit(tensor, region) for each buffer a template leaf restores
+// into: a tensor's (the whole tensor, no region), or each shard's, with its
+// box. Stops when visit returns false.
+template <typename TreeT, typename Visit>
+void ForEachLeafBuffer(TreeT& leaf, const Visit& visit) {
   if (leaf.kind() == Tree::Kind::kTensor) {
-    buffers.emplace_back(&leaf.tensor(), std::nullopt);
-  } else {
-    for (auto& shard : leaf.sharded().shards) {
-      buffers.emplace_back(&shard.data, Box{shard.start, shard.data.shape()});
-    }
+    visit(&leaf.tensor(), std::optional<Box>());
+    return;
   }
-  return buffers;
+  for (auto& shard : leaf.sharded().shards) {
+    if (!visit(&shard.data, std::optional<Box>(Box{shard.start, shard.data.shape()}))) return;
+  }
+}
+
+// The template's nodes in pre-order when it has the stored tree's shape:
+// node i of the walk carries stored node i's key, and containers agree in
+// kind and child count (leaves may still differ: TemplateMismatches tells
+// how). False when the shapes part, the walk then being of no use.
+bool WalkAlongside(Tree& node, std::string_view key, uint32_t depth,
+                   const std::vector<ManifestNode>& stored, std::vector<Tree*>* out) {
+  const size_t i = out->size();
+  if (i >= stored.size() || depth > kMaxTreeDepth || stored[i].key != key) return false;
+  const ManifestNode& have = stored[i];
+  const bool stored_container = have.kind == Tree::Kind::kMap || have.kind == Tree::Kind::kList;
+  if (node.is_container() != stored_container) return false;
+  if (stored_container && (node.kind() != have.kind || node.child_count() != have.child_count)) {
+    return false;
+  }
+  out->push_back(&node);
+  bool aligned = true;
+  const bool is_map = node.kind() == Tree::Kind::kMap;
+  node.ForEachMutableChild([&](std::string_view child_key, Tree& child) {
+    aligned = aligned && WalkAlongside(child, is_map ? child_key : std::string_view(), depth + 1,
+                                       stored, out);
+  });
+  return aligned;
 }
 
 // A template's node for each stored node (nullptr where the template lacks
@@ -319,13 +363,20 @@ auto LeafBuffers(TreeT& leaf) {
 std::vector<Tree*> TemplateNodes(const std::vector<ManifestNode>& stored,
                                  const std::vector<ManifestNode>& wanted,
                                  const std::vector<const Tree*>& sources) {
+  // The template of the tree that was saved lists the same paths in the
+  // same order (pre-order, map keys sorted): matched without a lookup.
+  std::vector<Tree*> nodes;
+  nodes.reserve(stored.size());
+  for (size_t i = 0; i < stored.size() && i < wanted.size() && stored[i].path == wanted[i].path;
+       ++i) {
+    nodes.push_back(const_cast<Tree*>(sources[i]));
+  }
+  if (nodes.size() == stored.size()) return nodes;
   std::unordered_map<std::string_view, size_t> wanted_at;
   wanted_at.reserve(wanted.size());
   for (size_t i = 0; i < wanted.size(); ++i) wanted_at.emplace(wanted[i].path, i);
-  std::vector<Tree*> nodes;
-  nodes.reserve(stored.size());
-  for (const ManifestNode& node : stored) {
-    auto found = wanted_at.find(node.path);
+  for (size_t i = nodes.size(); i < stored.size(); ++i) {
+    auto found = wanted_at.find(stored[i].path);
     // The template is the caller's mutable tree, flattened through a const view.
     nodes.push_back(found == wanted_at.end() ? nullptr
                                              : const_cast<Tree*>(sources[found->second]));
@@ -334,32 +385,39 @@ std::vector<Tree*> TemplateNodes(const std::vector<ManifestNode>& stored,
 }
 
 // Every difference between the stored tree and a template, one per line.
+// `wanted` is the template flattened, or nullptr when it walked alongside
+// the stored tree (it then has nothing more).
 std::vector<std::string> TemplateMismatches(const std::vector<ManifestNode>& stored,
                                             const std::vector<Tree*>& template_nodes,
-                                            const std::vector<ManifestNode>& wanted,
+                                            const std::vector<ManifestNode>* wanted,
                                             bool donate) {
-  std::unordered_map<std::string_view, const ManifestNode*> stored_at;
-  stored_at.reserve(stored.size());
-  for (const ManifestNode& node : stored) stored_at.emplace(node.path, &node);
   std::vector<std::string> problems;
-  for (const ManifestNode& node : wanted) {
-    if (stored_at.count(node.path) == 0) {
-      problems.push_back("extra: '" + Shown(node.path) + "' is in the template, not in the checkpoint");
+  // Every stored node found a template node: the template holds more only
+  // when it has more nodes.
+  const bool all_found = std::find(template_nodes.begin(), template_nodes.end(), nullptr) ==
+                         template_nodes.end();
+  if (wanted != nullptr && (!all_found || wanted->size() != stored.size())) {
+    std::unordered_set<std::string_view> stored_paths;
+    for (const ManifestNode& node : stored) stored_paths.insert(node.path);
+    for (const ManifestNode& node : *wanted) {
+      if (stored_paths.count(node.path) == 0) {
+        problems.push_back("extra: '" + Shown(node.path) +
+                           "' is in the template, not in the checkpoint");
+      }
     }
   }
   for (size_t i = 0; i < stored.size(); ++i) {
     const ManifestNode& have = stored[i];
-    const std::string shown = Shown(have.path);
     const Tree* leaf = template_nodes[i];
     if (leaf == nullptr) {
-      problems.push_back("missing: '" + shown + "' is in the checkpoint, not in the template");
+      problems.push_back("missing: '" + Shown(have.path) + "' is in the checkpoint, not in the template");
       continue;
     }
     // A sharded leaf stands for a tensor.
     const Tree::Kind kind =
         leaf->kind() == Tree::Kind::kShardedTensor ? Tree::Kind::kTensor : leaf->kind();
     if (have.kind != kind) {
-      problems.push_back("kind: '" + shown + "' is a " + std::string(KindName(have.kind)) +
+      problems.push_back("kind: '" + Shown(have.path) + "' is a " + std::string(KindName(have.kind)) +
                          " in the checkpoint, a " + std::string(KindName(kind)) +
                          " in the template");
       continue;
@@ -370,21 +428,21 @@ std::vector<std::string> TemplateMismatches(const std::vector<ManifestNode>& sto
     const std::vector<int64_t>& shape =
         leaf->kind() == Tree::Kind::kTensor ? leaf->tensor().shape() : leaf->sharded().global_shape;
     if (have.dtype != dtype) {
-      problems.push_back("dtype: '" + shown + "' is " + std::string(DTypeName(have.dtype)) +
+      problems.push_back("dtype: '" + Shown(have.path) + "' is " + std::string(DTypeName(have.dtype)) +
                          " in the checkpoint, " + std::string(DTypeName(dtype)) +
                          " in the template");
     }
     if (have.shape != shape) {
-      problems.push_back("shape: '" + shown + "' is " + ShapeString(have.shape) +
+      problems.push_back("shape: '" + Shown(have.path) + "' is " + ShapeString(have.shape) +
                          " in the checkpoint, " + ShapeString(shape) + " in the template");
     }
-    for (const auto& [tensor, region] : LeafBuffers(*leaf)) {
-      if (donate && !tensor->writable()) {
-        problems.push_back("read-only: '" + shown +
-                           "' is a ConstView; restore with donate needs a writable buffer");
-        break;
-      }
-    }
+    if (!donate) continue;
+    ForEachLeafBuffer(*leaf, [&](const Tensor* tensor, const std::optional<Box>&) {
+      if (tensor->writable()) return true;
+      problems.push_back("read-only: '" + Shown(have.path) +
+                         "' is a ConstView; restore with donate needs a writable buffer");
+      return false;
+    });
   }
   return problems;
 }
@@ -401,10 +459,12 @@ std::vector<std::string> AliasedBuffers(const std::vector<ManifestNode>& stored,
   std::vector<Range> ranges;
   for (size_t i = 0; i < stored.size(); ++i) {
     if (stored[i].kind != Tree::Kind::kTensor) continue;
-    for (const auto& [tensor, region] : LeafBuffers(*template_nodes[i])) {
-      if (tensor->byte_size() == 0) continue;
-      ranges.push_back({tensor->data(), tensor->data() + tensor->byte_size(), &stored[i].path});
-    }
+    ForEachLeafBuffer(*template_nodes[i], [&](const Tensor* tensor, const std::optional<Box>&) {
+      if (tensor->byte_size() > 0) {
+        ranges.push_back({tensor->data(), tensor->data() + tensor->byte_size(), &stored[i].path});
+      }
+      return true;
+    });
   }
   std::sort(ranges.begin(), ranges.end(),
             [](const Range& a, const Range& b) { return std::less<>()(a.begin, b.begin); });
@@ -446,22 +506,32 @@ Status RestoreIntoTemplate(Store& store, const Manifest& manifest, Tree* state,
       SelectNodes(manifest.nodes, options.only_paths, where, &selected);
   if (!selection.ok()) return selection.status();
   const std::vector<ManifestNode>* stored = *selection;
-  std::vector<const Tree*> sources;
-  Result<std::vector<ManifestNode>> wanted = FlattenTree(*state, &sources);
-  if (!wanted.ok()) return wanted.status().WithContext("restore template");
-  if (!options.only_paths.empty()) {  // keeps `sources` parallel to `wanted`
-    size_t kept = 0;
-    for (size_t i = 0; i < wanted->size(); ++i) {
-      if (!IsUnderAny((*wanted)[i].path, options.only_paths)) continue;
-      (*wanted)[kept] = std::move((*wanted)[i]);
-      sources[kept++] = sources[i];
+  // A template of the saved tree's shape (the usual case) is matched by
+  // walking it alongside the stored nodes; any other is flattened and its
+  // nodes matched by path.
+  std::vector<Tree*> template_nodes;
+  std::optional<std::vector<ManifestNode>> wanted;
+  if (!options.only_paths.empty() ||
+      !WalkAlongside(*state, "", 0, *stored, &template_nodes) ||
+      template_nodes.size() != stored->size()) {
+    std::vector<const Tree*> sources;
+    Result<std::vector<ManifestNode>> flat = FlattenTree(*state, &sources);
+    if (!flat.ok()) return flat.status().WithContext("restore template");
+    wanted = std::move(*flat);
+    if (!options.only_paths.empty()) {  // keeps `sources` parallel to `wanted`
+      size_t kept = 0;
+      for (size_t i = 0; i < wanted->size(); ++i) {
+        if (!IsUnderAny((*wanted)[i].path, options.only_paths)) continue;
+        (*wanted)[kept] = std::move((*wanted)[i]);
+        sources[kept++] = sources[i];
+      }
+      wanted->resize(kept);
+      sources.resize(kept);
     }
-    wanted->resize(kept);
-    sources.resize(kept);
+    template_nodes = TemplateNodes(*stored, *wanted, sources);
   }
-  const std::vector<Tree*> template_nodes = TemplateNodes(*stored, *wanted, sources);
-  std::vector<std::string> problems =
-      TemplateMismatches(*stored, template_nodes, *wanted, options.donate);
+  std::vector<std::string> problems = TemplateMismatches(
+      *stored, template_nodes, wanted.has_value() ? &*wanted : nullptr, options.donate);
   if (options.donate && problems.empty()) problems = AliasedBuffers(*stored, template_nodes);
   if (!problems.empty()) {
     std::string message = "the template does not match " + where + " (" +
@@ -477,16 +547,22 @@ Status RestoreIntoTemplate(Store& store, const Manifest& manifest, Tree* state,
   for (size_t i = 0; i < stored->size(); ++i) {
     const ManifestNode& node = (*stored)[i];
     if (node.kind != Tree::Kind::kTensor) continue;
-    for (const auto& [tensor, region] : LeafBuffers(*template_nodes[i])) {
+    Status allocated;
+    ForEachLeafBuffer(*template_nodes[i], [&](Tensor* tensor, const std::optional<Box>& region) {
       if (options.donate) {
         targets.push_back({&node, tensor->mutable_data(), region});
-        continue;
+        return true;
       }
       Result<Tensor> fresh = Tensor::Allocate(node.dtype, tensor->shape());
-      if (!fresh.ok()) return fresh.status().WithContext(node.path);
+      if (!fresh.ok()) {
+        allocated = fresh.status().WithContext(node.path);
+        return false;
+      }
       targets.push_back({&node, fresh->mutable_data(), region});
       replacements.emplace_back(tensor, std::move(*fresh));
-    }
+      return true;
+    });
+    if (!allocated.ok()) return allocated;
   }
   Status status = DecodeTensors(store, manifest.step, targets, threads);
   if (!status.ok()) return status;

@@ -113,29 +113,6 @@ uint32_t BlockChecksum(uint8_t type, const char* data, size_t size, char last_by
   }
 }
 
-// ---- Varints (LevelDB's encoding) ----
-
-bool GetVarint64(const char** p, const char* end, uint64_t* value) {
-  uint64_t result = 0;
-  for (int shift = 0; shift <= 63 && *p < end; shift += 7) {
-    const auto byte = static_cast<unsigned char>(*(*p)++);
-    result |= static_cast<uint64_t>(byte & 0x7f) << shift;
-    if ((byte & 0x80) == 0) {
-      *value = result;
-      return true;
-    }
-  }
-  return false;
-}
-
-bool GetVarint32(const char** p, const char* end, uint32_t* value) {
-  uint64_t wide = 0;
-  const char* start = *p;
-  if (!GetVarint64(p, end, &wide) || wide > UINT32_MAX || *p - start > 5) return false;
-  *value = static_cast<uint32_t>(wide);
-  return true;
-}
-
 std::string Range(uint64_t begin, uint64_t end) {
   return "bytes " + std::to_string(begin) + "-" + std::to_string(end);
 }

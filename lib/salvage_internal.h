@@ -1,11 +1,14 @@
 // Private to lib/salvage*.cc: the encodings RocksDB's table files and logs
-// share (crc32c, block checksums, varints), read without RocksDB.
+// share (crc32c, block checksums; varints are in coding.h), read without
+// RocksDB.
 #ifndef CKPTDB_LIB_SALVAGE_INTERNAL_H_
 #define CKPTDB_LIB_SALVAGE_INTERNAL_H_
 
 #include <cstddef>
 #include <cstdint>
 #include <string>
+
+#include "coding.h"
 
 namespace ckptdb::salvage {
 
@@ -21,11 +24,6 @@ enum ChecksumType : uint8_t { kNoChecksum = 0, kCrc32c = 1, kXxHash = 2, kXxHash
 // A table block's checksum of `type`: over its bytes and the compression
 // type byte after them.
 uint32_t BlockChecksum(uint8_t type, const char* data, size_t size, char last_byte);
-
-// Reads a varint of at most 64 (32) bits at `*p` (before `end`) and moves
-// `*p` past it; false when it is cut short or too long.
-bool GetVarint64(const char** p, const char* end, uint64_t* value);
-bool GetVarint32(const char** p, const char* end, uint32_t* value);
 
 // "bytes BEGIN-END", for messages.
 std::string Range(uint64_t begin, uint64_t end);

@@ -42,10 +42,11 @@ void PendingSave::AwaitWriterStart() {
   while (staged_ < chunks_.size() && !writer_needed_ && abandoned_.ok()) progress_.Wait();
 }
 
-Status PendingSave::AwaitStaged(size_t count) {
+Result<size_t> PendingSave::AwaitStaged(size_t count) {
   MutexLock lock(&mu_);
   while (staged_ < count && abandoned_.ok()) progress_.Wait();
-  return staged_ >= count ? Status::OK() : abandoned_;
+  if (staged_ < count) return abandoned_;
+  return staged_;
 }
 
 size_t PendingSave::StopWriter() {
@@ -127,6 +128,18 @@ Result<std::shared_ptr<PendingSave>> SavePipeline::Prepare(
   manifest.nodes = std::move(*nodes);
   Status status = AssignBoxes(&manifest);
   if (!status.ok()) return status;
+  // Whole tensors small enough live in the manifest, copied now (the
+  // blocking phase copies everything a save keeps of the caller's memory).
+  for (uint32_t n = 0; n < manifest.nodes.size(); ++n) {
+    ManifestNode& node = manifest.nodes[n];
+    if (node.kind != Tree::Kind::kTensor || node.boxed || node.byte_size == 0 ||
+        node.byte_size > kMaxInlineTensorBytes) {
+      continue;
+    }
+    node.inlined = true;
+    node.inline_bytes.assign(reinterpret_cast<const char*>(sources[n]->tensor().data()),
+                             node.byte_size);
+  }
 
   // Tensors declared unchanged take the previous save's chunk list, unread,
   // when the store still holds every chunk of it: a broken promise then
@@ -140,7 +153,10 @@ Result<std::shared_ptr<PendingSave>> SavePipeline::Prepare(
     }
     for (uint32_t n = 0; n < manifest.nodes.size(); ++n) {
       ManifestNode& node = manifest.nodes[n];
-      if (node.kind != Tree::Kind::kTensor || !IsUnderAny(node.path, assume_unchanged)) continue;
+      if (node.kind != Tree::Kind::kTensor || node.inlined ||
+          !IsUnderAny(node.path, assume_unchanged)) {
+        continue;
+      }
       auto previous = last_save_.find(node.path);
       if (previous == last_save_.end() || !SameLayout(previous->second.node, node)) continue;
       std::vector<ChunkRef> chunks = previous->second.node.chunks;
@@ -173,7 +189,7 @@ Result<std::shared_ptr<PendingSave>> SavePipeline::Prepare(
   std::vector<Piece> pieces;
   for (uint32_t n = 0; n < manifest.nodes.size(); ++n) {
     ManifestNode& node = manifest.nodes[n];
-    if (node.kind != Tree::Kind::kTensor || reused[n]) continue;
+    if (node.kind != Tree::Kind::kTensor || node.inlined || reused[n]) continue;
     // Each box's bytes (the whole tensor's, unboxed) are cut into chunks.
     node.chunks.clear();
     std::vector<const std::byte*> box_data = BoxBuffers(*sources[n], node);
@@ -204,8 +220,13 @@ Result<std::shared_ptr<PendingSave>> SavePipeline::Prepare(
     // current window, so a window's worth of slots stays out of speculation.
     const size_t reserved = WriterWindow();
     size_t budget = staging_->max_slots() > reserved ? staging_->max_slots() - reserved : 0;
+    // Only chunks of at least half a slot are worth one to themselves:
+    // smaller ones are packed into shared slots when staged.
     for (Piece& piece : pieces) {
       if (budget == 0) break;
+      if (manifest.nodes[piece.node].chunks[piece.chunk].raw_size < staging_->slot_bytes() / 2) {
+        continue;
+      }
       auto history = last_save_.find(manifest.nodes[piece.node].path);
       const bool predicted_new = history == last_save_.end() ||
                                  piece.chunk >= history->second.chunk_was_new.size() ||
@@ -233,9 +254,10 @@ Result<std::shared_ptr<PendingSave>> SavePipeline::Prepare(
   // Only chunks the store lacks are written, each distinct one once.
   std::map<ChunkDigest, PendingSave::Chunk> fresh;  // ordered: written in digest order
   std::vector<Piece*> copied;  // pieces whose speculative copy a new chunk keeps
+  // Tensors kept in the manifest have no chunks to reuse or predict.
   std::map<std::string, SavedTensor> this_save;
   for (const ManifestNode& node : manifest.nodes) {
-    if (node.kind == Tree::Kind::kTensor) {
+    if (node.kind == Tree::Kind::kTensor && !node.inlined) {
       this_save[node.path].chunk_was_new.assign(node.chunks.size(), false);
     }
   }
@@ -281,7 +303,7 @@ Result<std::shared_ptr<PendingSave>> SavePipeline::Prepare(
   }
   for (Piece* piece : copied) piece->slot.reset();  // the save owns them now
   for (const ManifestNode& node : manifest.nodes) {
-    if (node.kind == Tree::Kind::kTensor) this_save[node.path].node = node;
+    if (node.kind == Tree::Kind::kTensor && !node.inlined) this_save[node.path].node = node;
   }
   last_save_ = std::move(this_save);
   delta_bases_ = std::move(copies);  // the chunks point into its vectors, which stay put
@@ -305,7 +327,8 @@ Status SavePipeline::Stage(PendingSave& save) {
   Cleanup stop_on_failure([&] {
     save.Abandon(failure);
     for (size_t i = marked; i < chunks.size(); ++i) {
-      if (chunks[i].slot.has_value()) pool.Release(*std::exchange(chunks[i].slot, std::nullopt));
+      std::optional<size_t> slot = std::exchange(chunks[i].slot, std::nullopt);
+      if (slot.has_value() && chunks[i].releases_slot) pool.Release(*slot);
     }
   });
   auto hand_over = [&](size_t count) {
@@ -317,8 +340,9 @@ Status SavePipeline::Stage(PendingSave& save) {
     return true;
   };
   // A batch of slots at a time, copied on all cores: one core cannot use the
-  // whole memory bandwidth.
+  // whole memory bandwidth. Chunks smaller than a slot are packed into it.
   const size_t batch = std::max<size_t>(1, std::min(settings_.threads, pool.max_slots()));
+  std::vector<std::byte*> destinations;
   for (size_t begin = 0;;) {
     // Chunks copied while hashing are staged already.
     while (begin < chunks.size() && chunks[begin].slot.has_value()) ++begin;
@@ -328,7 +352,9 @@ Status SavePipeline::Stage(PendingSave& save) {
     // never while holding slots of chunks not yet handed over: the writer
     // may be waiting for exactly those.
     size_t end = begin;
-    while (end < chunks.size() && end - begin < batch && !chunks[end].slot.has_value()) {
+    destinations.clear();
+    for (size_t slots = 0;
+         slots < batch && end < chunks.size() && !chunks[end].slot.has_value(); ++slots) {
       Result<std::optional<size_t>> slot = pool.TryAcquire();
       if (slot.ok() && !slot->has_value()) {
         if (end > begin) break;
@@ -341,18 +367,28 @@ Status SavePipeline::Stage(PendingSave& save) {
         failure = slot.status();
         return failure;
       }
-      chunks[end++].slot = **slot;
+      // Every chunk fits an empty slot (chunks are at most a slot's size).
+      std::byte* const base = pool.data(**slot);
+      size_t used = 0;
+      do {
+        chunks[end].slot = **slot;
+        chunks[end].releases_slot = false;
+        destinations.push_back(base + used);
+        used += chunks[end].size;
+        ++end;
+      } while (end < chunks.size() && !chunks[end].slot.has_value() &&
+               used + chunks[end].size <= pool.slot_bytes());
+      chunks[end - 1].releases_slot = true;
     }
     Status status = ParallelFor(end - begin, settings_.threads, [&](size_t k) {
-      PendingSave::Chunk& chunk = chunks[begin + k];
-      std::memcpy(pool.data(*chunk.slot), chunk.data, chunk.size);
+      std::memcpy(destinations[k], chunks[begin + k].data, chunks[begin + k].size);
       return Status::OK();
     });
     if (!status.ok()) {
       failure = status;
       return failure;
     }
-    for (size_t i = begin; i < end; ++i) chunks[i].data = pool.data(*chunks[i].slot);
+    for (size_t i = begin; i < end; ++i) chunks[i].data = destinations[i - begin];
     begin = end;
   }
   stop_on_failure.Cancel();
@@ -361,7 +397,8 @@ Status SavePipeline::Stage(PendingSave& save) {
 
 void SavePipeline::Discard(PendingSave& save) {
   for (PendingSave::Chunk& chunk : save.chunks_) {
-    if (chunk.slot.has_value()) staging_->Release(*std::exchange(chunk.slot, std::nullopt));
+    std::optional<size_t> slot = std::exchange(chunk.slot, std::nullopt);
+    if (slot.has_value() && chunk.releases_slot) staging_->Release(*slot);
   }
 }
 
@@ -470,7 +507,9 @@ Status SavePipeline::WriteChunks(PendingSave& save) {
   size_t released = 0;
   auto release_until = [&](size_t end) {
     for (; released < end; ++released) {
-      if (chunks[released].slot.has_value()) staging_->Release(*chunks[released].slot);
+      if (chunks[released].slot.has_value() && chunks[released].releases_slot) {
+        staging_->Release(*chunks[released].slot);
+      }
     }
   };
   Cleanup stop([&] { release_until(save.StopWriter()); });
@@ -484,17 +523,26 @@ Status SavePipeline::WriteChunks(PendingSave& save) {
   base.zstd_level = settings_.compression_level;
   base.byte_planes = store_->format_version() >= 2;
 
-  // Compress a window of chunks in parallel, then append them in digest
-  // order; the window bounds the memory held by compressed chunks.
-  const size_t window = WriterWindow();
+  // Compress a window of staged chunks in parallel, then append them in
+  // digest order; the window (WriterWindow() chunks' worth of bytes) bounds
+  // the memory held by compressed chunks. The writer takes what is staged,
+  // never waiting for more than one chunk.
+  const uint64_t window_bytes = uint64_t{WriterWindow()} * settings_.chunk_size_bytes;
   std::vector<std::string>& encoded = encode_buffers_;
-  if (encoded.size() < window) encoded.resize(window);
-  std::vector<uint8_t> depth(window);  // as stored: 0 whole, else a delta's depth
-  for (size_t begin = 0; begin < chunks.size(); begin += window) {
-    const size_t count = std::min(window, chunks.size() - begin);
-    Status status = save.AwaitStaged(begin + count);
-    if (!status.ok()) return status;
-    status = ParallelFor(count, settings_.threads, [&](size_t i) {
+  std::vector<uint8_t> depth;  // as stored: 0 whole, else a delta's depth
+  for (size_t begin = 0; begin < chunks.size();) {
+    Result<size_t> staged = save.AwaitStaged(begin + 1);
+    if (!staged.ok()) return staged.status();
+    size_t end = begin + 1;
+    for (uint64_t bytes = chunks[begin].size;
+         end < *staged && end - begin < kMaxWindowChunks && bytes + chunks[end].size <= window_bytes;
+         ++end) {
+      bytes += chunks[end].size;
+    }
+    const size_t count = end - begin;
+    if (encoded.size() < count) encoded.resize(count);
+    depth.assign(count, 0);
+    Status status = ParallelFor(count, settings_.threads, [&](size_t i) {
       const PendingSave::Chunk& chunk = chunks[begin + i];
       ChunkEncoding encoding = base;
       encoding.element_width = chunk.element_width;
@@ -548,7 +596,8 @@ Status SavePipeline::WriteChunks(PendingSave& save) {
       }
       index_entries->push_back({chunk.digest, location});
     }
-    release_until(begin + count);
+    release_until(end);
+    begin = end;
   }
   return (*writer)->Finish();
 }

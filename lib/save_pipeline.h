@@ -109,6 +109,10 @@ class PendingSave {
     size_t element_width = 0;                          // 0: not byte-grouped
     std::vector<std::pair<uint32_t, uint32_t>> refs;   // (node, chunk) in the manifest
     std::optional<size_t> slot;  // a staging slot holds the chunk's bytes
+    // Chunks smaller than a slot share one, packed one after another; the
+    // last of them gives it back (the writer writes chunks in order, so the
+    // slot is free once that one is written).
+    bool releases_slot = true;
     // Delta encoding: the base (the chunk the first position's copy holds),
     // and the copies of every position of this chunk, which the writer
     // refreshes with its bytes once it has encoded it.
@@ -129,8 +133,9 @@ class PendingSave {
   // it gave up (compressing earlier would slow down the caller's blocking
   // phase, which has the cores to itself until then).
   void AwaitWriterStart() EXCLUDES(mu_);
-  // Waits until `count` chunks are staged; the stager's error if it gave up.
-  Status AwaitStaged(size_t count) EXCLUDES(mu_);
+  // Waits until at least `count` chunks are staged and returns how many
+  // are; the stager's error if it gave up first.
+  Result<size_t> AwaitStaged(size_t count) EXCLUDES(mu_);
   // The writer stops (done or failed): returns the staged mark, below which
   // the writer owns every slot; the stager keeps the rest.
   size_t StopWriter() EXCLUDES(mu_);
@@ -211,8 +216,11 @@ class SavePipeline {
   StagingPool* staging_pool() { return staging_.get(); }
 
  private:
-  // Chunks the writer compresses at once; never more than the staging slots.
+  // Full-size chunks the writer compresses at once (never more than the
+  // staging slots): the slots speculative copies leave free. Small chunks
+  // go by the same bytes, at most kMaxWindowChunks of them.
   size_t WriterWindow() const;
+  static constexpr size_t kMaxWindowChunks = 4096;
   // Makes the tensor nodes of this process's part boxed where they must be
   // (multi-process: every tensor, each process naming the boxes it
   // writes), and checks that a single process's shards tile their tensors.

@@ -6,11 +6,13 @@
 
 #include <flatbuffers/flatbuffers.h>
 #include <gtest/gtest.h>
+#include <xxhash.h>
 
 #include <algorithm>
 #include <bit>
 #include <cstdint>
 #include <cstring>
+#include <functional>
 #include <limits>
 #include <random>
 #include <string>
@@ -185,6 +187,8 @@ void ExpectNodeEq(const ManifestNode& actual, const ManifestNode& expected) {
         EXPECT_EQ(actual.chunks[i].raw_size, expected.chunks[i].raw_size) << "chunk " << i;
         EXPECT_EQ(actual.chunks[i].stored_size, expected.chunks[i].stored_size) << "chunk " << i;
       }
+      EXPECT_EQ(actual.inlined, expected.inlined);
+      EXPECT_EQ(actual.inline_bytes, expected.inline_bytes);
       EXPECT_EQ(actual.boxed, expected.boxed);
       ASSERT_EQ(actual.boxes.size(), expected.boxes.size());
       for (size_t b = 0; b < expected.boxes.size(); ++b) {
@@ -387,9 +391,18 @@ TEST(DecodeManifestTest, RandomBytesAreCorruption) {
 TEST(DecodeManifestTest, TruncatedAtEveryLengthIsCorruption) {
   const std::string bytes = EncodeManifest(ManifestOf(RichTree()));
   ASSERT_OK(DecodeManifest(bytes).status());
-  for (size_t length = 0; length < bytes.size(); ++length) {
+  // The buffer may end in up to 3 bytes of alignment padding after the
+  // packed tree: cutting only those loses nothing, and decodes the same.
+  size_t padding = 0;
+  for (size_t length = bytes.size(); length-- > 0;) {
     SCOPED_TRACE("length " + std::to_string(length));
-    ExpectDecodeCode(std::string_view(bytes).substr(0, length), Status::Code::kCorruption);
+    Result<Manifest> decoded = DecodeManifest(std::string_view(bytes).substr(0, length));
+    if (decoded.ok() && length + padding + 1 == bytes.size() && padding < 3) {
+      ++padding;
+      EXPECT_EQ(EncodeManifest(*decoded), bytes);
+      continue;
+    }
+    EXPECT_EQ(decoded.status().code(), Status::Code::kCorruption) << decoded.status().ToString();
   }
 }
 
@@ -440,7 +453,8 @@ TEST(DecodeManifestTest, WrongIdentifierIsCorruption) {
 }
 
 // A one-node manifest built with FlatBuffers directly, for fields that
-// EncodeManifest always writes the same way.
+// EncodeManifest always writes the same way: the root map as a node table
+// (versions 1 and 2) or packed (version 3 on).
 std::string RawManifest(uint32_t format_version, bool metric_without_name = false) {
   flatbuffers::FlatBufferBuilder builder;
   std::vector<flatbuffers::Offset<fb::Metric>> metrics;
@@ -450,15 +464,24 @@ std::string RawManifest(uint32_t format_version, bool metric_without_name = fals
     builder.AddElement<uint64_t>(fb::Metric::VT_VALUE_BITS, std::bit_cast<uint64_t>(1.0), 0);
     metrics.push_back(flatbuffers::Offset<fb::Metric>(builder.EndTable(start)));
   }
-  std::vector<flatbuffers::Offset<fb::Node>> nodes = {
-      fb::CreateNodeDirect(builder, fb::NodeKind::Map)};
-  auto root = fb::CreateManifestDirect(builder, format_version, 1, 0, &metrics, &nodes, nullptr);
-  fb::FinishManifestBuffer(builder, root);
+  if (format_version > 0 && format_version < kFirstPackedManifestFormatVersion) {
+    std::vector<flatbuffers::Offset<fb::Node>> nodes = {
+        fb::CreateNodeDirect(builder, fb::NodeKind::Map)};
+    auto root = fb::CreateManifestDirect(builder, format_version, 1, 0, &metrics, &nodes, nullptr);
+    fb::FinishManifestBuffer(builder, root);
+  } else {
+    const std::vector<uint8_t> tree = {0};  // a map without children
+    auto root = fb::CreateManifestDirect(builder, format_version, 1, 0, &metrics, nullptr,
+                                         nullptr, nullptr, &tree, XXH3_64bits(tree.data(), 1));
+    fb::FinishManifestBuffer(builder, root);
+  }
   return std::string(reinterpret_cast<const char*>(builder.GetBufferPointer()), builder.GetSize());
 }
 
 TEST(DecodeManifestTest, FormatVersions) {
-  EXPECT_OK(DecodeManifest(RawManifest(kManifestFormatVersion)).status());
+  for (uint32_t version = 1; version <= kManifestFormatVersion; ++version) {
+    EXPECT_OK(DecodeManifest(RawManifest(version)).status()) << "version " << version;
+  }
   ExpectDecodeCode(RawManifest(kManifestFormatVersion + 1), Status::Code::kNotSupported);
   ExpectDecodeCode(RawManifest(std::numeric_limits<uint32_t>::max()), Status::Code::kNotSupported);
   ExpectDecodeCode(RawManifest(0), Status::Code::kCorruption);
@@ -590,6 +613,168 @@ TEST(DecodeManifestTest, InconsistentTreesAreCorruption) {
     const Status status = DecodeNodes(test_case.nodes);
     EXPECT_EQ(status.code(), Status::Code::kCorruption) << status.ToString();
   }
+}
+
+// Manifests as versions 1 and 2 wrote them (one table per node), for the
+// reader that still reads them: the encoder of those builds.
+std::string EncodeNodeTables(const Manifest& manifest, uint32_t version) {
+  flatbuffers::FlatBufferBuilder builder;
+  std::vector<flatbuffers::Offset<fb::Node>> nodes;
+  for (const ManifestNode& node : manifest.nodes) {
+    std::vector<fb::ChunkRef> chunks;
+    for (const ChunkRef& chunk : node.chunks) {
+      chunks.emplace_back(chunk.digest.low, chunk.digest.high, chunk.raw_size, chunk.stored_size);
+    }
+    const bool is_tensor = node.kind == Tree::Kind::kTensor;
+    auto key = node.key.empty() ? 0 : builder.CreateString(node.key);
+    auto shape = is_tensor ? builder.CreateVector(node.shape) : 0;
+    auto chunk_refs = is_tensor ? builder.CreateVectorOfStructs(chunks) : 0;
+    auto string_value =
+        node.kind == Tree::Kind::kString ? builder.CreateString(node.string_value) : 0;
+    flatbuffers::Offset<flatbuffers::Vector<flatbuffers::Offset<fb::Box>>> boxes = 0;
+    if (is_tensor && node.boxed) {
+      std::vector<flatbuffers::Offset<fb::Box>> stored_boxes;
+      for (const ManifestBox& box : node.boxes) {
+        stored_boxes.push_back(fb::CreateBox(builder, builder.CreateVector(box.box.start),
+                                             builder.CreateVector(box.box.shape),
+                                             box.chunk_count));
+      }
+      boxes = builder.CreateVector(stored_boxes);
+    }
+    nodes.push_back(fb::CreateNode(
+        builder, static_cast<fb::NodeKind>(node.kind), key, node.child_count,
+        is_tensor ? static_cast<uint8_t>(node.dtype) : 0, shape, chunk_refs,
+        node.kind == Tree::Kind::kInt ? node.int_value : 0,
+        node.kind == Tree::Kind::kFloat ? std::bit_cast<uint64_t>(node.float_value) : 0,
+        node.kind == Tree::Kind::kBool && node.int_value != 0, string_value, boxes));
+  }
+  std::vector<flatbuffers::Offset<fb::Metric>> metrics;
+  for (const auto& [name, value] : manifest.metrics) {
+    metrics.push_back(
+        fb::CreateMetric(builder, builder.CreateString(name), std::bit_cast<uint64_t>(value)));
+  }
+  auto root = fb::CreateManifest(builder, version, manifest.step, manifest.commit_time_ns,
+                                 builder.CreateVector(metrics), builder.CreateVector(nodes));
+  fb::FinishManifestBuffer(builder, root);
+  return std::string(reinterpret_cast<const char*>(builder.GetBufferPointer()), builder.GetSize());
+}
+
+TEST(ManifestTest, EarlierFormatsStillRead) {
+  // Version 1: the rich tree, chunks everywhere; version 2: with a boxed tensor.
+  Manifest manifest = ManifestOf(RichTree());
+  manifest.user_metadata.clear();
+  for (uint32_t version : {1u, 2u}) {
+    SCOPED_TRACE("version " + std::to_string(version));
+    if (version == 2) {
+      for (ManifestNode& node : manifest.nodes) {
+        if (node.path != "params/kernel") continue;
+        const int64_t rows = node.shape[0];
+        std::vector<BoxChunks> boxes;
+        for (int64_t start : {int64_t{0}, rows / 2}) {
+          Box box{{start, 0}, {start == 0 ? rows / 2 : rows - rows / 2, node.shape[1]}};
+          const auto bytes = static_cast<uint32_t>(BoxElements(box) * DTypeSize(node.dtype));
+          boxes.push_back({box, {{ChunkDigest{static_cast<uint64_t>(start) + 7, 9}, bytes, bytes}}});
+        }
+        ASSERT_OK(SetBoxes(&node, boxes));
+        ASSERT_TRUE(node.boxed);
+      }
+    }
+    Result<Manifest> decoded = DecodeManifest(EncodeNodeTables(manifest, version));
+    ASSERT_OK(decoded.status());
+    ASSERT_EQ(decoded->nodes.size(), manifest.nodes.size());
+    for (size_t i = 0; i < manifest.nodes.size(); ++i) {
+      SCOPED_TRACE(manifest.nodes[i].path);
+      ExpectNodeEq(decoded->nodes[i], manifest.nodes[i]);
+    }
+    // What this build writes reads back the same.
+    Result<Manifest> packed = DecodeManifest(EncodeManifest(manifest));
+    ASSERT_OK(packed.status());
+    for (size_t i = 0; i < manifest.nodes.size(); ++i) {
+      ExpectNodeEq(packed->nodes[i], manifest.nodes[i]);
+    }
+  }
+  // Boxes need version 2; tables of nodes are not version 3.
+  ExpectDecodeCode(EncodeNodeTables(manifest, 1), Status::Code::kCorruption);
+  ExpectDecodeCode(EncodeNodeTables(manifest, 3), Status::Code::kCorruption);
+}
+
+TEST(ManifestTest, TinyTensorsLiveInTheManifest) {
+  Tree tree;
+  ASSERT_OK(tree.SetPath("scalar", Tree::Leaf(Filled(DType::kFloat64, {}))));
+  ASSERT_OK(tree.SetPath("largest", Tree::Leaf(Filled(DType::kUInt8, {int64_t{kMaxInlineTensorBytes}}))));
+  Manifest manifest;
+  manifest.nodes = FlattenTree(tree).value();
+  for (ManifestNode& node : manifest.nodes) {
+    if (node.kind != Tree::Kind::kTensor) continue;
+    node.inlined = true;
+    node.inline_bytes.assign(node.byte_size, static_cast<char>(node.byte_size));
+  }
+  const std::string bytes = EncodeManifest(manifest);
+  Result<Manifest> decoded = DecodeManifest(bytes);
+  ASSERT_OK(decoded.status());
+  for (size_t i = 0; i < manifest.nodes.size(); ++i) ExpectNodeEq(decoded->nodes[i], manifest.nodes[i]);
+  // Each inline byte is covered by the tree's checksum.
+  const size_t at = bytes.find(std::string(kMaxInlineTensorBytes, static_cast<char>(kMaxInlineTensorBytes)));
+  ASSERT_NE(at, std::string::npos);
+  std::string flipped = bytes;
+  flipped[at + 10] ^= 1;
+  ExpectDecodeCode(flipped, Status::Code::kCorruption);
+  // Inline bytes must be the tensor's, 1 to kMaxInlineTensorBytes of them,
+  // and come without chunks or boxes.
+  struct Case {
+    const char* name;
+    std::function<void(ManifestNode&)> spoil;
+  };
+  const Case cases[] = {
+      {"one byte short", [](ManifestNode& node) { node.inline_bytes.pop_back(); }},
+      {"one byte more", [](ManifestNode& node) { node.inline_bytes.push_back('x'); }},
+      {"too large", [](ManifestNode& node) {
+         node.shape = {int64_t{kMaxInlineTensorBytes} + 1};
+         node.inline_bytes.assign(kMaxInlineTensorBytes + 1, 'x');
+       }},
+      {"empty", [](ManifestNode& node) {
+         node.shape = {0};
+         node.inline_bytes.clear();
+       }},
+      {"with a chunk", [](ManifestNode& node) {
+         node.chunks.push_back({ChunkDigest{1, 2}, 64, 64});
+       }},
+      {"boxed", [](ManifestNode& node) {
+         node.boxed = true;
+         node.boxes.push_back({WholeBox(node.shape), 0});
+       }},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.name);
+    Manifest spoiled = manifest;
+    for (ManifestNode& node : spoiled.nodes) {
+      if (node.path == "largest") c.spoil(node);
+    }
+    ExpectDecodeCode(EncodeManifest(spoiled), Status::Code::kCorruption);
+  }
+}
+
+TEST(ManifestTest, PackedTreeTakesFewBytesPerLeaf) {
+  // 8,000 tiny tensors "layers/N/attn/q/kernel" and the like, kept inline:
+  // about 30 bytes each with their share of the maps above them.
+  Tree tree;
+  static const char* const kLeaves[] = {"attn/q/kernel", "attn/k/kernel", "mlp/up/kernel",
+                                        "norm/scale"};
+  for (int i = 0; i < 8000; ++i) {
+    ASSERT_OK(tree.SetPath("layers/" + std::to_string(i / 4) + "/" + kLeaves[i % 4],
+                           Tree::Leaf(Filled(DType::kFloat32, {4}))));
+  }
+  Manifest manifest;
+  manifest.nodes = FlattenTree(tree).value();
+  for (ManifestNode& node : manifest.nodes) {
+    if (node.kind != Tree::Kind::kTensor) continue;
+    node.inlined = true;
+    node.inline_bytes.assign(node.byte_size, 'v');
+  }
+  const std::string bytes = EncodeManifest(manifest);
+  EXPECT_LT(bytes.size(), 8000u * 32) << bytes.size() / 8000.0 << " bytes per leaf";
+  // (16 of them the tensor's own bytes, 3 the distinct layer keys.)
+  ASSERT_OK(DecodeManifest(bytes).status());
 }
 
 }  // namespace

@@ -780,8 +780,13 @@ class ModelRun {
         want.dtype = leaf.tensor().dtype();
         want.shape = leaf.tensor().shape();
         want.logical_bytes = leaf.tensor().byte_size();
+        // A tensor of 1 to 64 bytes is kept in the manifest, with no chunk
+        // (LeafMetadata::stored_bytes).
+        constexpr uint64_t kInlineBytes = 64;
         want.chunk_count =
-            static_cast<uint32_t>((want.logical_bytes + info.chunk_size - 1) / info.chunk_size);
+            want.logical_bytes <= kInlineBytes
+                ? 0
+                : static_cast<uint32_t>((want.logical_bytes + info.chunk_size - 1) / info.chunk_size);
         logical += want.logical_bytes;
       }
       leaves.push_back(want);

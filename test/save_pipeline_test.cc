@@ -14,6 +14,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
+#include <string>
 #include <thread>
 
 #include "chunk_codec.h"
@@ -125,6 +126,40 @@ TEST_F(SavePipelineTest, SpeculativeCopiesBesideAWriterWaitingForSlots) {
   ExpectStored(*store, 1, first);
   ExpectStored(*store, 2, second);
   EXPECT_EQ(pipeline.staging_pool()->SlotsInUse(), 0u);
+}
+
+// Tensors of many sizes below and around the chunk size: staged chunks
+// share slots, the last of each slot's chunks gives it back.
+Tree SmallTensorsState(uint32_t seed) {
+  Tree state;
+  uint32_t x = seed * 2654435761u + 7;
+  for (int i = 0; i < 600; ++i) {
+    x ^= x << 13;
+    x ^= x >> 17;
+    x ^= x << 5;
+    // 65 bytes (just past the manifest's inline limit) up to 1.5 chunks.
+    const int64_t elements = 17 + x % (kChunk * 3 / 8);
+    Tensor tensor = Tensor::Allocate(DType::kUInt32, {elements}).value();
+    std::span<uint32_t> values = tensor.MutableValues<uint32_t>().value();
+    for (int64_t k = 0; k < elements; ++k) values[k] = x + static_cast<uint32_t>(k) * 40503u;
+    EXPECT_OK(state.SetPath("t/" + std::to_string(i), Tree::Leaf(std::move(tensor))));
+  }
+  return state;
+}
+
+TEST_F(SavePipelineTest, SmallChunksShareStagingSlots) {
+  for (size_t slots : {1, 2, 3}) {
+    SCOPED_TRACE(std::to_string(slots) + " slots");
+    TempDir dir;
+    auto store = Store::Open(dir.path(), Store::Mode::kWrite).value();
+    SavePipeline pipeline(store.get(), Settings(slots));
+    for (uint32_t step = 1; step <= 3; ++step) {
+      const Tree state = SmallTensorsState(step);
+      ASSERT_OK(StagedSave(pipeline, state, step).Error());
+      ExpectStored(*store, step, state);
+      EXPECT_EQ(pipeline.staging_pool()->SlotsInUse(), 0u);
+    }
+  }
 }
 
 TEST_F(SavePipelineTest, AStagerThatFailsStopsTheWriterAndNothingCommits) {

@@ -124,7 +124,7 @@ Json ScalarJson(const ManifestNode& node) {
 }
 
 uint64_t StoredBytes(const ManifestNode& node) {
-  uint64_t total = 0;
+  uint64_t total = node.inline_bytes.size();  // a tiny tensor's bytes, in the manifest
   for (const ChunkRef& chunk : node.chunks) total += chunk.stored_size;
   return total;
 }

@@ -115,7 +115,8 @@ Status Show(const Context& context, const std::string& workdir, const std::strin
                       {"logical_bytes", node.byte_size},
                       {"stored_bytes", leaf_stored},
                       {"chunks", node.chunks.size()},
-                      {"shared_chunks", shared}});
+                      {"shared_chunks", shared},
+                      {"inline", node.inlined}});
     // A tensor saved as shards: how many boxes they covered.
     std::string shape = ShapeString(node.shape);
     if (node.boxed) {
@@ -310,6 +311,19 @@ Status Diff(const Context& context, const std::string& workdir, const std::strin
              std::string(DTypeName(old.dtype)) + ShapeString(old.shape) + " -> " +
                  std::string(DTypeName(node.dtype)) + ShapeString(node.shape),
              Json::object());
+    } else if (old.inlined || node.inlined) {
+      // Tiny tensors are kept in the manifest: their bytes compare there. A
+      // step of an earlier build may have stored one as a chunk.
+      if (old.inlined && node.inlined && old.inline_bytes == node.inline_bytes) {
+        ++unchanged;
+      } else {
+        const bool comparable = old.inlined && node.inlined;
+        record("changed", node.path,
+               comparable ? "its " + FormatBytes(node.byte_size) + " (kept in the manifest)"
+                          : "stored as a chunk in one step, in the manifest in the other: "
+                            "bytes not compared",
+               {{"inline", true}, {"compared", comparable}});
+      }
     } else {
       // Chunks compare position by position when both steps cut the tensor
       // alike; cut differently (another chunk_size_bytes, other shards),

@@ -30,7 +30,10 @@ struct LeafMetadata {
   DType dtype = DType::kFloat32;
   std::vector<int64_t> shape;
   uint64_t logical_bytes = 0;  // dtype size x elements
-  uint64_t stored_bytes = 0;   // sum of the chunks' stored sizes (before dedup)
+  // The sum of the chunks' stored sizes (before dedup); a whole tensor of
+  // at most 64 bytes is kept in the step's manifest instead: its bytes, and
+  // no chunk.
+  uint64_t stored_bytes = 0;
   uint32_t chunk_count = 0;
   // The boxes the shards that saved it covered (sorted by start); empty
   // when it was saved whole.
