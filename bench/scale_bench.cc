@@ -2,10 +2,11 @@
 // leaves (flat and nested, keys set in a shuffled order), saving a state of
 // n tiny tensors, restoring it (into a template and as a new tree), reading
 // its metadata, and restoring a tensor of n shards into a sharded template.
-// Each row reports the time of one call and the process's peak resident
-// memory during it (the peak is reset before the call, /proc/self/clear_refs),
-// and, for saves, the manifest's bytes per leaf. scripts/scale_bench.sh runs
-// every size and prints the scaling table.
+// Each row reports the time of one call, the process's peak resident memory
+// during it (the peak is reset before the call, /proc/self/clear_refs) and
+// what it held before (the state, the open store), and, for saves, the
+// manifest's bytes per leaf. scripts/scale_bench.sh runs each row in a
+// process of its own and prints the scaling table.
 //
 //   build/bench/scale_bench --benchmark_filter='save/1000000'
 
@@ -38,12 +39,15 @@ void Check(const Status& status, const char* what) {
   }
 }
 
-// The kernel's peak resident size of this process (VmHWM), in bytes.
-uint64_t PeakResidentBytes() {
+// A size from /proc/self/status ("VmHWM:" the peak resident size since the
+// last reset, "VmRSS:" the resident size now), in bytes.
+uint64_t StatusBytes(const std::string& field) {
   std::ifstream status("/proc/self/status");
   std::string line;
   while (std::getline(status, line)) {
-    if (line.rfind("VmHWM:", 0) == 0) return std::strtoull(line.c_str() + 6, nullptr, 10) * 1024;
+    if (line.rfind(field, 0) == 0) {
+      return std::strtoull(line.c_str() + field.size(), nullptr, 10) * 1024;
+    }
   }
   return 0;
 }
@@ -65,10 +69,12 @@ template <typename Setup, typename Call, typename After>
 void Measure(benchmark::State& state, Setup setup, Call call, After after) {
   double seconds = 0;
   uint64_t peak = 0;
+  uint64_t before = 0;
   for (auto _ : state) {
     state.PauseTiming();
     auto input = setup();
     ResetPeakResident();
+    before = StatusBytes("VmRSS:");
     state.ResumeTiming();
     const Clock::time_point start = Clock::now();
     {
@@ -76,11 +82,13 @@ void Measure(benchmark::State& state, Setup setup, Call call, After after) {
       call(input);
     }
     seconds += std::chrono::duration<double>(Clock::now() - start).count();
-    peak = std::max(peak, PeakResidentBytes());
+    peak = std::max(peak, StatusBytes("VmHWM:"));
     after(input);
   }
   state.counters["seconds"] = seconds / static_cast<double>(state.iterations());
   state.counters["peak_rss_mb"] = static_cast<double>(peak) / (1 << 20);
+  // What the process held before the call (the state, the open store).
+  state.counters["before_rss_mb"] = static_cast<double>(before) / (1 << 20);
 }
 
 // Leaf i's path: 8 leaves per layer, as a transformer's

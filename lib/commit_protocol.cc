@@ -226,7 +226,11 @@ class CoordinatedCommit final : public CommitProtocol {
     }
     Status status = store_->IngestGenerationFiles(generations);
     if (!status.ok()) return status;
-    return store_->CommitStep(step, EncodeManifest(*manifest), new_chunks);
+    return store_->CommitStep(step,
+                              EncodeManifest(*manifest, store_->packs_manifests()
+                                                            ? ManifestLayout::kPacked
+                                                            : ManifestLayout::kNodeTables),
+                              new_chunks);
   }
 
   const Processes processes_;

@@ -4,6 +4,7 @@
 #include <xxhash.h>
 
 #include <algorithm>
+#include <cassert>
 #include <bit>
 #include <cmath>
 #include <cstddef>
@@ -385,7 +386,68 @@ std::vector<BoxChunks> BoxesOf(const ManifestNode& node) {
   return boxes;
 }
 
-std::string EncodeManifest(const Manifest& manifest) {
+namespace {
+
+std::string EncodeNodeTables(const Manifest& manifest) {
+  flatbuffers::FlatBufferBuilder builder(1024 + manifest.nodes.size() * 96);
+  std::vector<flatbuffers::Offset<fb::Node>> nodes;
+  nodes.reserve(manifest.nodes.size());
+  std::vector<fb::ChunkRef> chunks;
+  bool any_boxed = false;
+  for (const ManifestNode& node : manifest.nodes) {
+    assert(!node.inlined);  // tables have no place for inline bytes
+    chunks.clear();
+    for (const ChunkRef& chunk : node.chunks) {
+      chunks.emplace_back(chunk.digest.low, chunk.digest.high, chunk.raw_size, chunk.stored_size);
+    }
+    const bool is_tensor = node.kind == Tree::Kind::kTensor;
+    // Strings go in with their lengths: they may hold NUL bytes.
+    auto key = node.key.empty() ? 0 : builder.CreateString(node.key);
+    auto shape = is_tensor ? builder.CreateVector(node.shape) : 0;
+    auto chunk_refs = is_tensor ? builder.CreateVectorOfStructs(chunks) : 0;
+    auto string_value =
+        node.kind == Tree::Kind::kString ? builder.CreateString(node.string_value) : 0;
+    flatbuffers::Offset<flatbuffers::Vector<flatbuffers::Offset<fb::Box>>> boxes = 0;
+    if (is_tensor && node.boxed) {
+      any_boxed = true;
+      std::vector<flatbuffers::Offset<fb::Box>> stored_boxes;
+      for (const ManifestBox& box : node.boxes) {
+        stored_boxes.push_back(fb::CreateBox(builder, builder.CreateVector(box.box.start),
+                                             builder.CreateVector(box.box.shape),
+                                             box.chunk_count));
+      }
+      boxes = builder.CreateVector(stored_boxes);
+    }
+    nodes.push_back(fb::CreateNode(
+        builder, static_cast<fb::NodeKind>(node.kind), key, node.child_count,
+        is_tensor ? static_cast<uint8_t>(node.dtype) : 0, shape, chunk_refs,
+        node.kind == Tree::Kind::kInt ? node.int_value : 0,
+        node.kind == Tree::Kind::kFloat ? std::bit_cast<uint64_t>(node.float_value) : 0,
+        node.kind == Tree::Kind::kBool && node.int_value != 0, string_value, boxes));
+  }
+  std::vector<flatbuffers::Offset<fb::Metric>> metrics;
+  for (const auto& [name, value] : manifest.metrics) {
+    metrics.push_back(
+        fb::CreateMetric(builder, builder.CreateString(name), std::bit_cast<uint64_t>(value)));
+  }
+  std::vector<flatbuffers::Offset<fb::KeyValue>> user_metadata;
+  for (const auto& [key, value] : manifest.user_metadata) {
+    user_metadata.push_back(
+        fb::CreateKeyValue(builder, builder.CreateString(key), builder.CreateString(value)));
+  }
+  // Version 1 unless boxes need 2: earlier builds keep reading what they can.
+  const uint32_t version = any_boxed ? kFirstBoxedManifestFormatVersion : 1;
+  auto root = fb::CreateManifest(builder, version, manifest.step,
+                                 manifest.commit_time_ns, builder.CreateVector(metrics),
+                                 builder.CreateVector(nodes), builder.CreateVector(user_metadata));
+  fb::FinishManifestBuffer(builder, root);
+  return std::string(reinterpret_cast<const char*>(builder.GetBufferPointer()), builder.GetSize());
+}
+
+}  // namespace
+
+std::string EncodeManifest(const Manifest& manifest, ManifestLayout layout) {
+  if (layout == ManifestLayout::kNodeTables) return EncodeNodeTables(manifest);
   std::vector<std::string_view> keys;
   std::string tree;
   PackTree(manifest.nodes, &keys, &tree);

@@ -144,7 +144,12 @@ std::vector<ManifestBox> BoxLayout(const ManifestNode& node);
 // Each box of a node with a copy of its chunks (BoxLayout's boxes).
 std::vector<BoxChunks> BoxesOf(const ManifestNode& node);
 
-std::string EncodeManifest(const Manifest& manifest);
+// How a manifest is written: packed (version 3), or one table per node
+// (version 1, or 2 when a tensor has boxes) for stores whose builds read
+// only those. Inline tensors need kPacked.
+enum class ManifestLayout { kPacked, kNodeTables };
+std::string EncodeManifest(const Manifest& manifest,
+                           ManifestLayout layout = ManifestLayout::kPacked);
 
 // Which manifests DecodeManifest accepts.
 enum class ManifestScope {

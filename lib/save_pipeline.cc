@@ -129,8 +129,9 @@ Result<std::shared_ptr<PendingSave>> SavePipeline::Prepare(
   Status status = AssignBoxes(&manifest);
   if (!status.ok()) return status;
   // Whole tensors small enough live in the manifest, copied now (the
-  // blocking phase copies everything a save keeps of the caller's memory).
-  for (uint32_t n = 0; n < manifest.nodes.size(); ++n) {
+  // blocking phase copies everything a save keeps of the caller's memory),
+  // in stores whose manifests can hold them.
+  for (uint32_t n = 0; n < manifest.nodes.size() && store_->packs_manifests(); ++n) {
     ManifestNode& node = manifest.nodes[n];
     if (node.kind != Tree::Kind::kTensor || node.boxed || node.byte_size == 0 ||
         node.byte_size > kMaxInlineTensorBytes) {
@@ -409,7 +410,9 @@ Status SavePipeline::CommitLocally(PendingSave& save) {
     Status status = SetBoxes(&node, BoxesOf(node));
     if (!status.ok()) return status;
   }
-  return store_->CommitStep(manifest.step, EncodeManifest(manifest), save.new_chunks_);
+  const ManifestLayout layout =
+      store_->packs_manifests() ? ManifestLayout::kPacked : ManifestLayout::kNodeTables;
+  return store_->CommitStep(manifest.step, EncodeManifest(manifest, layout), save.new_chunks_);
 }
 
 Status SavePipeline::WriteAndCommit(PendingSave& save) {

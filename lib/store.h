@@ -41,12 +41,14 @@ namespace ckptdb {
 
 // The store format version of the stores this build creates, and the newest
 // it opens. Version 2 added chunk codec 3 (byte planes, doc/format.md §5),
-// version 3 delta chunks (codec 4) and their index entries (§4). A store
-// keeps the version it was created with and is written with what that
-// version has, so that the builds that created it keep reading it.
-inline constexpr uint32_t kStoreFormatVersion = 3;
+// version 3 delta chunks (codec 4) and their index entries (§4), version 4
+// packed manifests (manifest format version 3, with inline tensors, §6). A
+// store keeps the version it was created with and is written with what
+// that version has, so that the builds that created it keep reading it.
+inline constexpr uint32_t kStoreFormatVersion = 4;
 inline constexpr uint32_t kOldestStoreFormatVersion = 1;
 inline constexpr uint32_t kFirstDeltaStoreFormatVersion = 3;
+inline constexpr uint32_t kFirstPackedStoreFormatVersion = 4;
 
 struct ChunkLocation {
   uint64_t generation = 0;
@@ -120,6 +122,9 @@ class Store {
   const ChunkHasher& hasher() const { return *hasher_; }
   // The store's format version (what it was created with).
   uint32_t format_version() const { return format_version_; }
+  // Whether its manifests are packed (manifest format version 3, with
+  // inline tensors); else they are written as versions 1 and 2 were.
+  bool packs_manifests() const { return format_version_ >= kFirstPackedStoreFormatVersion; }
 
   // Where a chunk is stored, or nullopt if the index does not know it.
   Result<std::optional<ChunkLocation>> FindChunk(const ChunkDigest& digest) const;

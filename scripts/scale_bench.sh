@@ -15,18 +15,23 @@ lines=$scratch/lines
 : > "$lines"
 sizes=()
 for ((n = 1000; n <= largest; n *= 10)); do sizes+=("$n"); done
-filter="/($(IFS='|'; echo "${sizes[*]}"))/"
-CKPTDB_BENCH_DIR=$scratch "$build/bench/scale_bench" --benchmark_filter="$filter" \
-  --benchmark_format=json --benchmark_out="$scratch/cpp.json" > /dev/null
-/usr/bin/python3 - "$scratch/cpp.json" >> "$lines" <<'PY'
+# Each row in a process of its own: memory one row leaves behind must not
+# count in the next.
+for row in $("$build/bench/scale_bench" --benchmark_list_tests); do
+  n=$(echo "$row" | cut -d/ -f2)
+  [ "$n" -le "$largest" ] || continue
+  CKPTDB_BENCH_DIR=$scratch "$build/bench/scale_bench" --benchmark_filter="^${row%%/iterations*}/" \
+    --benchmark_format=json --benchmark_out="$scratch/row.json" > /dev/null
+  /usr/bin/python3 - "$scratch/row.json" >> "$lines" <<'PY'
 import json, sys
 for b in json.load(open(sys.argv[1]))["benchmarks"]:
     name, n = b["name"].split("/")[:2]
     extra = f" manifest_bytes_per_leaf={b['manifest_bytes_per_leaf']:.1f}" \
         if "manifest_bytes_per_leaf" in b else ""
     print(f"cpp operation={name} n={n} seconds={b['seconds']:.3f} "
-          f"peak_rss_mb={b['peak_rss_mb']:.0f}{extra}")
+          f"peak_rss_mb={b['peak_rss_mb']:.0f} before_rss_mb={b['before_rss_mb']:.0f}{extra}")
 PY
+done
 timed() {  # timed OPERATION N COMMAND...: one line of time and peak memory
   local operation=$1 n=$2
   shift 2
@@ -78,22 +83,29 @@ names = {
     ("inspect", "inspect_show"): "ckpt-inspect show STEP",
 }
 sizes = sorted({int(r["n"]) for r in rows if "operation" in r})
-print("seconds (peak resident MiB) per operation and n")
-print(f"{'operation':<40}" + "".join(f"{n:>17,}" for n in sizes))
-for (side, operation), name in names.items():
-    cells = {int(r["n"]): r for r in rows
-             if r["side"] == side and r.get("operation") == operation}
-    if not cells:
-        continue
-    line = f"{name:<40}"
-    for n in sizes:
-        r = cells.get(n)
-        line += f"{float(r['seconds']):>9.2f} ({float(r['peak_rss_mb']):>5.0f})" if r else " " * 17
-    print(line)
+
+
+def table(title, cell):
+    print(title)
+    print(f"{'operation':<40}" + "".join(f"{n:>15,}" for n in sizes))
+    for (side, operation), name in names.items():
+        cells = {int(r["n"]): r for r in rows
+                 if r["side"] == side and r.get("operation") == operation}
+        if cells:
+            print(f"{name:<40}" + "".join(f"{cell(cells[n]):>15}" if n in cells else " " * 15
+                                          for n in sizes))
+
+
+table("seconds per call, by n (leaves, or shards)", lambda r: f"{float(r['seconds']):.2f}")
+print()
+table("peak resident MiB during the call (in brackets: held before it, the state and the store)",
+      lambda r: f"{float(r['peak_rss_mb']):.0f}" +
+                (f" ({float(r['before_rss_mb']):.0f})" if "before_rss_mb" in r else ""))
+print()
 saves = {int(r["n"]): r for r in rows if r["side"] == "cpp" and r.get("operation") == "save"}
 if saves:
     print(f"{'manifest bytes per leaf':<40}" +
-          "".join(f"{float(saves[n]['manifest_bytes_per_leaf']):>17.1f}" if n in saves else " " * 17
+          "".join(f"{float(saves[n]['manifest_bytes_per_leaf']):>15.1f}" if n in saves else " " * 15
                   for n in sizes))
 for r in rows:
     if r["side"] == "mpi":

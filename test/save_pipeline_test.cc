@@ -19,6 +19,7 @@
 
 #include "chunk_codec.h"
 #include "fault_injection_fs.h"
+#include "manifest_generated.h"
 #include "restore.h"
 #include "store.h"
 #include "test_util.h"
@@ -236,7 +237,8 @@ TEST_F(SavePipelineTest, ChunksTheStoreHoldsAreNotWrittenAgain) {
 // and as one grouped frame (codec 2) in a store of format 1, which earlier
 // builds must keep reading; both restore bit-exact.
 TEST_F(SavePipelineTest, AStoreKeepsTheCodecsOfItsFormatVersion) {
-  for (uint32_t version : {kStoreFormatVersion, kOldestStoreFormatVersion}) {
+  for (uint32_t version : {kStoreFormatVersion, kFirstPackedStoreFormatVersion - 1,
+                           kOldestStoreFormatVersion}) {
     SCOPED_TRACE("format version " + std::to_string(version));
     TempDir dir;
     { ASSERT_OK(Store::Open(dir.path(), Store::Mode::kWrite).status()); }
@@ -252,9 +254,20 @@ TEST_F(SavePipelineTest, AStoreKeepsTheCodecsOfItsFormatVersion) {
     for (size_t i = 0; i < values.size(); ++i) values[i] = 0.02f * std::sin(float(i) * 0.37f);
     Tree state;
     ASSERT_OK(state.SetPath("w", Tree::Leaf(std::move(weights))));
+    ASSERT_OK(state.SetPath("b", Tree::Leaf(Tensor::Allocate(DType::kFloat32, {4}).value())));
     ASSERT_OK(StagedSave(pipeline, state, 1).Error());
     Result<Manifest> manifest = ReadStepManifest(**store, 1);
     ASSERT_OK(manifest.status());
+    // Packed manifests, holding tiny tensors inline, from version 4 on:
+    // earlier builds read neither.
+    Result<std::optional<std::string>> raw = (*store)->ReadManifest(1);
+    ASSERT_OK(raw.status());
+    const bool packed = version >= kFirstPackedStoreFormatVersion;
+    EXPECT_EQ(fb::GetManifest((*raw)->data())->format_version(), packed ? 3u : 1u);
+    const ManifestNode& tiny = manifest->nodes.at(1);
+    ASSERT_EQ(tiny.path, "b");
+    EXPECT_EQ(tiny.inlined, packed);
+    EXPECT_EQ(tiny.chunks.size(), packed ? 0u : 1u);
     const ChunkRef& chunk = manifest->nodes.back().chunks.at(0);
     Result<std::optional<ChunkLocation>> location = (*store)->FindChunk(chunk.digest);
     ASSERT_OK(location.status());

@@ -345,10 +345,28 @@ void WriteManifestSeeds(const fs::path& dir) {
     std::vector<ProcessPart> parts(2);
     for (int part = 0; part < 2; ++part) parts[part].manifest = PartManifest(part);
     std::vector<IndexEntry> new_chunks;
-    WriteSeed(dir / "boxed_step", EncodeManifest(Must(MergeParts(parts, 0, &new_chunks), "merge")));
+    const Manifest merged = Must(MergeParts(parts, 0, &new_chunks), "merge");
+    WriteSeed(dir / "boxed_step", EncodeManifest(merged));
+    WriteSeed(dir / "boxed_step_v2", EncodeManifest(merged, ManifestLayout::kNodeTables));
   }
+  // Each tree packed (tensors of at most kMaxInlineTensorBytes inline, as a
+  // store of format version 4 keeps them) and as the node tables of stores
+  // of earlier versions.
   for (const NamedTree& named : Trees()) {
-    WriteSeed(dir / named.name, EncodeManifest(ManifestOf(named.tree, step++)));
+    const Manifest manifest = ManifestOf(named.tree, step++);
+    WriteSeed(dir / (named.name + "_v1"), EncodeManifest(manifest, ManifestLayout::kNodeTables));
+    Manifest packed = manifest;
+    for (ManifestNode& node : packed.nodes) {
+      if (node.kind != Tree::Kind::kTensor || node.byte_size == 0 ||
+          node.byte_size > kMaxInlineTensorBytes) {
+        continue;
+      }
+      node.chunks.clear();
+      node.inlined = true;
+      const Tensor& tensor = named.tree.Find(node.path)->tensor();
+      node.inline_bytes.assign(reinterpret_cast<const char*>(tensor.data()), tensor.byte_size());
+    }
+    WriteSeed(dir / named.name, EncodeManifest(packed));
   }
 
   // Fields a node's kind does not use: DecodeManifest accepts them, and
@@ -393,7 +411,7 @@ void WriteManifestSeeds(const fs::path& dir) {
   // empty node list (Corruption).
   {
     RawNode root{.kind = fb::NodeKind::Map};
-    WriteSeed(dir / "edge_version_3", RawManifest(3, {root}, 0.0));
+    WriteSeed(dir / "edge_version_4", RawManifest(kManifestFormatVersion + 1, {root}, 0.0));
     WriteSeed(dir / "edge_nan_metric",
               RawManifest(1, {root}, std::numeric_limits<double>::quiet_NaN()));
     WriteSeed(dir / "edge_no_nodes", RawManifest(1, {}, 0.0));

@@ -57,7 +57,8 @@ bool SameNode(const ManifestNode& a, const ManifestNode& b, bool compare_chunks)
     case Tree::Kind::kList: return a.child_count == b.child_count;
     case Tree::Kind::kTensor:
       return a.dtype == b.dtype && a.shape == b.shape && a.byte_size == b.byte_size &&
-             (!compare_chunks || (SameChunks(a.chunks, b.chunks) && SameBoxes(a, b)));
+             (!compare_chunks || (SameChunks(a.chunks, b.chunks) && SameBoxes(a, b) &&
+                                  a.inlined == b.inlined && a.inline_bytes == b.inline_bytes));
     case Tree::Kind::kInt:
     case Tree::Kind::kBool: return a.int_value == b.int_value;
     case Tree::Kind::kFloat: return SameBits(a.float_value, b.float_value);
