@@ -125,19 +125,19 @@ void BM_BuildFlat(benchmark::State& state) {
       [n] {
         std::vector<std::string> keys;
         for (int64_t i = 0; i < n; ++i) keys.push_back("param_" + std::to_string(i * 7919 % n));
-        return keys;
+        return std::make_pair(std::move(keys), Tree());
       },
-      [](const std::vector<std::string>& keys) {
-        Tree tree;
-        for (const std::string& key : keys) Check(tree.Set(key, Tree::Int(1)).status(), "set");
-        benchmark::DoNotOptimize(tree);
+      [](std::pair<std::vector<std::string>, Tree>& input) {
+        for (const std::string& key : input.first) {
+          Check(input.second.Set(key, Tree::Int(1)).status(), "set");
+        }
       });
 }
 
 void BM_BuildNested(benchmark::State& state) {
   const int64_t n = state.range(0);
   Measure(
-      state, [] { return 0; }, [n](int) { benchmark::DoNotOptimize(NestedState(n)); });
+      state, [] { return Tree(); }, [n](Tree& tree) { tree = NestedState(n); });
 }
 
 std::string StoreDir(const char* what, int64_t n) {

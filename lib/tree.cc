@@ -1,6 +1,8 @@
 #include "ckptdb/tree.h"
 
 #include <algorithm>
+#include <bit>
+#include <functional>
 #include <cassert>
 #include <cstring>
 #include <limits>
@@ -9,6 +11,26 @@
 #include "box.h"
 
 namespace ckptdb {
+namespace {
+
+// ChildIndex's answer for a key the map does not have.
+constexpr size_t kNoChild = std::numeric_limits<size_t>::max();
+// Maps of at most this many keys have no hash table: comparing a few short
+// keys in turn is as fast and saves the table's memory (most maps of a
+// model's state are small).
+constexpr size_t kMaxUnindexedKeys = 8;
+
+size_t KeyHash(std::string_view key) { return std::hash<std::string_view>{}(key); }
+
+// The indices of `keys` in the keys' order.
+std::vector<uint32_t> KeyOrder(const std::vector<std::string>& keys) {
+  std::vector<uint32_t> order(keys.size());
+  for (size_t i = 0; i < order.size(); ++i) order[i] = static_cast<uint32_t>(i);
+  std::sort(order.begin(), order.end(), [&keys](uint32_t a, uint32_t b) { return keys[a] < keys[b]; });
+  return order;
+}
+
+}  // namespace
 
 std::string_view KindName(Tree::Kind kind) {
   switch (kind) {
@@ -131,19 +153,51 @@ Result<Tree*> Tree::Set(std::string_view key, Tree child) {
     return Status::InvalidArgument("map key '" + std::string(key) +
                                    "' must be non-empty and contain no '/'");
   }
-  auto at = map_index_.lower_bound(key);
-  if (at != map_index_.end() && at->first == key) {
-    Tree& existing = children_[at->second];
-    existing = std::move(child);
-    return &existing;
+  const size_t existing = ChildIndex(key);
+  if (existing != kNoChild) {
+    children_[existing] = std::move(child);
+    return &children_[existing];
   }
   if (children_.size() >= std::numeric_limits<uint32_t>::max()) {
     return Status::InvalidArgument("map of " + std::to_string(children_.size()) +
                                    " keys: no more fit");
   }
-  map_index_.emplace_hint(at, std::string(key), static_cast<uint32_t>(children_.size()));
+  keys_.emplace_back(key);
   children_.push_back(std::move(child));
+  IndexLastKey();
   return &children_.back();
+}
+
+size_t Tree::ChildIndex(std::string_view key) const {
+  if (slots_.empty()) {
+    for (size_t i = 0; i < keys_.size(); ++i) {
+      if (keys_[i] == key) return i;
+    }
+    return kNoChild;
+  }
+  const size_t mask = slots_.size() - 1;
+  for (size_t slot = KeyHash(key) & mask;; slot = (slot + 1) & mask) {
+    const uint32_t entry = slots_[slot];
+    if (entry == 0) return kNoChild;
+    if (keys_[entry - 1] == key) return entry - 1;
+  }
+}
+
+void Tree::IndexLastKey() {
+  const size_t count = keys_.size();
+  if (count <= kMaxUnindexedKeys) return;
+  auto place = [this](size_t index) {
+    const size_t mask = slots_.size() - 1;
+    size_t slot = KeyHash(keys_[index]) & mask;
+    while (slots_[slot] != 0) slot = (slot + 1) & mask;
+    slots_[slot] = static_cast<uint32_t>(index + 1);
+  };
+  if (slots_.size() < 2 * count) {  // grow to a quarter full, every key again
+    slots_.assign(std::bit_ceil(4 * count), 0);
+    for (size_t i = 0; i < count; ++i) place(i);
+  } else {
+    place(count - 1);
+  }
 }
 
 Result<Tree*> Tree::Append(Tree child) {
@@ -167,32 +221,35 @@ Status Tree::SetPath(std::string_view path, Tree node) {
     if (slash == std::string_view::npos) break;
     start = slash + 1;
   }
+  // One walk down the part of the path that exists: `probe` is the deepest
+  // existing node on it and parts[0, existing) lead there.
   const Tree* probe = this;
-  for (size_t i = 0; i + 1 < parts.size() && probe != nullptr; ++i) {
-    if (probe->kind_ != Kind::kMap && probe->kind_ != Kind::kList) {
-      return Status::InvalidArgument("path '" + std::string(path) + "' passes through a " +
-                                     std::string(KindName(probe->kind_)) + " leaf");
+  size_t existing = 0;
+  for (; existing + 1 < parts.size(); ++existing) {
+    if (!probe->is_container()) break;
+    const Tree* next = probe->Find(parts[existing]);
+    if (next == nullptr) {
+      if (probe->kind_ == Kind::kList) {
+        return Status::InvalidArgument("path '" + std::string(path) + "': list index '" +
+                                       std::string(parts[existing]) + "' does not exist");
+      }
+      break;  // the maps from here on are new
     }
-    const Tree* next = probe->Find(parts[i]);
-    if (next == nullptr && probe->kind_ == Kind::kList) {
-      return Status::InvalidArgument("path '" + std::string(path) + "': list index '" +
-                                     std::string(parts[i]) + "' does not exist");
-    }
-    probe = next;  // nullptr: the maps from here on are new
+    probe = next;
   }
-  if (probe != nullptr && probe->kind_ == Kind::kList && probe->Find(parts.back()) == nullptr) {
-    return Status::InvalidArgument("path '" + std::string(path) + "': list index '" +
-                                   std::string(parts.back()) + "' does not exist");
-  }
-  if (probe != nullptr && !probe->is_container()) {
+  if (!probe->is_container()) {
     return Status::InvalidArgument("path '" + std::string(path) + "' passes through a " +
                                    std::string(KindName(probe->kind_)) + " leaf");
   }
-  Tree* parent = this;
-  for (size_t i = 0; i + 1 < parts.size(); ++i) {
-    Tree* next = parent->Find(parts[i]);
-    if (next == nullptr) next = parent->Set(parts[i], Tree::Map()).value();
-    parent = next;
+  const bool complete = existing + 1 == parts.size();
+  if (complete && probe->kind_ == Kind::kList && probe->Find(parts.back()) == nullptr) {
+    return Status::InvalidArgument("path '" + std::string(path) + "': list index '" +
+                                   std::string(parts.back()) + "' does not exist");
+  }
+  // Checked: from here on nothing fails.
+  Tree* parent = const_cast<Tree*>(probe);
+  for (size_t i = existing; i + 1 < parts.size(); ++i) {
+    parent = parent->Set(parts[i], Tree::Map()).value();
   }
   if (parent->kind_ == Kind::kList) {
     *parent->Find(parts.back()) = std::move(node);
@@ -220,9 +277,9 @@ const Tree* Tree::Find(std::string_view path) const {
     std::string_view part = path.substr(0, slash);
     path = slash == std::string_view::npos ? std::string_view() : path.substr(slash + 1);
     if (node->kind_ == Kind::kMap) {
-      auto at = node->map_index_.find(part);
-      if (at == node->map_index_.end()) return nullptr;
-      node = &node->children_[at->second];
+      const size_t index = node->ChildIndex(part);
+      if (index == kNoChild) return nullptr;
+      node = &node->children_[index];
     } else if (node->kind_ == Kind::kList) {
       size_t index = 0;
       if (part.empty() || part.size() > 18) return nullptr;
@@ -246,7 +303,7 @@ Tree* Tree::Find(std::string_view path) {
 void Tree::ForEachChild(
     const std::function<void(std::string_view key, const Tree& child)>& visit) const {
   if (kind_ == Kind::kMap) {
-    for (const auto& [key, index] : map_index_) visit(key, children_[index]);
+    for (uint32_t index : KeyOrder(keys_)) visit(keys_[index], children_[index]);
   } else {
     for (const Tree& child : children_) visit({}, child);
   }
@@ -255,7 +312,7 @@ void Tree::ForEachChild(
 void Tree::ForEachMutableChild(
     const std::function<void(std::string_view key, Tree& child)>& visit) {
   if (kind_ == Kind::kMap) {
-    for (const auto& [key, index] : map_index_) visit(key, children_[index]);
+    for (uint32_t index : KeyOrder(keys_)) visit(keys_[index], children_[index]);
   } else {
     for (Tree& child : children_) visit({}, child);
   }
@@ -350,11 +407,10 @@ bool Tree::ContentEquals(const Tree& other) const {
   if (kind_ != other.kind_) return false;
   switch (kind_) {
     case Kind::kMap: {
-      if (map_index_.size() != other.map_index_.size()) return false;
-      for (auto mine = map_index_.begin(), theirs = other.map_index_.begin();
-           mine != map_index_.end(); ++mine, ++theirs) {
-        if (mine->first != theirs->first ||
-            !children_[mine->second].ContentEquals(other.children_[theirs->second])) {
+      if (keys_.size() != other.keys_.size()) return false;
+      for (size_t i = 0; i < keys_.size(); ++i) {
+        const size_t theirs = other.ChildIndex(keys_[i]);
+        if (theirs == kNoChild || !children_[i].ContentEquals(other.children_[theirs])) {
           return false;
         }
       }

@@ -100,6 +100,35 @@ TEST(TreeSetTest, ChildrenAreVisitedInKeyOrderWhateverTheOrderTheyWereSet) {
   EXPECT_FALSE(forward.ContentEquals(backward));
 }
 
+TEST(TreeSetTest, EveryKeyIsFoundAtEverySizeAndReplacedInPlace) {
+  // Sizes across the small maps searched in turn and each growth of the
+  // hash table; keys that are prefixes of one another.
+  Tree tree;
+  Tree reversed;
+  std::vector<std::string> keys;
+  for (int i = 0; i < 1000; ++i) keys.push_back(std::string(1 + i % 7, 'k') + std::to_string(i));
+  for (size_t i = 0; i < keys.size(); ++i) {
+    ASSERT_OK(tree.Set(keys[i], Tree::Int(static_cast<int64_t>(i))).status());
+    for (size_t j = 0; j <= i; ++j) {
+      const Tree* found = tree.Find(keys[j]);
+      ASSERT_NE(found, nullptr) << keys[j] << " after " << i + 1 << " keys";
+      EXPECT_EQ(found->int_value(), static_cast<int64_t>(j));
+    }
+    EXPECT_EQ(tree.Find(keys[i] + "x"), nullptr);
+    EXPECT_EQ(tree.Find("k" + keys[i]), nullptr);  // each number has one count of k's
+  }
+  for (size_t i = keys.size(); i-- > 0;) {
+    ASSERT_OK(reversed.Set(keys[i], Tree::Int(-1)).status());
+  }
+  for (size_t i = 0; i < keys.size(); ++i) {
+    ASSERT_OK(reversed.Set(keys[i], Tree::Int(static_cast<int64_t>(i))).status());
+  }
+  EXPECT_EQ(reversed.child_count(), keys.size());
+  EXPECT_TRUE(tree.ContentEquals(reversed));
+  ASSERT_OK(reversed.Set(keys[500], Tree::Int(0)).status());
+  EXPECT_FALSE(tree.ContentEquals(reversed));
+}
+
 TEST(TreeSetTest, ManyKeysInDescendingOrderAreSetInLinearithmicTime) {
   // 300,000 keys each sorting before all the others set so far: an
   // insertion that moved the children after it would move 4.5e10 of them.

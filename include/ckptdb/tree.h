@@ -13,7 +13,6 @@
 
 #include <cstdint>
 #include <functional>
-#include <map>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -139,12 +138,21 @@ class CKPTDB_EXPORT Tree {
   bool ContentEquals(const Tree& other) const;
 
  private:
+  // Maps: the index of `key` in keys_, or kNoChild.
+  size_t ChildIndex(std::string_view key) const;
+  // Maps: adds the child just appended to keys_ (and children_) to slots_.
+  void IndexLastKey();
+
   Kind kind_ = Kind::kMap;
   // Lists: the elements in order. Maps: the children in the order they were
-  // first set, found (and visited in key order) through map_index_, so that
-  // setting n keys in any order costs O(n log n).
+  // first set, keys_[i] the key of children_[i], visited in key order.
   std::vector<Tree> children_;
-  std::map<std::string, uint32_t, std::less<>> map_index_;  // maps only: key -> children_ index
+  std::vector<std::string> keys_;
+  // Maps of more than a few keys: an open-addressing hash table (linear
+  // probing, a power of two at least twice keys_.size()) of 1 + an index
+  // into keys_, 0 for a free slot, so that setting or finding a key is O(1)
+  // and n keys in any order cost O(n). Empty for small maps, searched in turn.
+  std::vector<uint32_t> slots_;
   Tensor tensor_;
   ShardedTensor sharded_;
   int64_t int_value_ = 0;
