@@ -27,6 +27,16 @@ std::string JoinPath(const std::string& parent, std::string_view part) {
   return path;
 }
 
+// The number of nodes of `node`'s subtree (counted to kMaxTreeDepth), so that
+// FlattenTree allocates once: a vector of a million nodes grown by doubling
+// holds two copies at its peak.
+size_t CountNodes(const Tree& node, uint32_t depth) {
+  size_t count = 1;
+  if (depth > kMaxTreeDepth) return count;
+  node.ForEachChild([&](std::string_view, const Tree& child) { count += CountNodes(child, depth + 1); });
+  return count;
+}
+
 Status FlattenNode(const Tree& node, std::string key, std::string path, uint32_t depth,
                    std::vector<ManifestNode>* out, std::vector<const Tree*>* sources) {
   if (depth > kMaxTreeDepth) {
@@ -189,7 +199,12 @@ Status CheckTree(std::vector<ManifestNode>* nodes, ManifestScope scope) {
 Result<std::vector<ManifestNode>> FlattenTree(const Tree& tree,
                                               std::vector<const Tree*>* sources) {
   std::vector<ManifestNode> nodes;
-  if (sources != nullptr) sources->clear();
+  const size_t count = CountNodes(tree, 0);
+  if (count <= kMaxTreeNodes) nodes.reserve(count);
+  if (sources != nullptr) {
+    sources->clear();
+    if (count <= kMaxTreeNodes) sources->reserve(count);
+  }
   Status status = FlattenNode(tree, "", "", 0, &nodes, sources);
   if (!status.ok()) return status;
   if (nodes.size() > kMaxTreeNodes) {

@@ -32,6 +32,39 @@ std::vector<uint32_t> KeyOrder(const std::vector<std::string>& keys) {
 
 }  // namespace
 
+struct Tree::MapKeys {
+  // keys[i] is the key of children_[i].
+  std::vector<std::string> keys;
+  // Above kMaxUnindexedKeys keys: an open-addressing hash table (linear
+  // probing, a power of two at least twice keys.size()) of 1 + an index
+  // into keys, 0 for a free slot, so that setting or finding a key is O(1)
+  // and n keys in any order cost O(n). Empty for small maps, searched in turn.
+  std::vector<uint32_t> slots;
+
+  void IndexLastKey();
+};
+
+Tree::Tree() = default;
+Tree::~Tree() = default;
+Tree::Tree(Tree&& other) noexcept = default;
+Tree& Tree::operator=(Tree&& other) noexcept = default;
+
+Tree::Tree(const Tree& other)
+    : kind_(other.kind_),
+      children_(other.children_),
+      map_keys_(other.map_keys_ ? std::make_unique<MapKeys>(*other.map_keys_) : nullptr),
+      tensor_(other.tensor_),
+      int_value_(other.int_value_),
+      float_value_(other.float_value_),
+      sharded_(other.sharded_ ? std::make_unique<ShardedTensor>(*other.sharded_) : nullptr),
+      string_value_(other.string_value_ ? std::make_unique<std::string>(*other.string_value_)
+                                        : nullptr) {}
+
+Tree& Tree::operator=(const Tree& other) {
+  if (this != &other) *this = Tree(other);
+  return *this;
+}
+
 std::string_view KindName(Tree::Kind kind) {
   switch (kind) {
     case Tree::Kind::kMap: return "map";
@@ -83,7 +116,7 @@ Tree Tree::Bool(bool value) {
 Tree Tree::String(std::string value) {
   Tree tree;
   tree.kind_ = Kind::kString;
-  tree.string_value_ = std::move(value);
+  tree.string_value_ = std::make_unique<std::string>(std::move(value));
   return tree;
 }
 
@@ -140,7 +173,7 @@ Result<Tree> Tree::Sharded(ShardedTensor sharded) {
   if (!status.ok()) return status;
   Tree tree;
   tree.kind_ = Kind::kShardedTensor;
-  tree.sharded_ = std::move(sharded);
+  tree.sharded_ = std::make_unique<ShardedTensor>(std::move(sharded));
   return tree;
 }
 
@@ -162,38 +195,42 @@ Result<Tree*> Tree::Set(std::string_view key, Tree child) {
     return Status::InvalidArgument("map of " + std::to_string(children_.size()) +
                                    " keys: no more fit");
   }
-  keys_.emplace_back(key);
+  if (map_keys_ == nullptr) map_keys_ = std::make_unique<MapKeys>();
+  map_keys_->keys.emplace_back(key);
   children_.push_back(std::move(child));
-  IndexLastKey();
+  map_keys_->IndexLastKey();
   return &children_.back();
 }
 
 size_t Tree::ChildIndex(std::string_view key) const {
-  if (slots_.empty()) {
-    for (size_t i = 0; i < keys_.size(); ++i) {
-      if (keys_[i] == key) return i;
+  if (map_keys_ == nullptr) return kNoChild;
+  const std::vector<std::string>& keys = map_keys_->keys;
+  const std::vector<uint32_t>& slots = map_keys_->slots;
+  if (slots.empty()) {
+    for (size_t i = 0; i < keys.size(); ++i) {
+      if (keys[i] == key) return i;
     }
     return kNoChild;
   }
-  const size_t mask = slots_.size() - 1;
+  const size_t mask = slots.size() - 1;
   for (size_t slot = KeyHash(key) & mask;; slot = (slot + 1) & mask) {
-    const uint32_t entry = slots_[slot];
+    const uint32_t entry = slots[slot];
     if (entry == 0) return kNoChild;
-    if (keys_[entry - 1] == key) return entry - 1;
+    if (keys[entry - 1] == key) return entry - 1;
   }
 }
 
-void Tree::IndexLastKey() {
-  const size_t count = keys_.size();
+void Tree::MapKeys::IndexLastKey() {
+  const size_t count = keys.size();
   if (count <= kMaxUnindexedKeys) return;
   auto place = [this](size_t index) {
-    const size_t mask = slots_.size() - 1;
-    size_t slot = KeyHash(keys_[index]) & mask;
-    while (slots_[slot] != 0) slot = (slot + 1) & mask;
-    slots_[slot] = static_cast<uint32_t>(index + 1);
+    const size_t mask = slots.size() - 1;
+    size_t slot = KeyHash(keys[index]) & mask;
+    while (slots[slot] != 0) slot = (slot + 1) & mask;
+    slots[slot] = static_cast<uint32_t>(index + 1);
   };
-  if (slots_.size() < 2 * count) {  // grow to a quarter full, every key again
-    slots_.assign(std::bit_ceil(4 * count), 0);
+  if (slots.size() < 2 * count) {  // grow to a quarter full, every key again
+    slots.assign(std::bit_ceil(4 * count), 0);
     for (size_t i = 0; i < count; ++i) place(i);
   } else {
     place(count - 1);
@@ -303,7 +340,9 @@ Tree* Tree::Find(std::string_view path) {
 void Tree::ForEachChild(
     const std::function<void(std::string_view key, const Tree& child)>& visit) const {
   if (kind_ == Kind::kMap) {
-    for (uint32_t index : KeyOrder(keys_)) visit(keys_[index], children_[index]);
+    if (map_keys_ == nullptr) return;
+    const std::vector<std::string>& keys = map_keys_->keys;
+    for (uint32_t index : KeyOrder(keys)) visit(keys[index], children_[index]);
   } else {
     for (const Tree& child : children_) visit({}, child);
   }
@@ -312,7 +351,9 @@ void Tree::ForEachChild(
 void Tree::ForEachMutableChild(
     const std::function<void(std::string_view key, Tree& child)>& visit) {
   if (kind_ == Kind::kMap) {
-    for (uint32_t index : KeyOrder(keys_)) visit(keys_[index], children_[index]);
+    if (map_keys_ == nullptr) return;
+    const std::vector<std::string>& keys = map_keys_->keys;
+    for (uint32_t index : KeyOrder(keys)) visit(keys[index], children_[index]);
   } else {
     for (Tree& child : children_) visit({}, child);
   }
@@ -349,15 +390,15 @@ bool Tree::bool_value() const {
 }
 const std::string& Tree::string_value() const {
   assert(kind_ == Kind::kString);
-  return string_value_;
+  return *string_value_;
 }
 const ShardedTensor& Tree::sharded() const {
   assert(kind_ == Kind::kShardedTensor);
-  return sharded_;
+  return *sharded_;
 }
 ShardedTensor& Tree::sharded() {
   assert(kind_ == Kind::kShardedTensor);
-  return sharded_;
+  return *sharded_;
 }
 
 namespace {
@@ -407,9 +448,9 @@ bool Tree::ContentEquals(const Tree& other) const {
   if (kind_ != other.kind_) return false;
   switch (kind_) {
     case Kind::kMap: {
-      if (keys_.size() != other.keys_.size()) return false;
-      for (size_t i = 0; i < keys_.size(); ++i) {
-        const size_t theirs = other.ChildIndex(keys_[i]);
+      if (children_.size() != other.children_.size()) return false;
+      for (size_t i = 0; i < children_.size(); ++i) {
+        const size_t theirs = other.ChildIndex(map_keys_->keys[i]);
         if (theirs == kNoChild || !children_[i].ContentEquals(other.children_[theirs])) {
           return false;
         }
@@ -427,10 +468,10 @@ bool Tree::ContentEquals(const Tree& other) const {
     case Kind::kBool: return int_value_ == other.int_value_;
     // Bitwise, so NaN equals the same NaN and -0.0 differs from 0.0.
     case Kind::kFloat: return std::memcmp(&float_value_, &other.float_value_, sizeof(double)) == 0;
-    case Kind::kString: return string_value_ == other.string_value_;
+    case Kind::kString: return *string_value_ == *other.string_value_;
     case Kind::kShardedTensor: {
-      const ShardedTensor& mine = sharded_;
-      const ShardedTensor& theirs = other.sharded_;
+      const ShardedTensor& mine = *sharded_;
+      const ShardedTensor& theirs = *other.sharded_;
       if (mine.dtype != theirs.dtype || mine.global_shape != theirs.global_shape ||
           mine.shards.size() != theirs.shards.size()) {
         return false;

@@ -13,6 +13,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -67,7 +68,14 @@ class CKPTDB_EXPORT Tree {
   };
 
   // An empty map.
-  Tree() = default;
+  Tree();
+  // Deep copies: children, keys and sharded tensors' shard lists; tensors
+  // copy as Tensor does (sharing their bytes).
+  Tree(const Tree& other);
+  Tree& operator=(const Tree& other);
+  Tree(Tree&& other) noexcept;
+  Tree& operator=(Tree&& other) noexcept;
+  ~Tree();
 
   static Tree Map() { return Tree(); }
   static Tree List();
@@ -138,26 +146,24 @@ class CKPTDB_EXPORT Tree {
   bool ContentEquals(const Tree& other) const;
 
  private:
-  // Maps: the index of `key` in keys_, or kNoChild.
-  size_t ChildIndex(std::string_view key) const;
-  // Maps: adds the child just appended to keys_ (and children_) to slots_.
-  void IndexLastKey();
+  struct MapKeys;
 
+  // Maps: the index of `key` in children_, or kNoChild.
+  size_t ChildIndex(std::string_view key) const;
+
+  // What a node holds beyond its kind is kept small (a million-leaf state
+  // is a million of these): what few nodes have sits behind a pointer.
   Kind kind_ = Kind::kMap;
   // Lists: the elements in order. Maps: the children in the order they were
-  // first set, keys_[i] the key of children_[i], visited in key order.
+  // first set (visited in key order).
   std::vector<Tree> children_;
-  std::vector<std::string> keys_;
-  // Maps of more than a few keys: an open-addressing hash table (linear
-  // probing, a power of two at least twice keys_.size()) of 1 + an index
-  // into keys_, 0 for a free slot, so that setting or finding a key is O(1)
-  // and n keys in any order cost O(n). Empty for small maps, searched in turn.
-  std::vector<uint32_t> slots_;
+  // Maps with children: their keys and the index that finds them.
+  std::unique_ptr<MapKeys> map_keys_;
   Tensor tensor_;
-  ShardedTensor sharded_;
-  int64_t int_value_ = 0;
+  int64_t int_value_ = 0;  // kInt, and kBool as 0/1
   double float_value_ = 0;
-  std::string string_value_;
+  std::unique_ptr<ShardedTensor> sharded_;
+  std::unique_ptr<std::string> string_value_;
 };
 
 CKPTDB_EXPORT std::string_view KindName(Tree::Kind kind);
