@@ -63,7 +63,7 @@ def main():
     elif operation == "restore":
         state = nested_state(n)
         ckpt = ckptdb.Checkpointer(directory, save_interval_steps=1)
-        if ckpt.latest_step() is None:
+        if ckpt.latest_step is None:
             ckpt.save(state, step=1)
             ckpt.wait_until_finished()
         reset_peak()

@@ -155,23 +155,50 @@ def _join(path, key):
     return f"{path}/{key}" if path else str(key)
 
 
-def _to_native(state, writable, torch_paths, tuple_paths, path=""):
-    """`state` with its torch tensors as numpy views; the paths of its torch
-    tensors and of its tuples collected on the way."""
+def _path_string(chain):
+    """The path of a (parent chain, key) chain: keys joined with '/', as
+    ckptdb's paths are; made only when needed (a million-leaf state would
+    otherwise make a million strings)."""
+    keys = []
+    while chain:
+        chain, key = chain
+        keys.append(str(key))
+    return "/".join(reversed(keys))
+
+
+# Leaves handed to the native side as they are (checked there).
+_PASSED_AS_IS = (np.ndarray, int, float, bool, str)
+
+
+def _to_native(state, writable, torch_paths, tuple_paths, chain=None):
+    """`state` with its torch tensors as numpy views (`state` itself where
+    there are none); the paths of its torch tensors and of its tuples
+    collected on the way."""
     if isinstance(state, dict):
-        return {key: _to_native(child, writable, torch_paths, tuple_paths, _join(path, key))
-                for key, child in state.items()}
+        converted = None
+        for key, child in state.items():
+            if type(child) in _PASSED_AS_IS:
+                continue
+            native = _to_native(child, writable, torch_paths, tuple_paths, (chain, key))
+            if native is not child:
+                if converted is None:
+                    converted = dict(state)
+                converted[key] = native
+        return state if converted is None else converted
     if isinstance(state, (list, tuple)):
-        items = [_to_native(child, writable, torch_paths, tuple_paths, _join(path, index))
+        items = [child if type(child) in _PASSED_AS_IS else
+                 _to_native(child, writable, torch_paths, tuple_paths, (chain, index))
                  for index, child in enumerate(state)]
         if isinstance(state, tuple):
-            tuple_paths.append(path)
+            tuple_paths.append(_path_string(chain))
             return tuple(items)
         return items
     if _is_torch(state):
+        path = _path_string(chain)
         torch_paths.append(path)
         return _torch_to_native(state, path, writable)
     if isinstance(state, Sharded) and any(_is_torch(shard.data) for shard in state.shards):
+        path = _path_string(chain)
         torch_paths.append(path)
         shards = [Shard(shard.start,
                         _torch_to_native(shard.data, f"{path} (shard {index})", writable)
@@ -373,7 +400,7 @@ class Checkpointer:
             recorded = metadata["user_metadata"]
             tuples = set(json.loads(recorded.get(_TUPLES_KEY, "[]")))
             tensors = set(json.loads(recorded.get(_TORCH_KEY, "[]")))
-            return _with_python_types(tree, tuples, tensors)
+            return _with_python_types(tree, tuples, tensors) if tuples or tensors else tree
         torch_paths = []
         native = _to_native(state, donate, torch_paths, [])
         restored = self._native.restore_into(native, step, donate)
