@@ -41,9 +41,13 @@ bool IsValidUtf8(std::string_view text) {
 }
 
 std::string EscapeInvalidUtf8(std::string_view text) {
+  // An ASCII prefix (most text is ASCII throughout) is taken in one piece.
+  size_t i = 0;
+  while (i < text.size() && static_cast<unsigned char>(text[i]) < 0x80) ++i;
   std::string out;
   out.reserve(text.size());
-  for (size_t i = 0; i < text.size();) {
+  out.append(text.substr(0, i));
+  while (i < text.size()) {
     const size_t length = Utf8SequenceLength(text, i);
     if (length > 0) {
       out.append(text.substr(i, length));

@@ -76,9 +76,9 @@ names = {
     ("cpp", "restore_tree"): "C++: RestoreTree",
     ("cpp", "item_metadata"): "C++: ItemMetadata",
     ("cpp", "restore_shards"): "C++: restore n shards into n shards",
-    ("python", "save_flat"): "Python: save a flat dict of n scalars",
-    ("python", "save"): "Python: save n tiny arrays (nested)",
-    ("python", "restore"): "Python: restore into a template",
+    ("python-scale", "save_flat"): "Python: save a flat dict of n scalars",
+    ("python-scale", "save"): "Python: save n tiny arrays (nested)",
+    ("python-scale", "restore"): "Python: restore into a template",
     ("inspect", "inspect_list"): "ckpt-inspect list",
     ("inspect", "inspect_show"): "ckpt-inspect show STEP",
 }

@@ -9,6 +9,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <charconv>
 #include <cstdint>
 #include <memory>
@@ -53,25 +54,31 @@ std::string FormatTime(int64_t unix_ns);
 class Table {
  public:
   Table() = default;
-  explicit Table(std::vector<std::string> header) { rows_.push_back(std::move(header)); }
-  void Add(std::vector<std::string> row) {
-    for (std::string& cell : row) cell = EscapeInvalidUtf8(cell);  // aligned as printed
-    rows_.push_back(std::move(row));
+  explicit Table(std::vector<std::string> header) { Add(std::move(header)); }
+  void Add(const std::vector<std::string>& row) {
+    if (widths_.size() < row.size()) widths_.resize(row.size());
+    for (size_t i = 0; i < row.size(); ++i) {
+      const size_t start = text_.size();
+      text_ += EscapeInvalidUtf8(row[i]);  // aligned as printed
+      widths_[i] = std::max(widths_[i], text_.size() - start);
+      cell_ends_.push_back(text_.size());
+    }
+    row_ends_.push_back(cell_ends_.size());
   }
   void Print(std::ostream& out, const std::set<size_t>& right_aligned) const {
-    std::vector<size_t> widths;
-    for (const auto& row : rows_) {
-      widths.resize(std::max(widths.size(), row.size()));
-      for (size_t i = 0; i < row.size(); ++i) widths[i] = std::max(widths[i], row[i].size());
-    }
-    for (const auto& row : rows_) {
-      std::string line;
-      for (size_t i = 0; i < row.size(); ++i) {
-        const size_t pad = widths[i] - row[i].size();
+    size_t cell = 0;
+    size_t start = 0;
+    std::string line;
+    for (size_t row_end : row_ends_) {
+      line.clear();
+      for (size_t i = 0; cell < row_end; ++i, ++cell) {
+        const std::string_view text(text_.data() + start, cell_ends_[cell] - start);
+        start = cell_ends_[cell];
+        const size_t pad = widths_[i] - text.size();
         if (i > 0) line += "  ";
-        if (right_aligned.count(i)) line += std::string(pad, ' ');
-        line += row[i];
-        if (!right_aligned.count(i) && i + 1 < row.size()) line += std::string(pad, ' ');
+        if (right_aligned.count(i)) line.append(pad, ' ');
+        line += text;
+        if (!right_aligned.count(i) && cell + 1 < row_end) line.append(pad, ' ');
       }
       while (!line.empty() && line.back() == ' ') line.pop_back();
       out << line << "\n";
@@ -79,7 +86,13 @@ class Table {
   }
 
  private:
-  std::vector<std::vector<std::string>> rows_;
+  // Every cell's text, one after the other (a million rows are one buffer,
+  // not eight million strings): cell k ends at cell_ends_[k], row r's
+  // cells end at cell_ends_[row_ends_[r] - 1].
+  std::string text_;
+  std::vector<size_t> cell_ends_;
+  std::vector<size_t> row_ends_;
+  std::vector<size_t> widths_;
 };
 
 // A string as a JSON string literal, except that bytes which are not UTF-8

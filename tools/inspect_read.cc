@@ -60,18 +60,27 @@ Status List(const Context& context, const std::string& workdir) {
 
 namespace {
 
-// How many manifests (other steps) or leaves reference each chunk.
-Result<std::map<ChunkDigest, uint32_t>> ChunkReferenceCounts(const Inspector& inspector) {
+// How many manifests (other steps) or leaves reference each chunk;
+// `read` is a manifest the caller read already (not read again).
+Result<std::map<ChunkDigest, uint32_t>> ChunkReferenceCounts(const Inspector& inspector,
+                                                             const Manifest& read) {
   std::map<ChunkDigest, uint32_t> counts;
   Result<std::vector<int64_t>> steps = inspector.Steps();
   if (!steps.ok()) return steps.status();
+  auto count = [&counts](const Manifest& manifest) {
+    for (const ManifestNode& node : manifest.nodes) {
+      for (const ChunkRef& chunk : node.chunks) ++counts[chunk.digest];
+    }
+  };
   for (int64_t step : *steps) {
+    if (step == read.step) {
+      count(read);
+      continue;
+    }
     Result<Manifest> manifest = inspector.ReadManifest(step);
     if (manifest.status().IsNotFound() || IsUnreadable(manifest.status())) continue;
     if (!manifest.ok()) return manifest.status();
-    for (const ManifestNode& node : manifest->nodes) {
-      for (const ChunkRef& chunk : node.chunks) ++counts[chunk.digest];
-    }
+    count(*manifest);
   }
   return counts;
 }
@@ -85,9 +94,11 @@ Status Show(const Context& context, const std::string& workdir, const std::strin
   if (!step.ok()) return step.status();
   Result<Manifest> manifest = inspector->ReadManifest(*step);
   if (!manifest.ok()) return manifest.status();
-  Result<std::map<ChunkDigest, uint32_t>> references = ChunkReferenceCounts(*inspector);
+  Result<std::map<ChunkDigest, uint32_t>> references = ChunkReferenceCounts(*inspector, *manifest);
   if (!references.ok()) return references.status();
 
+  // Only what is printed is built: a step of a million leaves makes a
+  // million rows.
   Json leaves = Json::array();
   Table table({"PATH", "KIND", "DTYPE", "SHAPE | VALUE", "LOGICAL", "STORED", "CHUNKS", "SHARED"});
   uint64_t logical = 0;
@@ -96,10 +107,13 @@ Status Show(const Context& context, const std::string& workdir, const std::strin
     if (node.kind == Tree::Kind::kMap || node.kind == Tree::Kind::kList) continue;
     const std::string path = node.path.empty() ? "(root)" : node.path;
     if (node.kind != Tree::Kind::kTensor) {
-      leaves.push_back({{"path", node.path},
-                        {"kind", std::string(KindName(node.kind))},
-                        {"value", ScalarJson(node)}});
-      table.Add({path, std::string(KindName(node.kind)), "", ScalarText(node)});
+      if (context.json) {
+        leaves.push_back({{"path", node.path},
+                          {"kind", std::string(KindName(node.kind))},
+                          {"value", ScalarJson(node)}});
+      } else {
+        table.Add({path, std::string(KindName(node.kind)), "", ScalarText(node)});
+      }
       continue;
     }
     // A chunk is shared when it is referenced more than once anywhere.
@@ -108,21 +122,22 @@ Status Show(const Context& context, const std::string& workdir, const std::strin
     const uint64_t leaf_stored = StoredBytes(node);
     logical += node.byte_size;
     stored += leaf_stored;
-    leaves.push_back({{"path", node.path},
-                      {"kind", "tensor"},
-                      {"dtype", std::string(DTypeName(node.dtype))},
-                      {"shape", node.shape},
-                      {"logical_bytes", node.byte_size},
-                      {"stored_bytes", leaf_stored},
-                      {"chunks", node.chunks.size()},
-                      {"shared_chunks", shared},
-                      {"inline", node.inlined}});
-    // A tensor saved as shards: how many boxes they covered.
-    std::string shape = ShapeString(node.shape);
-    if (node.boxed) {
-      leaves.back()["saved_boxes"] = node.boxes.size();
-      shape += " in " + std::to_string(node.boxes.size()) + " boxes";
+    if (context.json) {
+      leaves.push_back({{"path", node.path},
+                        {"kind", "tensor"},
+                        {"dtype", std::string(DTypeName(node.dtype))},
+                        {"shape", node.shape},
+                        {"logical_bytes", node.byte_size},
+                        {"stored_bytes", leaf_stored},
+                        {"chunks", node.chunks.size()},
+                        {"shared_chunks", shared},
+                        {"inline", node.inlined}});
+      // A tensor saved as shards: how many boxes they covered.
+      if (node.boxed) leaves.back()["saved_boxes"] = node.boxes.size();
+      continue;
     }
+    std::string shape = ShapeString(node.shape);
+    if (node.boxed) shape += " in " + std::to_string(node.boxes.size()) + " boxes";
     table.Add({path, "tensor", std::string(DTypeName(node.dtype)), shape,
                FormatBytes(node.byte_size), FormatBytes(leaf_stored),
                std::to_string(node.chunks.size()), std::to_string(shared)});
