@@ -171,3 +171,60 @@ TEST(TreeSetTest, ManyNestedPathsInAShuffledOrder) {
 
 }  // namespace
 }  // namespace ckptdb
+
+namespace ckptdb {
+namespace {
+
+// A map of 20 keys (past the size searched in turn), a string, a sharded
+// tensor and a tensor, at the top and nested.
+Tree RichTree() {
+  Tree tree;
+  for (int i = 0; i < 20; ++i) {
+    EXPECT_OK(tree.SetPath("many/k" + std::to_string(i), Tree::Int(i)));
+  }
+  EXPECT_OK(tree.Set("name", Tree::String("a string longer than the small-string buffer")).status());
+  ShardedTensor sharded{DType::kFloat32, {2, 2}, {}};
+  for (int64_t row = 0; row < 2; ++row) {
+    Tensor data = Tensor::Allocate(DType::kFloat32, {1, 2}).value();
+    data.MutableValues<float>().value()[0] = static_cast<float>(row);
+    sharded.shards.push_back(Shard{{row, 0}, std::move(data), 0});
+  }
+  EXPECT_OK(tree.Set("sharded", Tree::Sharded(std::move(sharded)).value()).status());
+  EXPECT_OK(tree.Set("tensor", Tree::Leaf(Tensor::Allocate(DType::kInt32, {3}).value())).status());
+  return tree;
+}
+
+TEST(TreeCopyTest, ACopyIsIndependentOfItsOriginal) {
+  const Tree original = RichTree();
+  Tree copy = original;
+  EXPECT_TRUE(copy.ContentEquals(original));
+  // Changing the copy's maps, string and shard list leaves the original as it was.
+  for (int i = 20; i < 40; ++i) ASSERT_OK(copy.SetPath("many/k" + std::to_string(i), Tree::Int(i)));
+  ASSERT_OK(copy.SetPath("many/k3", Tree::Int(-3)));
+  ASSERT_OK(copy.Set("name", Tree::String("other")).status());
+  copy.Find("sharded")->sharded().shards.pop_back();
+  EXPECT_EQ(original.Find("many")->child_count(), 20u);
+  EXPECT_EQ(original.Find("many/k3")->int_value(), 3);
+  EXPECT_EQ(original.Find("many/k25"), nullptr);
+  EXPECT_EQ(original.Find("name")->string_value(), "a string longer than the small-string buffer");
+  EXPECT_EQ(original.Find("sharded")->sharded().shards.size(), 2u);
+  EXPECT_TRUE(original.ContentEquals(RichTree()));
+  // The copy finds every key it was given, old and new.
+  for (int i = 0; i < 40; ++i) {
+    const Tree* found = copy.Find("many/k" + std::to_string(i));
+    ASSERT_NE(found, nullptr) << i;
+    EXPECT_EQ(found->int_value(), i == 3 ? -3 : i);
+  }
+  // Assignment, to itself too, and moves.
+  Tree assigned;
+  assigned = original;
+  const Tree& same = assigned;
+  assigned = same;
+  EXPECT_TRUE(assigned.ContentEquals(original));
+  Tree moved = std::move(assigned);
+  EXPECT_TRUE(moved.ContentEquals(original));
+  EXPECT_EQ(moved.Find("many/k19")->int_value(), 19);
+}
+
+}  // namespace
+}  // namespace ckptdb
