@@ -378,8 +378,9 @@ class Checkpointer:
     def restore(self, state=None, *, step=-1, noop_if_missing=False, donate=True):
         """The state of `step` (-1: the latest). With a template `state` of the
         same structure, dtypes and shapes, its arrays are filled in place when
-        `donate` (else left alone, the result holding new arrays); without,
-        a new tree. FileNotFoundError when the step is missing; with
+        `donate` (else left alone, the result holding new arrays; a dict of
+        the template whose every value was filled in place is returned as
+        it is, not copied); without, a new tree. FileNotFoundError when the step is missing; with
         `noop_if_missing` and no step at all, `state` itself."""
         step = _integer("step", step, -1)
         donate = _boolean("donate", donate)

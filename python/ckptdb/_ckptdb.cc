@@ -412,10 +412,17 @@ py::object ToPython(Tree& tree) {
 // tensors restored in place are the template's own arrays.
 py::object Rebuild(py::handle original, Tree& restored, const TreeBuilder& built) {
   if (py::isinstance<py::dict>(original)) {
-    py::dict dict;
+    // The template's dict itself when every value came back as it was (each
+    // array filled in place): a million-leaf state is not copied dict by dict.
+    std::vector<std::pair<py::handle, py::object>> items;
+    bool same = true;
     for (auto [key, child] : py::reinterpret_borrow<py::dict>(original)) {
-      dict[key] = Rebuild(child, *restored.Find(key.cast<std::string>()), built);
+      items.emplace_back(key, Rebuild(child, *restored.Find(key.cast<std::string_view>()), built));
+      same = same && items.back().second.is(child);
     }
+    if (same) return py::reinterpret_borrow<py::object>(original);
+    py::dict dict;
+    for (auto& [key, value] : items) dict[key] = std::move(value);
     return dict;
   }
   if (py::isinstance<py::list>(original) || py::isinstance<py::tuple>(original)) {
