@@ -403,6 +403,27 @@ std::vector<BoxChunks> BoxesOf(const ManifestNode& node) {
 
 namespace {
 
+// A manifest's metrics and user metadata, as both layouts store them.
+struct HeaderVectors {
+  flatbuffers::Offset<flatbuffers::Vector<flatbuffers::Offset<fb::Metric>>> metrics;
+  flatbuffers::Offset<flatbuffers::Vector<flatbuffers::Offset<fb::KeyValue>>> user_metadata;
+};
+
+HeaderVectors AddHeaderVectors(const Manifest& manifest, flatbuffers::FlatBufferBuilder* builder) {
+  std::vector<flatbuffers::Offset<fb::Metric>> metrics;
+  for (const auto& [name, value] : manifest.metrics) {
+    metrics.push_back(
+        fb::CreateMetric(*builder, builder->CreateString(name), std::bit_cast<uint64_t>(value)));
+  }
+  std::vector<flatbuffers::Offset<fb::KeyValue>> user_metadata;
+  for (const auto& [key, value] : manifest.user_metadata) {
+    user_metadata.push_back(
+        fb::CreateKeyValue(*builder, builder->CreateString(key), builder->CreateString(value)));
+  }
+  const auto stored_metrics = builder->CreateVector(metrics);
+  return {stored_metrics, builder->CreateVector(user_metadata)};
+}
+
 std::string EncodeNodeTables(const Manifest& manifest) {
   flatbuffers::FlatBufferBuilder builder(1024 + manifest.nodes.size() * 96);
   std::vector<flatbuffers::Offset<fb::Node>> nodes;
@@ -440,21 +461,12 @@ std::string EncodeNodeTables(const Manifest& manifest) {
         node.kind == Tree::Kind::kFloat ? std::bit_cast<uint64_t>(node.float_value) : 0,
         node.kind == Tree::Kind::kBool && node.int_value != 0, string_value, boxes));
   }
-  std::vector<flatbuffers::Offset<fb::Metric>> metrics;
-  for (const auto& [name, value] : manifest.metrics) {
-    metrics.push_back(
-        fb::CreateMetric(builder, builder.CreateString(name), std::bit_cast<uint64_t>(value)));
-  }
-  std::vector<flatbuffers::Offset<fb::KeyValue>> user_metadata;
-  for (const auto& [key, value] : manifest.user_metadata) {
-    user_metadata.push_back(
-        fb::CreateKeyValue(builder, builder.CreateString(key), builder.CreateString(value)));
-  }
+  const HeaderVectors header = AddHeaderVectors(manifest, &builder);
   // Version 1 unless boxes need 2: earlier builds keep reading what they can.
   const uint32_t version = any_boxed ? kFirstBoxedManifestFormatVersion : 1;
   auto root = fb::CreateManifest(builder, version, manifest.step,
-                                 manifest.commit_time_ns, builder.CreateVector(metrics),
-                                 builder.CreateVector(nodes), builder.CreateVector(user_metadata));
+                                 manifest.commit_time_ns, header.metrics,
+                                 builder.CreateVector(nodes), header.user_metadata);
   fb::FinishManifestBuffer(builder, root);
   return std::string(reinterpret_cast<const char*>(builder.GetBufferPointer()), builder.GetSize());
 }
@@ -471,23 +483,14 @@ std::string EncodeManifest(const Manifest& manifest, ManifestLayout layout) {
   // every truncation then cuts bytes the checksum covers.
   auto stored_tree =
       builder.CreateVector(reinterpret_cast<const uint8_t*>(tree.data()), tree.size());
-  std::vector<flatbuffers::Offset<fb::Metric>> metrics;
-  for (const auto& [name, value] : manifest.metrics) {
-    metrics.push_back(
-        fb::CreateMetric(builder, builder.CreateString(name), std::bit_cast<uint64_t>(value)));
-  }
-  std::vector<flatbuffers::Offset<fb::KeyValue>> user_metadata;
-  for (const auto& [key, value] : manifest.user_metadata) {
-    user_metadata.push_back(
-        fb::CreateKeyValue(builder, builder.CreateString(key), builder.CreateString(value)));
-  }
+  const HeaderVectors header = AddHeaderVectors(manifest, &builder);
   std::vector<flatbuffers::Offset<flatbuffers::String>> stored_keys;
   stored_keys.reserve(keys.size());
   // Strings go in with their lengths: they may hold NUL bytes.
   for (std::string_view key : keys) stored_keys.push_back(builder.CreateString(key.data(), key.size()));
   auto root = fb::CreateManifest(builder, kManifestFormatVersion, manifest.step,
-                                 manifest.commit_time_ns, builder.CreateVector(metrics),
-                                 /*nodes=*/0, builder.CreateVector(user_metadata),
+                                 manifest.commit_time_ns, header.metrics,
+                                 /*nodes=*/0, header.user_metadata,
                                  builder.CreateVector(stored_keys), stored_tree,
                                  XXH3_64bits(tree.data(), tree.size()));
   fb::FinishManifestBuffer(builder, root);
