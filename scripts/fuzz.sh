@@ -20,7 +20,10 @@ if ! [[ $seconds =~ ^[0-9]+$ ]] || [ "$seconds" -eq 0 ]; then
   exit 2
 fi
 targets=(manifest chunk safetensors inspect part salvage)
-# The seed corpus of each target (inspect takes files, as safetensors does).
+# The seed corpus of each target (inspect takes files, as safetensors does):
+# checked in under test/fuzz/corpus, except salvage's, a small store's table
+# files and log, which make_corpus writes at every run (store files are
+# never tracked).
 declare -A corpus_of=([manifest]=manifest [chunk]=chunk [safetensors]=safetensors
   [inspect]=safetensors [part]=part [salvage]=salvage)
 
@@ -32,7 +35,7 @@ if [ ! -f build-fuzz/build.ninja ]; then
   CXX=clang++ meson setup build-fuzz -Dfuzzers=enabled -Dtests=disabled -Dbenchmarks=disabled \
     --buildtype=debugoptimized
 fi
-meson compile -C build-fuzz "${targets[@]/%/_fuzzer}"
+meson compile -C build-fuzz "${targets[@]/%/_fuzzer}" make_corpus
 
 : "${UBSAN_OPTIONS:=halt_on_error=1:print_stacktrace=1}"
 export UBSAN_OPTIONS
@@ -42,11 +45,14 @@ trap 'rm -rf "$work"' EXIT
 artifacts=$PWD/build-fuzz/fuzz-artifacts
 mkdir -p "$artifacts"
 
+build-fuzz/test/fuzz/make_corpus "$work/generated"
 failed=()
 summary=()
 for target in "${targets[@]}"; do
   corpus=$work/corpus-$target
-  cp -r "test/fuzz/corpus/${corpus_of[$target]}" "$corpus"
+  seeds=test/fuzz/corpus/${corpus_of[$target]}
+  [ "$target" = salvage ] && seeds=$work/generated/salvage
+  cp -r "$seeds" "$corpus"
   log=$work/$target.log
   echo "== $target: ${seconds}s"
   status=0

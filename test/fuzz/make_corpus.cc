@@ -4,7 +4,9 @@
 // valid or not. Deterministic (every run writes the same bytes) but for the
 // salvage seeds: a small store's table files and log, into which RocksDB
 // writes ids and times of its own. Files of the same name are replaced,
-// others are left alone. test/fuzz/corpus holds its output:
+// others are left alone. test/fuzz/corpus holds its output, but for the
+// salvage seeds (store files are never tracked: scripts/fuzz.sh writes them
+// at every run):
 //
 //   make_corpus test/fuzz/corpus
 //
