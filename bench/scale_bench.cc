@@ -152,13 +152,13 @@ std::unique_ptr<Checkpointer> OpenStore(const std::string& dir) {
   return Checkpointer::Open(dir, options).value();
 }
 
-// A store holding step 1 of NestedState(n), made once per size.
-std::string SavedStore(int64_t n) {
-  const std::string dir = StoreDir("saved", n);
+// A store `what`_n holding step 1 of make_state(n), made once per size.
+std::string SavedStore(const char* what, int64_t n, Tree (*make_state)(int64_t)) {
+  const std::string dir = StoreDir(what, n);
   if (!std::filesystem::exists(dir + "/.complete")) {
     std::filesystem::remove_all(dir);
     auto ckpt = OpenStore(dir);
-    Check(ckpt->Save(NestedState(n), 1).status(), "save");
+    Check(ckpt->Save(make_state(n), 1).status(), "save");
     Check(ckpt->Close(), "close");
     std::ofstream(dir + "/.complete");
   }
@@ -188,7 +188,7 @@ void BM_Save(benchmark::State& state) {
 
 void BM_RestoreIntoTemplate(benchmark::State& state) {
   const int64_t n = state.range(0);
-  const std::string dir = SavedStore(n);
+  const std::string dir = SavedStore("saved", n, NestedState);
   Measure(
       state, [&] { return std::make_pair(OpenStore(dir), NestedState(n)); },
       [](std::pair<std::unique_ptr<Checkpointer>, Tree>& input) {
@@ -198,7 +198,7 @@ void BM_RestoreIntoTemplate(benchmark::State& state) {
 
 void BM_RestoreTree(benchmark::State& state) {
   const int64_t n = state.range(0);
-  const std::string dir = SavedStore(n);
+  const std::string dir = SavedStore("saved", n, NestedState);
   Measure(
       state, [&] { return OpenStore(dir); },
       [](std::unique_ptr<Checkpointer>& ckpt) {
@@ -208,7 +208,7 @@ void BM_RestoreTree(benchmark::State& state) {
 
 void BM_ItemMetadata(benchmark::State& state) {
   const int64_t n = state.range(0);
-  const std::string dir = SavedStore(n);
+  const std::string dir = SavedStore("saved", n, NestedState);
   Measure(
       state, [&] { return OpenStore(dir); },
       [](std::unique_ptr<Checkpointer>& ckpt) {
@@ -231,14 +231,7 @@ Tree ShardedState(int64_t n) {
 
 void BM_RestoreShards(benchmark::State& state) {
   const int64_t n = state.range(0);
-  const std::string dir = StoreDir("shards", n);
-  if (!std::filesystem::exists(dir + "/.complete")) {
-    std::filesystem::remove_all(dir);
-    auto ckpt = OpenStore(dir);
-    Check(ckpt->Save(ShardedState(n), 1).status(), "save");
-    Check(ckpt->Close(), "close");
-    std::ofstream(dir + "/.complete");
-  }
+  const std::string dir = SavedStore("shards", n, ShardedState);
   Measure(
       state, [&] { return std::make_pair(OpenStore(dir), ShardedState(n)); },
       [](std::pair<std::unique_ptr<Checkpointer>, Tree>& input) {
