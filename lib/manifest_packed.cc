@@ -137,51 +137,66 @@ void PackTree(const std::vector<ManifestNode>& nodes, std::vector<std::string_vi
   }
 }
 
-Result<std::vector<ManifestNode>> UnpackTree(const std::vector<std::string_view>& keys,
-                                             std::string_view tree) {
+namespace {
+
+// Reads the packed nodes front to back into `node`, one at a time, and calls
+// `visit(node)` after each (which may move from it): `node`'s earlier
+// contents are overwritten, its buffers reused. Corruption naming the node
+// for bytes that do not make one tree of one root.
+template <typename Visit>
+Status ReadNodes(const std::vector<std::string_view>& keys, std::string_view tree,
+                 ManifestNode* node, const Visit& visit) {
   TreeReader in(tree);
-  std::vector<ManifestNode> nodes;
-  auto cut = [&nodes](const char* what) {
-    return Status::Corruption("packed tree: node " + std::to_string(nodes.size()) + ": " + what);
+  size_t index = 0;
+  auto cut = [&index](const char* what) {
+    return Status::Corruption("packed tree: node " + std::to_string(index) + ": " + what);
   };
   // The nodes still to read: one tree of one root; each container adds its
   // children (CheckPreOrderTree checks the counts again, with messages).
   uint64_t expected = 1;
-  while (expected > 0) {
+  for (; expected > 0; ++index) {
     --expected;
-    ManifestNode node;
     uint8_t header = 0;
     if (!in.Byte(&header)) return cut("the bytes end before it");
-    node.kind = static_cast<Tree::Kind>(header & kKindMask);
+    node->kind = static_cast<Tree::Kind>(header & kKindMask);
+    node->key = {};
     if ((header & kHasKey) != 0) {
-      uint64_t index = 0;
-      if (!in.Unsigned(&index) || index >= keys.size()) return cut("no such key");
-      node.key = keys[index];
-      if (node.key.empty()) return cut("an empty key");
+      uint64_t key = 0;
+      if (!in.Unsigned(&key) || key >= keys.size()) return cut("no such key");
+      node->key = keys[key];
+      if (node->key.empty()) return cut("an empty key");
     }
+    node->child_count = 0;
     if ((header & kHasChildren) != 0) {
-      if (!in.Unsigned32(&node.child_count) || node.child_count == 0) return cut("child count");
+      if (!in.Unsigned32(&node->child_count) || node->child_count == 0) return cut("child count");
       // Each child takes at least a byte.
-      if (node.child_count > in.left()) return cut("more children than bytes left");
-      expected += node.child_count;
+      if (node->child_count > in.left()) return cut("more children than bytes left");
+      expected += node->child_count;
     }
-    const bool is_tensor = node.kind == Tree::Kind::kTensor;
+    const bool is_tensor = node->kind == Tree::Kind::kTensor;
     if (!is_tensor && (header & (kBoxed | kInlined | kHasChunks)) != 0) {
       return cut("tensor flags on a node that is not a tensor");
     }
-    switch (node.kind) {
+    node->shape.clear();
+    node->inlined = (header & kInlined) != 0;
+    node->inline_bytes.clear();
+    node->boxed = (header & kBoxed) != 0;
+    node->boxes.clear();
+    node->chunks.clear();
+    node->int_value = 0;
+    node->float_value = 0;
+    node->string_value.clear();
+    switch (node->kind) {
       case Tree::Kind::kTensor: {
         uint8_t dtype = 0;
-        if (!in.Byte(&dtype) || !in.Longs(&node.shape)) return cut("tensor header");
-        node.dtype = static_cast<DType>(dtype);
-        node.inlined = (header & kInlined) != 0;
-        if (node.inlined && !in.Bytes(&node.inline_bytes)) return cut("inline bytes");
-        node.boxed = (header & kBoxed) != 0;
-        if (node.boxed) {
+        if (!in.Byte(&dtype) || !in.Longs(&node->shape)) return cut("tensor header");
+        node->dtype = static_cast<DType>(dtype);
+        if (node->inlined && !in.Bytes(&node->inline_bytes)) return cut("inline bytes");
+        if (node->boxed) {
           uint64_t count = 0;
           if (!in.Count(&count, 3)) return cut("box count");
-          node.boxes.resize(count);
-          for (ManifestBox& box : node.boxes) {
+          node->boxes.resize(count);
+          for (ManifestBox& box : node->boxes) {
             if (!in.Longs(&box.box.start) || !in.Longs(&box.box.shape) ||
                 !in.Unsigned32(&box.chunk_count)) {
               return cut("box");
@@ -191,8 +206,8 @@ Result<std::vector<ManifestNode>> UnpackTree(const std::vector<std::string_view>
         uint64_t count = 0;
         if ((header & kHasChunks) == 0) break;
         if (!in.Count(&count, 18) || count == 0) return cut("chunk count");
-        node.chunks.resize(count);
-        for (ChunkRef& chunk : node.chunks) {
+        node->chunks.resize(count);
+        for (ChunkRef& chunk : node->chunks) {
           if (!in.Fixed64(&chunk.digest.low) || !in.Fixed64(&chunk.digest.high) ||
               !in.Unsigned32(&chunk.raw_size) || !in.Unsigned32(&chunk.stored_size)) {
             return cut("chunk");
@@ -202,22 +217,41 @@ Result<std::vector<ManifestNode>> UnpackTree(const std::vector<std::string_view>
       }
       case Tree::Kind::kInt:
       case Tree::Kind::kBool:
-        if (!in.Signed(&node.int_value)) return cut("value");
+        if (!in.Signed(&node->int_value)) return cut("value");
         break;
       case Tree::Kind::kFloat: {
         uint64_t bits = 0;
         if (!in.Fixed64(&bits)) return cut("value");
-        node.float_value = std::bit_cast<double>(bits);
+        node->float_value = std::bit_cast<double>(bits);
         break;
       }
       case Tree::Kind::kString:
-        if (!in.Bytes(&node.string_value)) return cut("value");
+        if (!in.Bytes(&node->string_value)) return cut("value");
         break;
       default: break;  // containers, and unknown kinds CheckPreOrderTree refuses
     }
-    nodes.push_back(std::move(node));
+    visit(*node);
   }
   if (!in.done()) return cut("bytes after the last node");
+  return Status::OK();
+}
+
+}  // namespace
+
+Result<std::vector<ManifestNode>> UnpackTree(const std::vector<std::string_view>& keys,
+                                             std::string_view tree) {
+  // Counted first, into one reused node, so that the nodes are allocated
+  // once: a million-leaf step's are half a gigabyte, and a growing vector
+  // would touch twice that and copy it.
+  ManifestNode node;
+  size_t count = 0;
+  Status read = ReadNodes(keys, tree, &node, [&count](ManifestNode&) { ++count; });
+  if (!read.ok()) return read;
+  std::vector<ManifestNode> nodes;
+  nodes.reserve(count);
+  read = ReadNodes(keys, tree, &node,
+                   [&nodes](ManifestNode& read_node) { nodes.push_back(std::move(read_node)); });
+  if (!read.ok()) return read;
   return nodes;
 }
 

@@ -384,6 +384,9 @@ std::vector<Tree*> TemplateNodes(const std::vector<ManifestNode>& stored,
   return nodes;
 }
 
+// How many of a template's differences from the stored tree an error lists.
+constexpr size_t kListedTemplateProblems = 20;
+
 // Every difference between the stored tree and a template, one per line.
 // `wanted` is the template flattened, or nullptr when it walked alongside
 // the stored tree (it then has nothing more).
@@ -536,7 +539,13 @@ Status RestoreIntoTemplate(Store& store, const Manifest& manifest, Tree* state,
   if (!problems.empty()) {
     std::string message = "the template does not match " + where + " (" +
                           std::to_string(problems.size()) + " problems):";
-    for (const std::string& problem : problems) message += "\n  " + problem;
+    // The first few name what went wrong; a template of another model
+    // would otherwise make a message of a line per leaf.
+    const size_t listed = std::min(problems.size(), kListedTemplateProblems);
+    for (size_t i = 0; i < listed; ++i) message += "\n  " + problems[i];
+    if (listed < problems.size()) {
+      message += "\n  ... and " + std::to_string(problems.size() - listed) + " more";
+    }
     return Status::InvalidArgument(message);
   }
 

@@ -5,6 +5,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <filesystem>
@@ -318,6 +319,23 @@ TEST(CheckpointerTest, TemplateMismatchListsEveryProblemAndWritesNothing) {
   // Nothing was written: the matching tensor is still zero.
   const Tensor& kept = wanted.Find("kept")->tensor();
   for (uint64_t i = 0; i < kept.byte_size(); ++i) ASSERT_EQ(kept.data()[i], std::byte{0});
+}
+
+TEST(CheckpointerTest, TemplateOfAnotherModelListsTheFirstProblemsAndCountsTheRest) {
+  TempDir dir;
+  auto checkpointer = OpenOrDie(dir.path());
+  Tree state;
+  for (int i = 0; i < 500; ++i) (void)state.Set("stored_" + std::to_string(i), Tree::Int(i));
+  ASSERT_TRUE(checkpointer->Save(state, 0).value());
+  Tree wanted;
+  for (int i = 0; i < 500; ++i) (void)wanted.Set("wanted_" + std::to_string(i), Tree::Int(i));
+  const Status status = checkpointer->Restore(&wanted);
+  ASSERT_TRUE(status.IsInvalidArgument()) << status.ToString();
+  const std::string& message = status.message();
+  EXPECT_NE(message.find("(1000 problems):"), std::string::npos) << message;
+  EXPECT_NE(message.find("\n  ... and 980 more"), std::string::npos) << message;
+  // The header line, 20 problems and the count of the rest.
+  EXPECT_EQ(std::count(message.begin(), message.end(), '\n'), 21) << message;
 }
 
 TEST(CheckpointerTest, DonatedRestoreWritesIntoCallerBuffers) {

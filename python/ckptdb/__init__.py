@@ -359,6 +359,11 @@ class Checkpointer:
         if metrics is not None and not isinstance(metrics, dict):
             raise TypeError(f"metrics must be a dict of numbers (nested dicts allowed), got "
                             f"{metrics!r}")
+        flat = _flat_metrics(metrics) if metrics is not None else {}
+        try:
+            return self._native.save(state, step, force, flat, {}, only_if_due, converted=False)
+        except _ckptdb.NeedsConversion:
+            pass  # torch tensors or tuples inside (nothing was saved): converted first
         user_metadata = {}
         torch_paths, tuples = [], []
         native = _to_native(state, False, torch_paths, tuples)
@@ -366,8 +371,8 @@ class Checkpointer:
             user_metadata[_TUPLES_KEY] = json.dumps(tuples)
         if torch_paths:
             user_metadata[_TORCH_KEY] = json.dumps(torch_paths)
-        flat = _flat_metrics(metrics) if metrics is not None else {}
-        return self._native.save(native, step, force, flat, user_metadata, only_if_due)
+        return self._native.save(native, step, force, flat, user_metadata, only_if_due,
+                                 converted=True)
 
     def should_save(self, step):
         """Whether a save at `step` is due (Orbax's rules)."""
@@ -402,9 +407,13 @@ class Checkpointer:
             tuples = set(json.loads(recorded.get(_TUPLES_KEY, "[]")))
             tensors = set(json.loads(recorded.get(_TORCH_KEY, "[]")))
             return _with_python_types(tree, tuples, tensors) if tuples or tensors else tree
+        try:
+            return self._native.restore_into(state, step, donate, converted=False)
+        except _ckptdb.NeedsConversion:
+            pass  # torch tensors inside (nothing was read): converted first
         torch_paths = []
         native = _to_native(state, donate, torch_paths, [])
-        restored = self._native.restore_into(native, step, donate)
+        restored = self._native.restore_into(native, step, donate, converted=True)
         return _back_to_torch(state, restored, donate) if torch_paths else restored
 
     def _hold(self, step):

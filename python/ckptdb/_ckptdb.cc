@@ -7,6 +7,7 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <bit>
 #include <chrono>
 #include <map>
 #include <memory>
@@ -192,8 +193,29 @@ bool NumpyHasDType(DType dtype) {
          dtype != DType::kFloat8E5M2;
 }
 
+// Where a value of the Python state is: its parent's place and its key (a
+// dict's child) or index (a list's). Rendered as a path ("a/0/b") only for an
+// error message, so that building a million-leaf state makes no path strings.
+struct Place {
+  const Place* parent = nullptr;  // none for the root
+  std::string_view key;
+  size_t index = 0;
+  bool in_list = false;
+  int shard = -1;  // a shard of a Sharded leaf: its index
+
+  std::string Path() const {
+    std::string path = parent == nullptr ? "" : parent->Path();
+    if (parent != nullptr) {
+      if (!path.empty()) path += '/';
+      path += in_list ? std::to_string(index) : std::string(key);
+    }
+    if (shard >= 0) path += " (shard " + std::to_string(shard) + ")";
+    return path;
+  }
+};
+
 // The ckptdb dtype of a numpy array's elements.
-DType FromNumpy(const py::array& array, const std::string& where) {
+DType FromNumpy(const py::array& array, const Place& place) {
   const py::dtype dtype = array.dtype();
   const char kind = dtype.kind();
   const auto size = static_cast<size_t>(dtype.itemsize());
@@ -215,126 +237,159 @@ DType FromNumpy(const py::array& array, const std::string& where) {
     if (size == 4) return DType::kFloat32;
     if (size == 8) return DType::kFloat64;
   }
-  throw py::type_error("'" + where + "': numpy dtype " + std::string(py::str(py::handle(dtype))) +
-                       " has no ckptdb dtype");
+  throw py::type_error("'" + place.Path() + "': numpy dtype " +
+                       std::string(py::str(py::handle(dtype))) + " has no ckptdb dtype");
 }
 
 std::vector<int64_t> ShapeOf(const py::array& array) {
   return std::vector<int64_t>(array.shape(), array.shape() + array.ndim());
 }
 
-std::string Join(const std::string& path, const std::string& key) {
-  return path.empty() ? key : path + "/" + key;
-}
+// Raised by a build that meets what the Python side converts first (a torch
+// tensor or any leaf type this module does not know; a tuple when the tuples
+// are to be recorded): the caller converts the state and builds again, so
+// that a state of numpy arrays and Python scalars alone is never walked twice.
+struct NeedsConversion : std::exception {
+  const char* what() const noexcept override { return "the state needs converting first"; }
+};
+
+// What a build does with what the Python side converts first.
+enum class Unconverted {
+  kRefuse,        // converted already: an unknown leaf is a TypeError
+  kStop,          // NeedsConversion at an unknown leaf
+  kStopAtTuples,  // the same, and at a tuple
+};
 
 // Python state -> Tree. Tensors are views of the arrays' memory, writable
 // ones when `writable` (a template to restore into), else read-only views
 // (C-contiguous copies of arrays that are not, kept alive in `keep`).
 class TreeBuilder {
  public:
-  explicit TreeBuilder(bool writable) : writable_(writable) {}
+  TreeBuilder(bool writable, Unconverted unconverted)
+      : writable_(writable), unconverted_(unconverted) {}
 
-  Tree Build(py::handle value, const std::string& path) {
-    if (py::isinstance<py::dict>(value)) {
+  Tree Build(py::handle value) { return Build(value, Place{}); }
+
+ private:
+  Tree Build(py::handle value, const Place& place) {
+    // The most common kinds first: a state is mostly dicts and arrays.
+    if (PyDict_Check(value.ptr())) {
       Tree map = Tree::Map();
       for (auto [key, child] : py::reinterpret_borrow<py::dict>(value)) {
-        if (!py::isinstance<py::str>(key)) {
-          throw py::type_error("'" + path + "': dict keys must be str, got " +
+        if (!PyUnicode_Check(key.ptr())) {
+          throw py::type_error("'" + place.Path() + "': dict keys must be str, got " +
                                std::string(py::str(py::type::of(key))));
         }
-        const std::string name = key.cast<std::string>();
-        Tree node = Build(child, Join(path, name));
-        Take(map.Set(name, std::move(node)));
+        const auto name = key.cast<std::string_view>();
+        Take(map.Set(name, Build(child, Place{&place, name})));
       }
       return map;
     }
-    if (py::isinstance<py::list>(value) || py::isinstance<py::tuple>(value)) {
+    if (py::isinstance<py::array>(value)) {
+      py::array array = py::reinterpret_borrow<py::array>(value);
+      return Tree::Leaf(View(array, FromNumpy(array, place), place));
+    }
+    const bool is_tuple = PyTuple_Check(value.ptr());
+    if (is_tuple && unconverted_ == Unconverted::kStopAtTuples) throw NeedsConversion();
+    if (is_tuple || PyList_Check(value.ptr())) {
       Tree list = Tree::List();
       size_t index = 0;
       for (py::handle child : value) {
-        Take(list.Append(Build(child, Join(path, std::to_string(index++)))));
+        Take(list.Append(Build(child, Place{&place, {}, index++, true})));
       }
       return list;
     }
-    if (py::isinstance<py::bool_>(value)) return Tree::Bool(value.cast<bool>());
-    if (py::isinstance<py::int_>(value)) {
+    if (PyBool_Check(value.ptr())) return Tree::Bool(value.ptr() == Py_True);
+    if (PyLong_Check(value.ptr())) {
       try {
         return Tree::Int(value.cast<int64_t>());
       } catch (const py::cast_error&) {
-        throw py::value_error("'" + path + "': int out of the int64 range");
+        throw py::value_error("'" + place.Path() + "': int out of the int64 range");
       }
     }
-    if (py::isinstance<py::float_>(value)) return Tree::Float(value.cast<double>());
-    if (py::isinstance<py::str>(value)) return Tree::String(value.cast<std::string>());
+    if (PyFloat_Check(value.ptr())) return Tree::Float(PyFloat_AS_DOUBLE(value.ptr()));
+    if (PyUnicode_Check(value.ptr())) return Tree::String(value.cast<std::string>());
     if (py::isinstance<TensorBits>(value)) {
       const TensorBits& bits = value.cast<const TensorBits&>();
       Result<DType> dtype = DTypeFromName(bits.dtype);
-      if (!dtype.ok()) throw py::value_error("'" + path + "': unknown dtype '" + bits.dtype + "'");
+      if (!dtype.ok()) {
+        throw py::value_error("'" + place.Path() + "': unknown dtype '" + bits.dtype + "'");
+      }
       // The bits' elements must be exactly as wide as the dtype's: the
       // tensor's size comes from one, its shape from the other.
       if (bits.bits.dtype().kind() != 'u' ||
           static_cast<size_t>(bits.bits.itemsize()) != DTypeSize(*dtype)) {
-        throw py::value_error("'" + path + "': the bits of a " + bits.dtype + " tensor must be " +
-                              "an array of uint" + std::to_string(8 * DTypeSize(*dtype)) +
-                              ", got " + std::string(py::str(py::handle(bits.bits.dtype()))));
+        throw py::value_error("'" + place.Path() + "': the bits of a " + bits.dtype +
+                              " tensor must be an array of uint" +
+                              std::to_string(8 * DTypeSize(*dtype)) + ", got " +
+                              std::string(py::str(py::handle(bits.bits.dtype()))));
       }
-      return Tree::Leaf(View(bits.bits, *dtype, path));
+      return Tree::Leaf(View(bits.bits, *dtype, place));
     }
-    if (py::isinstance<py::array>(value)) {
-      py::array array = py::reinterpret_borrow<py::array>(value);
-      return Tree::Leaf(View(array, FromNumpy(array, path), path));
-    }
-    if (py::isinstance<PySharded>(value)) return BuildSharded(value.cast<const PySharded&>(), path);
+    if (py::isinstance<PySharded>(value)) return BuildSharded(value.cast<const PySharded&>(), place);
     if (py::isinstance(value, generic_)) {
       // A numpy scalar (np.float32(0.5)): a 0-d array of its own, found
       // again by its address after a restore (see scalar_of).
       py::array array = py::array::ensure(value);
       scalars_[array.data()] = array;
-      return Tree::Leaf(View(array, FromNumpy(array, path), path));
+      return Tree::Leaf(View(array, FromNumpy(array, place), place));
     }
-    if (value.is_none()) throw py::type_error("'" + path + "': None is not a leaf ckptdb stores");
-    throw py::type_error("'" + path + "': a leaf must be a numpy array or an int, float, bool " +
-                         "or str, got " + std::string(py::str(py::type::of(value))));
+    if (unconverted_ != Unconverted::kRefuse) throw NeedsConversion();
+    if (value.is_none()) {
+      throw py::type_error("'" + place.Path() + "': None is not a leaf ckptdb stores");
+    }
+    throw py::type_error("'" + place.Path() + "': a leaf must be a numpy array or an int, " +
+                         "float, bool or str, got " + std::string(py::str(py::type::of(value))));
   }
 
- private:
-  Tree BuildSharded(const PySharded& sharded, const std::string& path) {
+  Tree BuildSharded(const PySharded& sharded, const Place& place) {
     Result<DType> dtype = DTypeFromName(sharded.dtype);
-    if (!dtype.ok()) throw py::value_error("'" + path + "': unknown dtype '" + sharded.dtype + "'");
+    if (!dtype.ok()) {
+      throw py::value_error("'" + place.Path() + "': unknown dtype '" + sharded.dtype + "'");
+    }
     ShardedTensor tensor{*dtype, sharded.global_shape, {}};
     for (size_t i = 0; i < sharded.shards.size(); ++i) {
       const PyShard& shard = sharded.shards[i];
-      const std::string where = path + " (shard " + std::to_string(i) + ")";
+      Place shard_place = place;
+      shard_place.shard = static_cast<int>(i);
       py::array data;
       if (py::isinstance<TensorBits>(shard.data)) {
         data = shard.data.cast<const TensorBits&>().bits;
       } else if (py::isinstance<py::array>(shard.data)) {
         data = py::reinterpret_borrow<py::array>(shard.data);
-        if (NumpyHasDType(*dtype) && FromNumpy(data, where) != *dtype) {
-          throw py::value_error("'" + where + "': a " +
+        if (NumpyHasDType(*dtype) && FromNumpy(data, shard_place) != *dtype) {
+          throw py::value_error("'" + shard_place.Path() + "': a " +
                                 std::string(py::str(py::handle(data.dtype()))) +
                                 " array in a sharded tensor of " + sharded.dtype);
         }
+      } else if (unconverted_ != Unconverted::kRefuse) {
+        throw NeedsConversion();
       } else {
-        throw py::type_error("'" + where + "': a shard's data must be a numpy array or "
-                             "TensorBits, got " + std::string(py::str(py::type::of(shard.data))));
+        throw py::type_error("'" + shard_place.Path() + "': a shard's data must be a numpy " +
+                             "array or TensorBits, got " +
+                             std::string(py::str(py::type::of(shard.data))));
       }
       if (static_cast<size_t>(data.itemsize()) != DTypeSize(*dtype)) {
-        throw py::value_error("'" + where + "': elements of " + std::to_string(data.itemsize()) +
-                              " bytes in a sharded tensor of " + sharded.dtype);
+        throw py::value_error("'" + shard_place.Path() + "': elements of " +
+                              std::to_string(data.itemsize()) + " bytes in a sharded tensor of " +
+                              sharded.dtype);
       }
-      tensor.shards.push_back(Shard{shard.start, View(data, *dtype, where), shard.replica_id});
+      tensor.shards.push_back(
+          Shard{shard.start, View(data, *dtype, shard_place), shard.replica_id});
     }
     return Take(Tree::Sharded(std::move(tensor)));
   }
 
-  Tensor View(py::array array, DType dtype, const std::string& path) {
+  Tensor View(py::array array, DType dtype, const Place& place) {
     const bool contiguous = (array.flags() & py::array::c_style) != 0;
-    // ckptdb's bytes are little-endian, this machine's order.
-    const bool native = array.dtype().attr("isnative").cast<bool>();
+    // ckptdb's bytes are little-endian, this machine's order: numpy's
+    // isnative ('=' native, '|' no order, or this machine's own letter).
+    const char order = array.dtype().byteorder();
+    const bool native = order == '=' || order == '|' ||
+                        order == (std::endian::native == std::endian::little ? '<' : '>');
     if (writable_) {
       if (!contiguous || !array.writeable() || !native) {
-        throw py::value_error("'" + path + "': a template to restore into needs writable " +
+        throw py::value_error("'" + place.Path() + "': a template to restore into needs writable " +
                               "C-contiguous arrays in the machine's byte order");
       }
       return Take(Tensor::View(dtype, ShapeOf(array), array.mutable_data()));
@@ -350,6 +405,7 @@ class TreeBuilder {
   }
 
   bool writable_;
+  Unconverted unconverted_;
   std::vector<py::array> keep_;
   std::map<const void*, py::array> scalars_;
 
@@ -411,19 +467,21 @@ py::object ToPython(Tree& tree) {
 // The template's structure (dict, list or tuple) with the restored values:
 // tensors restored in place are the template's own arrays.
 py::object Rebuild(py::handle original, Tree& restored, const TreeBuilder& built) {
-  if (py::isinstance<py::dict>(original)) {
+  if (PyDict_Check(original.ptr())) {
     // The template's dict itself when every value came back as it was (each
-    // array filled in place): a million-leaf state is not copied dict by dict.
-    std::vector<std::pair<py::handle, py::object>> items;
-    bool same = true;
+    // array filled in place): a million-leaf state is not copied dict by
+    // dict. Copied once, at the first value that did not.
+    py::object result = py::reinterpret_borrow<py::object>(original);
+    bool copied = false;
     for (auto [key, child] : py::reinterpret_borrow<py::dict>(original)) {
-      items.emplace_back(key, Rebuild(child, *restored.Find(key.cast<std::string_view>()), built));
-      same = same && items.back().second.is(child);
+      py::object value = Rebuild(child, *restored.Find(key.cast<std::string_view>()), built);
+      if (value.is(child)) continue;
+      if (!copied) result = py::reinterpret_steal<py::object>(PyDict_Copy(original.ptr()));
+      if (!result) throw py::error_already_set();
+      copied = true;
+      if (PyDict_SetItem(result.ptr(), key.ptr(), value.ptr()) != 0) throw py::error_already_set();
     }
-    if (same) return py::reinterpret_borrow<py::object>(original);
-    py::dict dict;
-    for (auto& [key, value] : items) dict[key] = std::move(value);
-    return dict;
+    return result;
   }
   if (py::isinstance<py::list>(original) || py::isinstance<py::tuple>(original)) {
     py::list list;
@@ -455,12 +513,12 @@ py::object Rebuild(py::handle original, Tree& restored, const TreeBuilder& built
   }
   if (restored.kind() == Tree::Kind::kTensor) {
     const void* data = restored.tensor().data();
-    if (py::isinstance<TensorBits>(original)) {
-      if (original.cast<const TensorBits&>().bits.data() == data) {
+    if (py::isinstance<py::array>(original)) {  // the most common leaf first
+      if (py::reinterpret_borrow<py::array>(original).data() == data) {
         return py::reinterpret_borrow<py::object>(original);
       }
-    } else if (py::isinstance<py::array>(original)) {
-      if (py::reinterpret_borrow<py::array>(original).data() == data) {
+    } else if (py::isinstance<TensorBits>(original)) {
+      if (original.cast<const TensorBits&>().bits.data() == data) {
         return py::reinterpret_borrow<py::object>(original);
       }
     } else if (built.IsNumpyScalar(original)) {
@@ -587,9 +645,11 @@ class PyCheckpointer {
 
   bool Save(py::handle state, int64_t step, bool force,
             const std::map<std::string, double>& metrics,
-            const std::map<std::string, std::string>& user_metadata, bool only_if_due) {
-    TreeBuilder builder(/*writable=*/false);
-    const Tree tree = builder.Build(state, "");
+            const std::map<std::string, std::string>& user_metadata, bool only_if_due,
+            bool converted) {
+    TreeBuilder builder(/*writable=*/false,
+                        converted ? Unconverted::kRefuse : Unconverted::kStopAtTuples);
+    const Tree tree = builder.Build(state);
     SaveOptions options;
     options.force = force;
     options.metrics = metrics;
@@ -607,9 +667,9 @@ class PyCheckpointer {
     return ToPython(restored);
   }
 
-  py::object RestoreInto(py::handle state, int64_t step, bool donate) {
-    TreeBuilder builder(/*writable=*/donate);
-    Tree tree = builder.Build(state, "");
+  py::object RestoreInto(py::handle state, int64_t step, bool donate, bool converted) {
+    TreeBuilder builder(/*writable=*/donate, converted ? Unconverted::kRefuse : Unconverted::kStop);
+    Tree tree = builder.Build(state);
     RestoreOptions options;
     options.donate = donate;
     const std::shared_ptr<Checkpointer> checkpointer = get();
@@ -692,6 +752,7 @@ PYBIND11_MODULE(_ckptdb, module) {
       PyExc_OSError, nullptr);
   module.attr("CorruptionError") = py::handle(corruption_error);
   module.attr("LATEST_STEP") = ckptdb::kLatestStep;
+  py::register_exception<NeedsConversion>(module, "NeedsConversion");
 
   py::class_<TensorBits>(module, "TensorBits",
                          "A tensor of a dtype numpy lacks: its raw bits and the dtype's name.")
@@ -741,10 +802,11 @@ PYBIND11_MODULE(_ckptdb, module) {
   py::class_<PyCheckpointer>(module, "Checkpointer")
       .def(py::init<const std::string&, const py::dict&>(), py::arg("workdir"), py::arg("options"))
       .def("save", &PyCheckpointer::Save, py::arg("state"), py::arg("step"), py::arg("force"),
-           py::arg("metrics"), py::arg("user_metadata"), py::arg("only_if_due"))
+           py::arg("metrics"), py::arg("user_metadata"), py::arg("only_if_due"),
+           py::arg("converted"))
       .def("restore_tree", &PyCheckpointer::RestoreTree, py::arg("step"))
       .def("restore_into", &PyCheckpointer::RestoreInto, py::arg("state"), py::arg("step"),
-           py::arg("donate"))
+           py::arg("donate"), py::arg("converted"))
       .def("item_metadata", &PyCheckpointer::ItemMetadata, py::arg("step"))
       .def("hold_step", &PyCheckpointer::Hold, py::arg("step"))
       .def("should_save", &PyCheckpointer::ShouldSave, py::arg("step"))

@@ -152,6 +152,22 @@ def test_arrays_in_the_other_byte_order_are_saved_by_value(workdir):
             ckpt.restore({"w": np.zeros_like(swapped)})
 
 
+def test_errors_about_a_leaf_name_its_whole_path(workdir):
+    with ckptdb.Checkpointer(workdir, save_interval_steps=1) as ckpt:
+        with pytest.raises(TypeError, match="'layers/1/w': a leaf must be"):
+            ckpt.save({"layers": [{"w": np.zeros(1)}, {"w": object()}]}, step=0)
+        with pytest.raises(TypeError, match=r"'opt/0/m': numpy dtype complex64"):
+            ckpt.save({"opt": ({"m": np.zeros(2, np.complex64)},)}, step=0)
+        with pytest.raises(TypeError, match=r"'w \(shard 1\)': a shard's data"):
+            ckpt.save({"w": ckptdb.Sharded("float32", (4,), [
+                ckptdb.Shard((0,), np.zeros(2, np.float32)), ckptdb.Shard((2,), [0.0, 1.0])])},
+                step=0)
+        assert ckpt.all_steps == []
+        ckpt.save({"a": [{"b": np.ones(3, np.float32)}]}, step=0)
+        with pytest.raises(ValueError, match="'a/0/b': a template to restore into needs writable"):
+            ckpt.restore({"a": [{"b": np.zeros(6, np.float32)[::2]}]})
+
+
 def test_a_mismatching_template_is_refused_and_left_untouched(workdir):
     with ckptdb.Checkpointer(workdir, save_interval_steps=1) as ckpt:
         ckpt.save({"w": np.ones((2, 3), np.float32)}, step=0)
