@@ -10,7 +10,8 @@
 # Then the Python package against torch.save / torch.load and the C++ API
 # (bench/python_bench.py, with Debian's /usr/bin/python3), when it was built.
 # Except with --quick, ends with ckpt-inspect import against dd
-# (scripts/bench_import.sh) and the multi-process figures
+# (scripts/bench_import.sh), the synced writes of one save
+# (scripts/synced_writes.sh) and the multi-process figures
 # (scripts/mpi_bench.sh: 4 MPI processes against one, metadata and
 # coordination costs).
 # CKPTDB_BENCH_BINARY names an already built suite_bench (the test suite's
@@ -44,6 +45,8 @@ if [ -x "$build_dir/bench/cpp_side" ] && [ -d "$build_dir/python/ckptdb" ]; then
 fi
 if [ -z "${CKPTDB_BENCH_BINARY:-}" ] && [ "$megabytes" -ne 32 ]; then
   bash scripts/bench_import.sh 256 5 1024 | grep -v '^round'
+  echo
+  bash scripts/synced_writes.sh build
   if [ -x build/bench/mpi_bench ]; then
     echo
     bash scripts/mpi_bench.sh build "$megabytes" "$rounds"
