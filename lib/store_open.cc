@@ -88,6 +88,11 @@ rocksdb::DBOptions BaseDBOptions(rocksdb::Env* env) {
   // A secondary instance needs every table file open; a writer's probe opens
   // them all to check each one's footer before anything is written.
   options.max_open_files = -1;
+  // Chunk files are read front to back (restores read chunks in file order),
+  // so the kernel's readahead must stay on: RocksDB's default advises every
+  // table file random on open, which turned a cold restore of 256 MiB into
+  // one synchronous disk read per chunk (1.25 GB/s, against 1.7 without).
+  options.advise_random_on_open = false;
   // The small families rarely fill a memtable; without a cap, their WAL
   // would grow to gigabytes, replayed at every open and reader catch-up.
   options.max_total_wal_size = 64 << 20;

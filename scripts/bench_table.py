@@ -2,7 +2,10 @@
 
 Each row: what was measured, ckptdb's figure and the baseline's (medians over
 the rounds, measured interleaved in the same run on the same bytes), the
-median of the per-round ratios with their min-max, and the target.
+median of the per-round ratios with their min-max, and the target. Under each
+cold restore: the physical limit (the step's stored bytes at the disk's cold
+sequential read rate, measured in the same rounds, in logical GB/s) and
+ckptdb's time over it.
 """
 import json
 import sys
@@ -74,6 +77,14 @@ def main(path):
                      f"{result[counter + 'ratio_max']:.2f})")
             print(f"{what:<56} {size:>6} {mine:>8.3f} {base:>8.3f} {ratio:>18}  "
                   f"{target} ({unit})")
+            if "limit_seconds" in result:
+                # The disk's bound on this restore: the step's stored bytes at
+                # the cold sequential read rate measured in the same rounds.
+                limit = gigabytes / result["limit_seconds"]
+                over = (f"{result['over_limit']:.2f} ({result['over_limit_min']:.2f}-"
+                        f"{result['over_limit_max']:.2f})")
+                print(f"{'    physical limit (stored bytes / cold read rate)':<56} {size:>6} "
+                      f"{limit:>8.3f} {'':>8} {over:>18}  time / limit <= 1.15")
     for result in results:
         name = result["name"]
         if name.startswith("save/") or name.startswith("save_delta/"):
