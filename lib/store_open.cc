@@ -33,9 +33,11 @@ rocksdb::ColumnFamilyOptions ChunksFamilyOptions() {
   options.ttl = 0;
   options.periodic_compaction_seconds = 0;
   rocksdb::BlockBasedTableOptions table;
-  // Megabyte values would churn a block cache: chunk reads do not fill it
-  // (fill_cache = false) and the OS page cache serves them. The cache is
-  // there for its allocator, which RocksDB uses for every block it reads.
+  // Chunk reads go through the block cache only to pin the block they read
+  // (Store::ReadChunk): a read that does not fill the cache gets a copy of
+  // the value instead. At 1 MiB the cache keeps no megabyte block past its
+  // reader's release, so nothing churns, and the OS page cache serves
+  // repeated reads. Its allocator recycles the buffers of every block read.
   rocksdb::LRUCacheOptions cache;
   cache.capacity = 1u << 20;
   // Keeps the buffers of 16 reads of 4 MiB chunks in flight at once.
