@@ -384,28 +384,53 @@ std::vector<Tree*> TemplateNodes(const std::vector<ManifestNode>& stored,
   return nodes;
 }
 
-// How many of a template's differences from the stored tree an error lists.
-constexpr size_t kListedTemplateProblems = 20;
+// A template's differences from the stored tree: every one counted, the
+// first few described (a template of another model has one per leaf, and
+// only the first few help).
+class TemplateProblems {
+ public:
+  bool empty() const { return count_ == 0; }
+  // Counts a problem; `describe()` makes its line, called only while lines
+  // are still listed.
+  template <typename Describe>
+  void Add(const Describe& describe) {
+    if (lines_.size() < kListed) lines_.push_back(describe());
+    ++count_;
+  }
+  // "(N problems):" and the listed lines, then how many more there are.
+  std::string Text() const {
+    std::string text = "(" + std::to_string(count_) + " problems):";
+    for (const std::string& line : lines_) text += "\n  " + line;
+    if (count_ > lines_.size())
+      text += "\n  ... and " + std::to_string(count_ - lines_.size()) + " more";
+    return text;
+  }
+
+ private:
+  static constexpr size_t kListed = 20;
+  std::vector<std::string> lines_;
+  size_t count_ = 0;
+};
 
 // Every difference between the stored tree and a template, one per line.
 // `wanted` is the template flattened, or nullptr when it walked alongside
 // the stored tree (it then has nothing more).
-std::vector<std::string> TemplateMismatches(const std::vector<ManifestNode>& stored,
-                                            const std::vector<Tree*>& template_nodes,
-                                            const std::vector<ManifestNode>* wanted,
-                                            bool donate) {
-  std::vector<std::string> problems;
+TemplateProblems TemplateMismatches(const std::vector<ManifestNode>& stored,
+                                    const std::vector<Tree*>& template_nodes,
+                                    const std::vector<ManifestNode>* wanted, bool donate) {
+  TemplateProblems problems;
   // Every stored node found a template node: the template holds more only
   // when it has more nodes.
-  const bool all_found = std::find(template_nodes.begin(), template_nodes.end(), nullptr) ==
-                         template_nodes.end();
+  const bool all_found =
+      std::find(template_nodes.begin(), template_nodes.end(), nullptr) == template_nodes.end();
   if (wanted != nullptr && (!all_found || wanted->size() != stored.size())) {
     std::unordered_set<std::string_view> stored_paths;
     for (const ManifestNode& node : stored) stored_paths.insert(node.path);
     for (const ManifestNode& node : *wanted) {
       if (stored_paths.count(node.path) == 0) {
-        problems.push_back("extra: '" + Shown(node.path) +
-                           "' is in the template, not in the checkpoint");
+        problems.Add([&] {
+          return "extra: '" + Shown(node.path) + "' is in the template, not in the checkpoint";
+        });
       }
     }
   }
@@ -413,16 +438,19 @@ std::vector<std::string> TemplateMismatches(const std::vector<ManifestNode>& sto
     const ManifestNode& have = stored[i];
     const Tree* leaf = template_nodes[i];
     if (leaf == nullptr) {
-      problems.push_back("missing: '" + Shown(have.path) + "' is in the checkpoint, not in the template");
+      problems.Add([&] {
+        return "missing: '" + Shown(have.path) + "' is in the checkpoint, not in the template";
+      });
       continue;
     }
     // A sharded leaf stands for a tensor.
     const Tree::Kind kind =
         leaf->kind() == Tree::Kind::kShardedTensor ? Tree::Kind::kTensor : leaf->kind();
     if (have.kind != kind) {
-      problems.push_back("kind: '" + Shown(have.path) + "' is a " + std::string(KindName(have.kind)) +
-                         " in the checkpoint, a " + std::string(KindName(kind)) +
-                         " in the template");
+      problems.Add([&] {
+        return "kind: '" + Shown(have.path) + "' is a " + std::string(KindName(have.kind)) +
+               " in the checkpoint, a " + std::string(KindName(kind)) + " in the template";
+      });
       continue;
     }
     if (kind != Tree::Kind::kTensor) continue;
@@ -431,19 +459,24 @@ std::vector<std::string> TemplateMismatches(const std::vector<ManifestNode>& sto
     const std::vector<int64_t>& shape =
         leaf->kind() == Tree::Kind::kTensor ? leaf->tensor().shape() : leaf->sharded().global_shape;
     if (have.dtype != dtype) {
-      problems.push_back("dtype: '" + Shown(have.path) + "' is " + std::string(DTypeName(have.dtype)) +
-                         " in the checkpoint, " + std::string(DTypeName(dtype)) +
-                         " in the template");
+      problems.Add([&] {
+        return "dtype: '" + Shown(have.path) + "' is " + std::string(DTypeName(have.dtype)) +
+               " in the checkpoint, " + std::string(DTypeName(dtype)) + " in the template";
+      });
     }
     if (have.shape != shape) {
-      problems.push_back("shape: '" + Shown(have.path) + "' is " + ShapeString(have.shape) +
-                         " in the checkpoint, " + ShapeString(shape) + " in the template");
+      problems.Add([&] {
+        return "shape: '" + Shown(have.path) + "' is " + ShapeString(have.shape) +
+               " in the checkpoint, " + ShapeString(shape) + " in the template";
+      });
     }
     if (!donate) continue;
     ForEachLeafBuffer(*leaf, [&](const Tensor* tensor, const std::optional<Box>&) {
       if (tensor->writable()) return true;
-      problems.push_back("read-only: '" + Shown(have.path) +
-                         "' is a ConstView; restore with donate needs a writable buffer");
+      problems.Add([&] {
+        return "read-only: '" + Shown(have.path) +
+               "' is a ConstView; restore with donate needs a writable buffer";
+      });
       return false;
     });
   }
@@ -452,8 +485,8 @@ std::vector<std::string> TemplateMismatches(const std::vector<ManifestNode>& sto
 
 // Tensors of the template whose buffers overlap: decoding two stored tensors
 // into one buffer would leave one of them wrong.
-std::vector<std::string> AliasedBuffers(const std::vector<ManifestNode>& stored,
-                                        const std::vector<Tree*>& template_nodes) {
+TemplateProblems AliasedBuffers(const std::vector<ManifestNode>& stored,
+                                const std::vector<Tree*>& template_nodes) {
   struct Range {
     const std::byte* begin;
     const std::byte* end;
@@ -471,11 +504,13 @@ std::vector<std::string> AliasedBuffers(const std::vector<ManifestNode>& stored,
   }
   std::sort(ranges.begin(), ranges.end(),
             [](const Range& a, const Range& b) { return std::less<>()(a.begin, b.begin); });
-  std::vector<std::string> problems;
+  TemplateProblems problems;
   for (size_t i = 1; i < ranges.size(); ++i) {
     if (std::less<>()(ranges[i].begin, ranges[i - 1].end)) {
-      problems.push_back("aliased: '" + *ranges[i - 1].path + "' and '" + *ranges[i].path +
-                         "' share memory; restore with donate needs distinct buffers");
+      problems.Add([&] {
+        return "aliased: '" + *ranges[i - 1].path + "' and '" + *ranges[i].path +
+               "' share memory; restore with donate needs distinct buffers";
+      });
     }
   }
   return problems;
@@ -514,8 +549,7 @@ Status RestoreIntoTemplate(Store& store, const Manifest& manifest, Tree* state,
   // nodes matched by path.
   std::vector<Tree*> template_nodes;
   std::optional<std::vector<ManifestNode>> wanted;
-  if (!options.only_paths.empty() ||
-      !WalkAlongside(*state, "", 0, *stored, &template_nodes) ||
+  if (!options.only_paths.empty() || !WalkAlongside(*state, "", 0, *stored, &template_nodes) ||
       template_nodes.size() != stored->size()) {
     std::vector<const Tree*> sources;
     Result<std::vector<ManifestNode>> flat = FlattenTree(*state, &sources);
@@ -533,19 +567,11 @@ Status RestoreIntoTemplate(Store& store, const Manifest& manifest, Tree* state,
     }
     template_nodes = TemplateNodes(*stored, *wanted, sources);
   }
-  std::vector<std::string> problems = TemplateMismatches(
+  TemplateProblems problems = TemplateMismatches(
       *stored, template_nodes, wanted.has_value() ? &*wanted : nullptr, options.donate);
   if (options.donate && problems.empty()) problems = AliasedBuffers(*stored, template_nodes);
   if (!problems.empty()) {
-    std::string message = "the template does not match " + where + " (" +
-                          std::to_string(problems.size()) + " problems):";
-    // The first few name what went wrong; a template of another model
-    // would otherwise make a message of a line per leaf.
-    const size_t listed = std::min(problems.size(), kListedTemplateProblems);
-    for (size_t i = 0; i < listed; ++i) message += "\n  " + problems[i];
-    if (listed < problems.size()) {
-      message += "\n  ... and " + std::to_string(problems.size() - listed) + " more";
-    }
+    const std::string message = "the template does not match " + where + " " + problems.Text();
     return Status::InvalidArgument(message);
   }
 
