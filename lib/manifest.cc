@@ -28,8 +28,8 @@ std::string JoinPath(const std::string& parent, std::string_view part) {
 }
 
 // The number of nodes of `node`'s subtree (counted to kMaxTreeDepth), so that
-// FlattenTree allocates once: a vector of a million nodes grown by doubling
-// holds two copies at its peak.
+// FlattenTree refuses a tree too large before walking it, and allocates once:
+// a vector of a million nodes grown by doubling holds two copies at its peak.
 size_t CountNodes(const Tree& node, uint32_t depth) {
   size_t count = 1;
   if (depth > kMaxTreeDepth) return count;
@@ -37,8 +37,30 @@ size_t CountNodes(const Tree& node, uint32_t depth) {
   return count;
 }
 
-Status FlattenNode(const Tree& node, std::string key, std::string path, uint32_t depth,
-                   std::vector<ManifestNode>* out, std::vector<const Tree*>* sources) {
+// Walks a tree in pre-order for FlattenTree.
+class Flattener {
+ public:
+  Flattener(std::vector<ManifestNode>* out, std::vector<const Tree*>* sources, TreeDraft* draft)
+      : out_(out), sources_(sources), draft_(draft) {}
+
+  Status Visit(const Tree& node, std::string key, std::string path, uint32_t depth);
+  // The bytes of the keys and string values visited.
+  uint64_t text_bytes() const { return text_bytes_; }
+
+ private:
+  // A drafted node goes into the draft, except a tensor stored as chunks.
+  static bool KeptWhole(const ManifestNode& node) {
+    return node.kind == Tree::Kind::kTensor &&
+           (node.boxed || node.byte_size > kMaxInlineTensorBytes);
+  }
+
+  std::vector<ManifestNode>* const out_;
+  std::vector<const Tree*>* const sources_;
+  TreeDraft* const draft_;
+  uint64_t text_bytes_ = 0;
+};
+
+Status Flattener::Visit(const Tree& node, std::string key, std::string path, uint32_t depth) {
   if (depth > kMaxTreeDepth) {
     return Status::InvalidArgument("tree deeper than " + std::to_string(kMaxTreeDepth) +
                                    " levels at '" + path + "'");
@@ -79,19 +101,35 @@ Status FlattenNode(const Tree& node, std::string key, std::string path, uint32_t
     case Tree::Kind::kFloat: flat.float_value = node.float_value(); break;
     case Tree::Kind::kString: flat.string_value = node.string_value(); break;
   }
-  out->push_back(std::move(flat));
-  if (sources != nullptr) sources->push_back(&node);
+  text_bytes_ += flat.key.size() + flat.string_value.size();
+  if (draft_ == nullptr || KeptWhole(flat)) {
+    if (draft_ != nullptr) {
+      // Its key takes its index now, as it would packed in place.
+      if (!flat.key.empty()) draft_->packer->KeyIndex(flat.key);
+      draft_->kept_at.push_back(draft_->packed.size());
+    }
+    out_->push_back(std::move(flat));
+    if (sources_ != nullptr) sources_->push_back(&node);
+  } else {
+    // Copied now: the blocking phase copies all a save keeps of the
+    // caller's memory.
+    if (flat.kind == Tree::Kind::kTensor && flat.byte_size > 0) {
+      flat.inlined = true;
+      flat.inline_bytes.assign(reinterpret_cast<const char*>(node.tensor().data()), flat.byte_size);
+    }
+    draft_->packer->Append(flat, &draft_->packed);
+  }
   const bool is_map = node.kind() == Tree::Kind::kMap;
   Status status;
   size_t index = 0;
-  node.ForEachChild([&](std::string_view key, const Tree& child) {
+  node.ForEachChild([&](std::string_view child_key, const Tree& child) {
     if (!status.ok()) return;
-    std::string part = is_map ? std::string(key) : std::to_string(index++);
-    status = FlattenNode(child, is_map ? part : std::string(), JoinPath(path, part), depth + 1,
-                         out, sources);
+    std::string part = is_map ? std::string(child_key) : std::to_string(index++);
+    status = Visit(child, is_map ? part : std::string(), JoinPath(path, part), depth + 1);
   });
   return status;
 }
+
 
 Status Invalid(size_t index, const std::string& what) {
   return Status::Corruption("manifest node " + std::to_string(index) + ": " + what);
@@ -196,27 +234,32 @@ Status CheckTree(std::vector<ManifestNode>* nodes, ManifestScope scope) {
 
 }  // namespace
 
-Result<std::vector<ManifestNode>> FlattenTree(const Tree& tree,
-                                              std::vector<const Tree*>* sources) {
-  std::vector<ManifestNode> nodes;
+TreeDraft::TreeDraft() : packer(std::make_unique<TreePacker>()) {}
+TreeDraft::~TreeDraft() = default;
+TreeDraft::TreeDraft(TreeDraft&&) noexcept = default;
+TreeDraft& TreeDraft::operator=(TreeDraft&&) noexcept = default;
+
+Result<std::vector<ManifestNode>> FlattenTree(const Tree& tree, std::vector<const Tree*>* sources,
+                                              TreeDraft* draft) {
   const size_t count = CountNodes(tree, 0);
-  if (count <= kMaxTreeNodes) nodes.reserve(count);
-  if (sources != nullptr) {
-    sources->clear();
-    if (count <= kMaxTreeNodes) sources->reserve(count);
-  }
-  Status status = FlattenNode(tree, "", "", 0, &nodes, sources);
-  if (!status.ok()) return status;
-  if (nodes.size() > kMaxTreeNodes) {
-    return Status::InvalidArgument("tree of " + std::to_string(nodes.size()) + " nodes; at most " +
+  if (count > kMaxTreeNodes) {
+    return Status::InvalidArgument("tree of " + std::to_string(count) + " nodes; at most " +
                                    std::to_string(kMaxTreeNodes) + " are supported");
   }
+  std::vector<ManifestNode> nodes;
+  if (sources != nullptr) sources->clear();
+  // A draft keeps few nodes (the tensors stored as chunks).
+  if (draft == nullptr) {
+    nodes.reserve(count);
+    if (sources != nullptr) sources->reserve(count);
+  }
+  Flattener flattener(&nodes, sources, draft);
+  Status status = flattener.Visit(tree, "", "", 0);
+  if (!status.ok()) return status;
   // FlatBuffers caps a buffer at 2 GiB: keep keys and strings well below.
-  uint64_t text_bytes = 0;
-  for (const ManifestNode& node : nodes) text_bytes += node.key.size() + node.string_value.size();
-  if (text_bytes > kMaxTreeTextBytes) {
+  if (flattener.text_bytes() > kMaxTreeTextBytes) {
     return Status::InvalidArgument("the tree's keys and strings take " +
-                                   std::to_string(text_bytes) + " bytes; at most " +
+                                   std::to_string(flattener.text_bytes()) + " bytes; at most " +
                                    std::to_string(kMaxTreeTextBytes) + " are supported");
   }
   return nodes;
@@ -471,13 +514,9 @@ std::string EncodeNodeTables(const Manifest& manifest) {
   return std::string(reinterpret_cast<const char*>(builder.GetBufferPointer()), builder.GetSize());
 }
 
-}  // namespace
-
-std::string EncodeManifest(const Manifest& manifest, ManifestLayout layout) {
-  if (layout == ManifestLayout::kNodeTables) return EncodeNodeTables(manifest);
-  std::vector<std::string_view> keys;
-  std::string tree;
-  PackTree(manifest.nodes, &keys, &tree);
+// A packed manifest (version 3) of `manifest`'s header, `keys` and `tree`.
+std::string EncodePacked(const Manifest& manifest, const std::vector<std::string_view>& keys,
+                         const std::string& tree) {
   flatbuffers::FlatBufferBuilder builder(1024 + tree.size() + keys.size() * 16);
   // First, so that it ends the buffer (FlatBuffers builds back to front):
   // every truncation then cuts bytes the checksum covers.
@@ -495,6 +534,31 @@ std::string EncodeManifest(const Manifest& manifest, ManifestLayout layout) {
                                  XXH3_64bits(tree.data(), tree.size()));
   fb::FinishManifestBuffer(builder, root);
   return std::string(reinterpret_cast<const char*>(builder.GetBufferPointer()), builder.GetSize());
+}
+
+}  // namespace
+
+std::string EncodeManifest(const Manifest& manifest, ManifestLayout layout) {
+  if (layout == ManifestLayout::kNodeTables) return EncodeNodeTables(manifest);
+  TreePacker packer;
+  std::string tree;
+  for (const ManifestNode& node : manifest.nodes) packer.Append(node, &tree);
+  return EncodePacked(manifest, packer.keys(), tree);
+}
+
+std::string EncodeManifest(const Manifest& manifest, TreeDraft draft) {
+  assert(manifest.nodes.size() == draft.kept_at.size());
+  std::string tree;
+  tree.reserve(draft.packed.size() + manifest.nodes.size() * 64);
+  size_t from = 0;
+  for (size_t k = 0; k < manifest.nodes.size(); ++k) {
+    tree.append(draft.packed, from, draft.kept_at[k] - from);
+    draft.packer->Append(manifest.nodes[k], &tree);
+    from = draft.kept_at[k];
+  }
+  tree.append(draft.packed, from);
+  draft.packed = {};  // copied: its memory goes before the builder takes its own
+  return EncodePacked(manifest, draft.packer->keys(), tree);
 }
 
 namespace {

@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <functional>
 #include <map>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -92,12 +93,37 @@ struct Manifest {
   std::vector<ManifestNode> nodes;  // pre-order; nodes[0] is the root
 };
 
+class TreePacker;  // manifest_packed.h
+
+// A save's packed tree (format version 3) drafted while its state is
+// flattened: every node is packed at once but the tensors stored as chunks,
+// whose chunk lists are known only once they are hashed and written, which
+// are kept whole (ManifestNodes) and marked where they go. A step of a
+// million tiny leaves then holds about 30 bytes a leaf until its commit
+// rather than a ManifestNode (about 300 with its path and buffers).
+struct TreeDraft {
+  TreeDraft();
+  ~TreeDraft();
+  TreeDraft(TreeDraft&&) noexcept;
+  TreeDraft& operator=(TreeDraft&&) noexcept;
+
+  std::unique_ptr<TreePacker> packer;  // holds the keys met so far
+  std::string packed;                  // the packed nodes, kept ones left out
+  // Per kept node, in pre-order: where in `packed` its bytes go.
+  std::vector<size_t> kept_at;
+};
+
 // The nodes of `tree` in pre-order, with paths and byte sizes, chunk lists
 // empty; `sources`, if given, gets the tree node of each (parallel to the
-// result), so callers need not look paths up again. InvalidArgument for a
-// tree deeper than kMaxTreeDepth.
+// result), so callers need not look paths up again. With a `draft`, only
+// the tensors stored as chunks are returned (and their sources): the other
+// nodes are packed into `draft`, whole tensors of 1 to kMaxInlineTensorBytes
+// bytes with their bytes (inlined). InvalidArgument for a tree deeper than
+// kMaxTreeDepth, of more than kMaxTreeNodes nodes or kMaxTreeTextBytes of
+// keys and strings.
 Result<std::vector<ManifestNode>> FlattenTree(const Tree& tree,
-                                              std::vector<const Tree*>* sources = nullptr);
+                                              std::vector<const Tree*>* sources = nullptr,
+                                              TreeDraft* draft = nullptr);
 
 // A tree with the structure and scalar values of `nodes` (a subtree in
 // pre-order, its root first; the root's key is ignored), and tensors
@@ -152,6 +178,10 @@ std::vector<BoxChunks> BoxesOf(const ManifestNode& node);
 enum class ManifestLayout { kPacked, kNodeTables };
 std::string EncodeManifest(const Manifest& manifest,
                            ManifestLayout layout = ManifestLayout::kPacked);
+// The packed manifest of a drafted save: `manifest.nodes` are the kept
+// nodes of `draft`, in its order, their chunk lists filled in. The bytes are
+// those EncodeManifest gives for the whole node list.
+std::string EncodeManifest(const Manifest& manifest, TreeDraft draft);
 
 // Which manifests DecodeManifest accepts.
 enum class ManifestScope {

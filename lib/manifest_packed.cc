@@ -2,7 +2,6 @@
 
 #include <bit>
 #include <cstring>
-#include <unordered_map>
 
 #include "coding.h"
 
@@ -85,55 +84,52 @@ class TreeReader {
 
 }  // namespace
 
-void PackTree(const std::vector<ManifestNode>& nodes, std::vector<std::string_view>* keys,
-              std::string* tree) {
-  std::unordered_map<std::string_view, uint64_t> key_index;
-  for (size_t i = 0; i < keys->size(); ++i) key_index.emplace((*keys)[i], i);
-  for (const ManifestNode& node : nodes) {
-    const bool is_tensor = node.kind == Tree::Kind::kTensor;
-    uint8_t header = static_cast<uint8_t>(node.kind) & kKindMask;
-    if (!node.key.empty()) header |= kHasKey;
-    if (node.child_count != 0) header |= kHasChildren;
-    if (is_tensor && node.boxed) header |= kBoxed;
-    if (is_tensor && node.inlined) header |= kInlined;
-    if (is_tensor && !node.chunks.empty()) header |= kHasChunks;
-    tree->push_back(static_cast<char>(header));
-    if (!node.key.empty()) {
-      auto [at, added] = key_index.try_emplace(node.key, keys->size());
-      if (added) keys->push_back(node.key);
-      AppendVarint64(tree, at->second);
-    }
-    if (node.child_count != 0) AppendVarint64(tree, node.child_count);
-    switch (node.kind) {
-      case Tree::Kind::kTensor:
-        tree->push_back(static_cast<char>(node.dtype));
-        AppendLongs(tree, node.shape);
-        if (node.inlined) AppendBytes(tree, node.inline_bytes);
-        if (node.boxed) {
-          AppendVarint64(tree, node.boxes.size());
-          for (const ManifestBox& box : node.boxes) {
-            AppendLongs(tree, box.box.start);
-            AppendLongs(tree, box.box.shape);
-            AppendVarint64(tree, box.chunk_count);
-          }
+uint64_t TreePacker::KeyIndex(const std::string& key) {
+  auto [at, added] = index_.try_emplace(key, keys_.size());
+  if (added) keys_.push_back(at->first);
+  return at->second;
+}
+
+void TreePacker::Append(const ManifestNode& node, std::string* tree) {
+  const bool is_tensor = node.kind == Tree::Kind::kTensor;
+  uint8_t header = static_cast<uint8_t>(node.kind) & kKindMask;
+  if (!node.key.empty()) header |= kHasKey;
+  if (node.child_count != 0) header |= kHasChildren;
+  if (is_tensor && node.boxed) header |= kBoxed;
+  if (is_tensor && node.inlined) header |= kInlined;
+  if (is_tensor && !node.chunks.empty()) header |= kHasChunks;
+  tree->push_back(static_cast<char>(header));
+  if (!node.key.empty()) AppendVarint64(tree, KeyIndex(node.key));
+  if (node.child_count != 0) AppendVarint64(tree, node.child_count);
+  switch (node.kind) {
+    case Tree::Kind::kTensor:
+      tree->push_back(static_cast<char>(node.dtype));
+      AppendLongs(tree, node.shape);
+      if (node.inlined) AppendBytes(tree, node.inline_bytes);
+      if (node.boxed) {
+        AppendVarint64(tree, node.boxes.size());
+        for (const ManifestBox& box : node.boxes) {
+          AppendLongs(tree, box.box.start);
+          AppendLongs(tree, box.box.shape);
+          AppendVarint64(tree, box.chunk_count);
         }
-        if (node.chunks.empty()) break;
-        AppendVarint64(tree, node.chunks.size());
-        for (const ChunkRef& chunk : node.chunks) {
-          AppendLittleEndian(tree, chunk.digest.low, 8);
-          AppendLittleEndian(tree, chunk.digest.high, 8);
-          AppendVarint64(tree, chunk.raw_size);
-          AppendVarint64(tree, chunk.stored_size);
-        }
-        break;
-      case Tree::Kind::kInt:
-      case Tree::Kind::kBool: AppendSigned(tree, node.int_value); break;
-      case Tree::Kind::kFloat:
-        AppendLittleEndian(tree, std::bit_cast<uint64_t>(node.float_value), 8);
-        break;
-      case Tree::Kind::kString: AppendBytes(tree, node.string_value); break;
-      default: break;  // containers: their children follow
-    }
+      }
+      if (node.chunks.empty()) break;
+      AppendVarint64(tree, node.chunks.size());
+      for (const ChunkRef& chunk : node.chunks) {
+        AppendLittleEndian(tree, chunk.digest.low, 8);
+        AppendLittleEndian(tree, chunk.digest.high, 8);
+        AppendVarint64(tree, chunk.raw_size);
+        AppendVarint64(tree, chunk.stored_size);
+      }
+      break;
+    case Tree::Kind::kInt:
+    case Tree::Kind::kBool: AppendSigned(tree, node.int_value); break;
+    case Tree::Kind::kFloat:
+      AppendLittleEndian(tree, std::bit_cast<uint64_t>(node.float_value), 8);
+      break;
+    case Tree::Kind::kString: AppendBytes(tree, node.string_value); break;
+    default: break;  // containers: their children follow
   }
 }
 

@@ -122,25 +122,16 @@ Result<std::shared_ptr<PendingSave>> SavePipeline::Prepare(
   save->recheck_caller_bytes_ = source == Source::kCallerBuffers;
   Manifest& manifest = save->manifest_;
   manifest = std::move(header);
+  // A single process packing its manifest drafts it: only the tensors
+  // stored as chunks stay nodes until the commit.
+  if (store_->packs_manifests() && settings_.process_count == 1) save->draft_.emplace();
   std::vector<const Tree*> sources;  // the state's node of each manifest node
-  Result<std::vector<ManifestNode>> nodes = FlattenTree(state, &sources);
+  Result<std::vector<ManifestNode>> nodes =
+      FlattenTree(state, &sources, save->draft_ ? &*save->draft_ : nullptr);
   if (!nodes.ok()) return nodes.status();
   manifest.nodes = std::move(*nodes);
   Status status = AssignBoxes(&manifest);
   if (!status.ok()) return status;
-  // Whole tensors small enough live in the manifest, copied now (the
-  // blocking phase copies everything a save keeps of the caller's memory),
-  // in stores whose manifests can hold them.
-  for (uint32_t n = 0; n < manifest.nodes.size() && store_->packs_manifests(); ++n) {
-    ManifestNode& node = manifest.nodes[n];
-    if (node.kind != Tree::Kind::kTensor || node.boxed || node.byte_size == 0 ||
-        node.byte_size > kMaxInlineTensorBytes) {
-      continue;
-    }
-    node.inlined = true;
-    node.inline_bytes.assign(reinterpret_cast<const char*>(sources[n]->tensor().data()),
-                             node.byte_size);
-  }
 
   // Tensors declared unchanged take the previous save's chunk list, unread,
   // when the store still holds every chunk of it: a broken promise then
@@ -148,16 +139,15 @@ Result<std::shared_ptr<PendingSave>> SavePipeline::Prepare(
   // is not theirs.
   std::vector<bool> reused(manifest.nodes.size(), false);
   if (!assume_unchanged.empty()) {
-    if (std::optional<std::string> missing = MissingPath(manifest.nodes, assume_unchanged)) {
-      return Status::InvalidArgument("assume_unchanged names '" + *missing +
-                                     "', which the state does not hold");
+    for (const std::string& path : assume_unchanged) {
+      if (state.Find(path) == nullptr) {
+        return Status::InvalidArgument("assume_unchanged names '" + path +
+                                       "', which the state does not hold");
+      }
     }
     for (uint32_t n = 0; n < manifest.nodes.size(); ++n) {
       ManifestNode& node = manifest.nodes[n];
-      if (node.kind != Tree::Kind::kTensor || node.inlined ||
-          !IsUnderAny(node.path, assume_unchanged)) {
-        continue;
-      }
+      if (node.kind != Tree::Kind::kTensor || !IsUnderAny(node.path, assume_unchanged)) continue;
       auto previous = last_save_.find(node.path);
       if (previous == last_save_.end() || !SameLayout(previous->second.node, node)) continue;
       std::vector<ChunkRef> chunks = previous->second.node.chunks;
@@ -190,7 +180,7 @@ Result<std::shared_ptr<PendingSave>> SavePipeline::Prepare(
   std::vector<Piece> pieces;
   for (uint32_t n = 0; n < manifest.nodes.size(); ++n) {
     ManifestNode& node = manifest.nodes[n];
-    if (node.kind != Tree::Kind::kTensor || node.inlined || reused[n]) continue;
+    if (node.kind != Tree::Kind::kTensor || reused[n]) continue;
     // Each box's bytes (the whole tensor's, unboxed) are cut into chunks.
     node.chunks.clear();
     std::vector<const std::byte*> box_data = BoxBuffers(*sources[n], node);
@@ -255,10 +245,9 @@ Result<std::shared_ptr<PendingSave>> SavePipeline::Prepare(
   // Only chunks the store lacks are written, each distinct one once.
   std::map<ChunkDigest, PendingSave::Chunk> fresh;  // ordered: written in digest order
   std::vector<Piece*> copied;  // pieces whose speculative copy a new chunk keeps
-  // Tensors kept in the manifest have no chunks to reuse or predict.
   std::map<std::string, SavedTensor> this_save;
   for (const ManifestNode& node : manifest.nodes) {
-    if (node.kind == Tree::Kind::kTensor && !node.inlined) {
+    if (node.kind == Tree::Kind::kTensor) {
       this_save[node.path].chunk_was_new.assign(node.chunks.size(), false);
     }
   }
@@ -304,7 +293,7 @@ Result<std::shared_ptr<PendingSave>> SavePipeline::Prepare(
   }
   for (Piece* piece : copied) piece->slot.reset();  // the save owns them now
   for (const ManifestNode& node : manifest.nodes) {
-    if (node.kind == Tree::Kind::kTensor && !node.inlined) this_save[node.path].node = node;
+    if (node.kind == Tree::Kind::kTensor) this_save[node.path].node = node;
   }
   last_save_ = std::move(this_save);
   delta_bases_ = std::move(copies);  // the chunks point into its vectors, which stay put
@@ -409,6 +398,10 @@ Status SavePipeline::CommitLocally(PendingSave& save) {
     if (!node.boxed) continue;
     Status status = SetBoxes(&node, BoxesOf(node));
     if (!status.ok()) return status;
+  }
+  if (save.draft_) {
+    std::string encoded = EncodeManifest(manifest, *std::exchange(save.draft_, std::nullopt));
+    return store_->CommitStep(manifest.step, std::move(encoded), save.new_chunks_);
   }
   const ManifestLayout layout =
       store_->packs_manifests() ? ManifestLayout::kPacked : ManifestLayout::kNodeTables;

@@ -57,7 +57,8 @@ class PendingSave {
   PendingSave(const PendingSave&) = delete;
   PendingSave& operator=(const PendingSave&) = delete;
 
-  // The step's manifest; chunk stored sizes are final once committed.
+  // The step's manifest (its header, and the tensors stored as chunks alone
+  // when drafted); chunk stored sizes are final once committed.
   const Manifest& manifest() const { return manifest_; }
   Manifest& mutable_manifest() { return manifest_; }
   // New chunks the writer will write.
@@ -140,7 +141,10 @@ class PendingSave {
   // the writer owns every slot; the stager keeps the rest.
   size_t StopWriter() EXCLUDES(mu_);
 
+  // Drafted saves (packed manifests, one process): `manifest_.nodes` are
+  // the draft's kept nodes, the tensors stored as chunks.
   Manifest manifest_;
+  std::optional<TreeDraft> draft_;
   std::vector<Chunk> chunks_;  // the new chunks, digest order
   std::vector<IndexEntry> new_chunks_;
   std::optional<uint64_t> generation_;

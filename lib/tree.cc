@@ -319,7 +319,8 @@ const Tree* Tree::Find(std::string_view path) const {
       node = &node->children_[index];
     } else if (node->kind_ == Kind::kList) {
       size_t index = 0;
-      if (part.empty() || part.size() > 18) return nullptr;
+      // Indices are written as FlattenTree writes them: no leading zeros.
+      if (part.empty() || part.size() > 18 || (part.size() > 1 && part[0] == '0')) return nullptr;
       for (char c : part) {
         if (c < '0' || c > '9') return nullptr;
         index = index * 10 + static_cast<size_t>(c - '0');

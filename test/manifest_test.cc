@@ -113,12 +113,13 @@ const ManifestNode& NodeAt(const std::vector<ManifestNode>& nodes, const std::st
   return nodes.front();
 }
 
-// Cuts every tensor node's bytes into chunks of at most `chunk_size` bytes,
-// with distinct made-up digests.
+// Cuts every tensor node's bytes (but inline ones, and those given chunks
+// already) into chunks of at most `chunk_size` bytes, with distinct made-up
+// digests.
 void AssignChunks(std::vector<ManifestNode>* nodes, uint32_t chunk_size) {
   uint64_t counter = 1;
   for (ManifestNode& node : *nodes) {
-    if (node.kind != Tree::Kind::kTensor) continue;
+    if (node.kind != Tree::Kind::kTensor || node.inlined || !node.chunks.empty()) continue;
     for (uint64_t offset = 0; offset < node.byte_size; offset += chunk_size) {
       const auto raw_size =
           static_cast<uint32_t>(std::min<uint64_t>(chunk_size, node.byte_size - offset));
@@ -728,6 +729,55 @@ TEST(ManifestTest, TinyTensorsLiveInTheManifest) {
     }
     ExpectDecodeCode(EncodeManifest(spoiled), Status::Code::kCorruption);
   }
+}
+
+// A save drafts its tree: every node is packed as it is flattened, but the
+// tensors stored as chunks, which are spliced in at the commit. The bytes are
+// those of the whole node list with the same tensors inline.
+TEST(ManifestTest, DraftedTreeEncodesAsTheWholeNodeList) {
+  Tree tree = RichTree();
+  ShardedTensor sharded;
+  sharded.dtype = DType::kFloat32;
+  sharded.global_shape = {2, 2};
+  sharded.shards.push_back({{0, 0}, Filled(DType::kFloat32, {1, 2}), 0});
+  sharded.shards.push_back({{1, 0}, Filled(DType::kFloat32, {1, 2}), 0});
+  ASSERT_OK(tree.SetPath("sharded", Tree::Sharded(std::move(sharded)).value()));
+  Manifest whole = ManifestOf(tree);
+  whole.nodes = FlattenTree(tree).value();
+  for (ManifestNode& node : whole.nodes) {
+    if (node.kind != Tree::Kind::kTensor || node.boxed || node.byte_size == 0 ||
+        node.byte_size > kMaxInlineTensorBytes) {
+      continue;
+    }
+    node.inlined = true;
+    const Tensor& tensor = tree.Find(node.path)->tensor();
+    node.inline_bytes.assign(reinterpret_cast<const char*>(tensor.data()), tensor.byte_size());
+  }
+  // A chunk per box of the sharded tensor, and chunks for the rest.
+  auto chunk = [](std::vector<ManifestNode>* nodes) {
+    for (ManifestNode& node : *nodes) {
+      if (!node.boxed) continue;
+      for (ManifestBox& box : node.boxes) {
+        box.chunk_count = 1;
+        node.chunks.push_back({ChunkDigest{static_cast<uint64_t>(box.box.start[0]), 7}, 8, 5});
+      }
+    }
+    AssignChunks(nodes, 4096);
+  };
+  chunk(&whole.nodes);
+
+  Manifest drafted = whole;
+  TreeDraft draft;
+  std::vector<const Tree*> sources;
+  drafted.nodes = FlattenTree(tree, &sources, &draft).value();
+  EXPECT_EQ(PathsOf(drafted.nodes), (std::vector<std::string>{"params/kernel", "sharded"}));
+  ASSERT_EQ(sources.size(), 2u);
+  EXPECT_EQ(sources[0], tree.Find("params/kernel"));
+  EXPECT_EQ(sources[1], tree.Find("sharded"));
+  chunk(&drafted.nodes);
+  const std::string bytes = EncodeManifest(whole);
+  EXPECT_EQ(EncodeManifest(drafted, std::move(draft)), bytes);
+  ASSERT_OK(DecodeManifest(bytes).status());
 }
 
 TEST(ManifestTest, PackedTreeTakesFewBytesPerLeaf) {

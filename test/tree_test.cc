@@ -38,6 +38,10 @@ TEST(TreeSetPathTest, EntersExistingListsByIndex) {
   EXPECT_EQ(tree.Find("layers/0/w")->float_value(), 0.5);
   ASSERT_OK(tree.SetPath("layers/0", Tree::Int(9)));
   EXPECT_EQ(tree.Find("layers/0")->int_value(), 9);
+  // An index is written as paths write it: "01" is no element.
+  EXPECT_EQ(tree.Find("layers/00"), nullptr);
+  EXPECT_EQ(tree.Find("layers/01"), nullptr);
+  EXPECT_FALSE(tree.SetPath("layers/00/w", Tree::Float(1)).ok());
 }
 
 TEST(TreeSetPathTest, ARefusedPathChangesNothing) {
