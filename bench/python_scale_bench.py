@@ -8,8 +8,10 @@ Operations: save_flat (a flat dict of N scalars, its keys inserted in a
 shuffled order, saved: the tree is built from the dict and written), save (N tiny numpy arrays in a nested dict, "layers/123/attn/q/kernel" as
 bench/scale_bench.cc lays them out, keys set in a shuffled order), restore
 (that state into the same structure as template). Prints one line:
-"python-scale operation=... n=... seconds=... peak_rss_mb=...", the peak
-taken from the kernel (VmHWM) after resetting it before the operation.
+"python-scale operation=... n=... seconds=... peak_rss_mb=... before_rss_mb=...",
+the peak taken from the kernel (VmHWM) after resetting it before the
+operation, and what the process held before it (the interpreter, the state
+and the open store).
 """
 
 import random
@@ -29,10 +31,11 @@ def reset_peak():
         clear.write("5")
 
 
-def peak_megabytes():
+def status_megabytes(field):
+    """VmHWM: the peak resident size since the last reset; VmRSS: now."""
     with open("/proc/self/status") as status:
         for line in status:
-            if line.startswith("VmHWM:"):
+            if line.startswith(field):
                 return int(line.split()[1]) / 1024
     return 0.0
 
@@ -57,6 +60,7 @@ def main():
             else nested_state(n)
         ckpt = ckptdb.Checkpointer(directory, save_interval_steps=1)
         reset_peak()
+        before = status_megabytes("VmRSS:")
         start = time.perf_counter()
         ckpt.save(state, step=1)
         ckpt.wait_until_finished()
@@ -67,6 +71,7 @@ def main():
             ckpt.save(state, step=1)
             ckpt.wait_until_finished()
         reset_peak()
+        before = status_megabytes("VmRSS:")
         start = time.perf_counter()
         ckpt.restore(state, step=1)
     else:
@@ -74,7 +79,7 @@ def main():
     seconds = time.perf_counter() - start
     ckpt.close()
     print(f"python-scale operation={operation} n={n} seconds={seconds:.3f} "
-          f"peak_rss_mb={peak_megabytes():.0f}", flush=True)
+          f"peak_rss_mb={status_megabytes('VmHWM:'):.0f} before_rss_mb={before:.0f}", flush=True)
 
 
 if __name__ == "__main__":
