@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <cstring>
+#include <functional>
+#include <future>
 
 #include "chunk_codec.h"
 #include "cleanup.h"
@@ -46,6 +48,11 @@ Result<size_t> PendingSave::AwaitStaged(size_t count) {
   MutexLock lock(&mu_);
   while (staged_ < count && abandoned_.ok()) progress_.Wait();
   if (staged_ < count) return abandoned_;
+  return staged_;
+}
+
+size_t PendingSave::Staged() {
+  MutexLock lock(&mu_);
   return staged_;
 }
 
@@ -522,11 +529,53 @@ Status SavePipeline::WriteChunks(PendingSave& save) {
   // Compress a window of staged chunks in parallel, then append them in
   // digest order; the window (WriterWindow() chunks' worth of bytes) bounds
   // the memory held by compressed chunks. The writer takes what is staged,
-  // never waiting for more than one chunk.
+  // never waiting for more than one chunk. A window is appended on a thread
+  // of its own while the next one compresses: appending is mostly the
+  // kernel copying into the page cache, which would otherwise leave the
+  // cores that compress idle.
   const uint64_t window_bytes = uint64_t{WriterWindow()} * settings_.chunk_size_bytes;
-  std::vector<std::string>& encoded = encode_buffers_;
-  std::vector<uint8_t> depth;  // as stored: 0 whole, else a delta's depth
-  for (size_t begin = 0; begin < chunks.size();) {
+  struct Window {
+    size_t begin = 0;
+    size_t end = 0;
+    std::vector<std::string>* encoded = nullptr;
+    std::vector<uint8_t> depth;  // as stored: 0 whole, else a delta's depth
+  };
+  Window windows[2] = {{0, 0, &encode_buffers_[0], {}}, {0, 0, &encode_buffers_[1], {}}};
+  auto append = [&](const Window& window) -> Status {
+    for (size_t i = 0; i < window.end - window.begin; ++i) {
+      const PendingSave::Chunk& chunk = chunks[window.begin + i];
+      const std::string& stored = (*window.encoded)[i];
+      Status status = (*writer)->Add(chunk.digest, stored);
+      if (!status.ok()) return status;
+      const auto stored_size = static_cast<uint32_t>(stored.size());
+      for (const auto& [node, k] : chunk.refs) {
+        save.manifest_.nodes[node].chunks[k].stored_size = stored_size;
+      }
+      ChunkLocation location;
+      location.generation = (*writer)->generation();
+      location.raw_size = chunk.size;
+      location.stored_size = stored_size;
+      if (window.depth[i] != 0) {
+        location.delta_depth = window.depth[i];
+        location.delta_base = chunk.delta->digest;
+      }
+      index_entries->push_back({chunk.digest, location});
+    }
+    release_until(window.end);
+    return Status::OK();
+  };
+  // The previous window's append; joined before its buffers are reused and
+  // before any return (it is declared after `stop`, which releases slots).
+  std::future<Status> appending;
+  auto appended = [&]() -> Status { return appending.valid() ? appending.get() : Status::OK(); };
+  for (size_t begin = 0, parity = 0; begin < chunks.size(); parity ^= 1) {
+    // The writer waits for the stager only with every window appended: the
+    // stager may be waiting for the slots of the window being appended, or
+    // for those of one whose append failed (released when the writer stops).
+    if (save.Staged() <= begin) {
+      Status previous = appended();
+      if (!previous.ok()) return previous;
+    }
     Result<size_t> staged = save.AwaitStaged(begin + 1);
     if (!staged.ok()) return staged.status();
     size_t end = begin + 1;
@@ -535,9 +584,13 @@ Status SavePipeline::WriteChunks(PendingSave& save) {
          ++end) {
       bytes += chunks[end].size;
     }
+    Window& window = windows[parity];
+    window.begin = begin;
+    window.end = end;
     const size_t count = end - begin;
+    std::vector<std::string>& encoded = *window.encoded;
     if (encoded.size() < count) encoded.resize(count);
-    depth.assign(count, 0);
+    window.depth.assign(count, 0);
     Status status = ParallelFor(count, settings_.threads, [&](size_t i) {
       const PendingSave::Chunk& chunk = chunks[begin + i];
       ChunkEncoding encoding = base;
@@ -566,34 +619,23 @@ Status SavePipeline::WriteChunks(PendingSave& save) {
         EncodeChunk(bytes, chunk.size, encoding, &encoded[i]);
       }
       const bool stored_as_delta = StoredChunkCodec(encoded[i]) == ChunkCodec::kDelta;
-      depth[i] = stored_as_delta ? chunk.delta->depth : 0;
+      window.depth[i] = stored_as_delta ? chunk.delta->depth : 0;
       if (!stored_as_delta) whole_stored_size = static_cast<uint32_t>(encoded[i].size());
       for (PendingSave::PositionCopy* copy : chunk.copies) {
-        RefreshCopy(copy, chunk.digest, depth[i], whole_stored_size, bytes, chunk.size);
+        RefreshCopy(copy, chunk.digest, window.depth[i], whole_stored_size, bytes, chunk.size);
       }
       return Status::OK();
     });
+    Status previous = appended();
+    if (!previous.ok()) return previous;
     if (!status.ok()) return status;
-    for (size_t i = 0; i < count; ++i) {
-      const PendingSave::Chunk& chunk = chunks[begin + i];
-      status = (*writer)->Add(chunk.digest, encoded[i]);
-      if (!status.ok()) return status;
-      const auto stored_size = static_cast<uint32_t>(encoded[i].size());
-      for (const auto& [node, k] : chunk.refs) {
-        save.manifest_.nodes[node].chunks[k].stored_size = stored_size;
-      }
-      ChunkLocation location;
-      location.generation = (*writer)->generation();
-      location.raw_size = chunk.size;
-      location.stored_size = stored_size;
-      if (depth[i] != 0) {
-        location.delta_depth = depth[i];
-        location.delta_base = chunk.delta->digest;
-      }
-      index_entries->push_back({chunk.digest, location});
-    }
-    release_until(end);
     begin = end;
+    if (begin == chunks.size()) {
+      status = append(window);  // the last window: nothing to overlap
+      if (!status.ok()) return status;
+    } else {
+      appending = std::async(std::launch::async, append, std::cref(window));
+    }
   }
   return (*writer)->Finish();
 }

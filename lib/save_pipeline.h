@@ -134,6 +134,8 @@ class PendingSave {
   // it gave up (compressing earlier would slow down the caller's blocking
   // phase, which has the cores to itself until then).
   void AwaitWriterStart() EXCLUDES(mu_);
+  // How many chunks are staged now.
+  size_t Staged() EXCLUDES(mu_);
   // Waits until at least `count` chunks are staged and returns how many
   // are; the stager's error if it gave up first.
   Result<size_t> AwaitStaged(size_t count) EXCLUDES(mu_);
@@ -246,10 +248,11 @@ class SavePipeline {
   Store* const store_;
   const Settings settings_;
   std::unique_ptr<StagingPool> staging_;  // made by the first staged save
-  // The writer's compressed chunks, one per chunk of its window, kept from
-  // save to save: fresh buffers would cost a page fault per 4 KiB each time
-  // (more than compressing the page).
-  std::vector<std::string> encode_buffers_;
+  // The writer's compressed chunks, one per chunk of a window, for the
+  // window being compressed and the one being appended, kept from save to
+  // save: fresh buffers would cost a page fault per 4 KiB each time (more
+  // than compressing the page).
+  std::vector<std::string> encode_buffers_[2];
   // Per tensor path, the previous save's tensor: its chunk list (reused for
   // assume_unchanged) and which of its chunks were new then. Chunks that
   // were not (frozen weights) are hashed without a speculative copy.
