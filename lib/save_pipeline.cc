@@ -505,7 +505,7 @@ void RefreshCopy(PendingSave::PositionCopy* copy, const ChunkDigest& digest, uin
 Status SavePipeline::WriteChunks(PendingSave& save) {
   std::vector<IndexEntry>* index_entries = &save.new_chunks_;
   std::vector<PendingSave::Chunk>& chunks = save.chunks_;
-  // The writer releases the slots of the chunks it has written as it goes,
+  // The writer releases the slots of the chunks it has compressed as it goes,
   // and on every exit those of every chunk handed to it.
   size_t released = 0;
   auto release_until = [&](size_t end) {
@@ -561,7 +561,6 @@ Status SavePipeline::WriteChunks(PendingSave& save) {
       }
       index_entries->push_back({chunk.digest, location});
     }
-    release_until(window.end);
     return Status::OK();
   };
   // The previous window's append; joined before its buffers are reused and
@@ -569,9 +568,9 @@ Status SavePipeline::WriteChunks(PendingSave& save) {
   std::future<Status> appending;
   auto appended = [&]() -> Status { return appending.valid() ? appending.get() : Status::OK(); };
   for (size_t begin = 0, parity = 0; begin < chunks.size(); parity ^= 1) {
-    // The writer waits for the stager only with every window appended: the
-    // stager may be waiting for the slots of the window being appended, or
-    // for those of one whose append failed (released when the writer stops).
+    // The writer waits for the stager only with every window appended: an
+    // append that failed must stop the writer, whose stop hands the stager
+    // back every slot.
     if (save.Staged() <= begin) {
       Status previous = appended();
       if (!previous.ok()) return previous;
@@ -629,6 +628,9 @@ Status SavePipeline::WriteChunks(PendingSave& save) {
     Status previous = appended();
     if (!previous.ok()) return previous;
     if (!status.ok()) return status;
+    // The window's raw bytes are no longer needed: the stager may refill
+    // their slots while the window is appended.
+    release_until(end);
     begin = end;
     if (begin == chunks.size()) {
       status = append(window);  // the last window: nothing to overlap
