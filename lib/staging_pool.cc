@@ -1,17 +1,12 @@
 #include "staging_pool.h"
 
-#include <sys/mman.h>
-
 #include <cstdlib>
 #include <cstring>
 #include <string>
 
+#include "huge_pages.h"
+
 namespace ckptdb {
-namespace {
-
-constexpr size_t kHugePage = 2u << 20;
-
-}  // namespace
 
 StagingPool::StagingPool(size_t slot_bytes, size_t max_slots, Allocator allocate)
     : slot_bytes_(slot_bytes),
@@ -37,13 +32,13 @@ Result<std::optional<size_t>> StagingPool::TryAcquire() {
 Result<size_t> StagingPool::Acquire() {
   MutexLock lock(&mu_);
   if (free_.empty() && buffers_.size() < max_slots_) {
-    const size_t bytes = (slot_bytes_ + kHugePage - 1) / kHugePage * kHugePage;
-    auto* buffer = static_cast<std::byte*>(allocate_(kHugePage, bytes));
+    const size_t bytes = (slot_bytes_ + kHugePageBytes - 1) / kHugePageBytes * kHugePageBytes;
+    auto* buffer = static_cast<std::byte*>(allocate_(kHugePageBytes, bytes));
     if (buffer == nullptr) {
       return Status::InvalidArgument("cannot allocate " + std::to_string(bytes) +
                                      " bytes of staging memory");
     }
-    madvise(buffer, bytes, MADV_HUGEPAGE);
+    AdviseHugePages(buffer, bytes);
     std::memset(buffer, 0, bytes);  // fault the pages in now
     buffers_.push_back(buffer);
     return buffers_.size() - 1;

@@ -10,6 +10,8 @@
 #include <new>
 #include <string>
 
+#include "huge_pages.h"
+
 namespace ckptdb {
 namespace {
 
@@ -150,12 +152,11 @@ Result<Tensor> Tensor::ConstView(DType dtype, std::vector<int64_t> shape, const 
 
 namespace {
 
-// Buffers of at least this size come straight from the kernel: their pages
+// Buffers of at least a huge page come straight from the kernel: their pages
 // are zero without a memset, and with transparent huge pages the first touch
 // faults in 2 MiB at a time instead of 4 KiB. (A restore of 256 MiB into
 // buffers from make_shared spent a fifth of its time in page faults and
 // zeroing, the memset faulting every page in before the decoder wrote it.)
-constexpr size_t kHugePageBytes = size_t{2} << 20;
 
 // `bytes` zero bytes, owned by the returned pointer; nullptr when memory is
 // short.
@@ -173,7 +174,7 @@ std::shared_ptr<std::byte[]> AllocateZeroed(size_t bytes) {
   const size_t length = bytes + kHugePageBytes;
   void* mapping = ::mmap(nullptr, length, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   if (mapping == MAP_FAILED) return nullptr;
-  ::madvise(mapping, length, MADV_HUGEPAGE);  // advice: failure only costs speed
+  AdviseHugePages(mapping, length);
   const auto start = (reinterpret_cast<uintptr_t>(mapping) + kHugePageBytes - 1) &
                      ~uintptr_t{kHugePageBytes - 1};
   return std::shared_ptr<std::byte[]>(reinterpret_cast<std::byte*>(start),

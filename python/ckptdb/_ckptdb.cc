@@ -270,6 +270,11 @@ class TreeBuilder {
 
   Tree Build(py::handle value) { return Build(value, Place{}); }
 
+  // Whether the value built held only dicts and numpy arrays (no list,
+  // scalar or other leaf): restored with donation, it then comes back as it
+  // is, every array filled in place.
+  bool only_dicts_and_arrays() const { return only_dicts_and_arrays_; }
+
  private:
   Tree Build(py::handle value, const Place& place) {
     // The most common kinds first: a state is mostly dicts and arrays.
@@ -289,6 +294,7 @@ class TreeBuilder {
       py::array array = py::reinterpret_borrow<py::array>(value);
       return Tree::Leaf(View(array, FromNumpy(array, place), place));
     }
+    only_dicts_and_arrays_ = false;
     const bool is_tuple = PyTuple_Check(value.ptr());
     if (is_tuple && unconverted_ == Unconverted::kStopAtTuples) throw NeedsConversion();
     if (is_tuple || PyList_Check(value.ptr())) {
@@ -406,6 +412,7 @@ class TreeBuilder {
 
   bool writable_;
   Unconverted unconverted_;
+  bool only_dicts_and_arrays_ = true;
   std::vector<py::array> keep_;
   std::map<const void*, py::array> scalars_;
 
@@ -674,6 +681,9 @@ class PyCheckpointer {
     options.donate = donate;
     const std::shared_ptr<Checkpointer> checkpointer = get();
     Check(WithoutGil([&] { return checkpointer->Restore(&tree, step, options); }));
+    // Donated arrays are filled in place: a template of dicts and arrays
+    // is the result as it is, with nothing to walk again.
+    if (donate && builder.only_dicts_and_arrays()) return py::reinterpret_borrow<py::object>(state);
     return Rebuild(state, tree, builder);
   }
 

@@ -142,6 +142,25 @@ def test_restore_with_donate_writes_into_the_template_in_place(workdir):
         assert_same(fresh, state)
 
 
+def test_a_template_of_dicts_and_arrays_comes_back_as_it_is(workdir):
+    state = {"a": {"w": np.arange(6, dtype=np.float32).reshape(2, 3)}, "b": np.ones(3, np.int64)}
+    with ckptdb.Checkpointer(workdir, save_interval_steps=1) as ckpt:
+        ckpt.save(state, step=0)
+        template = {"a": {"w": np.zeros((2, 3), np.float32)}, "b": np.zeros(3, np.int64)}
+        inner = template["a"]
+        restored = ckpt.restore(template)
+        assert restored is template and restored["a"] is inner
+        assert_same(restored, state)
+        # A scalar leaf is restored by value: its dict is a copy, the arrays
+        # still the template's own.
+        ckpt.save({"a": state["a"], "step": 7}, step=1)
+        template = {"a": {"w": np.zeros((2, 3), np.float32)}, "step": 0}
+        restored = ckpt.restore(template, step=1)
+        assert restored is not template and restored["step"] == 7 and template["step"] == 0
+        assert restored["a"] is template["a"]
+        assert_same(restored["a"], state["a"])
+
+
 def test_arrays_in_the_other_byte_order_are_saved_by_value(workdir):
     value = np.arange(12, dtype=np.float32).reshape(3, 4)
     swapped = value.astype(value.dtype.newbyteorder())
