@@ -4,6 +4,7 @@
 #include <cstring>
 #include <functional>
 #include <future>
+#include <system_error>
 
 #include "chunk_codec.h"
 #include "cleanup.h"
@@ -636,7 +637,12 @@ Status SavePipeline::WriteChunks(PendingSave& save) {
       status = append(window);  // the last window: nothing to overlap
       if (!status.ok()) return status;
     } else {
-      appending = std::async(std::launch::async, append, std::cref(window));
+      try {
+        appending = std::async(std::launch::async, append, std::cref(window));
+      } catch (const std::system_error&) {
+        status = append(window);  // no thread to be had: appended here, not overlapped
+        if (!status.ok()) return status;
+      }
     }
   }
   return (*writer)->Finish();
