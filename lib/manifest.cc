@@ -43,7 +43,9 @@ class Flattener {
   Flattener(std::vector<ManifestNode>* out, std::vector<const Tree*>* sources, TreeDraft* draft)
       : out_(out), sources_(sources), draft_(draft) {}
 
-  Status Visit(const Tree& node, std::string key, std::string path, uint32_t depth);
+  // `path` is the node's; the walk extends it in place for each child and
+  // cuts it back, so that a node's path is copied only where it is kept.
+  Status Visit(const Tree& node, std::string_view key, std::string* path, uint32_t depth);
   // The bytes of the keys and string values visited.
   uint64_t text_bytes() const { return text_bytes_; }
 
@@ -60,15 +62,15 @@ class Flattener {
   uint64_t text_bytes_ = 0;
 };
 
-Status Flattener::Visit(const Tree& node, std::string key, std::string path, uint32_t depth) {
+Status Flattener::Visit(const Tree& node, std::string_view key, std::string* path,
+                        uint32_t depth) {
   if (depth > kMaxTreeDepth) {
     return Status::InvalidArgument("tree deeper than " + std::to_string(kMaxTreeDepth) +
-                                   " levels at '" + path + "'");
+                                   " levels at '" + *path + "'");
   }
   ManifestNode flat;
   flat.kind = node.kind();
-  flat.key = std::move(key);
-  flat.path = path;
+  flat.key = key;
   flat.depth = depth;
   switch (node.kind()) {
     case Tree::Kind::kMap:
@@ -83,7 +85,7 @@ Status Flattener::Visit(const Tree& node, std::string key, std::string path, uin
       // process writes: replica 0's, except those without an element.
       const ShardedTensor& sharded = node.sharded();
       Status checked = CheckShardedTensor(sharded);
-      if (!checked.ok()) return checked.WithContext("'" + path + "'");
+      if (!checked.ok()) return checked.WithContext("'" + *path + "'");
       flat.kind = Tree::Kind::kTensor;
       flat.dtype = sharded.dtype;
       flat.shape = sharded.global_shape;
@@ -108,6 +110,7 @@ Status Flattener::Visit(const Tree& node, std::string key, std::string path, uin
       if (!flat.key.empty()) draft_->packer->KeyIndex(flat.key);
       draft_->kept_at.push_back(draft_->packed.size());
     }
+    flat.path = *path;
     out_->push_back(std::move(flat));
     if (sources_ != nullptr) sources_->push_back(&node);
   } else {
@@ -120,16 +123,22 @@ Status Flattener::Visit(const Tree& node, std::string key, std::string path, uin
     draft_->packer->Append(flat, &draft_->packed);
   }
   const bool is_map = node.kind() == Tree::Kind::kMap;
+  const size_t length = path->size();
   Status status;
   size_t index = 0;
   node.ForEachChild([&](std::string_view child_key, const Tree& child) {
     if (!status.ok()) return;
-    std::string part = is_map ? std::string(child_key) : std::to_string(index++);
-    status = Visit(child, is_map ? part : std::string(), JoinPath(path, part), depth + 1);
+    if (length != 0) path->push_back('/');
+    if (is_map) {
+      path->append(child_key);
+    } else {
+      path->append(std::to_string(index++));
+    }
+    status = Visit(child, is_map ? child_key : std::string_view(), path, depth + 1);
+    path->resize(length);
   });
   return status;
 }
-
 
 Status Invalid(size_t index, const std::string& what) {
   return Status::Corruption("manifest node " + std::to_string(index) + ": " + what);
@@ -254,7 +263,8 @@ Result<std::vector<ManifestNode>> FlattenTree(const Tree& tree, std::vector<cons
     if (sources != nullptr) sources->reserve(count);
   }
   Flattener flattener(&nodes, sources, draft);
-  Status status = flattener.Visit(tree, "", "", 0);
+  std::string path;
+  Status status = flattener.Visit(tree, "", &path, 0);
   if (!status.ok()) return status;
   // FlatBuffers caps a buffer at 2 GiB: keep keys and strings well below.
   if (flattener.text_bytes() > kMaxTreeTextBytes) {

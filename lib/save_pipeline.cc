@@ -407,13 +407,12 @@ Status SavePipeline::CommitLocally(PendingSave& save) {
     Status status = SetBoxes(&node, BoxesOf(node));
     if (!status.ok()) return status;
   }
-  if (save.draft_) {
-    std::string encoded = EncodeManifest(manifest, *std::exchange(save.draft_, std::nullopt));
-    return store_->CommitStep(manifest.step, std::move(encoded), save.new_chunks_);
-  }
   const ManifestLayout layout =
       store_->packs_manifests() ? ManifestLayout::kPacked : ManifestLayout::kNodeTables;
-  return store_->CommitStep(manifest.step, EncodeManifest(manifest, layout), save.new_chunks_);
+  const std::string encoded = save.draft_
+                                  ? EncodeManifest(manifest, *std::exchange(save.draft_, std::nullopt))
+                                  : EncodeManifest(manifest, layout);
+  return store_->CommitStep(manifest.step, encoded, save.new_chunks_);
 }
 
 Status SavePipeline::WriteAndCommit(PendingSave& save) {
