@@ -157,9 +157,8 @@ namespace {
 // faults in 2 MiB at a time instead of 4 KiB. (A restore of 256 MiB into
 // buffers from make_shared spent a fifth of its time in page faults and
 // zeroing, the memset faulting every page in before the decoder wrote it.)
-
-// `bytes` zero bytes, owned by the returned pointer; nullptr when memory is
-// short.
+// Returns `bytes` zero bytes, owned by the returned pointer; nullptr when
+// memory is short.
 std::shared_ptr<std::byte[]> AllocateZeroed(size_t bytes) {
   if (bytes < kHugePageBytes) {
     // make_shared<T[]>(n) value-initializes. At least one byte, so that an
