@@ -11,6 +11,7 @@
 #include <unordered_set>
 
 #include "chunk_codec.h"
+#include "huge_pages.h"
 #include "parallel.h"
 #include "store.h"
 
@@ -178,6 +179,11 @@ Status DecodeTensors(Store& store, int64_t step, const std::vector<DecodeTarget>
       continue;
     }
     if (!node.boxed && !target.region.has_value()) {  // whole into whole: the chunks in turn
+      // The chunks overwrite every byte: a caller's fresh buffer (numpy's
+      // and torch's empty arrays, a restarted trainer's template) then
+      // faults in 2 MiB pages instead of 4 KiB ones (a cold restore of 256
+      // MiB of float32 into such a template 0.125-0.130 -> 0.116-0.125 s).
+      AdviseHugePages(target.dest, node.byte_size);
       uint64_t offset = 0;
       for (size_t k = 0; k < node.chunks.size(); ++k) {
         tasks.push_back({&node, k, target.dest + offset});
