@@ -27,7 +27,9 @@ Status FromRocksDb(const rocksdb::Status& s, std::string_view context);
 // How each family and the database are configured (doc/format.md §11).
 rocksdb::ColumnFamilyOptions ChunksFamilyOptions();
 std::vector<rocksdb::ColumnFamilyDescriptor> FamilyDescriptors();
-rocksdb::DBOptions BaseDBOptions(rocksdb::Env* env);
+// `table_files`: how many table files the database holds (it sizes the
+// pool of threads that open them).
+rocksdb::DBOptions BaseDBOptions(rocksdb::Env* env, size_t table_files);
 
 class Store::Rep {
  public:
