@@ -2,11 +2,11 @@
 
 #include <algorithm>
 #include <bit>
-#include <functional>
 #include <cassert>
-#include <cstring>
+#include <functional>
 #include <limits>
 #include <type_traits>
+#include <utility>
 
 #include "box.h"
 
@@ -44,21 +44,61 @@ struct Tree::MapKeys {
   void IndexLastKey();
 };
 
-Tree::Tree() = default;
-Tree::~Tree() = default;
-Tree::Tree(Tree&& other) noexcept = default;
-Tree& Tree::operator=(Tree&& other) noexcept = default;
+Tree::MapKeys* Tree::map_keys() const {
+  return kind_ == Kind::kMap ? static_cast<MapKeys*>(extra_) : nullptr;
+}
 
-Tree::Tree(const Tree& other)
-    : kind_(other.kind_),
-      children_(other.children_),
-      map_keys_(other.map_keys_ ? std::make_unique<MapKeys>(*other.map_keys_) : nullptr),
-      tensor_(other.tensor_),
-      int_value_(other.int_value_),
-      float_value_(other.float_value_),
-      sharded_(other.sharded_ ? std::make_unique<ShardedTensor>(*other.sharded_) : nullptr),
-      string_value_(other.string_value_ ? std::make_unique<std::string>(*other.string_value_)
-                                        : nullptr) {}
+void Tree::FreeExtra() noexcept {
+  switch (kind_) {
+    case Kind::kMap: delete static_cast<MapKeys*>(extra_); break;
+    case Kind::kTensor: delete static_cast<Tensor*>(extra_); break;
+    case Kind::kString: delete static_cast<std::string*>(extra_); break;
+    case Kind::kShardedTensor: delete static_cast<ShardedTensor*>(extra_); break;
+    case Kind::kList:
+    case Kind::kInt:
+    case Kind::kFloat:
+    case Kind::kBool: break;
+  }
+  extra_ = nullptr;
+}
+
+Tree::Tree() = default;
+Tree::~Tree() { FreeExtra(); }
+
+Tree::Tree(Tree&& other) noexcept
+    : kind_(std::exchange(other.kind_, Kind::kMap)),
+      scalar_(std::exchange(other.scalar_, 0)),
+      children_(std::move(other.children_)),
+      extra_(std::exchange(other.extra_, nullptr)) {}
+
+Tree& Tree::operator=(Tree&& other) noexcept {
+  if (this != &other) {
+    FreeExtra();
+    kind_ = std::exchange(other.kind_, Kind::kMap);
+    scalar_ = std::exchange(other.scalar_, 0);
+    children_ = std::move(other.children_);
+    extra_ = std::exchange(other.extra_, nullptr);
+  }
+  return *this;
+}
+
+Tree::Tree(const Tree& other) : kind_(other.kind_), scalar_(other.scalar_), children_(other.children_) {
+  if (other.extra_ == nullptr) return;
+  switch (kind_) {
+    case Kind::kMap: extra_ = new MapKeys(*static_cast<const MapKeys*>(other.extra_)); break;
+    case Kind::kTensor: extra_ = new Tensor(*static_cast<const Tensor*>(other.extra_)); break;
+    case Kind::kString:
+      extra_ = new std::string(*static_cast<const std::string*>(other.extra_));
+      break;
+    case Kind::kShardedTensor:
+      extra_ = new ShardedTensor(*static_cast<const ShardedTensor*>(other.extra_));
+      break;
+    case Kind::kList:
+    case Kind::kInt:
+    case Kind::kFloat:
+    case Kind::kBool: break;
+  }
+}
 
 Tree& Tree::operator=(const Tree& other) {
   if (this != &other) *this = Tree(other);
@@ -88,35 +128,35 @@ Tree Tree::List() {
 Tree Tree::Leaf(Tensor tensor) {
   Tree tree;
   tree.kind_ = Kind::kTensor;
-  tree.tensor_ = std::move(tensor);
+  tree.extra_ = new Tensor(std::move(tensor));
   return tree;
 }
 
 Tree Tree::Int(int64_t value) {
   Tree tree;
   tree.kind_ = Kind::kInt;
-  tree.int_value_ = value;
+  tree.scalar_ = value;
   return tree;
 }
 
 Tree Tree::Float(double value) {
   Tree tree;
   tree.kind_ = Kind::kFloat;
-  tree.float_value_ = value;
+  tree.scalar_ = std::bit_cast<int64_t>(value);
   return tree;
 }
 
 Tree Tree::Bool(bool value) {
   Tree tree;
   tree.kind_ = Kind::kBool;
-  tree.int_value_ = value ? 1 : 0;
+  tree.scalar_ = value ? 1 : 0;
   return tree;
 }
 
 Tree Tree::String(std::string value) {
   Tree tree;
   tree.kind_ = Kind::kString;
-  tree.string_value_ = std::make_unique<std::string>(std::move(value));
+  tree.extra_ = new std::string(std::move(value));
   return tree;
 }
 
@@ -173,7 +213,7 @@ Result<Tree> Tree::Sharded(ShardedTensor sharded) {
   if (!status.ok()) return status;
   Tree tree;
   tree.kind_ = Kind::kShardedTensor;
-  tree.sharded_ = std::make_unique<ShardedTensor>(std::move(sharded));
+  tree.extra_ = new ShardedTensor(std::move(sharded));
   return tree;
 }
 
@@ -195,17 +235,19 @@ Result<Tree*> Tree::Set(std::string_view key, Tree child) {
     return Status::InvalidArgument("map of " + std::to_string(children_.size()) +
                                    " keys: no more fit");
   }
-  if (map_keys_ == nullptr) map_keys_ = std::make_unique<MapKeys>();
-  map_keys_->keys.emplace_back(key);
+  if (extra_ == nullptr) extra_ = new MapKeys();
+  MapKeys& keys = *map_keys();
+  keys.keys.emplace_back(key);
   children_.push_back(std::move(child));
-  map_keys_->IndexLastKey();
+  keys.IndexLastKey();
   return &children_.back();
 }
 
 size_t Tree::ChildIndex(std::string_view key) const {
-  if (map_keys_ == nullptr) return kNoChild;
-  const std::vector<std::string>& keys = map_keys_->keys;
-  const std::vector<uint32_t>& slots = map_keys_->slots;
+  const MapKeys* map = map_keys();
+  if (map == nullptr) return kNoChild;
+  const std::vector<std::string>& keys = map->keys;
+  const std::vector<uint32_t>& slots = map->slots;
   if (slots.empty()) {
     for (size_t i = 0; i < keys.size(); ++i) {
       if (keys[i] == key) return i;
@@ -341,8 +383,8 @@ Tree* Tree::Find(std::string_view path) {
 void Tree::ForEachChild(
     const std::function<void(std::string_view key, const Tree& child)>& visit) const {
   if (kind_ == Kind::kMap) {
-    if (map_keys_ == nullptr) return;
-    const std::vector<std::string>& keys = map_keys_->keys;
+    if (extra_ == nullptr) return;
+    const std::vector<std::string>& keys = map_keys()->keys;
     for (uint32_t index : KeyOrder(keys)) visit(keys[index], children_[index]);
   } else {
     for (const Tree& child : children_) visit({}, child);
@@ -352,8 +394,8 @@ void Tree::ForEachChild(
 void Tree::ForEachMutableChild(
     const std::function<void(std::string_view key, Tree& child)>& visit) {
   if (kind_ == Kind::kMap) {
-    if (map_keys_ == nullptr) return;
-    const std::vector<std::string>& keys = map_keys_->keys;
+    if (extra_ == nullptr) return;
+    const std::vector<std::string>& keys = map_keys()->keys;
     for (uint32_t index : KeyOrder(keys)) visit(keys[index], children_[index]);
   } else {
     for (Tree& child : children_) visit({}, child);
@@ -371,35 +413,35 @@ Tree& Tree::element(size_t index) {
 
 const Tensor& Tree::tensor() const {
   assert(kind_ == Kind::kTensor);
-  return tensor_;
+  return *static_cast<const Tensor*>(extra_);
 }
 Tensor& Tree::tensor() {
   assert(kind_ == Kind::kTensor);
-  return tensor_;
+  return *static_cast<Tensor*>(extra_);
 }
 int64_t Tree::int_value() const {
   assert(kind_ == Kind::kInt);
-  return int_value_;
+  return scalar_;
 }
 double Tree::float_value() const {
   assert(kind_ == Kind::kFloat);
-  return float_value_;
+  return std::bit_cast<double>(scalar_);
 }
 bool Tree::bool_value() const {
   assert(kind_ == Kind::kBool);
-  return int_value_ != 0;
+  return scalar_ != 0;
 }
 const std::string& Tree::string_value() const {
   assert(kind_ == Kind::kString);
-  return *string_value_;
+  return *static_cast<const std::string*>(extra_);
 }
 const ShardedTensor& Tree::sharded() const {
   assert(kind_ == Kind::kShardedTensor);
-  return *sharded_;
+  return *static_cast<const ShardedTensor*>(extra_);
 }
 ShardedTensor& Tree::sharded() {
   assert(kind_ == Kind::kShardedTensor);
-  return *sharded_;
+  return *static_cast<ShardedTensor*>(extra_);
 }
 
 namespace {
@@ -451,7 +493,7 @@ bool Tree::ContentEquals(const Tree& other) const {
     case Kind::kMap: {
       if (children_.size() != other.children_.size()) return false;
       for (size_t i = 0; i < children_.size(); ++i) {
-        const size_t theirs = other.ChildIndex(map_keys_->keys[i]);
+        const size_t theirs = other.ChildIndex(map_keys()->keys[i]);
         if (theirs == kNoChild || !children_[i].ContentEquals(other.children_[theirs])) {
           return false;
         }
@@ -464,15 +506,15 @@ bool Tree::ContentEquals(const Tree& other) const {
         if (!children_[i].ContentEquals(other.children_[i])) return false;
       }
       return true;
-    case Kind::kTensor: return tensor_.ContentEquals(other.tensor_);
+    case Kind::kTensor: return tensor().ContentEquals(other.tensor());
+    // Floats bitwise, so NaN equals the same NaN and -0.0 differs from 0.0.
     case Kind::kInt:
-    case Kind::kBool: return int_value_ == other.int_value_;
-    // Bitwise, so NaN equals the same NaN and -0.0 differs from 0.0.
-    case Kind::kFloat: return std::memcmp(&float_value_, &other.float_value_, sizeof(double)) == 0;
-    case Kind::kString: return *string_value_ == *other.string_value_;
+    case Kind::kBool:
+    case Kind::kFloat: return scalar_ == other.scalar_;
+    case Kind::kString: return string_value() == other.string_value();
     case Kind::kShardedTensor: {
-      const ShardedTensor& mine = *sharded_;
-      const ShardedTensor& theirs = *other.sharded_;
+      const ShardedTensor& mine = sharded();
+      const ShardedTensor& theirs = other.sharded();
       if (mine.dtype != theirs.dtype || mine.global_shape != theirs.global_shape ||
           mine.shards.size() != theirs.shards.size()) {
         return false;

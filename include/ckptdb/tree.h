@@ -13,7 +13,6 @@
 
 #include <cstdint>
 #include <functional>
-#include <memory>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -70,7 +69,8 @@ class CKPTDB_EXPORT Tree {
   // An empty map.
   Tree();
   // Deep copies: children, keys and sharded tensors' shard lists; tensors
-  // copy as Tensor does (sharing their bytes).
+  // copy as Tensor does (sharing their bytes). A tree moved from is an
+  // empty map.
   Tree(const Tree& other);
   Tree& operator=(const Tree& other);
   Tree(Tree&& other) noexcept;
@@ -151,19 +151,21 @@ class CKPTDB_EXPORT Tree {
   // Maps: the index of `key` in children_, or kNoChild.
   size_t ChildIndex(std::string_view key) const;
 
-  // What a node holds beyond its kind is kept small (a million-leaf state
-  // is a million of these): what few nodes have sits behind a pointer.
+  // A million-leaf state is a million of these, so a node is kept at 48
+  // bytes: what only some kinds hold sits behind one pointer.
   Kind kind_ = Kind::kMap;
+  // kInt, and kBool as 0/1; kFloat holds its value's bits.
+  int64_t scalar_ = 0;
   // Lists: the elements in order. Maps: the children in the order they were
   // first set (visited in key order).
   std::vector<Tree> children_;
-  // Maps with children: their keys and the index that finds them.
-  std::unique_ptr<MapKeys> map_keys_;
-  Tensor tensor_;
-  int64_t int_value_ = 0;  // kInt, and kBool as 0/1
-  double float_value_ = 0;
-  std::unique_ptr<ShardedTensor> sharded_;
-  std::unique_ptr<std::string> string_value_;
+  // Owned, of the type kind_ names: a map with children, MapKeys (its keys
+  // and the index that finds them); kTensor, Tensor; kString, std::string;
+  // kShardedTensor, ShardedTensor. Null for the other kinds and empty maps.
+  void* extra_ = nullptr;
+
+  MapKeys* map_keys() const;
+  void FreeExtra() noexcept;
 };
 
 CKPTDB_EXPORT std::string_view KindName(Tree::Kind kind);
