@@ -230,5 +230,37 @@ TEST(TreeCopyTest, ACopyIsIndependentOfItsOriginal) {
   EXPECT_EQ(moved.Find("many/k19")->int_value(), 19);
 }
 
+TEST(TreeMoveTest, ATreeMovedFromIsAnEmptyMapOfEveryKind) {
+  std::vector<Tree> kinds;
+  kinds.push_back(RichTree());
+  kinds.push_back(Tree::List());
+  ASSERT_OK(kinds.back().Append(Tree::Float(-0.0)).status());
+  kinds.push_back(Tree::Leaf(Tensor::Allocate(DType::kFloat32, {2}).value()));
+  kinds.push_back(Tree::String("a string longer than the small-string buffer"));
+  kinds.push_back(Tree::Float(2.5));
+  kinds.push_back(Tree::Bool(true));
+  for (Tree& from : kinds) {
+    const Tree copy = from;
+    Tree to = std::move(from);
+    EXPECT_TRUE(to.ContentEquals(copy)) << KindName(copy.kind());
+    EXPECT_EQ(from.kind(), Tree::Kind::kMap) << KindName(copy.kind());
+    EXPECT_EQ(from.child_count(), 0u);
+    // Usable again, and assigned over by moves too.
+    ASSERT_OK(from.Set("again", Tree::Int(1)).status());
+    EXPECT_EQ(from.Find("again")->int_value(), 1);
+    to = std::move(from);
+    EXPECT_EQ(to.Find("again")->int_value(), 1);
+  }
+  // Scalars keep their exact values through copies: -0.0 is not 0.0.
+  EXPECT_FALSE(Tree::Float(-0.0).ContentEquals(Tree::Float(0.0)));
+  EXPECT_TRUE(Tree(Tree::Float(-0.0)).ContentEquals(Tree::Float(-0.0)));
+  EXPECT_EQ(Tree(Tree::Float(2.5)).float_value(), 2.5);
+  EXPECT_TRUE(Tree(Tree::Bool(true)).bool_value());
+  EXPECT_FALSE(Tree::Bool(true).ContentEquals(Tree::Int(1)));
+}
+
+// A state of 10^6 leaves is a few million nodes: their size is memory.
+static_assert(sizeof(Tree) <= 48, "a tree node grew past 48 bytes");
+
 }  // namespace
 }  // namespace ckptdb
