@@ -13,7 +13,6 @@
 #include "chunk_codec.h"
 #include "huge_pages.h"
 #include "parallel.h"
-#include "readahead.h"
 #include "store.h"
 
 namespace ckptdb {
@@ -305,34 +304,9 @@ Status DecodeTensors(Store& store, int64_t step, const std::vector<DecodeTarget>
   for (size_t i = 0; i < tasks.size(); ++i) pending[i] = i;
   std::sort(pending.begin(), pending.end(),
             [&](size_t a, size_t b) { return file_order(a) < file_order(b); });
-  std::optional<Readahead> readahead;
-  {
-    // The first attempt's chunks, in the order it reads them (the other
-    // chunks of delta chains are read as their turn comes). Chunks under
-    // kMinReadaheadBytes are left to the kernel's readahead, which takes
-    // many of them at once: placing them cost more than it saved (a restore
-    // of 10^5 small shards 0.36 -> 0.39 s).
-    constexpr uint32_t kMinReadaheadBytes = 256 << 10;
-    std::vector<std::pair<ChunkDigest, std::optional<ChunkLocation>>> chunks;
-    chunks.reserve(pending.size());
-    for (size_t i : pending) {
-      std::optional<ChunkLocation> location;
-      if (found[i].ok() && found[i]->has_value() &&
-          (*found[i])->stored_size >= kMinReadaheadBytes) {
-        location = **found[i];
-      }
-      chunks.emplace_back(tasks[i].node->chunks[tasks[i].chunk].digest, location);
-    }
-    std::vector<std::string> paths;
-    std::vector<ChunkExtent> extents = store.LocateChunks(chunks, &paths);
-    readahead.emplace(std::move(paths), std::move(extents));
-  }
   for (;; ++attempt) {
-    Status status = ParallelFor(pending.size(), threads, [&](size_t i) {
-      if (attempt == 1) readahead->Started();
-      return decode(pending[i]);
-    });
-    readahead.reset();
+    Status status =
+        ParallelFor(pending.size(), threads, [&](size_t i) { return decode(pending[i]); });
     if (!status.ok()) return status;
     std::erase_if(pending, [&](size_t i) { return !missing[i]; });
     if (pending.empty()) break;

@@ -409,60 +409,6 @@ std::vector<ChunkFile> Store::ChunkFiles() const {
   return chunk_files;
 }
 
-std::vector<ChunkExtent> Store::LocateChunks(
-    const std::vector<std::pair<ChunkDigest, std::optional<ChunkLocation>>>& chunks,
-    std::vector<std::string>* paths) const {
-  // A chunk's block holds its entry (lengths, the 32-byte internal key, the
-  // value), the restart array and the 5-byte trailer: under 64 bytes more
-  // than the chunk.
-  constexpr uint64_t kBlockOverheadBytes = 64;
-  const std::vector<ChunkFile> files = ChunkFiles();
-  paths->clear();
-  for (const ChunkFile& file : files) paths->push_back((fs::path(dir_) / file.name).string());
-  std::vector<ChunkExtent> extents(chunks.size());
-  // Per placed chunk, the range from its file's first key to its own: its
-  // size in the file is about where the chunk's block starts. A chunk of at least
-  // the table's block size (RocksDB's default, 4 KiB) is a block of its own;
-  // smaller ones share blocks and are not placed.
-  // The ranges' bounds, end to end in one buffer: a restore of 10^5 small
-  // chunks would otherwise allocate two strings per chunk.
-  std::string bounds;
-  std::vector<size_t> placed;
-  for (size_t i = 0; i < chunks.size(); ++i) {
-    constexpr uint32_t kTableBlockBytes = 4 << 10;
-    if (!chunks[i].second.has_value() || chunks[i].second->stored_size < kTableBlockBytes) continue;
-    const ChunkLocation& location = *chunks[i].second;
-    const ChunkFile* file = FileHolding(files, location.generation);
-    if (file == nullptr) continue;
-    extents[i].file = static_cast<size_t>(file - files.data());
-    extents[i].bytes = location.stored_size + kBlockOverheadBytes;
-    bounds += ChunkKey(file->first_generation, ChunkDigest());
-    bounds += ChunkKey(location.generation, chunks[i].first);
-    placed.push_back(i);
-  }
-  if (placed.empty()) return extents;
-  std::vector<rocksdb::Range> ranges;
-  ranges.reserve(placed.size());
-  for (size_t k = 0; k < placed.size(); ++k) {
-    ranges.emplace_back(rocksdb::Slice(bounds.data() + 2 * k * kChunkKeySize, kChunkKeySize),
-                        rocksdb::Slice(bounds.data() + (2 * k + 1) * kChunkKeySize, kChunkKeySize));
-  }
-  rocksdb::SizeApproximationOptions options;
-  options.include_memtables = false;
-  options.include_files = true;
-  std::vector<uint64_t> offsets(placed.size());
-  rocksdb::Status s = rep_->db->GetApproximateSizes(options, rep_->chunks(), ranges.data(),
-                                                    static_cast<int>(ranges.size()), offsets.data());
-  for (size_t k = 0; k < placed.size(); ++k) {
-    if (s.ok()) {
-      extents[placed[k]].offset = offsets[k];
-    } else {
-      extents[placed[k]].file = ChunkExtent::kNoFile;
-    }
-  }
-  return extents;
-}
-
 Status Store::DropGenerations(const std::vector<uint64_t>& generations) {
   if (read_only()) return Status::FailedPrecondition(dir_ + " is open read-only");
   if (generations.empty()) return Status::OK();

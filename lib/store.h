@@ -20,7 +20,6 @@
 #ifndef CKPTDB_LIB_STORE_H_
 #define CKPTDB_LIB_STORE_H_
 
-#include <cstddef>
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -28,7 +27,6 @@
 #include <optional>
 #include <string>
 #include <string_view>
-#include <utility>
 #include <vector>
 
 #include "chunk_digest.h"
@@ -83,17 +81,6 @@ struct ChunkFile {
 
 // The file among `files` holding `generation`, or nullptr when none does.
 const ChunkFile* FileHolding(const std::vector<ChunkFile>& files, uint64_t generation);
-
-// About where a chunk's block lies in its table file, as the file's index
-// tells: for reading ahead, never for reading (a file can be dropped
-// meanwhile). RocksDB scales a block's offset by the file's size over its
-// data blocks' (in a chunk file, off by the few KiB of its index at most).
-struct ChunkExtent {
-  static constexpr size_t kNoFile = SIZE_MAX;
-  size_t file = kNoFile;  // index into the paths LocateChunks gives
-  uint64_t offset = 0;    // where the block starts
-  uint64_t bytes = 0;     // the block's size, rounded up (by under 64 bytes)
-};
 
 class GenerationWriter;
 
@@ -189,13 +176,6 @@ class Store {
   // The table files of the chunks family (from RocksDB's file metadata; no
   // chunk is read).
   std::vector<ChunkFile> ChunkFiles() const;
-  // The extents of `chunks` (by their locations), from the table files'
-  // indexes; `paths` gets the files they name. A chunk without a location,
-  // stored in under 4 KiB (it shares its block), whose generation no live
-  // file holds, or that the indexes cannot place, gets no file.
-  std::vector<ChunkExtent> LocateChunks(
-      const std::vector<std::pair<ChunkDigest, std::optional<ChunkLocation>>>& chunks,
-      std::vector<std::string>* paths) const;
   // Removes every chunk of these generations: whole files are deleted, any
   // remaining keys get range tombstones. The index must no longer point at them.
   Status DropGenerations(const std::vector<uint64_t>& generations);

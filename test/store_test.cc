@@ -8,12 +8,8 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
-#include <cmath>
 #include <filesystem>
 #include <fstream>
-#include <iterator>
-#include <optional>
-#include <random>
 #include <string>
 #include <vector>
 
@@ -171,75 +167,6 @@ TEST(StoreTest, CommittedChunksAndManifestsReadBack) {
   ASSERT_OK(store->DeleteManifests({7}));
   EXPECT_TRUE(store->ListSteps().value().empty());
   EXPECT_EQ(ReadRaw(*store, chunks[0]), chunks[0].raw);
-}
-
-// Reading ahead relies on LocateChunks: each chunk lies in the file its
-// extent names, about where the extent says.
-TEST(StoreTest, ChunksAreLocatedInTheirTableFiles) {
-  TempDir dir;
-  auto store = OpenOrDie(dir.path(), Store::Mode::kWrite);
-  // Incompressible chunks, each stored in more than a table block (4 KiB).
-  std::mt19937 random(7);
-  auto incompressible = [&](int count) {
-    std::vector<TestChunk> chunks = MakeChunks(*store, count, 'a');
-    for (TestChunk& chunk : chunks) {
-      for (char& c : chunk.raw) c = static_cast<char>(random());
-      chunk.digest = store->hasher().Digest(reinterpret_cast<const std::byte*>(chunk.raw.data()),
-                                            chunk.raw.size());
-    }
-    std::sort(chunks.begin(), chunks.end(),
-              [](const TestChunk& a, const TestChunk& b) { return a.digest < b.digest; });
-    return chunks;
-  };
-  const std::vector<TestChunk> first = incompressible(5);
-  const std::vector<TestChunk> second = incompressible(3);
-  CommitChunks(store.get(), 1, "manifest of 1", first);
-  CommitChunks(store.get(), 2, "manifest of 2", second);
-  // A chunk that shares its block is not placed.
-  const std::vector<TestChunk> small = MakeChunks(*store, 2, 'z');
-  CommitChunks(store.get(), 3, "manifest of 3", small);
-  std::vector<std::pair<ChunkDigest, std::optional<ChunkLocation>>> wanted;
-  std::vector<std::string> stored;
-  for (const std::vector<TestChunk>* generation : {&second, &first}) {
-    for (const TestChunk& chunk : *generation) {
-      wanted.emplace_back(chunk.digest, *store->FindChunk(chunk.digest).value());
-      stored.push_back(Encoded(chunk.raw));
-    }
-  }
-  // No location, and a generation no file holds: nothing to read ahead.
-  wanted.emplace_back(small[0].digest, *store->FindChunk(small[0].digest).value());
-  wanted.emplace_back(first[0].digest, std::nullopt);
-  ChunkLocation nowhere = *wanted[0].second;
-  nowhere.generation += 100;
-  wanted.emplace_back(first[0].digest, nowhere);
-
-  std::vector<std::string> paths;
-  const std::vector<ChunkExtent> extents = store->LocateChunks(wanted, &paths);
-  ASSERT_EQ(extents.size(), wanted.size());
-  EXPECT_EQ(paths.size(), 3u);
-  EXPECT_EQ(extents[wanted.size() - 3].file, ChunkExtent::kNoFile);
-  EXPECT_EQ(extents[wanted.size() - 2].file, ChunkExtent::kNoFile);
-  EXPECT_EQ(extents[wanted.size() - 1].file, ChunkExtent::kNoFile);
-  for (size_t i = 0; i < stored.size(); ++i) {
-    ASSERT_LT(extents[i].file, paths.size()) << i;
-    std::ifstream file(paths[extents[i].file], std::ios::binary);
-    const std::string bytes((std::istreambuf_iterator<char>(file)), std::istreambuf_iterator<char>());
-    const size_t at = bytes.find(stored[i]);
-    ASSERT_NE(at, std::string::npos) << i;  // in the file the extent names
-    // RocksDB scales a block's offset by the file's size over its data's
-    // (here the index and properties are a tenth of the file; in a chunk
-    // file of hundreds of MiB, a few KiB): the chunk's entry begins within
-    // that of where the extent says, and the extent covers the chunk.
-    const double at_most_off = 0.1 * static_cast<double>(at) + 64;
-    EXPECT_LE(std::abs(static_cast<double>(extents[i].offset) - static_cast<double>(at)),
-              at_most_off) << i;
-    EXPECT_GE(extents[i].bytes, stored[i].size()) << i;
-    // The chunks of one file lie in the order located (key order).
-    if (i > 0 && extents[i].file == extents[i - 1].file) {
-      EXPECT_GT(extents[i].offset, extents[i - 1].offset) << i;
-    }
-  }
-  EXPECT_NE(extents[0].file, extents[stored.size() - 1].file);
 }
 
 TEST(StoreTest, AGenerationTakesDigestsInIncreasingOrderOnly) {
