@@ -72,13 +72,13 @@ Tree::Tree(Tree&& other) noexcept
       extra_(std::exchange(other.extra_, nullptr)) {}
 
 Tree& Tree::operator=(Tree&& other) noexcept {
-  if (this != &other) {
-    FreeExtra();
-    kind_ = std::exchange(other.kind_, Kind::kMap);
-    scalar_ = std::exchange(other.scalar_, 0);
-    children_ = std::move(other.children_);
-    extra_ = std::exchange(other.extra_, nullptr);
-  }
+  // `other` may lie inside this tree (a subtree replacing its ancestor): it
+  // is emptied before anything of this tree is freed.
+  Tree taken(std::move(other));
+  std::swap(kind_, taken.kind_);
+  std::swap(scalar_, taken.scalar_);
+  children_.swap(taken.children_);
+  std::swap(extra_, taken.extra_);
   return *this;
 }
 

@@ -251,6 +251,17 @@ TEST(TreeMoveTest, ATreeMovedFromIsAnEmptyMapOfEveryKind) {
     to = std::move(from);
     EXPECT_EQ(to.Find("again")->int_value(), 1);
   }
+  // A subtree may replace the tree holding it, by a move or a copy.
+  Tree whole = RichTree();
+  whole = std::move(*whole.Find("many"));
+  EXPECT_EQ(whole.child_count(), 20u);
+  EXPECT_EQ(whole.Find("k7")->int_value(), 7);
+  Tree list = Tree::List();
+  ASSERT_OK(list.Append(RichTree()).status());
+  list = std::move(list.element(0));
+  EXPECT_TRUE(list.ContentEquals(RichTree()));
+  list = *list.Find("many");
+  EXPECT_EQ(list.Find("k19")->int_value(), 19);
   // Scalars keep their exact values through copies: -0.0 is not 0.0.
   EXPECT_FALSE(Tree::Float(-0.0).ContentEquals(Tree::Float(0.0)));
   EXPECT_TRUE(Tree(Tree::Float(-0.0)).ContentEquals(Tree::Float(-0.0)));
