@@ -46,7 +46,7 @@ std::string SalvageHint(const std::string& dir) {
          "` salvages every intact step (doc/ckpt-inspect.md)";
 }
 
-Result<DirKind> ClassifyDirectory(const std::string& dir) {
+Result<DirKind> ClassifyDirectory(const std::string& dir, size_t* table_files) {
   std::error_code ec;
   const fs::file_status status = fs::status(dir, ec);
   if (ec == std::errc::no_such_file_or_directory) return DirKind::kMissing;
@@ -57,14 +57,17 @@ Result<DirKind> ClassifyDirectory(const std::string& dir) {
   bool empty = true;
   bool creating = false;
   bool database = false;
+  size_t tables = 0;
   for (fs::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
     const std::string name = it->path().filename().string();
     if (name == kWriterLockFile || name == kReadersLockFile) continue;
     empty = false;
+    if (name.ends_with(".sst")) ++tables;
     creating = creating || name == kCreatingMarker;
     database = database || IsDatabaseFileName(name);
   }
   if (ec) return Status::IOError("cannot list " + dir + ": " + ec.message());
+  if (table_files != nullptr) *table_files = tables;
   if (creating) return DirKind::kCreating;
   if (empty) return DirKind::kEmpty;
   return database ? DirKind::kDatabase : DirKind::kForeign;

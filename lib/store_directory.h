@@ -38,7 +38,8 @@ enum class DirKind {
   kForeign,   // other files
 };
 
-Result<DirKind> ClassifyDirectory(const std::string& dir);
+// `table_files`, if given, gets the number of table files (*.sst) seen.
+Result<DirKind> ClassifyDirectory(const std::string& dir, size_t* table_files = nullptr);
 
 // Whether `name` is a file of the RocksDB database (CURRENT, IDENTITY,
 // MANIFEST-*, OPTIONS-*, *.log, *.sst) or CKPTDB.

@@ -77,17 +77,6 @@ class NoAutomaticRecovery : public rocksdb::EventListener {
   }
 };
 
-// The table files in `dir` (0 when it cannot be listed: the open then
-// reports why).
-size_t CountTableFiles(const std::string& dir) {
-  std::error_code ec;
-  size_t count = 0;
-  for (fs::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
-    if (it->path().extension() == ".sst") ++count;
-  }
-  return count;
-}
-
 }  // namespace
 
 // The RocksDB options every open uses; each guard's reason is in
@@ -334,7 +323,8 @@ Result<std::unique_ptr<Store>> Store::OpenOrCreate(const std::string& dir, Mode 
   std::unique_ptr<Store> store(new Store(dir, mode));
   Rep& rep = *store->rep_;
   const bool writing = mode == Mode::kWrite;
-  Result<DirKind> kind = ClassifyDirectory(dir);
+  size_t table_files = 0;  // sizes the pool of threads that open them
+  Result<DirKind> kind = ClassifyDirectory(dir, &table_files);
   if (!kind.ok()) return kind.status();
   if (new_identity != nullptr && *kind != DirKind::kMissing && *kind != DirKind::kEmpty) {
     return Status::FailedPrecondition("cannot create a store in " + dir + ": it is not empty");
@@ -392,7 +382,6 @@ Result<std::unique_ptr<Store>> Store::OpenOrCreate(const std::string& dir, Mode 
     Status marked = CreateEmptyFileDurably((fs::path(dir) / kCreatingMarker).string());
     if (!marked.ok()) return marked;
   }
-  const size_t table_files = creating ? 0 : CountTableFiles(dir);
   std::optional<StoreIdentity> identity;
   if (!creating) {
     Result<std::optional<StoreIdentity>> read = ReadIdentityFile(dir);

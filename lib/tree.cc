@@ -383,8 +383,9 @@ Tree* Tree::Find(std::string_view path) {
 void Tree::ForEachChild(
     const std::function<void(std::string_view key, const Tree& child)>& visit) const {
   if (kind_ == Kind::kMap) {
-    if (extra_ == nullptr) return;
-    const std::vector<std::string>& keys = map_keys()->keys;
+    const MapKeys* map = map_keys();
+    if (map == nullptr) return;
+    const std::vector<std::string>& keys = map->keys;
     for (uint32_t index : KeyOrder(keys)) visit(keys[index], children_[index]);
   } else {
     for (const Tree& child : children_) visit({}, child);
@@ -394,8 +395,9 @@ void Tree::ForEachChild(
 void Tree::ForEachMutableChild(
     const std::function<void(std::string_view key, Tree& child)>& visit) {
   if (kind_ == Kind::kMap) {
-    if (extra_ == nullptr) return;
-    const std::vector<std::string>& keys = map_keys()->keys;
+    const MapKeys* map = map_keys();
+    if (map == nullptr) return;
+    const std::vector<std::string>& keys = map->keys;
     for (uint32_t index : KeyOrder(keys)) visit(keys[index], children_[index]);
   } else {
     for (Tree& child : children_) visit({}, child);
