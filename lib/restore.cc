@@ -1,10 +1,14 @@
 #include "restore.h"
 
 #include <algorithm>
+#include <condition_variable>
 #include <cstring>
 #include <functional>
 #include <map>
 #include <memory>
+#include <mutex>
+#include <optional>
+#include <thread>
 #include <tuple>
 #include <type_traits>
 #include <unordered_map>
@@ -70,13 +74,17 @@ Result<std::vector<ChainLink>> IndexedChain(const Store& store, const ChunkDiges
   return chain;
 }
 
-// Decodes chunk `digest` into `dest`: its delta chain's whole chunk first,
-// then each difference XORed in, reading one stored chunk at a time. No
-// digest is checked: the caller checks the end result's, which covers every
-// chunk of the chain. Each chunk's header must say what the index says of it
-// (stored whole, or a delta of that base at that depth).
-Status DecodeChain(const Store& store, const ChunkDigest& digest, const ChunkLocation& location,
-                   uint32_t raw_size, std::byte* dest) {
+}  // namespace
+
+// The chain's whole chunk is decoded first, then each difference XORed in,
+// one stored chunk read at a time. Each chunk's header must say what the
+// index says of it (stored whole, or a delta of that base at that depth).
+// The digest, which covers every chunk of the chain, is checked as part of
+// using the last one, so that a mismatch marks the store damaged as a
+// failed read does (Store::UseChunk).
+Status ReadVerifiedChunk(const Store& store, const ChunkDigest& digest,
+                         const ChunkLocation& location, uint32_t raw_size, std::byte* dest,
+                         BlockChecksum block_checksum, const PinnedChunk* read_ahead) {
   Result<std::vector<ChainLink>> chain = IndexedChain(store, digest, location);
   if (!chain.ok()) return chain.status();
   for (size_t i = chain->size(); i-- > 0;) {
@@ -84,24 +92,31 @@ Status DecodeChain(const Store& store, const ChunkDigest& digest, const ChunkLoc
     auto decode = [&](std::string_view stored) -> Status {
       Result<std::optional<DeltaBase>> delta = ParseDeltaBase(stored);
       if (!delta.ok()) return delta.status();
+      Status decoded;
       if (link.location.delta_depth == 0) {
         if (delta->has_value()) {
           return Status::Corruption("the chunk index says stored whole, the chunk is a delta");
         }
-        return DecodeChunk(stored, raw_size, dest);
-      }
-      if (!delta->has_value()) {
+        decoded = DecodeChunk(stored, raw_size, dest);
+      } else if (!delta->has_value()) {
         return Status::Corruption("the chunk index says delta chunk of depth " +
                                   std::to_string(link.location.delta_depth) +
                                   ", the chunk is stored whole");
-      }
-      if ((*delta)->depth != link.location.delta_depth ||
-          (*delta)->digest != link.location.delta_base) {
+      } else if ((*delta)->depth != link.location.delta_depth ||
+                 (*delta)->digest != link.location.delta_base) {
         return Status::Corruption("the chunk index and the delta chunk disagree on its base");
+      } else {
+        decoded = ApplyDeltaChunk(stored, raw_size, dest);
       }
-      return ApplyDeltaChunk(stored, raw_size, dest);
+      if (!decoded.ok() || i != 0) return decoded;
+      if (store.hasher().Digest(dest, raw_size) != digest) {
+        return Status::Corruption("the bytes read fail their digest check");
+      }
+      return Status::OK();
     };
-    Status status = store.ReadChunk(link.digest, link.location, decode);
+    Status status = i == 0 && read_ahead != nullptr
+                        ? store.UseChunk(*read_ahead, decode)
+                        : store.ReadChunk(link.digest, link.location, decode, block_checksum);
     if (!status.ok()) {
       return i == 0 ? status : status.WithContext(BaseContext((*chain)[i - 1].location));
     }
@@ -109,17 +124,99 @@ Status DecodeChain(const Store& store, const ChunkDigest& digest, const ChunkLoc
   return Status::OK();
 }
 
-}  // namespace
+namespace {
 
-Status ReadVerifiedChunk(const Store& store, const ChunkDigest& digest,
-                         const ChunkLocation& location, uint32_t raw_size, std::byte* dest) {
-  Status status = DecodeChain(store, digest, location, raw_size, dest);
-  if (!status.ok()) return status;
-  if (store.hasher().Digest(dest, raw_size) != digest) {
-    return Status::Corruption("the bytes read fail their digest check");
+// Reads chunks ahead of the decoders on a thread of its own, in the order
+// the decoders take them (the chunk files' order), at most kAheadBytes
+// ahead, so that a read is in flight while every decoder decodes: decoders
+// that only read for themselves leave the disk idle whenever all of them
+// decode at once. A decoder that finds its chunk not yet started reads it
+// itself, as it did without this thread, so that a restore from the page
+// cache (which copying bounds) still copies on every core.
+class ChunkReadAhead {
+ public:
+  struct Request {
+    const ChunkDigest* digest = nullptr;
+    const ChunkLocation* location = nullptr;  // null: not read ahead
+  };
+
+  // Enough to cover a read's latency, little beside a restore's own memory.
+  static constexpr uint64_t kAheadBytes = uint64_t{16} << 20;
+
+  ChunkReadAhead(const Store& store, std::vector<Request> requests)
+      : store_(store),
+        requests_(std::move(requests)),
+        states_(requests_.size(), State::kUnread),
+        reads_(requests_.size()) {
+    thread_ = std::thread([this] { Run(); });
   }
-  return Status::OK();
-}
+
+  ~ChunkReadAhead() {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      stopping_ = true;
+    }
+    changed_.notify_all();
+    thread_.join();
+  }
+
+  // Request p's read, waiting for it if it is under way; null when p is not
+  // read ahead or not started (the caller then reads it). Each request is
+  // taken once.
+  std::optional<Result<PinnedChunk>> Take(size_t p) {
+    if (requests_[p].location == nullptr) return std::nullopt;
+    std::unique_lock<std::mutex> lock(mutex_);
+    if (states_[p] == State::kUnread) {
+      states_[p] = State::kTaken;
+      return std::nullopt;
+    }
+    changed_.wait(lock, [&] { return states_[p] == State::kRead; });
+    std::optional<Result<PinnedChunk>> read = std::move(reads_[p]);
+    reads_[p].reset();
+    states_[p] = State::kTaken;
+    ahead_bytes_ -= requests_[p].location->stored_size;
+    lock.unlock();
+    changed_.notify_all();
+    return read;
+  }
+
+ private:
+  enum class State : uint8_t { kUnread, kReading, kRead, kTaken };
+
+  void Run() {
+    for (size_t p = 0; p < requests_.size(); ++p) {
+      const Request& request = requests_[p];
+      if (request.location == nullptr) continue;
+      {
+        std::unique_lock<std::mutex> lock(mutex_);
+        changed_.wait(lock, [&] { return stopping_ || ahead_bytes_ < kAheadBytes; });
+        if (stopping_) return;
+        if (states_[p] != State::kUnread) continue;
+        states_[p] = State::kReading;
+      }
+      Result<PinnedChunk> read = store_.PinChunk(*request.digest, *request.location, BlockChecksum::kSkip);
+      {
+        std::lock_guard<std::mutex> lock(mutex_);
+        reads_[p].emplace(std::move(read));
+        states_[p] = State::kRead;
+        ahead_bytes_ += request.location->stored_size;
+      }
+      changed_.notify_all();
+    }
+  }
+
+  const Store& store_;
+  const std::vector<Request> requests_;
+  std::mutex mutex_;
+  std::condition_variable changed_;
+  std::vector<State> states_;
+  std::vector<std::optional<Result<PinnedChunk>>> reads_;  // kRead: the read
+  uint64_t ahead_bytes_ = 0;  // the stored bytes read and not yet taken
+  bool stopping_ = false;
+  std::thread thread_;
+};
+
+}  // namespace
 
 Status DecodeTensors(Store& store, int64_t step, const std::vector<DecodeTarget>& targets,
                      size_t threads) {
@@ -271,19 +368,25 @@ Status DecodeTensors(Store& store, int64_t step, const std::vector<DecodeTarget>
                            tasks[i].node->chunks[tasks[i].chunk].digest);
   };
   constexpr int kReaderAttempts = 10;
+  constexpr uint32_t kReadAheadMinBytes = 64u << 10;
   std::vector<char> missing(tasks.size(), 0);
   int attempt = 1;
-  auto decode = [&](size_t i) -> Status {
+  // `read_ahead`: the chunk's read by ChunkReadAhead, if it made one.
+  auto decode = [&](size_t i, const Result<PinnedChunk>* read_ahead) -> Status {
     const ChunkTask& task = tasks[i];
     const ChunkRef& ref = task.node->chunks[task.chunk];
     missing[i] = 0;
     Result<std::optional<ChunkLocation>> location =
         attempt == 1 ? found[i] : store.FindChunk(ref.digest);
     Status status = location.status();
-    if (status.ok()) {
-      status = location->has_value()
-                   ? ReadVerifiedChunk(store, ref.digest, **location, ref.raw_size, task.dest)
-                   : Status::NotFound("the chunk is not in the chunk index");
+    if (status.ok() && !location->has_value()) {
+      status = Status::NotFound("the chunk is not in the chunk index");
+    } else if (status.ok() && read_ahead != nullptr && !read_ahead->ok()) {
+      status = read_ahead->status();
+    } else if (status.ok()) {
+      status = ReadVerifiedChunk(store, ref.digest, **location, ref.raw_size, task.dest,
+                                 BlockChecksum::kSkip,
+                                 read_ahead != nullptr ? &**read_ahead : nullptr);
     }
     if (status.IsNotFound() && store.read_only() && attempt < kReaderAttempts) {
       missing[i] = 1;
@@ -300,8 +403,28 @@ Status DecodeTensors(Store& store, int64_t step, const std::vector<DecodeTarget>
   std::sort(pending.begin(), pending.end(),
             [&](size_t a, size_t b) { return file_order(a) < file_order(b); });
   for (;; ++attempt) {
-    Status status =
-        ParallelFor(pending.size(), threads, [&](size_t i) { return decode(pending[i]); });
+    // The first attempt reads ahead the chunks large enough for one
+    // sequential stream to pay (small ones cost a lookup each, which the
+    // decoders share out better); a catch-up's retries are few.
+    std::vector<ChunkReadAhead::Request> requests(attempt == 1 ? pending.size() : 0);
+    bool any_read_ahead = false;
+    for (size_t p = 0; p < requests.size(); ++p) {
+      const Result<std::optional<ChunkLocation>>& location = found[pending[p]];
+      if (location.ok() && location->has_value() &&
+          (*location)->stored_size >= kReadAheadMinBytes) {
+        requests[p] = {&tasks[pending[p]].node->chunks[tasks[pending[p]].chunk].digest,
+                       &**location};
+        any_read_ahead = true;
+      }
+    }
+    std::optional<ChunkReadAhead> reader;
+    if (any_read_ahead) reader.emplace(store, std::move(requests));
+    Status status = ParallelFor(pending.size(), threads, [&](size_t p) {
+      if (!reader.has_value()) return decode(pending[p], nullptr);
+      std::optional<Result<PinnedChunk>> read = reader->Take(p);
+      return decode(pending[p], read.has_value() ? &*read : nullptr);
+    });
+    reader.reset();
     if (!status.ok()) return status;
     std::erase_if(pending, [&](size_t i) { return !missing[i]; });
     if (pending.empty()) break;

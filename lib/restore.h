@@ -19,6 +19,8 @@
 
 namespace ckptdb {
 
+enum class BlockChecksum : bool;
+class PinnedChunk;
 class Store;
 struct ChunkLocation;
 
@@ -34,9 +36,12 @@ Result<Manifest> ReadStepManifest(const Store& store, int64_t step,
 
 // Reads chunk `digest` (of `raw_size` bytes, stored at `location`) into
 // `dest` and checks its digest: NotFound when the chunk file lacks it,
-// Corruption when the bytes read are not the chunk's.
+// Corruption when the bytes read are not the chunk's. `read_ahead`, when
+// given, holds the chunk's own stored bytes, already read (Store::PinChunk);
+// the bases of a delta chunk are read here all the same.
 Status ReadVerifiedChunk(const Store& store, const ChunkDigest& digest,
-                         const ChunkLocation& location, uint32_t raw_size, std::byte* dest);
+                         const ChunkLocation& location, uint32_t raw_size, std::byte* dest,
+                         BlockChecksum block_checksum, const PinnedChunk* read_ahead = nullptr);
 
 // A tensor to decode: its node, and where its bytes go: the whole tensor,
 // or only `region` of it (a shard's box), laid out row-major.

@@ -120,26 +120,44 @@ Result<std::optional<ChunkLocation>> Store::FindChunk(const ChunkDigest& digest)
   return std::optional<ChunkLocation>(*location);
 }
 
-Status Store::ReadChunk(const ChunkDigest& digest, const ChunkLocation& location,
-                        const std::function<Status(std::string_view stored)>& use) const {
+PinnedChunk::PinnedChunk() : value_(std::make_unique<rocksdb::PinnableSlice>()) {}
+PinnedChunk::PinnedChunk(PinnedChunk&&) noexcept = default;
+PinnedChunk& PinnedChunk::operator=(PinnedChunk&&) noexcept = default;
+PinnedChunk::~PinnedChunk() = default;
+
+Result<PinnedChunk> Store::PinChunk(const ChunkDigest& digest, const ChunkLocation& location,
+                                    BlockChecksum block_checksum) const {
   rocksdb::ReadOptions read;
-  // Through the block cache, so that `value` pins the block itself instead
+  // Through the block cache, so that the value pins the block itself instead
   // of receiving a copy of the chunk (a tenth of a warm restore's time); the
   // cache is too small to keep a chunk's block past its release (store_open.cc).
   read.fill_cache = true;
-  read.verify_checksums = true;
-  rocksdb::PinnableSlice value;
+  read.verify_checksums = block_checksum == BlockChecksum::kVerify;
+  PinnedChunk chunk;
   rocksdb::Status s =
-      rep_->db->Get(read, rep_->chunks(), ChunkKey(location.generation, digest), &value);
+      rep_->db->Get(read, rep_->chunks(), ChunkKey(location.generation, digest), chunk.value_.get());
   if (!s.ok()) rep_->damage_seen = true;
   if (s.IsNotFound()) {
     return Status::NotFound("chunk " + digest.ToHex() + " is missing from generation " +
                             std::to_string(location.generation));
   }
   if (!s.ok()) return FromRocksDb(s, "reading chunk " + digest.ToHex());
-  Status used = use(std::string_view(value.data(), value.size()));
+  return chunk;
+}
+
+Status Store::UseChunk(const PinnedChunk& chunk,
+                       const std::function<Status(std::string_view stored)>& use) const {
+  Status used = use(std::string_view(chunk.value_->data(), chunk.value_->size()));
   if (used.code() == Status::Code::kCorruption) rep_->damage_seen = true;
   return used;
+}
+
+Status Store::ReadChunk(const ChunkDigest& digest, const ChunkLocation& location,
+                        const std::function<Status(std::string_view stored)>& use,
+                        BlockChecksum block_checksum) const {
+  Result<PinnedChunk> chunk = PinChunk(digest, location, block_checksum);
+  if (!chunk.ok()) return chunk.status();
+  return UseChunk(*chunk, use);
 }
 
 class GenerationWriter::Rep {

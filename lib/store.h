@@ -35,9 +35,33 @@
 
 namespace rocksdb {
 class Env;
+class PinnableSlice;
 }  // namespace rocksdb
 
 namespace ckptdb {
+
+// Whether a chunk read checks the checksum of the table block it lies in
+// (doc/format.md §3). A restore need not: it checks every chunk it decodes
+// against its digest, which covers the chunk's bytes, and damage elsewhere
+// in the block fails the read or loses the key (the store is then marked
+// damaged either way). Verification, repair and GC check both, to find
+// damage before a restore meets it. Skipping saves a restore about a tenth
+// of its CPU.
+enum class BlockChecksum : bool { kSkip, kVerify };
+
+// A chunk's stored bytes as Store::PinChunk read them, held in memory until
+// this is destroyed (which must be before the Store).
+class PinnedChunk {
+ public:
+  PinnedChunk();
+  PinnedChunk(PinnedChunk&&) noexcept;
+  PinnedChunk& operator=(PinnedChunk&&) noexcept;
+  ~PinnedChunk();
+
+ private:
+  friend class Store;
+  std::unique_ptr<rocksdb::PinnableSlice> value_;
+};
 
 // The store format version of the stores this build creates, and the newest
 // it opens. Version 2 added chunk codec 3 (byte planes, doc/format.md §5),
@@ -130,9 +154,18 @@ class Store {
   Result<std::optional<ChunkLocation>> FindChunk(const ChunkDigest& digest) const;
 
   // Calls `use` with the stored (encoded) bytes of a chunk; the bytes are
-  // valid only during the call. NotFound if the chunk is absent.
+  // valid only during the call. NotFound if the chunk is absent. A read that
+  // fails, or a `use` that finds Corruption, marks the store damaged.
   Status ReadChunk(const ChunkDigest& digest, const ChunkLocation& location,
-                   const std::function<Status(std::string_view stored)>& use) const;
+                   const std::function<Status(std::string_view stored)>& use,
+                   BlockChecksum block_checksum = BlockChecksum::kVerify) const;
+
+  // ReadChunk in two halves, for reading on one thread and decoding on
+  // another: ReadChunk(d, l, use, c) is UseChunk(*PinChunk(d, l, c), use).
+  Result<PinnedChunk> PinChunk(const ChunkDigest& digest, const ChunkLocation& location,
+                               BlockChecksum block_checksum) const;
+  Status UseChunk(const PinnedChunk& chunk,
+                  const std::function<Status(std::string_view stored)>& use) const;
 
   // Starts writing a new generation of chunks (write mode only).
   Result<std::unique_ptr<GenerationWriter>> NewGeneration();

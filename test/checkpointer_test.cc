@@ -11,6 +11,7 @@
 #include <filesystem>
 #include <fstream>
 #include <limits>
+#include <map>
 #include <random>
 
 #include "store.h"
@@ -767,6 +768,66 @@ TEST(CheckpointerTest, ATruncatedChunkFileIsCorruptionNamingTheTensorNeverWrongD
     Result<Tree> healthy = (*opened)->RestoreTree(1);
     ASSERT_OK(healthy.status());
     EXPECT_TRUE(healthy->ContentEquals(testing::MakeStepState(1, 1)));
+  }
+}
+
+// A restore reads ahead of its decoders and skips the table blocks' own
+// checksums (the chunk digests cover the chunks' bytes): a flipped byte in
+// a chunk must still be an error naming the tensor, stop the reads ahead,
+// and mark the store damaged, so that garbage collection refuses to run on
+// it until it is verified and repaired.
+TEST(CheckpointerTest, AFlippedByteInAChunkIsCorruptionAndStopsGarbageCollection) {
+  testing::TempDir dir;
+  namespace fs = std::filesystem;
+  CheckpointerOptions options = KeepAll();
+  options.enable_async_checkpointing = false;
+  options.chunk_size_bytes = 1u << 20;
+  // 24 incompressible chunks of 1 MiB: more than a restore reads ahead.
+  Tree unique_state;
+  (void)unique_state.Set("weights", Tree::Leaf(RandomTensor(DType::kUInt8, {24 << 20}, 78)));
+  {
+    auto checkpointer = OpenOrDie(dir.path(), options);
+    ASSERT_TRUE(checkpointer->Save(testing::MakeStepState(1, 1), 1).value());
+    ASSERT_TRUE(checkpointer->Save(unique_state, 2).value());
+    Result<Tree> intact = checkpointer->RestoreTree(2);
+    ASSERT_OK(intact.status());
+    EXPECT_TRUE(intact->ContentEquals(unique_state));
+  }
+  fs::path largest;
+  for (const auto& entry : fs::directory_iterator(dir.path())) {
+    if (entry.path().extension() == ".sst" &&
+        (largest.empty() || entry.file_size() > fs::file_size(largest))) {
+      largest = entry.path();
+    }
+  }
+  ASSERT_FALSE(largest.empty());
+  // A tenth into the file: inside the third chunk's stored bytes (keys and
+  // block trailers are 40 bytes a megabyte), with the rest still to read.
+  std::string bytes = testing::ReadBytes(largest.string());
+  bytes[bytes.size() / 10] ^= 0x40;
+  testing::WriteBytes(largest.string(), bytes);
+  std::map<std::string, std::string> tables_before;  // every table file, with its bytes
+  for (const auto& entry : fs::directory_iterator(dir.path())) {
+    if (entry.path().extension() == ".sst") {
+      tables_before[entry.path()] = testing::ReadBytes(entry.path().string());
+    }
+  }
+
+  auto checkpointer = OpenOrDie(dir.path(), options);
+  Result<Tree> damaged = checkpointer->RestoreTree(2);
+  ASSERT_FALSE(damaged.ok());
+  EXPECT_TRUE(damaged.status().IsCorruption()) << damaged.status().ToString();
+  EXPECT_NE(damaged.status().message().find("tensor 'weights'"), std::string::npos)
+      << damaged.status().ToString();
+  Result<Tree> healthy = checkpointer->RestoreTree(1);
+  ASSERT_OK(healthy.status());
+  EXPECT_TRUE(healthy->ContentEquals(testing::MakeStepState(1, 1)));
+  Result<GcStats> refused = checkpointer->CollectGarbage();
+  EXPECT_EQ(refused.status().code(), Status::Code::kFailedPrecondition)
+      << refused.status().ToString();
+  ASSERT_OK(checkpointer->Close());
+  for (const auto& [path, bytes] : tables_before) {
+    EXPECT_EQ(testing::ReadBytes(path), bytes) << path << " changed or was deleted";
   }
 }
 
