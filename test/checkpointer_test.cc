@@ -726,6 +726,19 @@ TEST(CheckpointerTest, ANewStoreIsPrivateToItsOwnerUnlessAskedOtherwise) {
 namespace ckptdb {
 namespace {
 
+// The largest table file in `dir` (empty when there is none).
+std::filesystem::path LargestTableFile(const std::string& dir) {
+  namespace fs = std::filesystem;
+  fs::path largest;
+  for (const auto& entry : fs::directory_iterator(dir)) {
+    if (entry.path().extension() == ".sst" &&
+        (largest.empty() || entry.file_size() > fs::file_size(largest))) {
+      largest = entry.path();
+    }
+  }
+  return largest;
+}
+
 TEST(CheckpointerTest, ATruncatedChunkFileIsCorruptionNamingTheTensorNeverWrongData) {
   testing::TempDir dir;
   namespace fs = std::filesystem;
@@ -739,13 +752,7 @@ TEST(CheckpointerTest, ATruncatedChunkFileIsCorruptionNamingTheTensorNeverWrongD
     ASSERT_TRUE(checkpointer->Save(unique_state, 2).value());
   }
   // The largest table file holds step 2's incompressible chunks.
-  fs::path largest;
-  for (const auto& entry : fs::directory_iterator(dir.path())) {
-    if (entry.path().extension() == ".sst" &&
-        (largest.empty() || entry.file_size() > fs::file_size(largest))) {
-      largest = entry.path();
-    }
-  }
+  const std::filesystem::path largest = LargestTableFile(dir.path());
   ASSERT_FALSE(largest.empty());
   fs::resize_file(largest, fs::file_size(largest) / 2);
   for (bool read_only : {false, true}) {
@@ -793,13 +800,7 @@ TEST(CheckpointerTest, AFlippedByteInAChunkIsCorruptionAndStopsGarbageCollection
     ASSERT_OK(intact.status());
     EXPECT_TRUE(intact->ContentEquals(unique_state));
   }
-  fs::path largest;
-  for (const auto& entry : fs::directory_iterator(dir.path())) {
-    if (entry.path().extension() == ".sst" &&
-        (largest.empty() || entry.file_size() > fs::file_size(largest))) {
-      largest = entry.path();
-    }
-  }
+  const std::filesystem::path largest = LargestTableFile(dir.path());
   ASSERT_FALSE(largest.empty());
   // A tenth into the file: inside the third chunk's stored bytes (keys and
   // block trailers are 40 bytes a megabyte), with the rest still to read.
