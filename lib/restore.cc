@@ -8,6 +8,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <system_error>
 #include <thread>
 #include <tuple>
 #include <type_traits>
@@ -148,7 +149,12 @@ class ChunkReadAhead {
         requests_(std::move(requests)),
         states_(requests_.size(), State::kUnread),
         reads_(requests_.size()) {
-    thread_ = std::thread([this] { Run(); });
+    try {
+      thread_ = std::thread([this] { Run(); });
+    } catch (const std::system_error&) {
+      // No thread to spare (a process or memory limit): every request stays
+      // unread, and the decoders read for themselves.
+    }
   }
 
   ~ChunkReadAhead() {
@@ -157,7 +163,7 @@ class ChunkReadAhead {
       stopping_ = true;
     }
     changed_.notify_all();
-    thread_.join();
+    if (thread_.joinable()) thread_.join();
   }
 
   // Request p's read, waiting for it if it is under way; null when p is not
@@ -194,7 +200,8 @@ class ChunkReadAhead {
         if (states_[p] != State::kUnread) continue;
         states_[p] = State::kReading;
       }
-      Result<PinnedChunk> read = store_.PinChunk(*request.digest, *request.location, BlockChecksum::kSkip);
+      Result<PinnedChunk> read =
+          store_.PinChunk(*request.digest, *request.location, BlockChecksum::kSkip);
       {
         std::lock_guard<std::mutex> lock(mutex_);
         reads_[p].emplace(std::move(read));

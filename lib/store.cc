@@ -134,8 +134,8 @@ Result<PinnedChunk> Store::PinChunk(const ChunkDigest& digest, const ChunkLocati
   read.fill_cache = true;
   read.verify_checksums = block_checksum == BlockChecksum::kVerify;
   PinnedChunk chunk;
-  rocksdb::Status s =
-      rep_->db->Get(read, rep_->chunks(), ChunkKey(location.generation, digest), chunk.value_.get());
+  rocksdb::Status s = rep_->db->Get(read, rep_->chunks(), ChunkKey(location.generation, digest),
+                                    chunk.value_.get());
   if (!s.ok()) rep_->damage_seen = true;
   if (s.IsNotFound()) {
     return Status::NotFound("chunk " + digest.ToHex() + " is missing from generation " +
