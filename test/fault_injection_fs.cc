@@ -49,6 +49,32 @@ class FaultyFile : public rocksdb::FSWritableFileOwnerWrapper {
   std::string path_;
 };
 
+class FaultyReadFile : public rocksdb::FSRandomAccessFileOwnerWrapper {
+ public:
+  FaultyReadFile(std::unique_ptr<rocksdb::FSRandomAccessFile> file, FaultInjectionFs* fs,
+                 std::string path)
+      : FSRandomAccessFileOwnerWrapper(std::move(file)), fs_(fs), path_(std::move(path)) {}
+
+  rocksdb::IOStatus Read(uint64_t offset, size_t n, const rocksdb::IOOptions& options,
+                         rocksdb::Slice* result, char* scratch,
+                         rocksdb::IODebugContext* debug) const override {
+    rocksdb::IOStatus status = fs_->CheckRead(path_);
+    if (!status.ok()) return status;
+    return target()->Read(offset, n, options, result, scratch, debug);
+  }
+  rocksdb::IOStatus MultiRead(rocksdb::FSReadRequest* requests, size_t count,
+                              const rocksdb::IOOptions& options,
+                              rocksdb::IODebugContext* debug) override {
+    rocksdb::IOStatus status = fs_->CheckRead(path_);
+    if (!status.ok()) return status;
+    return target()->MultiRead(requests, count, options, debug);
+  }
+
+ private:
+  FaultInjectionFs* fs_;
+  std::string path_;
+};
+
 }  // namespace
 
 FaultInjectionFs::FaultInjectionFs()
@@ -66,6 +92,18 @@ void FaultInjectionFs::Arm(const std::string& pattern, Fault fault, int successe
 void FaultInjectionFs::Disarm() {
   std::lock_guard<std::mutex> lock(mutex_);
   armed_ = false;
+}
+
+void FaultInjectionFs::ArmReads(const std::string& pattern, int successes) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  read_pattern_ = pattern;
+  read_successes_ = successes;
+  reads_armed_ = true;
+}
+
+void FaultInjectionFs::DisarmReads() {
+  std::lock_guard<std::mutex> lock(mutex_);
+  reads_armed_ = false;
 }
 
 void FaultInjectionFs::PauseNextWrite(const std::string& pattern) {
@@ -101,6 +139,19 @@ rocksdb::IOStatus FaultInjectionFs::Check(const std::string& path) {
   ++injected_;
   return fault_ == Fault::kNoSpace ? rocksdb::IOStatus::NoSpace("injected: no space left")
                                    : rocksdb::IOStatus::IOError("injected I/O error on " + path);
+}
+
+rocksdb::IOStatus FaultInjectionFs::CheckRead(const std::string& path) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  if (!reads_armed_ || path.find(read_pattern_) == std::string::npos) {
+    return rocksdb::IOStatus::OK();
+  }
+  if (read_successes_ > 0) {
+    --read_successes_;
+    return rocksdb::IOStatus::OK();
+  }
+  ++injected_;
+  return rocksdb::IOStatus::IOError("injected read error on " + path);
 }
 
 void FaultInjectionFs::Wrote(const std::string& path, uint64_t size) {
@@ -146,6 +197,15 @@ rocksdb::IOStatus FaultInjectionFs::NewWritableFile(
     files_[path] = Sizes{};
   }
   *result = std::make_unique<FaultyFile>(std::move(*result), this, path);
+  return status;
+}
+
+rocksdb::IOStatus FaultInjectionFs::NewRandomAccessFile(
+    const std::string& path, const rocksdb::FileOptions& options,
+    std::unique_ptr<rocksdb::FSRandomAccessFile>* result, rocksdb::IODebugContext* debug) {
+  rocksdb::IOStatus status = target()->NewRandomAccessFile(path, options, result, debug);
+  if (!status.ok()) return status;
+  *result = std::make_unique<FaultyReadFile>(std::move(*result), this, path);
   return status;
 }
 

@@ -1,6 +1,6 @@
 // A RocksDB file system that fails on command: I/O errors or "no space" on
-// writes and syncs of chosen files, and power loss (every file keeps only
-// what it had synced). Files are matched by a substring of their path. A
+// writes and syncs of chosen files, I/O errors on reads of chosen files, and
+// power loss (every file keeps only what it had synced). Files are matched by a substring of their path. A
 // write whose sync failed is kept (it may reach the disk anyway), except for
 // the MANIFEST (see AfterSync).
 
@@ -35,6 +35,11 @@ class FaultInjectionFs : public rocksdb::FileSystemWrapper {
   // fail with `fault`, after `successes` more of them succeed.
   void Arm(const std::string& pattern, Fault fault, int successes = 0);
   void Disarm();
+  // From now on, reads of files whose path contains `pattern` (files opened
+  // for random access, as table files are) fail with an I/O error, after
+  // `successes` more of them succeed.
+  void ArmReads(const std::string& pattern, int successes = 0);
+  void DisarmReads();
   int injected() const { return injected_; }
 
   // The next write to a file whose path contains `pattern` blocks until
@@ -54,8 +59,14 @@ class FaultInjectionFs : public rocksdb::FileSystemWrapper {
                                        std::unique_ptr<rocksdb::FSWritableFile>* result,
                                        rocksdb::IODebugContext* debug) override;
 
+  rocksdb::IOStatus NewRandomAccessFile(const std::string& path,
+                                        const rocksdb::FileOptions& options,
+                                        std::unique_ptr<rocksdb::FSRandomAccessFile>* result,
+                                        rocksdb::IODebugContext* debug) override;
+
   // Called by the files: OK, or the fault to report for `path`.
   rocksdb::IOStatus Check(const std::string& path);
+  rocksdb::IOStatus CheckRead(const std::string& path);
   void Wrote(const std::string& path, uint64_t size);
   // A sync finished; a failed MANIFEST sync loses its unsynced tail (see
   // the comment in the .cc).
@@ -68,6 +79,9 @@ class FaultInjectionFs : public rocksdb::FileSystemWrapper {
   Fault fault_ = Fault::kIOError;
   int successes_ = 0;
   bool armed_ = false;
+  std::string read_pattern_;
+  int read_successes_ = 0;
+  bool reads_armed_ = false;
   std::atomic<int> injected_{0};
   std::condition_variable pause_changed_;
   std::string pause_pattern_;

@@ -221,6 +221,41 @@ TEST_F(FaultTest, RandomFaultsNeverLoseACommittedStep) {
 // save of the original bytes restores bit-exact. The writer is held at its
 // first file write, after the first window of chunks was compressed and
 // before the rest are, while the caller changes its buffer.
+// A restore's chunks are read by a thread of their own ahead of the
+// decoders, and by the decoders: an I/O error on either side is the
+// restore's error, naming the tensor, with no thread left waiting; the store
+// is then marked damaged (garbage collection refuses) and, the fault gone,
+// the same step restores.
+TEST_F(FaultTest, AReadErrorMidRestoreIsAnIOErrorNamingTheTensorAndStopsGc) {
+  CheckpointerOptions options = KeepAll();
+  options.chunk_size_bytes = 1u << 20;
+  Tree state;
+  std::vector<uint8_t> bytes(24u << 20);
+  std::mt19937_64 random(5);
+  for (auto& byte : bytes) byte = static_cast<uint8_t>(random());
+  (void)state.Set("weights",
+                  Tree::Leaf(Tensor::ConstView(DType::kUInt8, {int64_t(bytes.size())},
+                                               bytes.data()).value()));
+  std::unique_ptr<Checkpointer> checkpointer = Open(options);
+  ASSERT_NE(checkpointer, nullptr);
+  ASSERT_TRUE(checkpointer->Save(state, 1).value());
+  for (int successes : {0, 5, 20}) {
+    SCOPED_TRACE("reads that succeed before the fault: " + std::to_string(successes));
+    fs_.ArmReads(".sst", successes);
+    Result<Tree> failed = checkpointer->RestoreTree(1);
+    fs_.DisarmReads();
+    ASSERT_FALSE(failed.ok());
+    EXPECT_EQ(failed.status().code(), Status::Code::kIOError) << failed.status().ToString();
+    EXPECT_NE(failed.status().message().find("tensor 'weights'"), std::string::npos)
+        << failed.status().ToString();
+    EXPECT_EQ(checkpointer->CollectGarbage().status().code(), Status::Code::kFailedPrecondition);
+    Result<Tree> restored = checkpointer->RestoreTree(1);
+    ASSERT_OK(restored.status());
+    EXPECT_TRUE(restored->ContentEquals(state));
+  }
+  ASSERT_OK(checkpointer->Close());
+}
+
 TEST_F(FaultTest, ABrokenZeroCopyPromiseFailsThatSaveAndPoisonsNothing) {
   CheckpointerOptions options = KeepAll(/*async=*/true);
   options.chunk_size_bytes = 64 << 10;
