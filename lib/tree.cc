@@ -5,6 +5,9 @@
 #include <cassert>
 #include <functional>
 #include <limits>
+#include <new>
+#include <string>
+#include <vector>
 #include <type_traits>
 #include <utility>
 
@@ -22,27 +25,114 @@ constexpr size_t kMaxUnindexedKeys = 8;
 
 size_t KeyHash(std::string_view key) { return std::hash<std::string_view>{}(key); }
 
-// The indices of `keys` in the keys' order.
-std::vector<uint32_t> KeyOrder(const std::vector<std::string>& keys) {
-  std::vector<uint32_t> order(keys.size());
+}  // namespace
+
+// A map's keys in one allocation: this header, then `capacity` key ends
+// (ends()[i]: where key i's characters end), then the keys' characters back
+// to back. A model's maps are mostly small (one to four short keys), where
+// one block for all of a map's keys takes a quarter of the memory of a
+// vector of strings; a million-leaf state holds about a million maps.
+struct Tree::MapKeys {
+  uint32_t count = 0;          // key(i) is the key of children_[i]
+  uint32_t capacity = 0;       // the keys ends() has room for
+  uint32_t char_capacity = 0;  // the characters chars() has room for
+  // Above kMaxUnindexedKeys keys: an open-addressing hash table (linear
+  // probing, a power of two at least twice count) of 1 + an index into the
+  // keys, 0 for a free slot, so that setting or finding a key is O(1) and n
+  // keys in any order cost O(n). Null for small maps, searched in turn.
+  uint32_t slot_count = 0;
+  uint32_t* slots = nullptr;
+
+  const uint32_t* ends() const { return reinterpret_cast<const uint32_t*>(this + 1); }
+  uint32_t* ends() { return reinterpret_cast<uint32_t*>(this + 1); }
+  const char* chars() const { return reinterpret_cast<const char*>(ends() + capacity); }
+  char* chars() { return reinterpret_cast<char*>(ends() + capacity); }
+  uint32_t chars_used() const { return count == 0 ? 0 : ends()[count - 1]; }
+  std::string_view key(size_t i) const {
+    const uint32_t begin = i == 0 ? 0 : ends()[i - 1];
+    return {chars() + begin, ends()[i] - begin};
+  }
+  // The indices of the keys in the keys' order.
+  std::vector<uint32_t> Order() const;
+
+  // A block with room for `capacity` keys of `char_capacity` characters in
+  // all, holding `from`'s keys when given (no more than that room).
+  static MapKeys* Make(uint32_t capacity, uint32_t char_capacity, const MapKeys* from);
+  static MapKeys* Copy(const MapKeys& other);
+  static void Free(MapKeys* keys) noexcept;
+  // `keys` (null: none yet) with `key` appended: the same block, or a
+  // larger one that takes over its table (`keys` is then freed). The caller
+  // keeps the count and the characters within uint32_t.
+  static MapKeys* Append(MapKeys* keys, std::string_view key);
+  void IndexLastKey();
+};
+
+std::vector<uint32_t> Tree::MapKeys::Order() const {
+  std::vector<uint32_t> order(count);
   for (size_t i = 0; i < order.size(); ++i) order[i] = static_cast<uint32_t>(i);
-  std::sort(order.begin(), order.end(), [&keys](uint32_t a, uint32_t b) { return keys[a] < keys[b]; });
+  std::sort(order.begin(), order.end(), [this](uint32_t a, uint32_t b) { return key(a) < key(b); });
   return order;
 }
 
-}  // namespace
+Tree::MapKeys* Tree::MapKeys::Make(uint32_t capacity, uint32_t char_capacity,
+                                   const MapKeys* from) {
+  void* block = ::operator new(sizeof(MapKeys) + sizeof(uint32_t) * size_t{capacity} +
+                               size_t{char_capacity});
+  auto* keys = new (block) MapKeys();
+  keys->capacity = capacity;
+  keys->char_capacity = char_capacity;
+  if (from != nullptr) {
+    keys->count = from->count;
+    std::copy(from->ends(), from->ends() + from->count, keys->ends());
+    std::copy(from->chars(), from->chars() + from->chars_used(), keys->chars());
+  }
+  return keys;
+}
 
-struct Tree::MapKeys {
-  // keys[i] is the key of children_[i].
-  std::vector<std::string> keys;
-  // Above kMaxUnindexedKeys keys: an open-addressing hash table (linear
-  // probing, a power of two at least twice keys.size()) of 1 + an index
-  // into keys, 0 for a free slot, so that setting or finding a key is O(1)
-  // and n keys in any order cost O(n). Empty for small maps, searched in turn.
-  std::vector<uint32_t> slots;
+Tree::MapKeys* Tree::MapKeys::Copy(const MapKeys& other) {
+  MapKeys* keys = Make(other.count, other.chars_used(), &other);
+  if (other.slots != nullptr) {
+    keys->slots = new uint32_t[other.slot_count];
+    keys->slot_count = other.slot_count;
+    std::copy(other.slots, other.slots + other.slot_count, keys->slots);
+  }
+  return keys;
+}
 
-  void IndexLastKey();
-};
+void Tree::MapKeys::Free(MapKeys* keys) noexcept {
+  if (keys == nullptr) return;
+  delete[] keys->slots;
+  keys->~MapKeys();
+  ::operator delete(keys);
+}
+
+Tree::MapKeys* Tree::MapKeys::Append(MapKeys* keys, std::string_view key) {
+  const uint32_t count = keys == nullptr ? 0 : keys->count;
+  const uint32_t used = keys == nullptr ? 0 : keys->chars_used();
+  const auto needed = static_cast<uint32_t>(used + key.size());
+  if (keys == nullptr) {
+    keys = Make(1, needed, nullptr);  // most maps keep one to four keys
+  } else if (count == keys->capacity || needed > keys->char_capacity) {
+    // Room doubles, so that n keys cost O(n) copying.
+    auto doubled = [](uint32_t n) {
+      return static_cast<uint32_t>(
+          std::min<uint64_t>(2 * uint64_t{n}, std::numeric_limits<uint32_t>::max()));
+    };
+    MapKeys* grown =
+        Make(count == keys->capacity ? doubled(count) : keys->capacity,
+             needed > keys->char_capacity ? std::max(needed, doubled(keys->char_capacity))
+                                          : keys->char_capacity,
+             keys);
+    grown->slot_count = std::exchange(keys->slot_count, 0);
+    grown->slots = std::exchange(keys->slots, nullptr);
+    Free(keys);
+    keys = grown;
+  }
+  std::copy(key.begin(), key.end(), keys->chars() + used);
+  keys->ends()[count] = needed;
+  keys->count = count + 1;
+  return keys;
+}
 
 Tree::MapKeys* Tree::map_keys() const {
   return kind_ == Kind::kMap ? static_cast<MapKeys*>(extra_) : nullptr;
@@ -50,7 +140,7 @@ Tree::MapKeys* Tree::map_keys() const {
 
 void Tree::FreeExtra() noexcept {
   switch (kind_) {
-    case Kind::kMap: delete static_cast<MapKeys*>(extra_); break;
+    case Kind::kMap: MapKeys::Free(static_cast<MapKeys*>(extra_)); break;
     case Kind::kTensor: delete static_cast<Tensor*>(extra_); break;
     case Kind::kString: delete static_cast<std::string*>(extra_); break;
     case Kind::kShardedTensor: delete static_cast<ShardedTensor*>(extra_); break;
@@ -85,7 +175,7 @@ Tree& Tree::operator=(Tree&& other) noexcept {
 Tree::Tree(const Tree& other) : kind_(other.kind_), scalar_(other.scalar_), children_(other.children_) {
   if (other.extra_ == nullptr) return;
   switch (kind_) {
-    case Kind::kMap: extra_ = new MapKeys(*static_cast<const MapKeys*>(other.extra_)); break;
+    case Kind::kMap: extra_ = MapKeys::Copy(*static_cast<const MapKeys*>(other.extra_)); break;
     case Kind::kTensor: extra_ = new Tensor(*static_cast<const Tensor*>(other.extra_)); break;
     case Kind::kString:
       extra_ = new std::string(*static_cast<const std::string*>(other.extra_));
@@ -235,44 +325,50 @@ Result<Tree*> Tree::Set(std::string_view key, Tree child) {
     return Status::InvalidArgument("map of " + std::to_string(children_.size()) +
                                    " keys: no more fit");
   }
-  if (extra_ == nullptr) extra_ = new MapKeys();
-  MapKeys& keys = *map_keys();
-  keys.keys.emplace_back(key);
+  const MapKeys* keys = map_keys();
+  if (keys != nullptr && uint64_t{keys->chars_used()} + key.size() >
+                             std::numeric_limits<uint32_t>::max()) {
+    return Status::InvalidArgument("map whose keys hold " + std::to_string(keys->chars_used()) +
+                                   " bytes: key '" + std::string(key.substr(0, 64)) +
+                                   "' does not fit");
+  }
   children_.push_back(std::move(child));
-  keys.IndexLastKey();
+  MapKeys* appended = MapKeys::Append(static_cast<MapKeys*>(extra_), key);
+  extra_ = appended;
+  appended->IndexLastKey();
   return &children_.back();
 }
 
 size_t Tree::ChildIndex(std::string_view key) const {
   const MapKeys* map = map_keys();
   if (map == nullptr) return kNoChild;
-  const std::vector<std::string>& keys = map->keys;
-  const std::vector<uint32_t>& slots = map->slots;
-  if (slots.empty()) {
-    for (size_t i = 0; i < keys.size(); ++i) {
-      if (keys[i] == key) return i;
+  if (map->slots == nullptr) {
+    for (size_t i = 0; i < map->count; ++i) {
+      if (map->key(i) == key) return i;
     }
     return kNoChild;
   }
-  const size_t mask = slots.size() - 1;
+  const size_t mask = map->slot_count - 1;
   for (size_t slot = KeyHash(key) & mask;; slot = (slot + 1) & mask) {
-    const uint32_t entry = slots[slot];
+    const uint32_t entry = map->slots[slot];
     if (entry == 0) return kNoChild;
-    if (keys[entry - 1] == key) return entry - 1;
+    if (map->key(entry - 1) == key) return entry - 1;
   }
 }
 
 void Tree::MapKeys::IndexLastKey() {
-  const size_t count = keys.size();
   if (count <= kMaxUnindexedKeys) return;
   auto place = [this](size_t index) {
-    const size_t mask = slots.size() - 1;
-    size_t slot = KeyHash(keys[index]) & mask;
+    const size_t mask = slot_count - 1;
+    size_t slot = KeyHash(key(index)) & mask;
     while (slots[slot] != 0) slot = (slot + 1) & mask;
     slots[slot] = static_cast<uint32_t>(index + 1);
   };
-  if (slots.size() < 2 * count) {  // grow to a quarter full, every key again
-    slots.assign(std::bit_ceil(4 * count), 0);
+  if (slot_count < 2 * uint64_t{count}) {  // grow to a quarter full, every key again
+    const size_t grown = std::bit_ceil(4 * size_t{count});
+    delete[] slots;
+    slots = new uint32_t[grown]();
+    slot_count = static_cast<uint32_t>(grown);
     for (size_t i = 0; i < count; ++i) place(i);
   } else {
     place(count - 1);
@@ -385,8 +481,7 @@ void Tree::ForEachChild(
   if (kind_ == Kind::kMap) {
     const MapKeys* map = map_keys();
     if (map == nullptr) return;
-    const std::vector<std::string>& keys = map->keys;
-    for (uint32_t index : KeyOrder(keys)) visit(keys[index], children_[index]);
+    for (uint32_t index : map->Order()) visit(map->key(index), children_[index]);
   } else {
     for (const Tree& child : children_) visit({}, child);
   }
@@ -397,8 +492,7 @@ void Tree::ForEachMutableChild(
   if (kind_ == Kind::kMap) {
     const MapKeys* map = map_keys();
     if (map == nullptr) return;
-    const std::vector<std::string>& keys = map->keys;
-    for (uint32_t index : KeyOrder(keys)) visit(keys[index], children_[index]);
+    for (uint32_t index : map->Order()) visit(map->key(index), children_[index]);
   } else {
     for (Tree& child : children_) visit({}, child);
   }
@@ -495,7 +589,7 @@ bool Tree::ContentEquals(const Tree& other) const {
     case Kind::kMap: {
       if (children_.size() != other.children_.size()) return false;
       for (size_t i = 0; i < children_.size(); ++i) {
-        const size_t theirs = other.ChildIndex(map_keys()->keys[i]);
+        const size_t theirs = other.ChildIndex(map_keys()->key(i));
         if (theirs == kNoChild || !children_[i].ContentEquals(other.children_[theirs])) {
           return false;
         }
