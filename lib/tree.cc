@@ -326,9 +326,9 @@ Result<Tree*> Tree::Set(std::string_view key, Tree child) {
                                    " keys: no more fit");
   }
   const MapKeys* keys = map_keys();
-  if (keys != nullptr && uint64_t{keys->chars_used()} + key.size() >
-                             std::numeric_limits<uint32_t>::max()) {
-    return Status::InvalidArgument("map whose keys hold " + std::to_string(keys->chars_used()) +
+  const uint32_t key_bytes = keys == nullptr ? 0 : keys->chars_used();
+  if (uint64_t{key_bytes} + key.size() > std::numeric_limits<uint32_t>::max()) {
+    return Status::InvalidArgument("map whose keys hold " + std::to_string(key_bytes) +
                                    " bytes: key '" + std::string(key.substr(0, 64)) +
                                    "' does not fit");
   }
