@@ -35,6 +35,7 @@ import json
 import math
 import numbers
 import os
+import sys
 import time
 
 import numpy as np
@@ -43,11 +44,6 @@ from ckptdb._ckptdb import CorruptionError, Shard, Sharded, TensorBits
 from ckptdb import _ckptdb
 from ckptdb.distributed import (Coordinator, MpiCoordinator, MultiprocessingOptions,
                                 TorchDistributedCoordinator)
-
-try:
-    import torch
-except ImportError:  # PyTorch is optional
-    torch = None
 
 __all__ = ["Checkpointer", "Coordinator", "CorruptionError", "MpiCoordinator",
            "MultiprocessingOptions", "Shard", "Sharded", "TensorBits",
@@ -122,7 +118,26 @@ def _seconds(name, value):
     return float(value)
 
 
+def _loaded_torch():
+    """torch if this program has imported it, else None. A value can be a
+    torch tensor only then, so ckptdb does not import torch to look (the
+    import takes about 200 MB and a second or more)."""
+    torch = sys.modules.get("torch")
+    return torch if hasattr(torch, "Tensor") else None  # None, or torch mid-import
+
+
+def _installed_torch():
+    """torch, imported if needed, for leaves a save recorded as torch
+    tensors; None when PyTorch (optional) is not installed."""
+    try:
+        import torch  # pylint: disable=import-outside-toplevel
+    except ImportError:
+        return None
+    return torch
+
+
 def _is_torch(value):
+    torch = _loaded_torch()
     return torch is not None and isinstance(value, torch.Tensor)
 
 
@@ -130,6 +145,7 @@ def _torch_to_native(tensor, path, writable):
     """A CPU torch tensor as a numpy array sharing its memory (bfloat16: a
     TensorBits of its bits). A template to restore into must be contiguous
     and on the CPU; a tensor to save is copied there if it is not."""
+    torch = _loaded_torch()
     tensor = tensor.detach()
     if tensor.device.type != "cpu" or not tensor.is_contiguous():
         if writable:
@@ -141,7 +157,7 @@ def _torch_to_native(tensor, path, writable):
     return tensor.numpy()
 
 
-def _native_to_torch(value):
+def _native_to_torch(value, torch):
     """A restored array (or bfloat16 bits) as a torch tensor on its memory."""
     if isinstance(value, TensorBits):
         if value.dtype != "bfloat16":
@@ -217,12 +233,13 @@ def _back_to_torch(template, restored, donate):
         items = [_back_to_torch(t, r, donate) for t, r in zip(template, restored)]
         return tuple(items) if isinstance(template, tuple) else items
     if _is_torch(template):
-        return template if donate else _native_to_torch(restored)
+        return template if donate else _native_to_torch(restored, _loaded_torch())
     if isinstance(template, Sharded):
         if donate:
             return template
+        torch = _loaded_torch()
         return Sharded(template.dtype, template.global_shape,
-                       [Shard(mine.start, _native_to_torch(new.data) if _is_torch(mine.data)
+                       [Shard(mine.start, _native_to_torch(new.data, torch) if _is_torch(mine.data)
                               else new.data, mine.replica_id)
                         for mine, new in zip(template.shards, restored.shards)])
     return restored
@@ -238,8 +255,9 @@ def _with_python_types(tree, tuples, tensors, path=""):
         items = [_with_python_types(child, tuples, tensors, _join(path, index))
                  for index, child in enumerate(tree)]
         return tuple(items) if path in tuples else items
-    if path in tensors and torch is not None:
-        return _native_to_torch(tree)
+    if path in tensors:
+        torch = _installed_torch()
+        return tree if torch is None else _native_to_torch(tree, torch)
     return tree
 
 

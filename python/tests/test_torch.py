@@ -110,3 +110,27 @@ def test_optimizer_state_entries_that_are_none_survive(tmp_path):
         ckptdb.pytorch.restore(ckpt, optimizer=other)
     assert other.state_dict()["state"] == optimizer.state_dict()["state"]
     assert other.state_dict()["param_groups"][0]["lr"] == 0.1
+
+
+def test_ckptdb_imports_torch_only_to_restore_tensors_saved_as_torch(tmp_path):
+    # A program that never imports torch does not pay for it (about 200 MB
+    # and a second), yet a step saved with torch tensors restores as torch
+    # tensors there too.
+    workdir = str(tmp_path / "ckpt")
+    with ckptdb.Checkpointer(workdir, save_interval_steps=1) as ckpt:
+        ckpt.save({"w": torch.arange(6, dtype=torch.float32), "n": np.ones(2)}, step=0)
+    script = f"""
+import sys
+import numpy as np
+import ckptdb
+assert "torch" not in sys.modules, "import ckptdb imported torch"
+with ckptdb.Checkpointer({workdir!r}, save_interval_steps=1) as ckpt:
+    ckpt.save({{"x": np.zeros(3)}}, step=1)
+    ckpt.restore({{"w": np.zeros(6, np.float32), "n": np.zeros(2)}}, step=0)
+    assert "torch" not in sys.modules, "a save or a restore into arrays imported torch"
+    restored = ckpt.restore(step=0)
+import torch
+assert isinstance(restored["w"], torch.Tensor) and restored["w"].tolist() == list(range(6))
+assert isinstance(restored["n"], np.ndarray)
+"""
+    subprocess.run([sys.executable, "-c", script], check=True, env=os.environ.copy())
