@@ -524,14 +524,20 @@ std::string EncodeNodeTables(const Manifest& manifest) {
   return std::string(reinterpret_cast<const char*>(builder.GetBufferPointer()), builder.GetSize());
 }
 
-// A packed manifest (version 3) of `manifest`'s header, `keys` and `tree`.
+// A packed manifest (version 3) of `manifest`'s header, `keys` and its tree
+// of `tree_size` bytes, which `write_tree` writes to the place it is given
+// and may then release: a manifest of a million leaves is tens of MB, so its
+// source goes before the copy this returns is made.
 std::string EncodePacked(const Manifest& manifest, const std::vector<std::string_view>& keys,
-                         const std::string& tree) {
-  flatbuffers::FlatBufferBuilder builder(1024 + tree.size() + keys.size() * 16);
+                         size_t tree_size, const std::function<void(uint8_t*)>& write_tree) {
+  flatbuffers::FlatBufferBuilder builder(1024 + tree_size + keys.size() * 16);
   // First, so that it ends the buffer (FlatBuffers builds back to front):
   // every truncation then cuts bytes the checksum covers.
-  auto stored_tree =
-      builder.CreateVector(reinterpret_cast<const uint8_t*>(tree.data()), tree.size());
+  uint8_t* tree = nullptr;
+  auto stored_tree = builder.CreateUninitializedVector(tree_size, &tree);
+  write_tree(tree);
+  // Before the next addition to the builder, which may move its buffer.
+  const uint64_t checksum = XXH3_64bits(tree, tree_size);
   const HeaderVectors header = AddHeaderVectors(manifest, &builder);
   std::vector<flatbuffers::Offset<flatbuffers::String>> stored_keys;
   stored_keys.reserve(keys.size());
@@ -540,8 +546,7 @@ std::string EncodePacked(const Manifest& manifest, const std::vector<std::string
   auto root = fb::CreateManifest(builder, kManifestFormatVersion, manifest.step,
                                  manifest.commit_time_ns, header.metrics,
                                  /*nodes=*/0, header.user_metadata,
-                                 builder.CreateVector(stored_keys), stored_tree,
-                                 XXH3_64bits(tree.data(), tree.size()));
+                                 builder.CreateVector(stored_keys), stored_tree, checksum);
   fb::FinishManifestBuffer(builder, root);
   return std::string(reinterpret_cast<const char*>(builder.GetBufferPointer()), builder.GetSize());
 }
@@ -553,22 +558,40 @@ std::string EncodeManifest(const Manifest& manifest, ManifestLayout layout) {
   TreePacker packer;
   std::string tree;
   for (const ManifestNode& node : manifest.nodes) packer.Append(node, &tree);
-  return EncodePacked(manifest, packer.keys(), tree);
+  return EncodePacked(manifest, packer.keys(), tree.size(), [&](uint8_t* out) {
+    std::memcpy(out, tree.data(), tree.size());
+    std::string().swap(tree);  // frees it (assigning an empty string would keep the buffer)
+  });
 }
 
 std::string EncodeManifest(const Manifest& manifest, TreeDraft draft) {
   assert(manifest.nodes.size() == draft.kept_at.size());
-  std::string tree;
-  tree.reserve(draft.packed.size() + manifest.nodes.size() * 64);
-  size_t from = 0;
-  for (size_t k = 0; k < manifest.nodes.size(); ++k) {
-    tree.append(draft.packed, from, draft.kept_at[k] - from);
-    draft.packer->Append(manifest.nodes[k], &tree);
-    from = draft.kept_at[k];
+  // The kept nodes packed one after another (kept_end[k]: where node k's
+  // bytes end), then merged with the draft into the builder's buffer.
+  std::string kept;
+  std::vector<size_t> kept_end;
+  kept_end.reserve(manifest.nodes.size());
+  for (const ManifestNode& node : manifest.nodes) {
+    draft.packer->Append(node, &kept);
+    kept_end.push_back(kept.size());
   }
-  tree.append(draft.packed, from);
-  draft.packed = {};  // copied: its memory goes before the builder takes its own
-  return EncodePacked(manifest, draft.packer->keys(), tree);
+  return EncodePacked(manifest, draft.packer->keys(), draft.packed.size() + kept.size(),
+                      [&](uint8_t* out) {
+                        size_t from = 0;
+                        size_t kept_from = 0;
+                        for (size_t k = 0; k < kept_end.size(); ++k) {
+                          out = std::copy(draft.packed.data() + from,
+                                          draft.packed.data() + draft.kept_at[k], out);
+                          out = std::copy(kept.data() + kept_from, kept.data() + kept_end[k], out);
+                          from = draft.kept_at[k];
+                          kept_from = kept_end[k];
+                        }
+                        std::copy(draft.packed.data() + from,
+                                  draft.packed.data() + draft.packed.size(), out);
+                        // Frees them (assigning empty strings would keep the buffers).
+                        std::string().swap(draft.packed);
+                        std::string().swap(kept);
+                      });
 }
 
 namespace {

@@ -409,10 +409,10 @@ Status SavePipeline::CommitLocally(PendingSave& save) {
   }
   const ManifestLayout layout =
       store_->packs_manifests() ? ManifestLayout::kPacked : ManifestLayout::kNodeTables;
-  const std::string encoded = save.draft_
-                                  ? EncodeManifest(manifest, *std::exchange(save.draft_, std::nullopt))
-                                  : EncodeManifest(manifest, layout);
-  return store_->CommitStep(manifest.step, encoded, save.new_chunks_);
+  std::string encoded = save.draft_
+                            ? EncodeManifest(manifest, *std::exchange(save.draft_, std::nullopt))
+                            : EncodeManifest(manifest, layout);
+  return store_->CommitStep(manifest.step, std::move(encoded), save.new_chunks_);
 }
 
 Status SavePipeline::WriteAndCommit(PendingSave& save) {

@@ -319,11 +319,12 @@ Status WriteSynced(rocksdb::DB* db, rocksdb::WriteBatch* batch, std::string_view
 
 }  // namespace
 
-Status Store::CommitStep(int64_t step, std::string_view manifest,
+Status Store::CommitStep(int64_t step, std::string manifest,
                          const std::vector<IndexEntry>& new_chunks) {
   if (read_only()) return Status::FailedPrecondition(dir_ + " is open read-only");
   rocksdb::WriteBatch batch = IndexBatch(*rep_, new_chunks, {});
-  batch.Put(rep_->manifests(), StepKey(step), rocksdb::Slice(manifest.data(), manifest.size()));
+  batch.Put(rep_->manifests(), StepKey(step), manifest);
+  std::string().swap(manifest);
   Status written = WriteSynced(rep_->db.get(), &batch, "committing step " + std::to_string(step));
   if (written.ok() && !new_chunks.empty()) {
     rep_->durable_next_generation = std::max(rep_->durable_next_generation, rep_->next_generation);

@@ -185,8 +185,10 @@ class Store {
   Status RemoveGenerationFiles();
 
   // The commit point of a step: writes the manifest and the index entries of
-  // the step's new chunks in one synced batch.
-  Status CommitStep(int64_t step, std::string_view manifest,
+  // the step's new chunks in one synced batch. Takes the manifest to free it
+  // once the batch holds its copy: RocksDB copies it again into its memtable,
+  // and a manifest of a million leaves is tens of MB.
+  Status CommitStep(int64_t step, std::string manifest,
                     const std::vector<IndexEntry>& new_chunks);
 
   // Repair, on a store made by CreateWithIdentity: ingests chunk files
