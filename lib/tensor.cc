@@ -127,7 +127,7 @@ Tensor::Tensor() : shape_{0} {}
 
 Result<Tensor> Tensor::View(DType dtype, std::vector<int64_t> shape, void* data) {
   Result<Tensor> tensor = ConstView(dtype, std::move(shape), data);
-  if (tensor.ok()) tensor->mutable_data_ = static_cast<std::byte*>(data);
+  if (tensor.ok()) tensor->writable_ = true;
   return tensor;
 }
 
@@ -144,7 +144,9 @@ Result<Tensor> Tensor::Shaped(DType dtype, std::vector<int64_t> shape) {
 Result<Tensor> Tensor::ConstView(DType dtype, std::vector<int64_t> shape, const void* data) {
   Result<Tensor> tensor = Shaped(dtype, std::move(shape));
   if (!tensor.ok()) return tensor;
-  tensor->data_ = static_cast<const std::byte*>(data);
+  // Borrowed: a pointer with no owner (writable only through View).
+  tensor->buffer_ = std::shared_ptr<std::byte[]>(
+      std::shared_ptr<std::byte[]>(), static_cast<std::byte*>(const_cast<void*>(data)));
   Status status = CheckBuffer(*tensor, data);
   if (!status.ok()) return status;
   return tensor;
@@ -161,8 +163,8 @@ namespace {
 // memory is short.
 std::shared_ptr<std::byte[]> AllocateZeroed(size_t bytes) {
   if (bytes < kHugePageBytes) {
-    // make_shared<T[]>(n) value-initializes. At least one byte, so that an
-    // owned empty tensor still reports owns_data().
+    // make_shared<T[]>(n) value-initializes. At least one byte, so that null
+    // means only that memory is short.
     try {
       return std::make_shared<std::byte[]>(bytes == 0 ? 1 : bytes);
     } catch (const std::bad_alloc&) {
@@ -186,24 +188,24 @@ Result<Tensor> Tensor::Allocate(DType dtype, std::vector<int64_t> shape) {
   Result<Tensor> shaped = Shaped(dtype, std::move(shape));
   if (!shaped.ok()) return shaped;
   Tensor& tensor = *shaped;
-  tensor.owner_ = AllocateZeroed(tensor.byte_size_);
-  if (tensor.owner_ == nullptr) {
+  tensor.buffer_ = AllocateZeroed(tensor.byte_size_);
+  if (tensor.buffer_ == nullptr) {
     return Status::InvalidArgument("cannot allocate a tensor of " +
                                    std::to_string(tensor.byte_size_) + " bytes");
   }
-  tensor.data_ = tensor.mutable_data_ = tensor.owner_.get();
+  tensor.writable_ = tensor.owned_ = true;
   return shaped;
 }
 
 Tensor Tensor::CopyOf(const Tensor& source) {
   Tensor copy = Allocate(source.dtype_, source.shape_).value();
-  if (source.byte_size_ > 0) std::memcpy(copy.mutable_data_, source.data_, source.byte_size_);
+  if (source.byte_size_ > 0) std::memcpy(copy.mutable_data(), source.data(), source.byte_size_);
   return copy;
 }
 
 bool Tensor::ContentEquals(const Tensor& other) const {
   return dtype_ == other.dtype_ && shape_ == other.shape_ && byte_size_ == other.byte_size_ &&
-         (byte_size_ == 0 || std::memcmp(data_, other.data_, byte_size_) == 0);
+         (byte_size_ == 0 || std::memcmp(data(), other.data(), byte_size_) == 0);
 }
 
 Status Tensor::CheckElementType(DType wanted, bool writing) const {

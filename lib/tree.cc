@@ -5,6 +5,7 @@
 #include <cassert>
 #include <functional>
 #include <limits>
+#include <memory>
 #include <new>
 #include <string>
 #include <vector>
@@ -33,7 +34,7 @@ size_t KeyHash(std::string_view key) { return std::hash<std::string_view>{}(key)
 // one block for all of a map's keys takes a quarter of the memory of a
 // vector of strings; a million-leaf state holds about a million maps.
 struct Tree::MapKeys {
-  uint32_t count = 0;          // key(i) is the key of children_[i]
+  uint32_t count = 0;          // key(i) is the key of child i
   uint32_t capacity = 0;       // the keys ends() has room for
   uint32_t char_capacity = 0;  // the characters chars() has room for
   // Above kMaxUnindexedKeys keys: an open-addressing hash table (linear
@@ -152,13 +153,51 @@ void Tree::FreeExtra() noexcept {
   extra_ = nullptr;
 }
 
+namespace {
+
+// A container's children array holds std::bit_ceil(count) places: grown by
+// doubling, without a capacity field in the node.
+size_t ChildPlaces(size_t count) { return count == 0 ? 0 : std::bit_ceil(count); }
+
+Tree* AllocateChildren(size_t places) {
+  return static_cast<Tree*>(::operator new(places * sizeof(Tree)));
+}
+
+}  // namespace
+
 Tree::Tree() = default;
-Tree::~Tree() { FreeExtra(); }
+
+Tree::~Tree() {
+  FreeChildren();
+  FreeExtra();
+}
+
+void Tree::FreeChildren() noexcept {
+  if (!is_container() || payload_.children == nullptr) return;
+  std::destroy_n(payload_.children, child_count_);
+  ::operator delete(payload_.children);
+  payload_.children = nullptr;
+  child_count_ = 0;
+}
+
+Tree* Tree::AddChild(Tree child) {
+  Tree* children = payload_.children;
+  if (child_count_ == ChildPlaces(child_count_)) {  // full
+    Tree* grown = AllocateChildren(ChildPlaces(child_count_ + 1));
+    std::uninitialized_move_n(children, child_count_, grown);
+    std::destroy_n(children, child_count_);
+    ::operator delete(children);
+    payload_.children = children = grown;
+  }
+  Tree* added = new (children + child_count_) Tree(std::move(child));
+  ++child_count_;
+  return added;
+}
 
 Tree::Tree(Tree&& other) noexcept
     : kind_(std::exchange(other.kind_, Kind::kMap)),
-      scalar_(std::exchange(other.scalar_, 0)),
-      children_(std::move(other.children_)),
+      child_count_(std::exchange(other.child_count_, 0)),
+      payload_(std::exchange(other.payload_, {.children = nullptr})),
       extra_(std::exchange(other.extra_, nullptr)) {}
 
 Tree& Tree::operator=(Tree&& other) noexcept {
@@ -166,28 +205,43 @@ Tree& Tree::operator=(Tree&& other) noexcept {
   // is emptied before anything of this tree is freed.
   Tree taken(std::move(other));
   std::swap(kind_, taken.kind_);
-  std::swap(scalar_, taken.scalar_);
-  children_.swap(taken.children_);
+  std::swap(child_count_, taken.child_count_);
+  std::swap(payload_, taken.payload_);
   std::swap(extra_, taken.extra_);
   return *this;
 }
 
-Tree::Tree(const Tree& other) : kind_(other.kind_), scalar_(other.scalar_), children_(other.children_) {
-  if (other.extra_ == nullptr) return;
-  switch (kind_) {
-    case Kind::kMap: extra_ = MapKeys::Copy(*static_cast<const MapKeys*>(other.extra_)); break;
-    case Kind::kTensor: extra_ = new Tensor(*static_cast<const Tensor*>(other.extra_)); break;
-    case Kind::kString:
-      extra_ = new std::string(*static_cast<const std::string*>(other.extra_));
-      break;
-    case Kind::kShardedTensor:
-      extra_ = new ShardedTensor(*static_cast<const ShardedTensor*>(other.extra_));
-      break;
-    case Kind::kList:
-    case Kind::kInt:
-    case Kind::kFloat:
-    case Kind::kBool: break;
+Tree::Tree(const Tree& other) : kind_(other.kind_), payload_(other.payload_) {
+  if (other.extra_ != nullptr) {
+    switch (kind_) {
+      case Kind::kMap: extra_ = MapKeys::Copy(*static_cast<const MapKeys*>(other.extra_)); break;
+      case Kind::kTensor: extra_ = new Tensor(*static_cast<const Tensor*>(other.extra_)); break;
+      case Kind::kString:
+        extra_ = new std::string(*static_cast<const std::string*>(other.extra_));
+        break;
+      case Kind::kShardedTensor:
+        extra_ = new ShardedTensor(*static_cast<const ShardedTensor*>(other.extra_));
+        break;
+      case Kind::kList:
+      case Kind::kInt:
+      case Kind::kFloat:
+      case Kind::kBool: break;
+    }
   }
+  if (!is_container() || other.child_count_ == 0) return;
+  // Last: a constructor that throws runs no destructor, so what it made
+  // before is freed here.
+  Tree* children = nullptr;
+  try {
+    children = AllocateChildren(ChildPlaces(other.child_count_));
+    std::uninitialized_copy_n(other.payload_.children, other.child_count_, children);
+  } catch (...) {
+    ::operator delete(children);
+    FreeExtra();
+    throw;
+  }
+  payload_.children = children;
+  child_count_ = other.child_count_;
 }
 
 Tree& Tree::operator=(const Tree& other) {
@@ -225,21 +279,21 @@ Tree Tree::Leaf(Tensor tensor) {
 Tree Tree::Int(int64_t value) {
   Tree tree;
   tree.kind_ = Kind::kInt;
-  tree.scalar_ = value;
+  tree.payload_.scalar = value;
   return tree;
 }
 
 Tree Tree::Float(double value) {
   Tree tree;
   tree.kind_ = Kind::kFloat;
-  tree.scalar_ = std::bit_cast<int64_t>(value);
+  tree.payload_.scalar = std::bit_cast<int64_t>(value);
   return tree;
 }
 
 Tree Tree::Bool(bool value) {
   Tree tree;
   tree.kind_ = Kind::kBool;
-  tree.scalar_ = value ? 1 : 0;
+  tree.payload_.scalar = value ? 1 : 0;
   return tree;
 }
 
@@ -318,11 +372,11 @@ Result<Tree*> Tree::Set(std::string_view key, Tree child) {
   }
   const size_t existing = ChildIndex(key);
   if (existing != kNoChild) {
-    children_[existing] = std::move(child);
-    return &children_[existing];
+    payload_.children[existing] = std::move(child);
+    return &payload_.children[existing];
   }
-  if (children_.size() >= std::numeric_limits<uint32_t>::max()) {
-    return Status::InvalidArgument("map of " + std::to_string(children_.size()) +
+  if (child_count_ == std::numeric_limits<uint32_t>::max()) {
+    return Status::InvalidArgument("map of " + std::to_string(child_count_) +
                                    " keys: no more fit");
   }
   const MapKeys* keys = map_keys();
@@ -332,11 +386,10 @@ Result<Tree*> Tree::Set(std::string_view key, Tree child) {
                                    " bytes: key '" + std::string(key.substr(0, 64)) +
                                    "' does not fit");
   }
-  children_.push_back(std::move(child));
   MapKeys* appended = MapKeys::Append(static_cast<MapKeys*>(extra_), key);
   extra_ = appended;
   appended->IndexLastKey();
-  return &children_.back();
+  return AddChild(std::move(child));
 }
 
 size_t Tree::ChildIndex(std::string_view key) const {
@@ -379,8 +432,11 @@ Result<Tree*> Tree::Append(Tree child) {
   if (kind_ != Kind::kList) {
     return Status::InvalidArgument("Append on a " + std::string(KindName(kind_)) + " node");
   }
-  children_.push_back(std::move(child));
-  return &children_.back();
+  if (child_count_ == std::numeric_limits<uint32_t>::max()) {
+    return Status::InvalidArgument("list of " + std::to_string(child_count_) +
+                                   " elements: no more fit");
+  }
+  return AddChild(std::move(child));
 }
 
 Status Tree::SetPath(std::string_view path, Tree node) {
@@ -454,7 +510,7 @@ const Tree* Tree::Find(std::string_view path) const {
     if (node->kind_ == Kind::kMap) {
       const size_t index = node->ChildIndex(part);
       if (index == kNoChild) return nullptr;
-      node = &node->children_[index];
+      node = &node->payload_.children[index];
     } else if (node->kind_ == Kind::kList) {
       size_t index = 0;
       // Indices are written as FlattenTree writes them: no leading zeros.
@@ -463,8 +519,8 @@ const Tree* Tree::Find(std::string_view path) const {
         if (c < '0' || c > '9') return nullptr;
         index = index * 10 + static_cast<size_t>(c - '0');
       }
-      if (index >= node->children_.size()) return nullptr;
-      node = &node->children_[index];
+      if (index >= node->child_count_) return nullptr;
+      node = &node->payload_.children[index];
     } else {
       return nullptr;
     }
@@ -481,9 +537,9 @@ void Tree::ForEachChild(
   if (kind_ == Kind::kMap) {
     const MapKeys* map = map_keys();
     if (map == nullptr) return;
-    for (uint32_t index : map->Order()) visit(map->key(index), children_[index]);
+    for (uint32_t index : map->Order()) visit(map->key(index), payload_.children[index]);
   } else {
-    for (const Tree& child : children_) visit({}, child);
+    for (size_t i = 0; i < child_count_; ++i) visit({}, payload_.children[i]);
   }
 }
 
@@ -492,19 +548,19 @@ void Tree::ForEachMutableChild(
   if (kind_ == Kind::kMap) {
     const MapKeys* map = map_keys();
     if (map == nullptr) return;
-    for (uint32_t index : map->Order()) visit(map->key(index), children_[index]);
+    for (uint32_t index : map->Order()) visit(map->key(index), payload_.children[index]);
   } else {
-    for (Tree& child : children_) visit({}, child);
+    for (size_t i = 0; i < child_count_; ++i) visit({}, payload_.children[i]);
   }
 }
 
 const Tree& Tree::element(size_t index) const {
-  assert(kind_ == Kind::kList && index < children_.size());
-  return children_[index];
+  assert(kind_ == Kind::kList && index < child_count_);
+  return payload_.children[index];
 }
 Tree& Tree::element(size_t index) {
-  assert(kind_ == Kind::kList && index < children_.size());
-  return children_[index];
+  assert(kind_ == Kind::kList && index < child_count_);
+  return payload_.children[index];
 }
 
 const Tensor& Tree::tensor() const {
@@ -517,15 +573,15 @@ Tensor& Tree::tensor() {
 }
 int64_t Tree::int_value() const {
   assert(kind_ == Kind::kInt);
-  return scalar_;
+  return payload_.scalar;
 }
 double Tree::float_value() const {
   assert(kind_ == Kind::kFloat);
-  return std::bit_cast<double>(scalar_);
+  return std::bit_cast<double>(payload_.scalar);
 }
 bool Tree::bool_value() const {
   assert(kind_ == Kind::kBool);
-  return scalar_ != 0;
+  return payload_.scalar != 0;
 }
 const std::string& Tree::string_value() const {
   assert(kind_ == Kind::kString);
@@ -587,26 +643,27 @@ bool Tree::ContentEquals(const Tree& other) const {
   if (kind_ != other.kind_) return false;
   switch (kind_) {
     case Kind::kMap: {
-      if (children_.size() != other.children_.size()) return false;
-      for (size_t i = 0; i < children_.size(); ++i) {
+      if (child_count_ != other.child_count_) return false;
+      for (size_t i = 0; i < child_count_; ++i) {
         const size_t theirs = other.ChildIndex(map_keys()->key(i));
-        if (theirs == kNoChild || !children_[i].ContentEquals(other.children_[theirs])) {
+        if (theirs == kNoChild ||
+            !payload_.children[i].ContentEquals(other.payload_.children[theirs])) {
           return false;
         }
       }
       return true;
     }
     case Kind::kList:
-      if (children_.size() != other.children_.size()) return false;
-      for (size_t i = 0; i < children_.size(); ++i) {
-        if (!children_[i].ContentEquals(other.children_[i])) return false;
+      if (child_count_ != other.child_count_) return false;
+      for (size_t i = 0; i < child_count_; ++i) {
+        if (!payload_.children[i].ContentEquals(other.payload_.children[i])) return false;
       }
       return true;
     case Kind::kTensor: return tensor().ContentEquals(other.tensor());
     // Floats bitwise, so NaN equals the same NaN and -0.0 differs from 0.0.
     case Kind::kInt:
     case Kind::kBool:
-    case Kind::kFloat: return scalar_ == other.scalar_;
+    case Kind::kFloat: return payload_.scalar == other.payload_.scalar;
     case Kind::kString: return string_value() == other.string_value();
     case Kind::kShardedTensor: {
       const ShardedTensor& mine = sharded();

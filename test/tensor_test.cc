@@ -42,6 +42,48 @@ TEST(TensorValuesTest, TypedAccessChecksTheDType) {
   EXPECT_EQ(halves.Values<Float16>().status().code(), Status::Code::kInvalidArgument);
 }
 
+TEST(TensorBufferTest, ViewsBorrowAndOwnedBuffersAreSharedByCopies) {
+  std::vector<int32_t> data = {1, 2, 3, 4, 5, 6};
+  const Tensor view = Tensor::View(DType::kInt32, {2, 3}, data.data()).value();
+  EXPECT_EQ(view.data(), reinterpret_cast<const std::byte*>(data.data()));
+  EXPECT_EQ(view.mutable_data(), reinterpret_cast<std::byte*>(data.data()));
+  EXPECT_TRUE(view.writable());
+  EXPECT_FALSE(view.owns_data());
+  EXPECT_EQ(view.byte_size(), 24u);
+  const Tensor view_copy = view;  // the same borrowed memory
+  EXPECT_EQ(view_copy.data(), view.data());
+  EXPECT_FALSE(view_copy.owns_data());
+
+  const Tensor read_only = Tensor::ConstView(DType::kInt32, {6}, data.data()).value();
+  EXPECT_EQ(read_only.data(), view.data());
+  EXPECT_EQ(read_only.mutable_data(), nullptr);
+  EXPECT_FALSE(read_only.writable());
+  EXPECT_FALSE(Tensor(read_only).writable());
+
+  Tensor owned = Tensor::CopyOf(view);
+  EXPECT_TRUE(owned.owns_data());
+  EXPECT_TRUE(owned.writable());
+  EXPECT_NE(owned.data(), view.data());
+  EXPECT_TRUE(owned.ContentEquals(view));
+  {
+    const Tensor shared = owned;  // shares the bytes, which outlive `owned`
+    owned = Tensor();
+    EXPECT_TRUE(shared.owns_data());
+    EXPECT_EQ(shared.Values<int32_t>().value()[5], 6);
+  }
+  EXPECT_FALSE(owned.owns_data());
+  EXPECT_EQ(owned.data(), nullptr);
+  EXPECT_TRUE(owned.writable());  // empty: nothing to refuse
+
+  EXPECT_TRUE(Tensor::Allocate(DType::kInt8, {0}).value().owns_data());
+  EXPECT_FALSE(Tensor::ConstView(DType::kInt8, {0}, nullptr).value().owns_data());
+  EXPECT_FALSE(Tensor::View(DType::kInt8, {1}, nullptr).ok());
+}
+
+// A state of 10^6 leaves holds 10^6 tensors: 56 bytes fill a 64-byte heap
+// chunk (72 took 80).
+static_assert(sizeof(Tensor) <= 56, "a tensor grew past 56 bytes");
+
 TEST(Float16Test, KnownValuesAndRounding) {
   EXPECT_EQ(ToFloat16(1.0f).bits, 0x3c00);
   EXPECT_EQ(ToFloat16(-2.0f).bits, 0xc000);

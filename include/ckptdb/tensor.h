@@ -136,13 +136,13 @@ class CKPTDB_EXPORT Tensor {
   uint64_t element_count() const { return byte_size_ / DTypeSize(dtype_); }
   uint64_t byte_size() const { return byte_size_; }
   // True when ckptdb owns the buffer (Allocate, CopyOf).
-  bool owns_data() const { return owner_ != nullptr; }
+  bool owns_data() const { return owned_; }
   // False for ConstView tensors.
-  bool writable() const { return mutable_data_ != nullptr || byte_size_ == 0; }
+  bool writable() const { return writable_ || byte_size_ == 0; }
 
-  const std::byte* data() const { return data_; }
+  const std::byte* data() const { return buffer_.get(); }
   // nullptr when the tensor is not writable.
-  std::byte* mutable_data() const { return mutable_data_; }
+  std::byte* mutable_data() const { return writable_ ? buffer_.get() : nullptr; }
 
   // Same dtype, shape and bytes.
   bool ContentEquals(const Tensor& other) const;
@@ -154,13 +154,13 @@ class CKPTDB_EXPORT Tensor {
   Result<std::span<const T>> Values() const {
     Status checked = CheckElementType(DTypeOf<T>(), false);
     if (!checked.ok()) return checked;
-    return std::span<const T>(reinterpret_cast<const T*>(data_), element_count());
+    return std::span<const T>(reinterpret_cast<const T*>(data()), element_count());
   }
   template <typename T>
   Result<std::span<T>> MutableValues() {
     Status checked = CheckElementType(DTypeOf<T>(), true);
     if (!checked.ok()) return checked;
-    return std::span<T>(reinterpret_cast<T*>(mutable_data_), element_count());
+    return std::span<T>(reinterpret_cast<T*>(mutable_data()), element_count());
   }
 
  private:
@@ -168,12 +168,19 @@ class CKPTDB_EXPORT Tensor {
   static Result<Tensor> Shaped(DType dtype, std::vector<int64_t> shape);
   Status CheckElementType(DType wanted, bool writing) const;
 
-  DType dtype_ = DType::kFloat32;
+  // A million-leaf state is a million of these: 56 bytes, the most that
+  // fits glibc's 64-byte heap chunks.
+  //
+  // The bytes: owned ones with the control block that frees them with the
+  // last copy; borrowed ones (views) as a pointer without one (shared_ptr's
+  // aliasing constructor over an empty owner), so copying a view counts
+  // nothing.
+  std::shared_ptr<std::byte[]> buffer_;
   std::vector<int64_t> shape_;
   uint64_t byte_size_ = 0;
-  const std::byte* data_ = nullptr;
-  std::byte* mutable_data_ = nullptr;
-  std::shared_ptr<std::byte[]> owner_;
+  DType dtype_ = DType::kFloat32;
+  bool writable_ = false;  // View, Allocate, CopyOf
+  bool owned_ = false;     // Allocate, CopyOf
 };
 
 }  // namespace ckptdb

@@ -111,7 +111,7 @@ class CKPTDB_EXPORT Tree {
   static Result<Tree> FromPaths(std::vector<std::pair<std::string, Tree>> nodes);
 
   // Children of a map or a list; 0 for leaves.
-  size_t child_count() const { return children_.size(); }
+  size_t child_count() const { return child_count_; }
   // Calls `visit(key, child)` for each child: a map's in key order, a list's
   // in index order (with an empty key). The visitor must not add children to
   // this node.
@@ -148,17 +148,27 @@ class CKPTDB_EXPORT Tree {
  private:
   struct MapKeys;
 
-  // Maps: the index of `key` in children_, or kNoChild.
+  // Maps: the index of `key` among the children, or kNoChild.
   size_t ChildIndex(std::string_view key) const;
+  // Containers: adds `child` after the others and returns it.
+  Tree* AddChild(Tree child);
+  void FreeChildren() noexcept;
 
-  // A million-leaf state is a million of these, so a node is kept at 48
-  // bytes: what only some kinds hold sits behind one pointer.
+  // A million-leaf state is a million of these, so a node is kept at 24
+  // bytes: what only some kinds hold sits behind one pointer, and a
+  // container's children array has no capacity field (it holds
+  // std::bit_ceil(child_count_) places).
+  union Payload {
+    // kInt, and kBool as 0/1; kFloat holds its value's bits.
+    int64_t scalar;
+    // Containers: lists, the elements in order; maps, the children in the
+    // order they were first set (visited in key order). Null when empty.
+    Tree* children;
+  };
+
   Kind kind_ = Kind::kMap;
-  // kInt, and kBool as 0/1; kFloat holds its value's bits.
-  int64_t scalar_ = 0;
-  // Lists: the elements in order. Maps: the children in the order they were
-  // first set (visited in key order).
-  std::vector<Tree> children_;
+  uint32_t child_count_ = 0;  // containers only
+  Payload payload_ = {.children = nullptr};
   // Owned, of the type kind_ names: a map with children, MapKeys (its keys
   // and the index that finds them); kTensor, Tensor; kString, std::string;
   // kShardedTensor, ShardedTensor. Null for the other kinds and empty maps.
