@@ -484,6 +484,9 @@ TEST(InspectShowTest, JsonDescribesEveryLeaf) {
   ASSERT_EQ(run.exit_code, 0) << Describe(run);
   const Json json = ParseJson(run.out);
   ASSERT_TRUE(json.is_object());
+  // Printed as it is made, leaf by leaf, in the layout of nlohmann's
+  // dump(2) (which printed the whole document before).
+  EXPECT_EQ(nlohmann::ordered_json::parse(run.out).dump(2) + "\n", run.out);
   const StepMetadata metadata = MetadataOf(store, 2);
   EXPECT_EQ(json.at("workdir").get<std::string>(), store);
   EXPECT_EQ(json.at("step").get<int64_t>(), 2);

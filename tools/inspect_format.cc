@@ -1,5 +1,6 @@
 // What the inspecting commands share: formatting and JSON.
 
+#include <cassert>
 #include <cinttypes>
 #include <cmath>
 #include <cstdio>
@@ -15,34 +16,116 @@ void AppendMember(Json& object, std::string key, Json value) {
   members.emplace_back(std::move(key), std::move(value));
 }
 
-namespace {
+void JsonStream::Open(char bracket) {
+  NextItem();
+  buffer_ += bracket;
+  filled_.push_back(false);
+}
 
-// `json` with every string, keys included, made valid UTF-8
-// (EscapeInvalidUtf8): nlohmann refuses to print anything else.
-Json Printable(const Json& json) {
-  switch (json.type()) {
-    case Json::value_t::string:
-      return EscapeInvalidUtf8(json.get_ref<const std::string&>());
-    case Json::value_t::array: {
-      Json array = Json::array();
-      for (const Json& element : json) array.push_back(Printable(element));
-      return array;
+void JsonStream::Close(char bracket) {
+  assert(!filled_.empty() && !after_key_);
+  const bool filled = filled_.back();
+  filled_.pop_back();
+  if (filled) {
+    buffer_ += '\n';
+    buffer_.append(2 * filled_.size(), ' ');
+  }
+  buffer_ += bracket;
+}
+
+void JsonStream::NextItem() {
+  if (after_key_) {  // a member's value: on its key's line
+    after_key_ = false;
+    return;
+  }
+  if (filled_.empty()) return;  // the document itself
+  Write(filled_.back() ? ",\n" : "\n");
+  buffer_.append(2 * filled_.size(), ' ');
+  filled_.back() = true;
+}
+
+void JsonStream::Key(std::string_view key) {
+  NextItem();
+  WriteString(key);
+  buffer_ += ": ";
+  after_key_ = true;
+}
+
+void JsonStream::WriteString(std::string_view text) {
+  const std::string valid = EscapeInvalidUtf8(text);
+  buffer_ += '"';
+  for (char c : valid) {
+    switch (c) {
+      case '"': buffer_ += "\\\""; break;
+      case '\\': buffer_ += "\\\\"; break;
+      case '\n': buffer_ += "\\n"; break;
+      case '\r': buffer_ += "\\r"; break;
+      case '\t': buffer_ += "\\t"; break;
+      case '\b': buffer_ += "\\b"; break;
+      case '\f': buffer_ += "\\f"; break;
+      default:
+        if (static_cast<unsigned char>(c) < 0x20) {
+          char escaped[8];
+          std::snprintf(escaped, sizeof(escaped), "\\u%04x", static_cast<unsigned>(c));
+          buffer_ += escaped;
+        } else {
+          buffer_ += c;
+        }
     }
-    case Json::value_t::object: {
-      Json object = Json::object();
-      for (const auto& [key, value] : json.items()) {
-        AppendMember(object, EscapeInvalidUtf8(key), Printable(value));
+  }
+  Write("\"");
+}
+
+void JsonStream::String(std::string_view text) {
+  NextItem();
+  WriteString(text);
+}
+
+void JsonStream::Number(uint64_t number) {
+  NextItem();
+  Write(std::to_string(number));
+}
+
+void JsonStream::Number(int64_t number) {
+  NextItem();
+  Write(std::to_string(number));
+}
+
+void JsonStream::Bool(bool flag) {
+  NextItem();
+  Write(flag ? "true" : "false");
+}
+
+void JsonStream::Value(const Json& value) {
+  switch (value.type()) {
+    case Json::value_t::object:
+      BeginObject();
+      for (const auto& [key, member] : value.items()) {
+        Key(key);
+        Value(member);
       }
-      return object;
-    }
-    default:
-      return json;
+      EndObject();
+      return;
+    case Json::value_t::array:
+      BeginArray();
+      for (const Json& element : value) Value(element);
+      EndArray();
+      return;
+    case Json::value_t::string:
+      String(value.get_ref<const std::string&>());
+      return;
+    default:  // numbers, booleans, null: as nlohmann prints them
+      NextItem();
+      Write(value.dump());
   }
 }
 
-}  // namespace
-
-void PrintJson(std::ostream& out, const Json& json) { out << Printable(json).dump(2) << "\n"; }
+void PrintJson(std::ostream& out, const Json& json) {
+  JsonStream stream(out);
+  stream.Value(json);
+  stream.Flush();
+  out << "\n";
+}
 
 std::string FormatBytes(uint64_t bytes) {
   static constexpr const char* kUnits[] = {"B", "KiB", "MiB", "GiB", "TiB"};

@@ -43,6 +43,55 @@ Json JsonObject(const Map& map) {
   return object;
 }
 
+// JSON printed indented by two spaces as it is produced, so that a document
+// of a million leaves is never built whole; every string made valid UTF-8
+// (EscapeInvalidUtf8). Containers: Begin, then their members (Key, then a
+// value) or elements, then End.
+class JsonStream {
+ public:
+  explicit JsonStream(std::ostream& out) : out_(out) {}
+  JsonStream(const JsonStream&) = delete;
+  JsonStream& operator=(const JsonStream&) = delete;
+  ~JsonStream() { Flush(); }
+  void BeginObject() { Open('{'); }
+  void EndObject() { Close('}'); }
+  void BeginArray() { Open('['); }
+  void EndArray() { Close(']'); }
+  // The next member's key.
+  void Key(std::string_view key);
+  // A whole value: a scalar, or a container printed member by member.
+  void Value(const Json& value);
+  // Scalars, without making a Json of them.
+  void String(std::string_view text);
+  void Number(uint64_t number);
+  void Number(int64_t number);
+  void Bool(bool flag);
+  // Writes what is buffered to the stream (the destructor does too).
+  void Flush() {
+    out_.write(buffer_.data(), static_cast<std::streamsize>(buffer_.size()));
+    buffer_.clear();
+  }
+
+ private:
+  void Open(char bracket);
+  void Close(char bracket);
+  // The separator and indentation of an element or a member's key.
+  void NextItem();
+  void WriteString(std::string_view text);
+  // Output is gathered and written to the stream 1 MiB at a time (a
+  // stream's operator<< per token took most of the time).
+  void Write(std::string_view text) {
+    buffer_ += text;
+    if (buffer_.size() >= (1 << 20)) Flush();
+  }
+
+  std::ostream& out_;
+  std::string buffer_;
+  // Per open container, whether anything went into it yet.
+  std::vector<bool> filled_;
+  bool after_key_ = false;  // the value that follows goes on the key's line
+};
+
 // Prints `json` (every string made valid UTF-8) indented, and a newline.
 void PrintJson(std::ostream& out, const Json& json);
 

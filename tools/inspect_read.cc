@@ -85,6 +85,89 @@ Result<std::map<ChunkDigest, uint32_t>> ChunkReferenceCounts(const Inspector& in
   return counts;
 }
 
+// A chunk is shared when it is referenced more than once anywhere.
+uint64_t SharedChunks(const ManifestNode& node, const std::map<ChunkDigest, uint32_t>& references) {
+  uint64_t shared = 0;
+  for (const ChunkRef& chunk : node.chunks) {
+    const auto found = references.find(chunk.digest);
+    shared += found != references.end() && found->second > 1;
+  }
+  return shared;
+}
+
+// `show --json`, printed leaf by leaf: a step of a million leaves is never
+// a document in memory.
+void PrintShowJson(std::ostream& out, const std::string& workdir, int64_t step,
+                   const Manifest& manifest, const std::map<ChunkDigest, uint32_t>& references) {
+  uint64_t logical = 0;
+  uint64_t stored = 0;
+  for (const ManifestNode& node : manifest.nodes) {
+    if (node.kind != Tree::Kind::kTensor) continue;
+    logical += node.byte_size;
+    stored += StoredBytes(node);
+  }
+  JsonStream json(out);
+  json.BeginObject();
+  json.Key("workdir");
+  json.String(workdir);
+  json.Key("step");
+  json.Number(step);
+  json.Key("commit_time");
+  json.String(FormatTime(manifest.commit_time_ns));
+  json.Key("commit_time_ns");
+  json.Number(manifest.commit_time_ns);
+  json.Key("logical_bytes");
+  json.Number(logical);
+  json.Key("stored_bytes");
+  json.Number(stored);
+  json.Key("metrics");
+  json.Value(JsonObject(manifest.metrics));
+  json.Key("user_metadata");
+  json.Value(JsonObject(manifest.user_metadata));
+  json.Key("leaves");
+  json.BeginArray();
+  for (const ManifestNode& node : manifest.nodes) {
+    if (node.kind == Tree::Kind::kMap || node.kind == Tree::Kind::kList) continue;
+    json.BeginObject();
+    json.Key("path");
+    json.String(node.path);
+    json.Key("kind");
+    json.String(KindName(node.kind));
+    if (node.kind != Tree::Kind::kTensor) {
+      json.Key("value");
+      json.Value(ScalarJson(node));
+      json.EndObject();
+      continue;
+    }
+    json.Key("dtype");
+    json.String(DTypeName(node.dtype));
+    json.Key("shape");
+    json.BeginArray();
+    for (int64_t dim : node.shape) json.Number(dim);
+    json.EndArray();
+    json.Key("logical_bytes");
+    json.Number(node.byte_size);
+    json.Key("stored_bytes");
+    json.Number(StoredBytes(node));
+    json.Key("chunks");
+    json.Number(uint64_t{node.chunks.size()});
+    json.Key("shared_chunks");
+    json.Number(SharedChunks(node, references));
+    json.Key("inline");
+    json.Bool(node.inlined);
+    // A tensor saved as shards: how many boxes they covered.
+    if (node.boxed) {
+      json.Key("saved_boxes");
+      json.Number(uint64_t{node.boxes.size()});
+    }
+    json.EndObject();
+  }
+  json.EndArray();
+  json.EndObject();
+  json.Flush();
+  out << "\n";
+}
+
 }  // namespace
 
 Status Show(const Context& context, const std::string& workdir, const std::string& step_text) {
@@ -97,9 +180,12 @@ Status Show(const Context& context, const std::string& workdir, const std::strin
   Result<std::map<ChunkDigest, uint32_t>> references = ChunkReferenceCounts(*inspector, *manifest);
   if (!references.ok()) return references.status();
 
+  if (context.json) {
+    PrintShowJson(context.out, workdir, *step, *manifest, *references);
+    return Status::OK();
+  }
   // Only what is printed is built: a step of a million leaves makes a
   // million rows.
-  Json leaves = Json::array();
   Table table({"PATH", "KIND", "DTYPE", "SHAPE | VALUE", "LOGICAL", "STORED", "CHUNKS", "SHARED"});
   uint64_t logical = 0;
   uint64_t stored = 0;
@@ -107,54 +193,17 @@ Status Show(const Context& context, const std::string& workdir, const std::strin
     if (node.kind == Tree::Kind::kMap || node.kind == Tree::Kind::kList) continue;
     const std::string path = node.path.empty() ? "(root)" : node.path;
     if (node.kind != Tree::Kind::kTensor) {
-      if (context.json) {
-        leaves.push_back({{"path", node.path},
-                          {"kind", std::string(KindName(node.kind))},
-                          {"value", ScalarJson(node)}});
-      } else {
-        table.Add({path, std::string(KindName(node.kind)), "", ScalarText(node)});
-      }
+      table.Add({path, std::string(KindName(node.kind)), "", ScalarText(node)});
       continue;
     }
-    // A chunk is shared when it is referenced more than once anywhere.
-    uint32_t shared = 0;
-    for (const ChunkRef& chunk : node.chunks) shared += (*references)[chunk.digest] > 1;
     const uint64_t leaf_stored = StoredBytes(node);
     logical += node.byte_size;
     stored += leaf_stored;
-    if (context.json) {
-      leaves.push_back({{"path", node.path},
-                        {"kind", "tensor"},
-                        {"dtype", std::string(DTypeName(node.dtype))},
-                        {"shape", node.shape},
-                        {"logical_bytes", node.byte_size},
-                        {"stored_bytes", leaf_stored},
-                        {"chunks", node.chunks.size()},
-                        {"shared_chunks", shared},
-                        {"inline", node.inlined}});
-      // A tensor saved as shards: how many boxes they covered.
-      if (node.boxed) leaves.back()["saved_boxes"] = node.boxes.size();
-      continue;
-    }
     std::string shape = ShapeString(node.shape);
     if (node.boxed) shape += " in " + std::to_string(node.boxes.size()) + " boxes";
     table.Add({path, "tensor", std::string(DTypeName(node.dtype)), shape,
                FormatBytes(node.byte_size), FormatBytes(leaf_stored),
-               std::to_string(node.chunks.size()), std::to_string(shared)});
-  }
-  const Json metrics = JsonObject(manifest->metrics);
-  const Json user_metadata = JsonObject(manifest->user_metadata);
-  if (context.json) {
-    PrintJson(context.out, Json{{"workdir", workdir},
-                        {"step", *step},
-                        {"commit_time", FormatTime(manifest->commit_time_ns)},
-                        {"commit_time_ns", manifest->commit_time_ns},
-                        {"logical_bytes", logical},
-                        {"stored_bytes", stored},
-                        {"metrics", metrics},
-                        {"user_metadata", user_metadata},
-                        {"leaves", leaves}});
-    return Status::OK();
+               std::to_string(node.chunks.size()), std::to_string(SharedChunks(node, *references))});
   }
   context.out << "step " << *step << " of " << workdir << ", committed "
               << FormatTime(manifest->commit_time_ns) << "\n";
