@@ -45,6 +45,7 @@ for n in "${sizes[@]}"; do
   if [ -d "$saved" ]; then
     timed inspect_list "$n" "$build/tools/ckpt-inspect" list "$saved"
     timed inspect_show "$n" "$build/tools/ckpt-inspect" show "$saved" 1
+    timed inspect_show_json "$n" "$build/tools/ckpt-inspect" --json show "$saved" 1
   fi
   if [ -f "$build/python/ckptdb/__init__.py" ]; then
     for operation in save_flat save restore; do
@@ -81,6 +82,7 @@ names = {
     ("python-scale", "restore"): "Python: restore into a template",
     ("inspect", "inspect_list"): "ckpt-inspect list",
     ("inspect", "inspect_show"): "ckpt-inspect show STEP",
+    ("inspect", "inspect_show_json"): "ckpt-inspect --json show STEP",
 }
 sizes = sorted({int(r["n"]) for r in rows if "operation" in r})
 
