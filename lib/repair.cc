@@ -528,8 +528,7 @@ class Rebuild {
         thread_local std::vector<std::byte> buffer;
         buffer.resize(entry.location.raw_size);
         Status read = ReadVerifiedChunk(*store_, entry.digest, entry.location,
-                                        entry.location.raw_size, buffer.data(),
-                                        BlockChecksum::kVerify);
+                                        entry.location.raw_size, buffer.data());
         if (!read.ok()) {
           std::lock_guard<std::mutex> lock(mutex);
           failed.push_back(entry.digest);

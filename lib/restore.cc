@@ -85,7 +85,7 @@ Result<std::vector<ChainLink>> IndexedChain(const Store& store, const ChunkDiges
 // failed read does (Store::UseChunk).
 Status ReadVerifiedChunk(const Store& store, const ChunkDigest& digest,
                          const ChunkLocation& location, uint32_t raw_size, std::byte* dest,
-                         BlockChecksum block_checksum, const PinnedChunk* read_ahead) {
+                         const PinnedChunk* read_ahead) {
   Result<std::vector<ChainLink>> chain = IndexedChain(store, digest, location);
   if (!chain.ok()) return chain.status();
   for (size_t i = chain->size(); i-- > 0;) {
@@ -117,7 +117,7 @@ Status ReadVerifiedChunk(const Store& store, const ChunkDigest& digest,
     };
     Status status = i == 0 && read_ahead != nullptr
                         ? store.UseChunk(*read_ahead, decode)
-                        : store.ReadChunk(link.digest, link.location, decode, block_checksum);
+                        : store.ReadChunk(link.digest, link.location, decode);
     if (!status.ok()) {
       return i == 0 ? status : status.WithContext(BaseContext((*chain)[i - 1].location));
     }
@@ -201,7 +201,7 @@ class ChunkReadAhead {
         states_[p] = State::kReading;
       }
       Result<PinnedChunk> read =
-          store_.PinChunk(*request.digest, *request.location, BlockChecksum::kSkip);
+          store_.PinChunk(*request.digest, *request.location);
       {
         std::lock_guard<std::mutex> lock(mutex_);
         reads_[p].emplace(std::move(read));
@@ -392,7 +392,6 @@ Status DecodeTensors(Store& store, int64_t step, const std::vector<DecodeTarget>
       status = read_ahead->status();
     } else if (status.ok()) {
       status = ReadVerifiedChunk(store, ref.digest, **location, ref.raw_size, task.dest,
-                                 BlockChecksum::kSkip,
                                  read_ahead != nullptr ? &**read_ahead : nullptr);
     }
     if (status.IsNotFound() && store.read_only() && attempt < kReaderAttempts) {

@@ -19,7 +19,6 @@
 
 namespace ckptdb {
 
-enum class BlockChecksum : bool;
 class PinnedChunk;
 class Store;
 struct ChunkLocation;
@@ -41,7 +40,7 @@ Result<Manifest> ReadStepManifest(const Store& store, int64_t step,
 // the bases of a delta chunk are read here all the same.
 Status ReadVerifiedChunk(const Store& store, const ChunkDigest& digest,
                          const ChunkLocation& location, uint32_t raw_size, std::byte* dest,
-                         BlockChecksum block_checksum, const PinnedChunk* read_ahead = nullptr);
+                         const PinnedChunk* read_ahead = nullptr);
 
 // A tensor to decode: its node, and where its bytes go: the whole tensor,
 // or only `region` of it (a shard's box), laid out row-major.

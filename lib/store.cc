@@ -125,14 +125,14 @@ PinnedChunk::PinnedChunk(PinnedChunk&&) noexcept = default;
 PinnedChunk& PinnedChunk::operator=(PinnedChunk&&) noexcept = default;
 PinnedChunk::~PinnedChunk() = default;
 
-Result<PinnedChunk> Store::PinChunk(const ChunkDigest& digest, const ChunkLocation& location,
-                                    BlockChecksum block_checksum) const {
+Result<PinnedChunk> Store::PinChunk(const ChunkDigest& digest,
+                                    const ChunkLocation& location) const {
   rocksdb::ReadOptions read;
   // Through the block cache, so that the value pins the block itself instead
   // of receiving a copy of the chunk (a tenth of a warm restore's time); the
   // cache is too small to keep a chunk's block past its release (store_open.cc).
   read.fill_cache = true;
-  read.verify_checksums = block_checksum == BlockChecksum::kVerify;
+  read.verify_checksums = true;
   PinnedChunk chunk;
   rocksdb::Status s = rep_->db->Get(read, rep_->chunks(), ChunkKey(location.generation, digest),
                                     chunk.value_.get());
@@ -153,9 +153,8 @@ Status Store::UseChunk(const PinnedChunk& chunk,
 }
 
 Status Store::ReadChunk(const ChunkDigest& digest, const ChunkLocation& location,
-                        const std::function<Status(std::string_view stored)>& use,
-                        BlockChecksum block_checksum) const {
-  Result<PinnedChunk> chunk = PinChunk(digest, location, block_checksum);
+                        const std::function<Status(std::string_view stored)>& use) const {
+  Result<PinnedChunk> chunk = PinChunk(digest, location);
   if (!chunk.ok()) return chunk.status();
   return UseChunk(*chunk, use);
 }

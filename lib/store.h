@@ -40,15 +40,6 @@ class PinnableSlice;
 
 namespace ckptdb {
 
-// Whether a chunk read checks the checksum of the table block it lies in
-// (doc/format.md §3). A restore need not: it checks every chunk it decodes
-// against its digest, which covers the chunk's bytes, and damage elsewhere
-// in the block fails the read or loses the key (the store is then marked
-// damaged either way). Verification, repair and GC check both, to find
-// damage before a restore meets it. Skipping saves a restore about a tenth
-// of its CPU.
-enum class BlockChecksum : bool { kSkip, kVerify };
-
 // A chunk's stored bytes as Store::PinChunk read them, held in memory until
 // this is destroyed (which must be before the Store).
 class PinnedChunk {
@@ -155,15 +146,16 @@ class Store {
 
   // Calls `use` with the stored (encoded) bytes of a chunk; the bytes are
   // valid only during the call. NotFound if the chunk is absent. A read that
-  // fails, or a `use` that finds Corruption, marks the store damaged.
+  // fails, or a `use` that finds Corruption, marks the store damaged. The
+  // table block's checksum is always checked, a restore's reads included
+  // (doc/format.md §11): RocksDB parses a block before the chunk's digest
+  // can be checked, and Debian's build aborts on some malformed blocks.
   Status ReadChunk(const ChunkDigest& digest, const ChunkLocation& location,
-                   const std::function<Status(std::string_view stored)>& use,
-                   BlockChecksum block_checksum = BlockChecksum::kVerify) const;
+                   const std::function<Status(std::string_view stored)>& use) const;
 
   // ReadChunk in two halves, for reading on one thread and decoding on
-  // another: ReadChunk(d, l, use, c) is UseChunk(*PinChunk(d, l, c), use).
-  Result<PinnedChunk> PinChunk(const ChunkDigest& digest, const ChunkLocation& location,
-                               BlockChecksum block_checksum) const;
+  // another: ReadChunk(d, l, use) is UseChunk(*PinChunk(d, l), use).
+  Result<PinnedChunk> PinChunk(const ChunkDigest& digest, const ChunkLocation& location) const;
   Status UseChunk(const PinnedChunk& chunk,
                   const std::function<Status(std::string_view stored)>& use) const;
 

@@ -139,8 +139,7 @@ Result<VerifyReport> VerifyStore(const Store& store, std::optional<int64_t> step
       failure.location = **location;
       thread_local std::vector<std::byte> buffer;
       buffer.resize(raw_size);
-      Status read = ReadVerifiedChunk(store, digest, **location, raw_size, buffer.data(),
-                                      BlockChecksum::kVerify);
+      Status read = ReadVerifiedChunk(store, digest, **location, raw_size, buffer.data());
       if (!read.ok()) failure.problem = read.ToString();
     }
     std::lock_guard<std::mutex> lock(mutex);

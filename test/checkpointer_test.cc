@@ -778,57 +778,76 @@ TEST(CheckpointerTest, ATruncatedChunkFileIsCorruptionNamingTheTensorNeverWrongD
   }
 }
 
-// A restore reads ahead of its decoders and skips the table blocks' own
-// checksums (the chunk digests cover the chunks' bytes): a flipped byte in
-// a chunk must still be an error naming the tensor, stop the reads ahead,
-// and mark the store damaged, so that garbage collection refuses to run on
-// it until it is verified and repaired.
-TEST(CheckpointerTest, AFlippedByteInAChunkIsCorruptionAndStopsGarbageCollection) {
-  testing::TempDir dir;
+// A flipped byte in a chunk, or in the table block around it (its
+// compression type, its count of restart points), must be an error naming
+// the tensor, stop the reads ahead, and mark the store damaged, so that
+// garbage collection refuses to run on it until it is verified and
+// repaired. Restores once skipped the blocks' checksums, relying on the
+// chunk digests: Debian's RocksDB then aborted the process on the block's
+// damaged compression type (an assertion) instead of failing the read.
+TEST(CheckpointerTest, AFlippedByteInAChunkOrItsBlockIsCorruptionAndStopsGarbageCollection) {
   namespace fs = std::filesystem;
   CheckpointerOptions options = KeepAll();
   options.enable_async_checkpointing = false;
   options.chunk_size_bytes = 1u << 20;
   // 24 incompressible chunks of 1 MiB: more than a restore reads ahead.
+  const Tensor weights = RandomTensor(DType::kUInt8, {24 << 20}, 78);
   Tree unique_state;
-  (void)unique_state.Set("weights", Tree::Leaf(RandomTensor(DType::kUInt8, {24 << 20}, 78)));
-  {
-    auto checkpointer = OpenOrDie(dir.path(), options);
-    ASSERT_TRUE(checkpointer->Save(testing::MakeStepState(1, 1), 1).value());
-    ASSERT_TRUE(checkpointer->Save(unique_state, 2).value());
-    Result<Tree> intact = checkpointer->RestoreTree(2);
-    ASSERT_OK(intact.status());
-    EXPECT_TRUE(intact->ContentEquals(unique_state));
-  }
-  const std::filesystem::path largest = LargestTableFile(dir.path());
-  ASSERT_FALSE(largest.empty());
-  // A tenth into the file: inside the third chunk's stored bytes (keys and
-  // block trailers are 40 bytes a megabyte), with the rest still to read.
-  std::string bytes = testing::ReadBytes(largest.string());
-  bytes[bytes.size() / 10] ^= 0x40;
-  testing::WriteBytes(largest.string(), bytes);
-  std::map<std::string, std::string> tables_before;  // every table file, with its bytes
-  for (const auto& entry : fs::directory_iterator(dir.path())) {
-    if (entry.path().extension() == ".sst") {
-      tables_before[entry.path()] = testing::ReadBytes(entry.path().string());
+  (void)unique_state.Set("weights", Tree::Leaf(weights));
+  // The third chunk's last bytes: an incompressible chunk is stored as it
+  // is, one per table block, so its block's restart array (one restart, at
+  // 0) and compression type byte follow them.
+  const std::string third_chunk_end(reinterpret_cast<const char*>(weights.data()) + (3 << 20) - 32,
+                                    32);
+  enum class Damage { kChunkByte, kBlockCompressionType, kBlockRestartCount };
+  for (Damage damage :
+       {Damage::kChunkByte, Damage::kBlockCompressionType, Damage::kBlockRestartCount}) {
+    SCOPED_TRACE("damage " + std::to_string(static_cast<int>(damage)));
+    testing::TempDir dir;
+    {
+      auto checkpointer = OpenOrDie(dir.path(), options);
+      ASSERT_TRUE(checkpointer->Save(testing::MakeStepState(1, 1), 1).value());
+      ASSERT_TRUE(checkpointer->Save(unique_state, 2).value());
+      Result<Tree> intact = checkpointer->RestoreTree(2);
+      ASSERT_OK(intact.status());
+      EXPECT_TRUE(intact->ContentEquals(unique_state));
     }
-  }
+    const std::filesystem::path largest = LargestTableFile(dir.path());
+    ASSERT_FALSE(largest.empty());
+    std::string bytes = testing::ReadBytes(largest.string());
+    const size_t chunk_end = bytes.find(third_chunk_end);
+    ASSERT_NE(chunk_end, std::string::npos);
+    const size_t block_end = chunk_end + third_chunk_end.size() + 8;  // restart array
+    ASSERT_EQ(bytes.substr(block_end - 8, 8), std::string("\0\0\0\0\1\0\0\0", 8));
+    switch (damage) {
+      case Damage::kChunkByte: bytes[chunk_end - 1000] ^= 0x40; break;
+      case Damage::kBlockCompressionType: bytes[block_end] = 0x55; break;  // no such type
+      case Damage::kBlockRestartCount: bytes[block_end - 4] = 0x7f; break;
+    }
+    testing::WriteBytes(largest.string(), bytes);
+    std::map<std::string, std::string> tables_before;  // every table file, with its bytes
+    for (const auto& entry : fs::directory_iterator(dir.path())) {
+      if (entry.path().extension() == ".sst") {
+        tables_before[entry.path()] = testing::ReadBytes(entry.path().string());
+      }
+    }
 
-  auto checkpointer = OpenOrDie(dir.path(), options);
-  Result<Tree> damaged = checkpointer->RestoreTree(2);
-  ASSERT_FALSE(damaged.ok());
-  EXPECT_TRUE(damaged.status().IsCorruption()) << damaged.status().ToString();
-  EXPECT_NE(damaged.status().message().find("tensor 'weights'"), std::string::npos)
-      << damaged.status().ToString();
-  Result<Tree> healthy = checkpointer->RestoreTree(1);
-  ASSERT_OK(healthy.status());
-  EXPECT_TRUE(healthy->ContentEquals(testing::MakeStepState(1, 1)));
-  Result<GcStats> refused = checkpointer->CollectGarbage();
-  EXPECT_EQ(refused.status().code(), Status::Code::kFailedPrecondition)
-      << refused.status().ToString();
-  ASSERT_OK(checkpointer->Close());
-  for (const auto& [path, bytes] : tables_before) {
-    EXPECT_EQ(testing::ReadBytes(path), bytes) << path << " changed or was deleted";
+    auto checkpointer = OpenOrDie(dir.path(), options);
+    Result<Tree> damaged = checkpointer->RestoreTree(2);
+    ASSERT_FALSE(damaged.ok());
+    EXPECT_TRUE(damaged.status().IsCorruption()) << damaged.status().ToString();
+    EXPECT_NE(damaged.status().message().find("tensor 'weights'"), std::string::npos)
+        << damaged.status().ToString();
+    Result<Tree> healthy = checkpointer->RestoreTree(1);
+    ASSERT_OK(healthy.status());
+    EXPECT_TRUE(healthy->ContentEquals(testing::MakeStepState(1, 1)));
+    Result<GcStats> refused = checkpointer->CollectGarbage();
+    EXPECT_EQ(refused.status().code(), Status::Code::kFailedPrecondition)
+        << refused.status().ToString();
+    ASSERT_OK(checkpointer->Close());
+    for (const auto& [path, table] : tables_before) {
+      EXPECT_EQ(testing::ReadBytes(path), table) << path << " changed or was deleted";
+    }
   }
 }
 
