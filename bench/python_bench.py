@@ -116,7 +116,10 @@ def seconds_of(command):
 TORCH_LOAD = ("import sys, time, torch\n"
               "start = time.monotonic(); torch.load(sys.argv[1])\n"
               "print(time.monotonic() - start)")
-PYTHON_RESTORE = ("import sys, time, ckptdb\n"
+# Both restoring processes import torch before the clock starts: a program
+# that restores torch tensors has imported it (ckptdb imports it only when
+# a step holds torch tensors and the program has not).
+PYTHON_RESTORE = ("import sys, time, torch, ckptdb\n"
                   "start = time.monotonic()\n"
                   "ckpt = ckptdb.Checkpointer(sys.argv[1], save_interval_steps=1, create=False)\n"
                   "ckpt.restore()\n"
