@@ -93,7 +93,12 @@ Tree::MapKeys* Tree::MapKeys::Make(uint32_t capacity, uint32_t char_capacity,
 Tree::MapKeys* Tree::MapKeys::Copy(const MapKeys& other) {
   MapKeys* keys = Make(other.count, other.chars_used(), &other);
   if (other.slots != nullptr) {
-    keys->slots = new uint32_t[other.slot_count];
+    try {
+      keys->slots = new uint32_t[other.slot_count];
+    } catch (...) {
+      Free(keys);
+      throw;
+    }
     keys->slot_count = other.slot_count;
     std::copy(other.slots, other.slots + other.slot_count, keys->slots);
   }
@@ -155,9 +160,12 @@ void Tree::FreeExtra() noexcept {
 
 namespace {
 
-// A container's children array holds std::bit_ceil(count) places: grown by
-// doubling, without a capacity field in the node.
-size_t ChildPlaces(size_t count) { return count == 0 ? 0 : std::bit_ceil(count); }
+// A container's children array, once allocated, holds at least
+// bit_ceil(count) places (one while it is still empty): grown by doubling
+// when count reaches that, without a capacity field in the node. (A Set
+// that failed after growing the array leaves it larger than that: the next
+// growth then only moves it.)
+size_t ChildPlaces(size_t count) { return std::bit_ceil(count); }
 
 Tree* AllocateChildren(size_t places) {
   return static_cast<Tree*>(::operator new(places * sizeof(Tree)));
@@ -180,16 +188,17 @@ void Tree::FreeChildren() noexcept {
   child_count_ = 0;
 }
 
-Tree* Tree::AddChild(Tree child) {
-  Tree* children = payload_.children;
-  if (child_count_ == ChildPlaces(child_count_)) {  // full
-    Tree* grown = AllocateChildren(ChildPlaces(child_count_ + 1));
-    std::uninitialized_move_n(children, child_count_, grown);
-    std::destroy_n(children, child_count_);
-    ::operator delete(children);
-    payload_.children = children = grown;
-  }
-  Tree* added = new (children + child_count_) Tree(std::move(child));
+void Tree::MakeRoomForChild() {
+  if (payload_.children != nullptr && child_count_ < ChildPlaces(child_count_)) return;
+  Tree* grown = AllocateChildren(ChildPlaces(child_count_ + 1));
+  std::uninitialized_move_n(payload_.children, child_count_, grown);
+  std::destroy_n(payload_.children, child_count_);
+  ::operator delete(payload_.children);
+  payload_.children = grown;
+}
+
+Tree* Tree::EmplaceChild(Tree child) noexcept {
+  Tree* added = new (payload_.children + child_count_) Tree(std::move(child));
   ++child_count_;
   return added;
 }
@@ -211,7 +220,9 @@ Tree& Tree::operator=(Tree&& other) noexcept {
   return *this;
 }
 
-Tree::Tree(const Tree& other) : kind_(other.kind_), payload_(other.payload_) {
+Tree::Tree(const Tree& other)
+    : kind_(other.kind_),
+      payload_(other.is_container() ? Payload{.children = nullptr} : other.payload_) {
   if (other.extra_ != nullptr) {
     switch (kind_) {
       case Kind::kMap: extra_ = MapKeys::Copy(*static_cast<const MapKeys*>(other.extra_)); break;
@@ -386,10 +397,19 @@ Result<Tree*> Tree::Set(std::string_view key, Tree child) {
                                    " bytes: key '" + std::string(key.substr(0, 64)) +
                                    "' does not fit");
   }
+  // What can fail (allocating) goes first, and leaves the map as it was:
+  // room for the child, the key, its place in the index; the child's move
+  // cannot fail.
+  MakeRoomForChild();
   MapKeys* appended = MapKeys::Append(static_cast<MapKeys*>(extra_), key);
   extra_ = appended;
-  appended->IndexLastKey();
-  return AddChild(std::move(child));
+  try {
+    appended->IndexLastKey();
+  } catch (...) {
+    --appended->count;  // the key's characters stay, unused
+    throw;
+  }
+  return EmplaceChild(std::move(child));
 }
 
 size_t Tree::ChildIndex(std::string_view key) const {
@@ -419,8 +439,9 @@ void Tree::MapKeys::IndexLastKey() {
   };
   if (slot_count < 2 * uint64_t{count}) {  // grow to a quarter full, every key again
     const size_t grown = std::bit_ceil(4 * size_t{count});
+    uint32_t* table = new uint32_t[grown]();  // first: a failure leaves the old table
     delete[] slots;
-    slots = new uint32_t[grown]();
+    slots = table;
     slot_count = static_cast<uint32_t>(grown);
     for (size_t i = 0; i < count; ++i) place(i);
   } else {
@@ -436,7 +457,8 @@ Result<Tree*> Tree::Append(Tree child) {
     return Status::InvalidArgument("list of " + std::to_string(child_count_) +
                                    " elements: no more fit");
   }
-  return AddChild(std::move(child));
+  MakeRoomForChild();
+  return EmplaceChild(std::move(child));
 }
 
 Status Tree::SetPath(std::string_view path, Tree node) {

@@ -8,10 +8,34 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <cstdlib>
+#include <new>
 #include <random>
 #include <string>
 #include <vector>
 #include "test_util.h"
+
+#if !defined(__SANITIZE_ADDRESS__) && !defined(__SANITIZE_THREAD__)
+// Out of memory on demand: with g_allocations_left >= 0, the allocation
+// that finds it at 0 throws std::bad_alloc (the sanitizers' allocators are
+// left alone: these tests are skipped under them).
+namespace {
+long g_allocations_left = -1;
+}  // namespace
+void* operator new(size_t size) {
+  if (g_allocations_left == 0) throw std::bad_alloc();
+  if (g_allocations_left > 0) --g_allocations_left;
+  if (void* memory = std::malloc(size == 0 ? 1 : size)) return memory;
+  throw std::bad_alloc();
+}
+// GCC, inlining these, takes their free() for a mismatch with new.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmismatched-new-delete"
+void operator delete(void* memory) noexcept { std::free(memory); }
+void operator delete(void* memory, size_t) noexcept { std::free(memory); }
+#pragma GCC diagnostic pop
+#define CKPTDB_TREE_TEST_FAILS_ALLOCATIONS 1
+#endif
 
 namespace ckptdb {
 namespace {
@@ -181,6 +205,51 @@ TEST(TreeSetTest, ManyNestedPathsInAShuffledOrder) {
 // tensors took 318, and a vector of strings per map 413.
 // glibc's own count of the bytes it hands out, so not under sanitizers,
 // which replace the allocator.
+// Set and a copy that run out of memory part way leave the tree as it was:
+// the n-th allocation fails, for every n until the call succeeds,
+// at every size from an empty map past the size where a map's keys get a
+// hash table (8) and through its growths.
+TEST(TreeOutOfMemoryTest, ASetOrACopyThatFailsChangesNothing) {
+#ifndef CKPTDB_TREE_TEST_FAILS_ALLOCATIONS
+  GTEST_SKIP() << "the sanitizer's allocator is not replaced";
+#else
+  Tree tree;
+  for (int size = 0; size < 40; ++size) {
+    SCOPED_TRACE("map of " + std::to_string(size) + " keys");
+    const Tree before = tree;
+    const std::string key = "key_" + std::to_string(size);
+    for (long fail_at = 0;; ++fail_at) {
+      g_allocations_left = fail_at;
+      bool failed = false;
+      try {
+        Result<Tree*> set = tree.Set(key, Tree::String("value of " + key + " beyond SSO"));
+        g_allocations_left = -1;
+        ASSERT_OK(set.status());
+      } catch (const std::bad_alloc&) {
+        g_allocations_left = -1;
+        failed = true;
+      }
+      if (!failed) break;
+      ASSERT_TRUE(tree.ContentEquals(before)) << "after failing allocation " << fail_at;
+      ASSERT_EQ(tree.Find(key), nullptr) << "after failing allocation " << fail_at;
+      for (int k = 0; k < size; ++k) ASSERT_NE(tree.Find("key_" + std::to_string(k)), nullptr);
+    }
+    for (long fail_at = 0;; ++fail_at) {
+      g_allocations_left = fail_at;
+      try {
+        Tree copy(tree);
+        g_allocations_left = -1;
+        ASSERT_TRUE(copy.ContentEquals(tree));
+        break;
+      } catch (const std::bad_alloc&) {
+        g_allocations_left = -1;
+      }
+    }
+  }
+  EXPECT_EQ(tree.child_count(), 40u);
+#endif
+}
+
 TEST(TreeMemoryTest, NestedTinyTensorsTakeUnderTwoHundredSixtyBytesALeaf) {
 #if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
   GTEST_SKIP() << "the sanitizer's allocator keeps its own counts";

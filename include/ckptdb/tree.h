@@ -150,8 +150,10 @@ class CKPTDB_EXPORT Tree {
 
   // Maps: the index of `key` among the children, or kNoChild.
   size_t ChildIndex(std::string_view key) const;
-  // Containers: adds `child` after the others and returns it.
-  Tree* AddChild(Tree child);
+  // Containers: grows the children array if it is full; then, with room
+  // made, adds `child` after the others and returns it.
+  void MakeRoomForChild();
+  Tree* EmplaceChild(Tree child) noexcept;
   void FreeChildren() noexcept;
 
   // A million-leaf state is a million of these, so a node is kept at 24
