@@ -1,5 +1,6 @@
 // What the inspecting commands share: formatting and JSON.
 
+#include <algorithm>
 #include <cassert>
 #include <cinttypes>
 #include <cmath>
@@ -52,27 +53,19 @@ void JsonStream::Key(std::string_view key) {
 }
 
 void JsonStream::WriteString(std::string_view text) {
-  const std::string valid = EscapeInvalidUtf8(text);
-  buffer_ += '"';
-  for (char c : valid) {
-    switch (c) {
-      case '"': buffer_ += "\\\""; break;
-      case '\\': buffer_ += "\\\\"; break;
-      case '\n': buffer_ += "\\n"; break;
-      case '\r': buffer_ += "\\r"; break;
-      case '\t': buffer_ += "\\t"; break;
-      case '\b': buffer_ += "\\b"; break;
-      case '\f': buffer_ += "\\f"; break;
-      default:
-        if (static_cast<unsigned char>(c) < 0x20) {
-          char escaped[8];
-          std::snprintf(escaped, sizeof(escaped), "\\u%04x", static_cast<unsigned>(c));
-          buffer_ += escaped;
-        } else {
-          buffer_ += c;
-        }
-    }
+  // Most strings (paths, names) are ASCII with nothing to escape: copied as
+  // they are. The others are quoted as nlohmann prints strings (as
+  // QuotedText does), after EscapeInvalidUtf8.
+  const bool plain = std::none_of(text.begin(), text.end(), [](char c) {
+    const auto byte = static_cast<unsigned char>(c);
+    return byte < 0x20 || byte >= 0x80 || c == '"' || c == '\\';
+  });
+  if (!plain) {
+    Write(Json(EscapeInvalidUtf8(text)).dump());
+    return;
   }
+  buffer_ += '"';
+  buffer_ += text;
   Write("\"");
 }
 
