@@ -10,9 +10,9 @@
 #include <cassert>
 #include <cstring>
 #include <memory>
-#include <vector>
 
 #include "coding.h"
+#include "huge_pages.h"
 
 namespace ckptdb {
 namespace {
@@ -35,10 +35,9 @@ ZstdContexts& ThreadContexts() {
 }
 
 // Scratch for byte grouping, reused by the thread.
-std::vector<std::byte>& ThreadScratch(size_t size) {
-  thread_local std::vector<std::byte> scratch;
-  if (scratch.size() < size) scratch.resize(size);
-  return scratch;
+std::byte* ThreadScratch(size_t size) {
+  thread_local ScratchBuffer scratch;
+  return scratch.Get(size);
 }
 
 // Byte k of element i moves between in[i * kWidth + k] (elements) and
@@ -166,15 +165,15 @@ void StoreRaw(const std::byte* raw, size_t size, std::string* out) {
 // False (and `out` unspecified) when that saves less than kMinSavings.
 bool EncodeBytePlanes(const std::byte* raw, size_t size, size_t width, int level,
                       std::string* out) {
-  std::vector<std::byte>& grouped = ThreadScratch(size);
-  GroupBytes(raw, size, width, grouped.data());
+  std::byte* grouped = ThreadScratch(size);
+  GroupBytes(raw, size, width, grouped);
   const size_t plane_size = size / width;
   const size_t payload_start = kChunkHeaderSize + width * kPlaneDescriptorSize;
   out->resize(payload_start + width * ZSTD_compressBound(plane_size));
   thread_local std::string probe;
   size_t at = payload_start;
   for (size_t k = 0; k < width; ++k) {
-    const std::byte* plane = grouped.data() + k * plane_size;
+    const std::byte* plane = grouped + k * plane_size;
     size_t stored = plane_size;
     PlaneMode mode = PlaneMode::kRaw;
     if (PlaneLooksCompressible(plane, plane_size, level, &probe)) {
@@ -214,7 +213,7 @@ Status DecodeBytePlanes(std::string_view payload, size_t width, size_t raw_size,
     return Status::Corruption("byte-plane chunk shorter than its plane descriptors");
   }
   std::string_view planes_bytes = payload.substr(width * kPlaneDescriptorSize);
-  std::byte* scratch = ThreadScratch(raw_size).data();
+  std::byte* scratch = ThreadScratch(raw_size);
   const std::byte* planes[8];
   size_t at = 0;
   for (size_t k = 0; k < width; ++k) {
@@ -268,10 +267,9 @@ void XorBytes(const std::byte* a, const std::byte* b, size_t size, std::byte* de
 
 // The XOR of a delta chunk, apart from ThreadScratch (which encoding and
 // decoding the XOR's own chunk use).
-std::vector<std::byte>& ThreadDifference(size_t size) {
-  thread_local std::vector<std::byte> difference;
-  if (difference.size() < size) difference.resize(size);
-  return difference;
+std::byte* ThreadDifference(size_t size) {
+  thread_local ScratchBuffer difference;
+  return difference.Get(size);
 }
 
 }  // namespace
@@ -287,9 +285,9 @@ void EncodeChunk(const std::byte* raw, size_t size, const ChunkEncoding& encodin
   }
   const std::byte* source = raw;
   if (grouped) {
-    std::vector<std::byte>& scratch = ThreadScratch(size);
-    GroupBytes(raw, size, encoding.element_width, scratch.data());
-    source = scratch.data();
+    std::byte* scratch = ThreadScratch(size);
+    GroupBytes(raw, size, encoding.element_width, scratch);
+    source = scratch;
   }
   const size_t bound = ZSTD_compressBound(size);
   out->resize(kChunkHeaderSize + bound);
@@ -310,7 +308,7 @@ void EncodeDeltaChunk(const std::byte* raw, const std::byte* base_bytes, size_t 
                       const DeltaBase& base, const ChunkEncoding& encoding,
                       size_t whole_size_estimate, std::string* out) {
   assert(base.depth >= 1 && base.depth <= kMaxDeltaDepth);
-  std::byte* difference = ThreadDifference(size).data();
+  std::byte* difference = ThreadDifference(size);
   XorBytes(raw, base_bytes, size, difference);
   thread_local std::string inner;
   EncodeChunk(difference, size, encoding, &inner);
@@ -367,7 +365,7 @@ Status ApplyDeltaChunk(std::string_view stored, size_t expected_size, std::byte*
   if (StoredChunkCodec(difference) == ChunkCodec::kDelta) {
     return Status::Corruption("delta chunk whose difference is itself a delta chunk");
   }
-  std::byte* decoded = ThreadDifference(expected_size).data();
+  std::byte* decoded = ThreadDifference(expected_size);
   Status status = DecodeChunk(difference, expected_size, decoded);
   if (!status.ok()) return status.WithContext("the difference of a delta chunk");
   XorBytes(dest, decoded, expected_size, dest);
@@ -408,7 +406,7 @@ Status DecodeChunk(std::string_view stored, size_t expected_size, std::byte* des
         return Status::Corruption("chunk byte-group width " + std::to_string(width) +
                                   " does not fit codec " + std::to_string(stored[0]));
       }
-      std::byte* target = grouped ? ThreadScratch(raw_size).data() : dest;
+      std::byte* target = grouped ? ThreadScratch(raw_size) : dest;
       size_t decoded = ZSTD_decompressDCtx(ThreadContexts().decompress, target, raw_size,
                                            payload.data(), payload.size());
       if (ZSTD_isError(decoded)) {

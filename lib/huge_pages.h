@@ -17,6 +17,33 @@ inline constexpr size_t kHugePageBytes = size_t{2} << 20;
 // whole huge page is left alone.
 void AdviseHugePages(void* data, size_t bytes);
 
+// `bytes` (> 0) of fresh memory, zero as the kernel hands it out, in a
+// mapping of its own that starts on a huge page boundary, huge pages
+// advised. Null when memory is short. Freed by UnmapHugePages with the same
+// size. For large buffers that are written before they are read: zeroing
+// them again (as std::vector and make_shared do) would touch every page
+// twice.
+std::byte* MapHugePages(size_t bytes);
+void UnmapHugePages(std::byte* data, size_t bytes);
+
+// A thread's scratch buffer: grows to the largest size asked for (its
+// contents are not kept when it grows) and lives as long as its owner.
+class ScratchBuffer {
+ public:
+  ScratchBuffer() = default;
+  ScratchBuffer(const ScratchBuffer&) = delete;
+  ScratchBuffer& operator=(const ScratchBuffer&) = delete;
+  ~ScratchBuffer();
+
+  // At least `size` bytes, contents unspecified. Throws std::bad_alloc when
+  // memory is short.
+  std::byte* Get(size_t size);
+
+ private:
+  std::byte* data_ = nullptr;
+  size_t size_ = 0;
+};
+
 }  // namespace ckptdb
 
 #endif  // CKPTDB_LIB_HUGE_PAGES_H_

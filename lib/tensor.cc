@@ -1,7 +1,5 @@
 #include "ckptdb/tensor.h"
 
-#include <sys/mman.h>
-
 #include <algorithm>
 #include <bit>
 #include <cmath>
@@ -171,15 +169,13 @@ std::shared_ptr<std::byte[]> AllocateZeroed(size_t bytes) {
       return nullptr;
     }
   }
-  // Room to start the buffer on a huge page boundary.
-  const size_t length = bytes + kHugePageBytes;
-  void* mapping = ::mmap(nullptr, length, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-  if (mapping == MAP_FAILED) return nullptr;
-  AdviseHugePages(mapping, length);
-  const auto start = (reinterpret_cast<uintptr_t>(mapping) + kHugePageBytes - 1) &
-                     ~uintptr_t{kHugePageBytes - 1};
-  return std::shared_ptr<std::byte[]>(reinterpret_cast<std::byte*>(start),
-                                      [mapping, length](std::byte*) { ::munmap(mapping, length); });
+  std::byte* data = MapHugePages(bytes);
+  if (data == nullptr) return nullptr;
+  try {
+    return std::shared_ptr<std::byte[]>(data, [bytes](std::byte* p) { UnmapHugePages(p, bytes); });
+  } catch (const std::bad_alloc&) {  // the deleter has unmapped it
+    return nullptr;
+  }
 }
 
 }  // namespace

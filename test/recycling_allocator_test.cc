@@ -8,7 +8,10 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <string>
 #include <vector>
+
+#include "test_util.h"
 
 namespace ckptdb {
 namespace {
@@ -53,6 +56,24 @@ TEST(RecyclingAllocatorTest, BuffersKeepMallocAlignment) {
     EXPECT_EQ(reinterpret_cast<uintptr_t>(buffer) % alignof(std::max_align_t), 0u) << size;
     allocator.Deallocate(buffer);
   }
+}
+
+// A restore's first reads fill fresh buffers: those of a huge page or more
+// are advised huge pages, so that the kernel's copy into them faults 2 MiB
+// at a time; smaller ones come from malloc.
+TEST(RecyclingAllocatorTest, LargeBuffersAreAdvisedHugePages) {
+  RecyclingAllocator allocator(64u << 20);
+  void* large = allocator.Allocate(3'400'000);
+  ASSERT_NE(large, nullptr);
+  EXPECT_NE(testing::MappingFlags(large).find(" hg"), std::string::npos)
+      << testing::MappingFlags(large);
+  std::memset(large, 1, 3'400'000);
+  allocator.Deallocate(large);
+  void* small = allocator.Allocate(RecyclingAllocator::kRecycledSize);
+  ASSERT_NE(small, nullptr);
+  EXPECT_EQ(testing::MappingFlags(small).find(" hg"), std::string::npos)
+      << testing::MappingFlags(small);
+  allocator.Deallocate(small);
 }
 
 }  // namespace

@@ -118,6 +118,24 @@ uint64_t DirectoryBytes(const std::string& dir) {
   return total;
 }
 
+std::string MappingFlags(const void* address) {
+  const auto at = reinterpret_cast<uintptr_t>(address);
+  std::ifstream smaps("/proc/self/smaps");
+  bool inside = false;
+  for (std::string line; std::getline(smaps, line);) {
+    unsigned long begin = 0;
+    unsigned long end = 0;
+    // A mapping's first line: "begin-end perms offset dev inode [path]".
+    if (std::sscanf(line.c_str(), "%lx-%lx ", &begin, &end) == 2 &&
+        line.find('-') < line.find(' ')) {
+      inside = begin <= at && at < end;
+    } else if (inside && line.rfind("VmFlags:", 0) == 0) {
+      return line.substr(std::strlen("VmFlags:"));
+    }
+  }
+  return "";
+}
+
 Status PutRawValue(const std::string& dir, const std::string& family, const std::string& key,
                    const std::string& value) {
   std::vector<std::string> names;

@@ -71,6 +71,11 @@ void WriteBytes(const std::string& path, const std::string& bytes);
 // Sum of the sizes of all files under `dir`.
 uint64_t DirectoryBytes(const std::string& dir);
 
+// The flags the kernel shows for the mapping holding `address`
+// (/proc/self/smaps' VmFlags, e.g. "rd wr mr mw me ac hg": "hg" means huge
+// pages advised); "" when no mapping holds it.
+std::string MappingFlags(const void* address);
+
 // Writes `value` under `key` in column family `family` of the (closed) store
 // in `dir`, bypassing ckptdb: how tests damage a store or fake a future one.
 Status PutRawValue(const std::string& dir, const std::string& family, const std::string& key,
