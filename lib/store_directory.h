@@ -99,8 +99,9 @@ std::string IdentityText(const StoreIdentity& identity);
 Result<std::optional<StoreIdentity>> ReadIdentityFile(const std::string& dir);
 
 // Readers' private RocksDB files (a secondary instance's) live in
-// TMPDIR/ckptdb-reader-XXXXXX beside a lock its reader holds for its
-// lifetime; the folder is removed by Store::Rep::CloseDb, or by a later
+// TMPDIR/ckptdb-readers-UID/ckptdb-reader-XXXXXX (in TMPDIR itself when
+// that parent is not this user's alone) beside a lock its reader holds for
+// its lifetime; the folder is removed by Store::Rep::CloseDb, or by a later
 // reader's open once the lock is free (the reader was killed).
 // A new reader folder and the lock that marks it alive. The lock file is
 // locked under a temporary name and then renamed into place, so that the

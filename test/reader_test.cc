@@ -3,6 +3,7 @@
 // processes).
 
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <chrono>
@@ -210,9 +211,25 @@ TEST(ReaderTest, ACrashedReadersHoldExpires) {
   }
 }
 
+// The folder this user's reader folders go in, inside `tmpdir`.
+std::filesystem::path ReadersParent(const std::string& tmpdir) {
+  return std::filesystem::path(tmpdir) / ("ckptdb-readers-" + std::to_string(::geteuid()));
+}
+
+// The reader folders in `folder`.
+int ReaderFolders(const std::filesystem::path& folder) {
+  int count = 0;
+  std::error_code ec;
+  for (const auto& entry : std::filesystem::directory_iterator(folder, ec)) {
+    count += entry.path().filename().string().starts_with("ckptdb-reader-");
+  }
+  return count;
+}
+
 // Readers killed with SIGKILL leave their scratch folder behind; the next
 // reader's open removes every one whose reader is gone, and never one whose
-// reader lives. The readers run with a TMPDIR of their own.
+// reader lives. The readers run with a TMPDIR of their own; their folders
+// gather in a folder of this user's there, which alone the sweep lists.
 TEST(ReaderTest, KilledReadersLeaveNoScratchFolderForLong) {
   TempDir dir;
   TempDir scratch;
@@ -222,13 +239,8 @@ TEST(ReaderTest, KilledReadersLeaveNoScratchFolderForLong) {
   ASSERT_TRUE(writer->Save(MakeStepState(0, 1), 0).value());
   ASSERT_OK(writer->WaitUntilFinished());
   const std::string tmpdir = "TMPDIR=" + scratch.path();
-  auto reader_folders = [&] {
-    int count = 0;
-    for (const auto& entry : std::filesystem::directory_iterator(scratch.path())) {
-      count += entry.path().filename().string().starts_with("ckptdb-reader-");
-    }
-    return count;
-  };
+  const std::filesystem::path parent = ReadersParent(scratch.path());
+  auto reader_folders = [&] { return ReaderFolders(parent); };
   for (int i = 0; i < 3; ++i) {
     ASSERT_EQ(testing::RunProcess({"/usr/bin/env", tmpdir, testing::TestProcessPath(),
                                    "hold-and-die", dir.path(), "0"}),
@@ -236,6 +248,8 @@ TEST(ReaderTest, KilledReadersLeaveNoScratchFolderForLong) {
   }
   // Each killed reader's open removed the folders of those killed before.
   EXPECT_EQ(reader_folders(), 1) << "the last killed reader's folder";
+  EXPECT_EQ(ReaderFolders(scratch.path()), 0) << "reader folders outside their parent";
+  EXPECT_EQ(std::filesystem::status(parent).permissions(), std::filesystem::perms::owner_all);
   // A live reader in this process (its folder must survive the sweep).
   setenv("TMPDIR", scratch.path().c_str(), 1);
   CheckpointerOptions reader_options;
@@ -250,6 +264,43 @@ TEST(ReaderTest, KilledReadersLeaveNoScratchFolderForLong) {
   ASSERT_OK(reader->RestoreTree(0).status());
   ASSERT_OK(reader->Close());
   EXPECT_EQ(reader_folders(), 0);
+}
+
+// TMPDIR is shared: where the parent's name is taken by something that is
+// not a folder of this user's closed to others (a symbolic link to another
+// folder, a folder others can write), readers keep their folders in TMPDIR
+// itself and leave the impostor and what it points to alone.
+TEST(ReaderTest, ReadersDoNotUseAParentFolderThatIsNotTheirUsersAlone) {
+  TempDir dir;
+  CheckpointerOptions options;
+  options.max_to_keep = std::nullopt;
+  auto writer = OpenOrDie(dir.path(), options);
+  ASSERT_TRUE(writer->Save(MakeStepState(0, 1), 0).value());
+  ASSERT_OK(writer->WaitUntilFinished());
+  CheckpointerOptions reader_options;
+  reader_options.create = false;
+  for (const bool symlink : {true, false}) {
+    SCOPED_TRACE(symlink ? "a symbolic link" : "a folder others can write");
+    TempDir scratch;
+    TempDir elsewhere;
+    const std::filesystem::path parent = ReadersParent(scratch.path());
+    if (symlink) {
+      std::filesystem::create_directory_symlink(elsewhere.path(), parent);
+    } else {
+      std::filesystem::create_directory(parent);
+      std::filesystem::permissions(parent, std::filesystem::perms::all);
+    }
+    setenv("TMPDIR", scratch.path().c_str(), 1);
+    auto reader = OpenOrDie(dir.path(), reader_options);
+    unsetenv("TMPDIR");
+    EXPECT_EQ(ReaderFolders(scratch.path()), 1);
+    EXPECT_EQ(ReaderFolders(parent), 0);
+    EXPECT_EQ(ReaderFolders(elsewhere.path()), 0);
+    ASSERT_OK(reader->RestoreTree(0).status());
+    ASSERT_OK(reader->Close());
+    EXPECT_EQ(ReaderFolders(scratch.path()), 0);
+    EXPECT_EQ(std::filesystem::is_symlink(parent), symlink);
+  }
 }
 
 TEST(ReaderTest, IterNewCheckpointsVisitsTheNewestStepAndTimesOut) {
