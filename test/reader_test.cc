@@ -226,6 +226,16 @@ int ReaderFolders(const std::filesystem::path& folder) {
   return count;
 }
 
+// A writer of the store in `dir`, keeping every step, that saved step 0.
+std::unique_ptr<Checkpointer> WriterWithStepZero(const std::string& dir) {
+  CheckpointerOptions options;
+  options.max_to_keep = std::nullopt;
+  auto writer = OpenOrDie(dir, options);
+  EXPECT_TRUE(writer->Save(MakeStepState(0, 1), 0).value());
+  EXPECT_OK(writer->WaitUntilFinished());
+  return writer;
+}
+
 // Readers killed with SIGKILL leave their scratch folder behind; the next
 // reader's open removes every one whose reader is gone, and never one whose
 // reader lives. The readers run with a TMPDIR of their own; their folders
@@ -233,11 +243,7 @@ int ReaderFolders(const std::filesystem::path& folder) {
 TEST(ReaderTest, KilledReadersLeaveNoScratchFolderForLong) {
   TempDir dir;
   TempDir scratch;
-  CheckpointerOptions options;
-  options.max_to_keep = std::nullopt;
-  auto writer = OpenOrDie(dir.path(), options);
-  ASSERT_TRUE(writer->Save(MakeStepState(0, 1), 0).value());
-  ASSERT_OK(writer->WaitUntilFinished());
+  auto writer = WriterWithStepZero(dir.path());
   const std::string tmpdir = "TMPDIR=" + scratch.path();
   const std::filesystem::path parent = ReadersParent(scratch.path());
   auto reader_folders = [&] { return ReaderFolders(parent); };
@@ -252,9 +258,7 @@ TEST(ReaderTest, KilledReadersLeaveNoScratchFolderForLong) {
   EXPECT_EQ(std::filesystem::status(parent).permissions(), std::filesystem::perms::owner_all);
   // A live reader in this process (its folder must survive the sweep).
   setenv("TMPDIR", scratch.path().c_str(), 1);
-  CheckpointerOptions reader_options;
-  reader_options.create = false;
-  auto reader = OpenOrDie(dir.path(), reader_options);
+  auto reader = OpenOrDie(dir.path(), ReadOnly());
   unsetenv("TMPDIR");
   EXPECT_EQ(reader_folders(), 1) << "the dead readers' folders were not removed";
   ASSERT_EQ(testing::RunProcess({"/usr/bin/env", tmpdir, testing::TestProcessPath(), "verify",
@@ -272,13 +276,7 @@ TEST(ReaderTest, KilledReadersLeaveNoScratchFolderForLong) {
 // itself and leave the impostor and what it points to alone.
 TEST(ReaderTest, ReadersDoNotUseAParentFolderThatIsNotTheirUsersAlone) {
   TempDir dir;
-  CheckpointerOptions options;
-  options.max_to_keep = std::nullopt;
-  auto writer = OpenOrDie(dir.path(), options);
-  ASSERT_TRUE(writer->Save(MakeStepState(0, 1), 0).value());
-  ASSERT_OK(writer->WaitUntilFinished());
-  CheckpointerOptions reader_options;
-  reader_options.create = false;
+  auto writer = WriterWithStepZero(dir.path());
   for (const bool symlink : {true, false}) {
     SCOPED_TRACE(symlink ? "a symbolic link" : "a folder others can write");
     TempDir scratch;
@@ -291,7 +289,7 @@ TEST(ReaderTest, ReadersDoNotUseAParentFolderThatIsNotTheirUsersAlone) {
       std::filesystem::permissions(parent, std::filesystem::perms::all);
     }
     setenv("TMPDIR", scratch.path().c_str(), 1);
-    auto reader = OpenOrDie(dir.path(), reader_options);
+    auto reader = OpenOrDie(dir.path(), ReadOnly());
     unsetenv("TMPDIR");
     EXPECT_EQ(ReaderFolders(scratch.path()), 1);
     EXPECT_EQ(ReaderFolders(parent), 0);
