@@ -8,7 +8,7 @@ The state: an MLP (64 -> H -> H -> 16, tanh) fitted with Adam for a few
 steps, its parameters and both moments as torch float32 tensors (H sized so
 that they fill --megabytes), as bench/trajectory.h makes for the C++ suite.
 Each round takes one more Adam step, then, with every dirty page flushed
-before each timed operation:
+before each timed operation and the one that goes first taking turns:
   save     torch.save to a new file + fsync; ckptdb from Python (Save +
            wait_until_finished on a long-lived checkpointer, the torch
            tensors as leaves); the C++ API (bench/cpp_side: the same tensors
@@ -126,6 +126,16 @@ PYTHON_RESTORE = ("import sys, time, torch, ckptdb\n"
                   "print(time.monotonic() - start)")
 
 
+def in_turn(contenders, round_index):
+    """Runs the contenders one after the other, starting with a different one
+    each round: a read or write right after others ran up to 3x slower on
+    these machines (the disk still busy with what came before), so that in
+    a fixed order the same side always paid for it."""
+    first = round_index % len(contenders)
+    for contender in contenders[first:] + contenders[:first]:
+        contender()
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cpp-side", required=True)
@@ -159,31 +169,39 @@ def main():
             source = os.path.join(here, "state.safetensors")
             write_safetensors(source, flat(state))
 
-            os.sync()
-            start = time.monotonic()
-            torch.save(state, torch_file)
-            with open(torch_file, "rb+") as f:
-                os.fsync(f.fileno())
-            times["torch_save"].append(time.monotonic() - start)
+            def torch_save():
+                os.sync()
+                start = time.monotonic()
+                torch.save(state, torch_file)
+                with open(torch_file, "rb+") as f:
+                    os.fsync(f.fileno())
+                times["torch_save"].append(time.monotonic() - start)
 
-            os.sync()
-            start = time.monotonic()
-            ckpt.save(state, step=round_index)
-            times["py_blocking"].append(time.monotonic() - start)
-            ckpt.wait_until_finished()
-            times["py_save"].append(time.monotonic() - start)
+            def py_save():
+                os.sync()
+                start = time.monotonic()
+                ckpt.save(state, step=round_index)
+                times["py_blocking"].append(time.monotonic() - start)
+                ckpt.wait_until_finished()
+                times["py_save"].append(time.monotonic() - start)
 
-            os.sync()
-            blocking, whole = seconds_of([args.cpp_side, "save", previous, source, cpp_store])
-            times["cpp_blocking"].append(blocking)
-            times["cpp_save"].append(whole)
+            def cpp_save():
+                os.sync()
+                blocking, whole = seconds_of([args.cpp_side, "save", previous, source, cpp_store])
+                times["cpp_blocking"].append(blocking)
+                times["cpp_save"].append(whole)
 
-            for key, path, command in [
-                    ("torch_load", torch_file, [sys.executable, "-c", TORCH_LOAD, torch_file]),
-                    ("py_restore", py_store, [sys.executable, "-c", PYTHON_RESTORE, py_store]),
-                    ("cpp_restore", cpp_store, [args.cpp_side, "restore", cpp_store])]:
-                drop_cache(path)
-                times[key].append(seconds_of(command)[-1])
+            def cold(key, path, command):
+                def run():
+                    drop_cache(path)
+                    times[key].append(seconds_of(command)[-1])
+                return run
+
+            in_turn([torch_save, py_save, cpp_save], round_index)
+            in_turn([cold("torch_load", torch_file, [sys.executable, "-c", TORCH_LOAD, torch_file]),
+                     cold("py_restore", py_store, [sys.executable, "-c", PYTHON_RESTORE, py_store]),
+                     cold("cpp_restore", cpp_store, [args.cpp_side, "restore", cpp_store])],
+                    round_index)
             leaves = ckpt.item_metadata(round_index)["leaves"].values()
             sizes = {"torch": size_of(torch_file),
                      "py": sum(leaf.get("stored_bytes", 0) for leaf in leaves)}

@@ -1,7 +1,8 @@
 // The benchmark suite. Every comparison runs its baseline and ckptdb in the
-// same process, on the same bytes, interleaved round by round (baseline,
-// ckptdb, baseline, ckptdb, ...), with dirty data flushed before each timed
-// operation so that neither side pays for the other's writeback; it reports
+// same process, on the same bytes, interleaved round by round, the side
+// that goes first taking turns (saves and cold restores: RunInTurn), with
+// dirty data flushed before each timed operation so that neither side pays
+// for the other's writeback; it reports
 // the median ratio over the rounds with its min-max. On these machines a
 // single sample of a raw write ranged from 0.3 to 2.0 GB/s: only ratios
 // taken this way tell whether a change made ckptdb faster.
@@ -63,6 +64,16 @@ uint64_t EnvNumber(const char* name, uint64_t fallback) {
 
 int Rounds() {
   return static_cast<int>(std::max<uint64_t>(1, EnvNumber("CKPTDB_BENCH_ROUNDS", 5)));
+}
+
+// Runs `contenders` one after the other, starting with contender
+// `round % size`: each takes each place in turn over the rounds. On these
+// machines a read or write right after others ran up to 3x slower than the
+// first one (the disk still busy with what came before): in a fixed order
+// the same side would always pay for it.
+void RunInTurn(const std::vector<std::function<void()>>& contenders, int64_t round) {
+  const size_t first = static_cast<size_t>(round) % contenders.size();
+  for (size_t i = 0; i < contenders.size(); ++i) contenders[(first + i) % contenders.size()]();
 }
 
 // The delta rows' CheckpointerOptions::max_delta_chain: a restore of the
@@ -223,22 +234,28 @@ void SaveRounds(benchmark::State& state, const std::string& kind, uint64_t bytes
     for (int64_t round = 1; round <= Rounds(); ++round) {
       const Tree tree = states->Next();
       const uint64_t logical = LogicalBytes(tree);
-      SyncAll();
-      const double file_seconds = SafetensorsSave(file, tree);
-      SyncAll();
-      const uint64_t written_before = DeviceBytesWritten();
-      const auto start = Clock::now();
-      {
-        ProfiledSection profiled;
-        Check(checkpointer->Save(tree, round).status(), "save");
-        stall.ckptdb.push_back(Seconds(start));
-        Check(checkpointer->WaitUntilFinished(), "save");
-      }
-      save.ckptdb.push_back(Seconds(start));
-      save.baseline.push_back(file_seconds);
-      stall.baseline.push_back(file_seconds);
+      auto save_file = [&] {
+        SyncAll();
+        const double file_seconds = SafetensorsSave(file, tree);
+        save.baseline.push_back(file_seconds);
+        stall.baseline.push_back(file_seconds);
+      };
+      uint64_t device = 0;
+      auto save_ckptdb = [&] {
+        SyncAll();
+        const uint64_t written_before = DeviceBytesWritten();
+        const auto start = Clock::now();
+        {
+          ProfiledSection profiled;
+          Check(checkpointer->Save(tree, round).status(), "save");
+          stall.ckptdb.push_back(Seconds(start));
+          Check(checkpointer->WaitUntilFinished(), "save");
+        }
+        save.ckptdb.push_back(Seconds(start));
+        device = DeviceBytesWritten() - written_before;
+      };
+      RunInTurn({save_file, save_ckptdb}, round);
       const uint64_t stored = StoredBytes(*checkpointer, round);
-      const uint64_t device = DeviceBytesWritten() - written_before;
       stored_over_logical.push_back(static_cast<double>(stored) / static_cast<double>(logical));
       if (device > 0 && stored > 0) {
         amplification.push_back(static_cast<double>(device) / static_cast<double>(stored));
@@ -398,13 +415,18 @@ void RestoreRounds(benchmark::State& state, const std::string& kind, uint64_t by
     std::vector<double> over_limit;
     bool whole_cache = true;
     for (int round = 0; round < Rounds(); ++round) {
-      whole_cache = DropCaches(dir.path()) && whole_cache;
-      restore.baseline.push_back(RunRestoreChild("safetensors", file));
-      whole_cache = DropCaches(dir.path()) && whole_cache;
-      restore.ckptdb.push_back(RunRestoreChild(into, store));
-      whole_cache = DropCaches(dir.path()) && whole_cache;
-      const double read_rate = file_bytes / RunRestoreChild("read", file);
-      limit_seconds.push_back(static_cast<double>(stored) / read_rate);
+      double read_seconds = 0;
+      auto cold = [&](const std::function<void()>& run) {
+        return [&, run] {
+          whole_cache = DropCaches(dir.path()) && whole_cache;
+          run();
+        };
+      };
+      RunInTurn({cold([&] { restore.baseline.push_back(RunRestoreChild("safetensors", file)); }),
+                 cold([&] { restore.ckptdb.push_back(RunRestoreChild(into, store)); }),
+                 cold([&] { read_seconds = RunRestoreChild("read", file); })},
+                round);
+      limit_seconds.push_back(static_cast<double>(stored) / (file_bytes / read_seconds));
       over_limit.push_back(restore.ckptdb.back() / limit_seconds.back());
     }
     restore.Report(state, "", /*speedup=*/true, logical);
