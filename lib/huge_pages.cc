@@ -26,6 +26,8 @@ void AdviseHugePages(void* data, size_t bytes) {
 }
 
 std::byte* MapHugePages(size_t bytes) {
+  // No size this large can be mapped; the sums below would wrap around.
+  if (bytes > SIZE_MAX - 2 * kHugePageBytes) return nullptr;
   const size_t length = RoundUp(bytes, PageBytes());
   // Room to start on a huge page boundary; the rest is unmapped again.
   const size_t mapped = length + kHugePageBytes;

@@ -8,6 +8,7 @@
 
 #include <cstdint>
 #include <cstring>
+#include <new>
 #include <string>
 
 #include "test_util.h"
@@ -52,6 +53,14 @@ TEST(HugePagesTest, ABufferSmallerThanAHugePageIsNotAdvised) {
   ASSERT_NE(data, nullptr);
   EXPECT_FALSE(HugePagesAdvised(data)) << MappingFlags(data);
   UnmapHugePages(data, kHugePageBytes / 2);
+}
+
+TEST(HugePagesTest, ASizeNoMappingCanHoldIsRefusedNotWrappedAround) {
+  EXPECT_EQ(MapHugePages(SIZE_MAX), nullptr);
+  EXPECT_EQ(MapHugePages(SIZE_MAX - kHugePageBytes), nullptr);
+  EXPECT_EQ(MapHugePages(size_t{1} << 62), nullptr);  // more than any machine has
+  ScratchBuffer scratch;
+  EXPECT_THROW(scratch.Get(SIZE_MAX), std::bad_alloc);
 }
 
 TEST(HugePagesTest, AScratchBufferKeepsItsBufferUntilAskedForMore) {
