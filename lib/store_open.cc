@@ -424,6 +424,13 @@ Result<std::unique_ptr<Store>> Store::OpenOrCreate(const std::string& dir, Mode 
       // front or checking them: reads from a damaged file then fail one by one.
       options.paranoid_checks = false;
       options.max_open_files = 64;
+      // Without paranoid checks, the open would still read the properties
+      // of files it did not open, decoding a footer at the size the MANIFEST
+      // records without checking its magic number: in a file longer than
+      // recorded, that "footer" can declare no checksums and a block too
+      // short to parse, on which RocksDB 7.8 aborts. Opening a table for
+      // reads checks the magic number.
+      options.skip_stats_update_on_db_open = true;
     }
     opened = rocksdb::DB::OpenForReadOnly(options, dir, FamilyDescriptors(), &rep.handles, &raw_db);
   } else {
