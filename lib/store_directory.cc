@@ -147,8 +147,10 @@ Status CheckDatabaseFiles(const std::string& dir, bool has_identity) {
                               JoinNames(ExpectedFamilies()) +
                               ": it is damaged or belongs to another database" + SalvageHint(dir));
   }
-  // RocksDB never reads its OPTIONS files back (ckptdb passes the options),
-  // but a writer would replace them: a damaged one is refused, not dropped.
+  return Status::OK();
+}
+
+Status CheckOptionsFile(const std::string& dir) {
   Result<std::string> options_file = LatestOptionsFile(dir);
   if (!options_file.ok()) return options_file.status();
   if (!options_file->empty()) {

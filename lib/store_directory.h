@@ -83,6 +83,13 @@ Result<LockedFile> LockOutReaders(const std::string& dir);
 // that never was a store is FailedPrecondition.
 Status CheckDatabaseFiles(const std::string& dir, bool has_identity);
 
+// The latest OPTIONS file must parse and describe this store's families.
+// RocksDB never reads its OPTIONS files back (ckptdb passes the options), but
+// a writer's open replaces them: a damaged one is refused there, not dropped
+// (Corruption), and verify reports it. Readers, which change no file, skip
+// the parse (a millisecond of their 4-6 ms open).
+Status CheckOptionsFile(const std::string& dir);
+
 // CKPTDB: the store's identity and a copy of its metadata (doc/format.md
 // §1), so that neither another store's files nor the loss of the table file
 // holding the metadata can go unnoticed or lose the store.

@@ -389,6 +389,7 @@ Result<std::unique_ptr<Store>> Store::OpenOrCreate(const std::string& dir, Mode 
     identity = *read;
     Status checked =
         mode == Mode::kDiagnose ? Status::OK() : CheckDatabaseFiles(dir, identity.has_value());
+    if (checked.ok() && (writing || mode == Mode::kRepair)) checked = CheckOptionsFile(dir);
     if (!checked.ok()) return checked;
     if (writing || mode == Mode::kRepair) {
       checked = ProbeDatabase(dir, env, table_files, identity, ProbeChecks::kWriter);

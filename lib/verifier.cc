@@ -7,8 +7,9 @@
 
 #include "chunk_codec.h"
 #include "manifest.h"
-#include "restore.h"
 #include "parallel.h"
+#include "restore.h"
+#include "store_directory.h"
 
 namespace ckptdb {
 namespace {
@@ -103,6 +104,9 @@ Result<VerifyReport> VerifyStore(const Store& store, std::optional<int64_t> step
 
   const std::vector<ChunkFile> files = store.ChunkFiles();
   for (const std::string& problem : store.CheckTableFiles()) report.problems.push_back(problem);
+  // Readers open without parsing it; a writer would refuse the store.
+  const Status options = CheckOptionsFile(store.dir());
+  if (!options.ok()) report.problems.push_back(options.ToString());
   // Verifying the whole store checks the chunks no step references too: a
   // later save of the same bytes would deduplicate onto a damaged one.
   std::map<ChunkDigest, uint32_t> unreferenced;  // digest -> raw size

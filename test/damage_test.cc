@@ -669,6 +669,44 @@ TEST(PermissionTest, AStoreThatCannotBeEnteredIsAnIOErrorNamingThePath) {
   fs::permissions(store, fs::perms::owner_all, fs::perm_options::replace);
 }
 
+// A damaged OPTIONS file (RocksDB never reads it back): readers, which
+// change no file, open and restore every step without parsing it; a writer,
+// whose open would replace it, refuses the store and changes nothing; verify
+// reports the file.
+TEST(DamagedOptionsTest, ReadersRestoreAWriterRefusesVerifyNamesTheFile) {
+  const Template& made = Templates::Get(StoreKind::kSessions);
+  TempDir scratch;
+  const std::string dir = scratch.Sub("store");
+  CopyStore(made.store, dir);
+  const std::string options_file = made.files.at(FileKind::kOptions);
+  ApplyDamage(dir, options_file, Damage::kTruncateHalf, "");
+  const std::map<std::string, std::string> before = Snapshot(dir);
+
+  CheckpointerOptions reading = TemplateOptions();
+  reading.max_to_keep = std::nullopt;
+  reading.create = false;
+  {
+    auto reader = Checkpointer::Open(dir, reading);
+    ASSERT_OK(reader.status());
+    int wrong = 0;
+    EXPECT_EQ(RestoreAll(**reader, &wrong), std::set<int64_t>(kSteps.begin(), kSteps.end()));
+    EXPECT_EQ(wrong, 0);
+  }
+  CheckpointerOptions writing = reading;
+  writing.create = true;
+  auto writer = Checkpointer::Open(dir, writing);
+  ASSERT_FALSE(writer.ok());
+  EXPECT_EQ(writer.status().code(), Status::Code::kCorruption) << writer.status().ToString();
+  EXPECT_NE(writer.status().ToString().find(options_file), std::string::npos)
+      << writer.status().ToString();
+
+  std::ostringstream out;
+  std::ostringstream err;
+  EXPECT_EQ(RunInspect({"verify", dir}, out, err, false), kExitStoreProblem) << out.str() << err.str();
+  EXPECT_NE(out.str().find(options_file), std::string::npos) << out.str() << err.str();
+  EXPECT_EQ(Snapshot(dir), before);
+}
+
 // One random damage to a random file.
 FileDamage RandomDamage(const std::string& dir, std::mt19937_64& random, std::string* kind) {
   std::vector<fs::path> files;
