@@ -18,7 +18,9 @@ Status Checkpointer::Impl::LoadSteps() {
       steps.insert(*known);
       continue;
     }
-    Result<Manifest> manifest = ReadStepManifest(*store_, step);
+    // Retention needs the commit time and the metrics, not the tree.
+    Result<Manifest> manifest =
+        ReadStepManifest(*store_, step, nullptr, ManifestParts::kWithoutNodes);
     // A reader may race the writer's retention: a step deleted since the
     // listing is simply gone.
     if (manifest.status().IsNotFound()) continue;

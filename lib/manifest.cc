@@ -654,7 +654,7 @@ Status ReadNodeTables(const fb::Manifest& stored, std::vector<ManifestNode>* nod
 
 }  // namespace
 
-Result<Manifest> DecodeManifest(std::string_view bytes, ManifestScope scope) {
+Result<Manifest> DecodeManifest(std::string_view bytes, ManifestScope scope, ManifestParts parts) {
   // FlatBuffers reads its offsets in place: the buffer must be aligned
   // (a manifest inside a message, or a value in a storage block, need not
   // be), or the reads are undefined behaviour; a copy is (8 bytes: its
@@ -702,12 +702,16 @@ Result<Manifest> DecodeManifest(std::string_view bytes, ManifestScope scope) {
                               std::to_string(stored->format_version()) + " with " +
                               (packed ? "per-node tables or no packed tree" : "a packed tree"));
   }
+  std::string_view tree_bytes;
   if (packed) {
-    const flatbuffers::Vector<uint8_t>& tree = *stored->tree();
-    const std::string_view tree_bytes(reinterpret_cast<const char*>(tree.data()), tree.size());
+    tree_bytes = std::string_view(reinterpret_cast<const char*>(stored->tree()->data()),
+                                  stored->tree()->size());
     if (XXH3_64bits(tree_bytes.data(), tree_bytes.size()) != stored->tree_checksum()) {
       return Status::Corruption("manifest's packed tree fails its checksum");
     }
+  }
+  if (parts == ManifestParts::kWithoutNodes) return manifest;
+  if (packed) {
     std::vector<std::string_view> keys;
     if (stored->keys() != nullptr) {
       keys.reserve(stored->keys()->size());

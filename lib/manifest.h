@@ -188,10 +188,20 @@ enum class ManifestScope {
   kStep,     // a stored step: boxed tensors are tiled by their boxes
   kProcess,  // one process's part of a save: its boxes need not tile
 };
+// What DecodeManifest returns.
+enum class ManifestParts {
+  kWhole,
+  // All but the nodes (left empty): step, commit time, metrics and user
+  // metadata. The buffer is verified and a packed tree's checksum checked,
+  // but the tree is not unpacked: opening a store reads every step's
+  // manifest this way (300 steps of 1000 tensors: most of a reader's open).
+  kWithoutNodes,
+};
 // Corruption for anything that is not a well-formed manifest (failed
 // verifier, wrong identifier, inconsistent tree); NotSupported for a newer
 // format version.
-Result<Manifest> DecodeManifest(std::string_view bytes, ManifestScope scope = ManifestScope::kStep);
+Result<Manifest> DecodeManifest(std::string_view bytes, ManifestScope scope = ManifestScope::kStep,
+                                ManifestParts parts = ManifestParts::kWhole);
 
 }  // namespace ckptdb
 

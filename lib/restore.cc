@@ -24,12 +24,13 @@ namespace ckptdb {
 
 std::string StepName(int64_t step) { return "step " + std::to_string(step); }
 
-Result<Manifest> ReadStepManifest(const Store& store, int64_t step, uint64_t* encoded_bytes) {
+Result<Manifest> ReadStepManifest(const Store& store, int64_t step, uint64_t* encoded_bytes,
+                                  ManifestParts parts) {
   Result<std::optional<std::string>> bytes = store.ReadManifest(step);
   if (!bytes.ok()) return bytes.status();
   if (!bytes->has_value()) return Status::NotFound(StepName(step) + " is not in " + store.dir());
   if (encoded_bytes != nullptr) *encoded_bytes = (*bytes)->size();
-  Result<Manifest> manifest = DecodeManifest(**bytes);
+  Result<Manifest> manifest = DecodeManifest(**bytes, ManifestScope::kStep, parts);
   if (!manifest.ok()) {
     return manifest.status().WithContext("manifest of " + StepName(step) + " in " + store.dir());
   }

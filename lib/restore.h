@@ -31,7 +31,8 @@ std::string StepName(int64_t step);
 // manifest or describe another step; NotSupported for a newer format.
 // `encoded_bytes`, if given, gets the manifest's size as stored.
 Result<Manifest> ReadStepManifest(const Store& store, int64_t step,
-                                  uint64_t* encoded_bytes = nullptr);
+                                  uint64_t* encoded_bytes = nullptr,
+                                  ManifestParts parts = ManifestParts::kWhole);
 
 // Reads chunk `digest` (of `raw_size` bytes, stored at `location`) into
 // `dest` and checks its digest: NotFound when the chunk file lacks it,

@@ -238,6 +238,37 @@ TEST(CheckpointerTest, SavingTheSameStateAgainAddsOnlyTheManifest) {
   EXPECT_GT(after_first, 4u << 20) << "the first save should hold the state's bytes";
 }
 
+// A writer's Close leaves its records in table files: the write-ahead log
+// is empty, so the next open (a reader's replays it twice: probe and
+// instance) has nothing to replay. Left in the log, 100 saves of 1000
+// tensors cost every later open 0.4 s.
+TEST(CheckpointerTest, AClosedWriterLeavesNothingInTheLogToReplay) {
+  namespace fs = std::filesystem;
+  TempDir dir;
+  {
+    auto checkpointer = OpenOrDie(dir.path(), KeepAll());
+    for (int64_t step = 1; step <= 3; ++step) {
+      ASSERT_TRUE(checkpointer->Save(MakeStepState(step, 1), step).value());
+    }
+    ASSERT_OK(checkpointer->Close());
+  }
+  int logs = 0;
+  for (const fs::directory_entry& entry : fs::directory_iterator(dir.path())) {
+    if (entry.path().extension() != ".log") continue;
+    ++logs;
+    EXPECT_EQ(entry.file_size(), 0u) << entry.path();
+  }
+  EXPECT_GE(logs, 1);
+  CheckpointerOptions reading;
+  reading.create = false;
+  auto reader = OpenOrDie(dir.path(), reading);
+  for (int64_t step = 1; step <= 3; ++step) {
+    Result<Tree> restored = reader->RestoreTree(step);
+    ASSERT_OK(restored.status());
+    EXPECT_TRUE(restored->ContentEquals(MakeStepState(step, 1)));
+  }
+}
+
 TEST(CheckpointerTest, IdenticalTensorsAreStoredOnce) {
   TempDir dir;
   Tensor block = RandomTensor(DType::kUInt8, {1 << 20}, 9);  // incompressible

@@ -50,40 +50,39 @@ constexpr size_t kMegabytes = 1;
 // holds a deletion).
 const std::vector<int64_t> kSteps = {2, 3, 4, 5};
 
-// How a store was written: in two writer sessions (steps 1-3, then a
-// reopen, which writes the log's records into table files of every family,
-// then 4-5, left in the log), or in one (every record of the small families
-// only in the log, as a trainer's first run leaves it).
+// How a store was written: in two writer sessions (steps 1-3, closed, which
+// writes the records into table files of every family, then 4-5 by a writer
+// killed after its last commit, left in the log), or in one such killed
+// session (every record of the small families only in the log, as a
+// trainer killed in its first run leaves it).
 enum class StoreKind { kSessions, kOneSession };
 // The other store's states differ from this one's at every step.
 constexpr int64_t kForeignOffset = 100;
 
-CheckpointerOptions TemplateOptions() {
-  CheckpointerOptions options;
-  options.max_to_keep = 4;
-  options.chunk_size_bytes = 64 << 10;
-  options.staging_bytes = 4 << 20;  // the default pool (256 MiB) would dominate each case
-  // Steps 2, 3 and 5 hold delta chunks: damage to a base reaches the steps
-  // built on it, and repair must see that.
-  options.max_delta_chain = 2;
-  return options;
-}
+// Steps 2, 3 and 5 hold delta chunks: damage to a base reaches the steps
+// built on it, and repair must see that.
+constexpr uint32_t kMaxDeltaChain = 2;
+
+CheckpointerOptions TemplateOptions() { return testing::SmallStoreOptions(kMaxDeltaChain); }
 
 Tree ExpectedState(int64_t step) { return MakeStepState(step, kMegabytes); }
 
+// The last session's writer is killed after its last commit (a closed
+// writer flushes its records into table files).
 void BuildStore(const std::string& dir, int64_t offset, StoreKind kind) {
-  const auto sessions = kind == StoreKind::kSessions
-                            ? std::vector<std::vector<int64_t>>{{1, 2, 3}, {4, 5}}
-                            : std::vector<std::vector<int64_t>>{{1, 2, 3, 4, 5}};
-  for (const std::vector<int64_t>& steps : sessions) {
+  static_assert(kMegabytes == 1, "test_process save-and-die saves 1 MiB states");
+  if (kind == StoreKind::kSessions) {
     auto opened = Checkpointer::Open(dir, TemplateOptions());
     ASSERT_OK(opened.status());
-    for (int64_t step : steps) {
+    for (int64_t step : {1, 2, 3}) {
       ASSERT_OK((*opened)->Save(MakeStepState(step + offset, kMegabytes), step, testing::Forced())
                     .status());
     }
     ASSERT_OK((*opened)->Close());
   }
+  testing::SaveStepsAndDie(dir, offset, kMaxDeltaChain,
+                           kind == StoreKind::kSessions ? std::vector<int64_t>{4, 5}
+                                                        : std::vector<int64_t>{1, 2, 3, 4, 5});
 }
 
 enum class FileKind {

@@ -27,22 +27,20 @@ using testing::TempDir;
 using testing::WriteBytes;
 
 // Steps 1-3 in one writer session (its records flushed into table files of
-// every family at the next open), steps 4-5 in a second one, left in the log.
+// every family at its close), steps 4-5 by a writer killed after its last
+// commit, left in the log.
 std::string BuildStore(const TempDir& root) {
   const std::string dir = root.Sub("store");
-  CheckpointerOptions options;
-  options.chunk_size_bytes = 64 << 10;
-  options.staging_bytes = 4 << 20;
-  options.max_to_keep = 4;
-  for (auto steps : {std::vector<int64_t>{1, 2, 3}, std::vector<int64_t>{4, 5}}) {
-    auto opened = Checkpointer::Open(dir, options);
+  {
+    auto opened = Checkpointer::Open(dir, testing::SmallStoreOptions(0));
     EXPECT_OK(opened.status());
     if (!opened.ok()) return dir;
-    for (int64_t step : steps) {
+    for (int64_t step : {1, 2, 3}) {
       EXPECT_OK((*opened)->Save(testing::MakeStepState(step, 1), step, testing::Forced()).status());
     }
     EXPECT_OK((*opened)->Close());
   }
+  testing::SaveStepsAndDie(dir, 0, 0, {4, 5});
   return dir;
 }
 

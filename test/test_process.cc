@@ -6,6 +6,10 @@
 //       after each save has committed, appends the step to LOG. With
 //       MAX_TO_KEEP, retention and GC run after every save (so a kill can hit
 //       them); without, every step is kept. Meant to be killed.
+//   test_process save-and-die DIR OFFSET MAX_DELTA_CHAIN STEP...
+//       saves MakeStepState(STEP + OFFSET, 1) as each STEP with
+//       SmallStoreOptions, waits for the commits, and exits without closing
+//       (the records stay in the write-ahead log). Exit 0: all committed.
 //   test_process verify DIR MEGABYTES STEP...
 //       opens DIR read-only; restores each step and checks every byte.
 //   test_process open-writer DIR
@@ -35,6 +39,7 @@
 #include <chrono>
 #include <csignal>
 #include <cstdio>
+#include <cstdlib>
 #include <fstream>
 #include <string>
 
@@ -71,6 +76,22 @@ int SaveLoop(const std::string& dir, int64_t first_step, size_t megabytes,
     if (!committed.ok()) return Fail("save in the background", committed);
     log << step << std::endl;  // flushed: the kernel keeps it when we are killed
   }
+}
+
+// Saves MakeStepState(step + offset, 1) as each step (SmallStoreOptions),
+// then exits at once, closing nothing (testing::SaveStepsAndDie).
+int SaveAndDie(const std::string& dir, int64_t offset, uint32_t max_delta_chain,
+               const std::vector<int64_t>& steps) {
+  auto checkpointer = Checkpointer::Open(dir, ckptdb::testing::SmallStoreOptions(max_delta_chain));
+  if (!checkpointer.ok()) return Fail("open " + dir, checkpointer.status());
+  for (int64_t step : steps) {
+    auto saved = (*checkpointer)->Save(ckptdb::testing::MakeStepState(step + offset, 1), step,
+                                       ckptdb::testing::Forced());
+    if (!saved.ok()) return Fail("save", saved.status());
+  }
+  ckptdb::Status committed = (*checkpointer)->WaitUntilFinished();
+  if (!committed.ok()) return Fail("save in the background", committed);
+  std::_Exit(0);
 }
 
 int Verify(const std::string& dir, size_t megabytes, const std::vector<int64_t>& steps) {
@@ -206,6 +227,12 @@ int main(int argc, char** argv) {
     std::vector<int64_t> steps;
     for (size_t i = 3; i < args.size(); ++i) steps.push_back(std::stoll(args[i]));
     return Verify(args[1], std::stoul(args[2]), steps);
+  }
+  if (args.size() >= 4 && args[0] == "save-and-die") {
+    std::vector<int64_t> steps;
+    for (size_t i = 4; i < args.size(); ++i) steps.push_back(std::stoll(args[i]));
+    return SaveAndDie(args[1], std::stoll(args[2]), static_cast<uint32_t>(std::stoul(args[3])),
+                      steps);
   }
   if (args.size() == 2 && args[0] == "open-writer") return OpenWriter(args[1]);
   if (args.size() == 3 && args[0] == "open-unprivileged") {

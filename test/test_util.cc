@@ -172,6 +172,23 @@ uint64_t SeedFromEnv(const char* name, uint64_t fixed) {
 
 std::string TestProcessPath() { return CKPTDB_TEST_PROCESS_PATH; }
 
+CheckpointerOptions SmallStoreOptions(uint32_t max_delta_chain) {
+  CheckpointerOptions options;
+  options.max_to_keep = 4;
+  options.chunk_size_bytes = 64 << 10;
+  options.staging_bytes = 4 << 20;
+  options.max_delta_chain = max_delta_chain;
+  return options;
+}
+
+void SaveStepsAndDie(const std::string& dir, int64_t offset, uint32_t max_delta_chain,
+                     const std::vector<int64_t>& steps) {
+  std::vector<std::string> argv = {TestProcessPath(), "save-and-die", dir, std::to_string(offset),
+                                   std::to_string(max_delta_chain)};
+  for (int64_t step : steps) argv.push_back(std::to_string(step));
+  EXPECT_EQ(RunProcess(argv), 0) << "saving steps into " << dir;
+}
+
 pid_t SpawnProcess(const std::vector<std::string>& argv) {
   std::vector<char*> args;
   for (const std::string& arg : argv) args.push_back(const_cast<char*>(arg.c_str()));

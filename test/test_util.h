@@ -91,6 +91,19 @@ uint64_t SeedFromEnv(const char* name, uint64_t fixed);
 // The path of the helper program test_process (built beside the tests).
 std::string TestProcessPath();
 
+// The options the damage and salvage tests write their small stores with:
+// 64 KiB chunks, a 4 MiB staging pool (the default 256 MiB would dominate
+// each case), the last 4 steps kept, delta chains up to `max_delta_chain`.
+CheckpointerOptions SmallStoreOptions(uint32_t max_delta_chain);
+
+// Saves MakeStepState(step + offset, 1) as each of `steps` into `dir` with
+// SmallStoreOptions in a child process (test_process save-and-die) that then
+// exits without closing, as a trainer killed after its last commit: the
+// session's records of the small families are left in the write-ahead log
+// only (a writer's Close would flush them into table files).
+void SaveStepsAndDie(const std::string& dir, int64_t offset, uint32_t max_delta_chain,
+                     const std::vector<int64_t>& steps);
+
 // Starts `argv` as a child process (-1 if it cannot be started).
 pid_t SpawnProcess(const std::vector<std::string>& argv);
 // Waits for a child; returns its exit code, or 128 + signal number when it
