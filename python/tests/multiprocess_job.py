@@ -126,6 +126,11 @@ def main():
     else:
         raise ValueError(f"unknown scenario {options.scenario}")
     ckpt.close()
+    if options.launcher == "torch":
+        # Without it, gloo's threads can abort the interpreter's exit
+        # ("terminate called without an active exception": torch with gloo).
+        import torch.distributed as dist  # pylint: disable=import-outside-toplevel
+        dist.destroy_process_group()
     print(f"rank {rank} ok", flush=True)
     return 0
 
