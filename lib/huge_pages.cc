@@ -50,11 +50,12 @@ ScratchBuffer::~ScratchBuffer() { UnmapHugePages(data_, size_); }
 
 std::byte* ScratchBuffer::Get(size_t size) {
   if (size <= size_ && data_ != nullptr) return data_;
-  std::byte* grown = MapHugePages(size == 0 ? 1 : size);
+  const size_t mapped = size == 0 ? 1 : size;
+  std::byte* grown = MapHugePages(mapped);
   if (grown == nullptr) throw std::bad_alloc();
   UnmapHugePages(data_, size_);
   data_ = grown;
-  size_ = size == 0 ? 1 : size;
+  size_ = mapped;
   return data_;
 }
 

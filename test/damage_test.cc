@@ -70,14 +70,10 @@ Tree ExpectedState(int64_t step) { return MakeStepState(step, kMegabytes); }
 // The last session's writer is killed after its last commit (a closed
 // writer flushes its records into table files).
 void BuildStore(const std::string& dir, int64_t offset, StoreKind kind) {
-  static_assert(kMegabytes == 1, "test_process save-and-die saves 1 MiB states");
+  static_assert(kMegabytes == 1, "SaveSmallStoreSteps saves 1 MiB states");
   if (kind == StoreKind::kSessions) {
-    auto opened = Checkpointer::Open(dir, TemplateOptions());
+    auto opened = testing::SaveSmallStoreSteps(dir, offset, kMaxDeltaChain, {1, 2, 3});
     ASSERT_OK(opened.status());
-    for (int64_t step : {1, 2, 3}) {
-      ASSERT_OK((*opened)->Save(MakeStepState(step + offset, kMegabytes), step, testing::Forced())
-                    .status());
-    }
     ASSERT_OK((*opened)->Close());
   }
   testing::SaveStepsAndDie(dir, offset, kMaxDeltaChain,

@@ -31,15 +31,10 @@ using testing::WriteBytes;
 // commit, left in the log.
 std::string BuildStore(const TempDir& root) {
   const std::string dir = root.Sub("store");
-  {
-    auto opened = Checkpointer::Open(dir, testing::SmallStoreOptions(0));
-    EXPECT_OK(opened.status());
-    if (!opened.ok()) return dir;
-    for (int64_t step : {1, 2, 3}) {
-      EXPECT_OK((*opened)->Save(testing::MakeStepState(step, 1), step, testing::Forced()).status());
-    }
-    EXPECT_OK((*opened)->Close());
-  }
+  auto opened = testing::SaveSmallStoreSteps(dir, 0, 0, {1, 2, 3});
+  EXPECT_OK(opened.status());
+  if (!opened.ok()) return dir;
+  EXPECT_OK((*opened)->Close());
   testing::SaveStepsAndDie(dir, 0, 0, {4, 5});
   return dir;
 }

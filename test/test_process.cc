@@ -78,19 +78,12 @@ int SaveLoop(const std::string& dir, int64_t first_step, size_t megabytes,
   }
 }
 
-// Saves MakeStepState(step + offset, 1) as each step (SmallStoreOptions),
-// then exits at once, closing nothing (testing::SaveStepsAndDie).
+// testing::SaveSmallStoreSteps, then exits at once, closing nothing
+// (testing::SaveStepsAndDie).
 int SaveAndDie(const std::string& dir, int64_t offset, uint32_t max_delta_chain,
                const std::vector<int64_t>& steps) {
-  auto checkpointer = Checkpointer::Open(dir, ckptdb::testing::SmallStoreOptions(max_delta_chain));
-  if (!checkpointer.ok()) return Fail("open " + dir, checkpointer.status());
-  for (int64_t step : steps) {
-    auto saved = (*checkpointer)->Save(ckptdb::testing::MakeStepState(step + offset, 1), step,
-                                       ckptdb::testing::Forced());
-    if (!saved.ok()) return Fail("save", saved.status());
-  }
-  ckptdb::Status committed = (*checkpointer)->WaitUntilFinished();
-  if (!committed.ok()) return Fail("save in the background", committed);
+  auto saved = ckptdb::testing::SaveSmallStoreSteps(dir, offset, max_delta_chain, steps);
+  if (!saved.ok()) return Fail("save into " + dir, saved.status());
   std::_Exit(0);
 }
 

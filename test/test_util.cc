@@ -181,6 +181,21 @@ CheckpointerOptions SmallStoreOptions(uint32_t max_delta_chain) {
   return options;
 }
 
+Result<std::unique_ptr<Checkpointer>> SaveSmallStoreSteps(const std::string& dir, int64_t offset,
+                                                          uint32_t max_delta_chain,
+                                                          const std::vector<int64_t>& steps) {
+  Result<std::unique_ptr<Checkpointer>> opened =
+      Checkpointer::Open(dir, SmallStoreOptions(max_delta_chain));
+  if (!opened.ok()) return opened.status();
+  for (int64_t step : steps) {
+    Result<bool> saved = (*opened)->Save(MakeStepState(step + offset, 1), step, Forced());
+    if (!saved.ok()) return saved.status();
+  }
+  Status committed = (*opened)->WaitUntilFinished();
+  if (!committed.ok()) return committed;
+  return opened;
+}
+
 void SaveStepsAndDie(const std::string& dir, int64_t offset, uint32_t max_delta_chain,
                      const std::vector<int64_t>& steps) {
   std::vector<std::string> argv = {TestProcessPath(), "save-and-die", dir, std::to_string(offset),

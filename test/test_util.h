@@ -11,6 +11,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -96,9 +97,15 @@ std::string TestProcessPath();
 // each case), the last 4 steps kept, delta chains up to `max_delta_chain`.
 CheckpointerOptions SmallStoreOptions(uint32_t max_delta_chain);
 
-// Saves MakeStepState(step + offset, 1) as each of `steps` into `dir` with
-// SmallStoreOptions in a child process (test_process save-and-die) that then
-// exits without closing, as a trainer killed after its last commit: the
+// Opens `dir` for writing with SmallStoreOptions(max_delta_chain) and saves
+// MakeStepState(step + offset, 1) as each of `steps`, waiting for every
+// commit; the caller closes the checkpointer (or dies without closing it).
+Result<std::unique_ptr<Checkpointer>> SaveSmallStoreSteps(const std::string& dir, int64_t offset,
+                                                          uint32_t max_delta_chain,
+                                                          const std::vector<int64_t>& steps);
+
+// SaveSmallStoreSteps in a child process (test_process save-and-die) that
+// then exits without closing, as a trainer killed after its last commit: the
 // session's records of the small families are left in the write-ahead log
 // only (a writer's Close would flush them into table files).
 void SaveStepsAndDie(const std::string& dir, int64_t offset, uint32_t max_delta_chain,
