@@ -534,6 +534,10 @@ Status SavePipeline::WriteChunks(PendingSave& save) {
   // kernel copying into the page cache, which would otherwise leave the
   // cores that compress idle.
   const uint64_t window_bytes = uint64_t{WriterWindow()} * settings_.chunk_size_bytes;
+  // Windows shrink near the end (kTailWindowBytes), so that the last
+  // window's append, which nothing overlaps, is short.
+  std::vector<uint64_t> bytes_from(chunks.size() + 1, 0);  // bytes of chunks [i, end)
+  for (size_t i = chunks.size(); i-- > 0;) bytes_from[i] = bytes_from[i + 1] + chunks[i].size;
   struct Window {
     size_t begin = 0;
     size_t end = 0;
@@ -578,8 +582,10 @@ Status SavePipeline::WriteChunks(PendingSave& save) {
     Result<size_t> staged = save.AwaitStaged(begin + 1);
     if (!staged.ok()) return staged.status();
     size_t end = begin + 1;
+    const uint64_t limit =
+        std::min(window_bytes, std::max(bytes_from[begin] / 2, kTailWindowBytes));
     for (uint64_t bytes = chunks[begin].size;
-         end < *staged && end - begin < kMaxWindowChunks && bytes + chunks[end].size <= window_bytes;
+         end < *staged && end - begin < kMaxWindowChunks && bytes + chunks[end].size <= limit;
          ++end) {
       bytes += chunks[end].size;
     }

@@ -227,6 +227,9 @@ class SavePipeline {
   // go by the same bytes, at most kMaxWindowChunks of them.
   size_t WriterWindow() const;
   static constexpr size_t kMaxWindowChunks = 4096;
+  // Near a save's end a window takes at most half the bytes left, down to
+  // this (or one chunk): the last window's append overlaps no compression.
+  static constexpr uint64_t kTailWindowBytes = uint64_t{256} << 10;
   // Makes the tensor nodes of this process's part boxed where they must be
   // (multi-process: every tensor, each process naming the boxes it
   // writes), and checks that a single process's shards tile their tensors.
