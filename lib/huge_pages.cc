@@ -42,18 +42,25 @@ std::byte* MapHugePages(size_t bytes) {
   return reinterpret_cast<std::byte*>(start);
 }
 
-void UnmapHugePages(std::byte* data, size_t bytes) {
+std::byte* MapPages(size_t bytes) {
+  if (bytes > SIZE_MAX - PageBytes()) return nullptr;
+  void* mapping = ::mmap(nullptr, RoundUp(bytes, PageBytes()), PROT_READ | PROT_WRITE,
+                         MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  return mapping == MAP_FAILED ? nullptr : static_cast<std::byte*>(mapping);
+}
+
+void UnmapPages(std::byte* data, size_t bytes) {
   if (data != nullptr) ::munmap(data, RoundUp(bytes, PageBytes()));
 }
 
-ScratchBuffer::~ScratchBuffer() { UnmapHugePages(data_, size_); }
+ScratchBuffer::~ScratchBuffer() { UnmapPages(data_, size_); }
 
 std::byte* ScratchBuffer::Get(size_t size) {
   if (size <= size_ && data_ != nullptr) return data_;
   const size_t mapped = size == 0 ? 1 : size;
   std::byte* grown = MapHugePages(mapped);
   if (grown == nullptr) throw std::bad_alloc();
-  UnmapHugePages(data_, size_);
+  UnmapPages(data_, size_);
   data_ = grown;
   size_ = mapped;
   return data_;

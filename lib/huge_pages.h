@@ -19,12 +19,18 @@ void AdviseHugePages(void* data, size_t bytes);
 
 // `bytes` (> 0) of fresh memory, zero as the kernel hands it out, in a
 // mapping of its own that starts on a huge page boundary, huge pages
-// advised. Null when memory is short. Freed by UnmapHugePages with the same
+// advised. Null when memory is short. Freed by UnmapPages with the same
 // size. For large buffers that are written before they are read: zeroing
 // them again (as std::vector and make_shared do) would touch every page
 // twice.
 std::byte* MapHugePages(size_t bytes);
-void UnmapHugePages(std::byte* data, size_t bytes);
+
+// The same for buffers below a huge page: a page-aligned mapping of its own,
+// nothing advised. Null when memory is short (or the process's mappings are
+// at the kernel's limit). Freed by UnmapPages with the same size.
+std::byte* MapPages(size_t bytes);
+
+void UnmapPages(std::byte* data, size_t bytes);
 
 // A thread's scratch buffer: grows to the largest size asked for (its
 // contents are not kept when it grows) and lives as long as its owner.

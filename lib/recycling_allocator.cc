@@ -30,7 +30,7 @@ char* NewBuffer(size_t bytes, size_t capacity) {
 
 void FreeBuffer(char* buffer, size_t capacity) {
   if (Mapped(capacity)) {
-    UnmapHugePages(reinterpret_cast<std::byte*>(buffer), kHeader + capacity);
+    UnmapPages(reinterpret_cast<std::byte*>(buffer), kHeader + capacity);
   } else {
     std::free(buffer);
   }

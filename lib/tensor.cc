@@ -152,28 +152,33 @@ Result<Tensor> Tensor::ConstView(DType dtype, std::vector<int64_t> shape, const 
 
 namespace {
 
-// Buffers of at least a huge page come straight from the kernel: their pages
-// are zero without a memset, and with transparent huge pages the first touch
-// faults in 2 MiB at a time instead of 4 KiB. (A restore of 256 MiB into
-// buffers from make_shared spent a fifth of its time in page faults and
-// zeroing, the memset faulting every page in before the decoder wrote it.)
-// Returns `bytes` zero bytes, owned by the returned pointer; nullptr when
-// memory is short.
+// Buffers from kMappedBytes on come straight from the kernel: their pages
+// are zero without a memset, and the decoders that write them fault them in
+// on every core while reads are in flight; from a huge page on, with
+// transparent huge pages, 2 MiB at a time instead of 4 KiB. A memset
+// instead faults every page in on the allocating thread before the first
+// read: a restore of 256 MiB into buffers from make_shared spent a fifth of
+// its time in page faults and zeroing; a cold restore of a small
+// transformer's 64 MiB (213 tensors of 1 KiB to 1 MiB) took 78-93 ms with
+// make_shared below a huge page, 52-61 ms with a mapping from 64 KiB on.
+// Smaller buffers are not worth a mapping (two system calls and a kernel
+// mapping each). Returns `bytes` zero bytes, owned by the returned pointer;
+// nullptr when memory is short.
+constexpr size_t kMappedBytes = size_t{64} << 10;
+
 std::shared_ptr<std::byte[]> AllocateZeroed(size_t bytes) {
-  if (bytes < kHugePageBytes) {
-    // make_shared<T[]>(n) value-initializes. At least one byte, so that null
-    // means only that memory is short.
-    try {
-      return std::make_shared<std::byte[]>(bytes == 0 ? 1 : bytes);
-    } catch (const std::bad_alloc&) {
-      return nullptr;
-    }
-  }
-  std::byte* data = MapHugePages(bytes);
-  if (data == nullptr) return nullptr;
+  std::byte* data = bytes >= kHugePageBytes ? MapHugePages(bytes)
+                    : bytes >= kMappedBytes ? MapPages(bytes)
+                                            : nullptr;
   try {
-    return std::shared_ptr<std::byte[]>(data, [bytes](std::byte* p) { UnmapHugePages(p, bytes); });
-  } catch (const std::bad_alloc&) {  // the deleter has unmapped it
+    if (data == nullptr) {
+      // Small, or no mapping to be had (the process may be at the kernel's
+      // limit of mappings): make_shared<T[]>(n) value-initializes. At least
+      // one byte, so that null means only that memory is short.
+      return std::make_shared<std::byte[]>(bytes == 0 ? 1 : bytes);
+    }
+    return std::shared_ptr<std::byte[]>(data, [bytes](std::byte* p) { UnmapPages(p, bytes); });
+  } catch (const std::bad_alloc&) {  // a mapping's deleter has unmapped it
     return nullptr;
   }
 }

@@ -31,7 +31,7 @@ TEST(HugePagesTest, AMappedBufferStartsOnAHugePageAndIsZero) {
     EXPECT_EQ(data[bytes - 1], std::byte{0});
     std::memset(data, 0x5a, bytes);  // every byte writable
     EXPECT_EQ(data[bytes - 1], std::byte{0x5a});
-    UnmapHugePages(data, bytes);
+    UnmapPages(data, bytes);
   }
 }
 
@@ -44,7 +44,7 @@ TEST(HugePagesTest, WholeHugePagesAreAdvisedAndUnmappingReturnsTheRange) {
   // The over-allocation made for alignment is not left mapped past the end
   // (what lies further may be another mapping).
   EXPECT_EQ(MappingFlags(data + bytes), "");
-  UnmapHugePages(data, bytes);
+  UnmapPages(data, bytes);
   EXPECT_EQ(MappingFlags(data), "");
 }
 
@@ -52,13 +52,30 @@ TEST(HugePagesTest, ABufferSmallerThanAHugePageIsNotAdvised) {
   std::byte* data = MapHugePages(kHugePageBytes / 2);
   ASSERT_NE(data, nullptr);
   EXPECT_FALSE(HugePagesAdvised(data)) << MappingFlags(data);
-  UnmapHugePages(data, kHugePageBytes / 2);
+  UnmapPages(data, kHugePageBytes / 2);
+}
+
+TEST(HugePagesTest, APageMappingIsZeroWritableNotAdvisedAndUnmappedWhole) {
+  for (size_t bytes : {size_t{1}, size_t{4096}, size_t{65536 + 123}, kHugePageBytes / 2}) {
+    std::byte* data = MapPages(bytes);
+    ASSERT_NE(data, nullptr) << bytes;
+    EXPECT_EQ(reinterpret_cast<uintptr_t>(data) % 4096, 0u) << bytes;
+    for (size_t i = 0; i < bytes; i += 997) ASSERT_EQ(data[i], std::byte{0}) << bytes << " " << i;
+    EXPECT_EQ(data[bytes - 1], std::byte{0});
+    std::memset(data, 0x5a, bytes);  // every byte writable
+    EXPECT_EQ(data[bytes - 1], std::byte{0x5a});
+    EXPECT_FALSE(HugePagesAdvised(data)) << MappingFlags(data);
+    UnmapPages(data, bytes);
+    EXPECT_EQ(MappingFlags(data), "") << bytes;
+  }
 }
 
 TEST(HugePagesTest, ASizeNoMappingCanHoldIsRefusedNotWrappedAround) {
   EXPECT_EQ(MapHugePages(SIZE_MAX), nullptr);
   EXPECT_EQ(MapHugePages(SIZE_MAX - kHugePageBytes), nullptr);
   EXPECT_EQ(MapHugePages(size_t{1} << 62), nullptr);  // more than any machine has
+  EXPECT_EQ(MapPages(SIZE_MAX), nullptr);
+  EXPECT_EQ(MapPages(size_t{1} << 62), nullptr);
   ScratchBuffer scratch;
   EXPECT_THROW(scratch.Get(SIZE_MAX), std::bad_alloc);
 }

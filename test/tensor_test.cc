@@ -4,6 +4,8 @@
 
 #include <bit>
 #include <cmath>
+#include <cstdint>
+#include <cstring>
 #include <limits>
 #include <vector>
 
@@ -78,6 +80,23 @@ TEST(TensorBufferTest, ViewsBorrowAndOwnedBuffersAreSharedByCopies) {
   EXPECT_TRUE(Tensor::Allocate(DType::kInt8, {0}).value().owns_data());
   EXPECT_FALSE(Tensor::ConstView(DType::kInt8, {0}, nullptr).value().owns_data());
   EXPECT_FALSE(Tensor::View(DType::kInt8, {1}, nullptr).ok());
+}
+
+TEST(TensorBufferTest, AllocatedBuffersOfEverySizeAreZeroAndWritable) {
+  for (int64_t bytes : {int64_t{1}, int64_t{65535}, int64_t{65536}, int64_t{(1 << 20) + 3},
+                        int64_t{2 << 20}, int64_t{(2 << 20) + 5}}) {
+    Tensor tensor = Tensor::Allocate(DType::kInt8, {bytes}).value();
+    std::byte* data = tensor.mutable_data();
+    for (int64_t i = 0; i < bytes; i += 511) ASSERT_EQ(data[i], std::byte{0}) << bytes << " " << i;
+    ASSERT_EQ(data[bytes - 1], std::byte{0}) << bytes;
+    std::memset(data, 0x5a, static_cast<size_t>(bytes));
+    EXPECT_EQ(data[bytes - 1], std::byte{0x5a});
+    // From 64 KiB on, a mapping of its own (zero pages, no memset before
+    // the decoders write them), not a heap block behind a control block.
+    if (bytes >= 65536) {
+      EXPECT_EQ(reinterpret_cast<uintptr_t>(data) % 4096, 0u) << bytes;
+    }
+  }
 }
 
 // A state of 10^6 leaves holds 10^6 tensors: 56 bytes fill a 64-byte heap
