@@ -147,16 +147,23 @@ constexpr float kStepScale = 1e-3f;
 }  // namespace
 
 TrainedState::TrainedState(uint64_t bytes, DType dtype, uint64_t seed, size_t tensor_bytes)
-    : dtype_(dtype), tensor_bytes_(tensor_bytes) {
+    : TrainedState(bytes, dtype, seed, std::vector<size_t>{tensor_bytes}) {}
+
+TrainedState::TrainedState(uint64_t bytes, DType dtype, uint64_t seed,
+                           const std::vector<size_t>& tensor_bytes)
+    : dtype_(dtype) {
   const std::vector<float>& trained = TrainedValues();
   const size_t width = DTypeSize(dtype);
-  const size_t tensors = std::max<uint64_t>(1, bytes / tensor_bytes);
-  buffers_.resize(tensors);
+  for (uint64_t total = 0;;) {
+    const size_t size = tensor_bytes[buffers_.size() % tensor_bytes.size()] / width * width;
+    if (!buffers_.empty() && total + size > bytes) break;
+    buffers_.emplace_back(size);
+    total += size;
+  }
   uint64_t state = seed * 0x9E3779B97F4A7C15ull + 1;
   size_t next = 0;
   for (std::vector<std::byte>& buffer : buffers_) {
-    buffer.resize(tensor_bytes);
-    for (size_t i = 0; i < tensor_bytes / width; ++i) {
+    for (size_t i = 0; i < buffer.size() / width; ++i) {
       const float value = Perturb(trained[next++ % trained.size()], kCopyScale, &state);
       if (dtype == DType::kBFloat16) {
         const uint16_t half = ToBFloat16(value).bits;
@@ -193,18 +200,22 @@ void TrainedState::Train(size_t first, size_t count, uint64_t step) {
 
 Tree TrainedState::View() {
   Tree tree;
-  const int64_t elements = static_cast<int64_t>(tensor_bytes_ / DTypeSize(dtype_));
   for (size_t t = 0; t < buffers_.size(); ++t) {
     char name[32];
     std::snprintf(name, sizeof(name), "layer_%03zu", t);
     Tree* layer = tree.Set(name, Tree::Map()).value();
+    const auto elements = static_cast<int64_t>(buffers_[t].size() / DTypeSize(dtype_));
     (void)layer->Set("kernel",
                      Tree::Leaf(Tensor::View(dtype_, {elements}, buffers_[t].data()).value()));
   }
   return tree;
 }
 
-uint64_t TrainedState::bytes() const { return buffers_.size() * tensor_bytes_; }
+uint64_t TrainedState::bytes() const {
+  uint64_t total = 0;
+  for (const std::vector<std::byte>& buffer : buffers_) total += buffer.size();
+  return total;
+}
 
 void DropPageCache(const std::string& path) {
   auto drop = [](const fs::path& file) {

@@ -36,6 +36,9 @@ class ScratchDir {
 class TrainedState {
  public:
   TrainedState(uint64_t bytes, DType dtype, uint64_t seed, size_t tensor_bytes = 4u << 20);
+  // Tensors of the sizes `tensor_bytes` lists, in turn (rounded down to whole
+  // elements), as many as fit in `bytes` (at least one).
+  TrainedState(uint64_t bytes, DType dtype, uint64_t seed, const std::vector<size_t>& tensor_bytes);
 
   // Moves the values of tensors [first, first + count) a little, as a
   // training step would; `step` seeds it.
@@ -48,7 +51,6 @@ class TrainedState {
 
  private:
   DType dtype_;
-  size_t tensor_bytes_;
   std::vector<std::vector<std::byte>> buffers_;
 };
 

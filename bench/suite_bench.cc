@@ -15,7 +15,8 @@
 //
 // States: a real training trajectory (trajectory.h: an MLP trained with
 // Adam, every step's parameters and moments, float32 and bfloat16), and the
-// trained-like tensors of bench_util.h.
+// trained-like tensors of bench_util.h, as 4 MiB tensors and as a small
+// transformer's blocks (tensors of 1 KiB to 1 MiB).
 //
 //   CKPTDB_BENCH_MB=256 CKPTDB_BENCH_ROUNDS=5 build/bench/suite_bench
 //   (scripts/bench.sh runs it and prints one table)
@@ -184,9 +185,23 @@ class TrajectoryStates : public States {
   Trajectory trajectory_;
 };
 
+// The tensor sizes of one block of a small transformer (width 256): four
+// attention projections (256 x 256), the MLP's two matrices (256 x 1024),
+// two norm scales and the MLP's biases (1024, 256): the hundreds of small
+// and medium tensors of a real model rather than a few large ones.
+std::vector<size_t> TransformerBlockTensorBytes(DType dtype) {
+  const size_t width = DTypeSize(dtype);
+  const size_t d = 256;
+  return {d * d * width,     d * d * width, d * d * width, d * d * width,
+          4 * d * d * width, 4 * d * d * width, d * width, d * width,
+          4 * d * width,     d * width};
+}
+
 class TrainedStates : public States {
  public:
   TrainedStates(uint64_t bytes, DType dtype) : model_(bytes, dtype, 1) {}
+  TrainedStates(uint64_t bytes, DType dtype, const std::vector<size_t>& tensor_bytes)
+      : model_(bytes, dtype, 1, tensor_bytes) {}
   Tree Next() override {
     model_.Train(0, model_.tensor_count(), ++step_);
     return Copy(model_.View());
@@ -206,6 +221,9 @@ class TrainedStates : public States {
 
 std::unique_ptr<States> MakeStates(const std::string& kind, uint64_t bytes, DType dtype) {
   if (kind == "trajectory") return std::make_unique<TrajectoryStates>(bytes, dtype);
+  if (kind == "layered") {
+    return std::make_unique<TrainedStates>(bytes, dtype, TransformerBlockTensorBytes(dtype));
+  }
   return std::make_unique<TrainedStates>(bytes, dtype);
 }
 
@@ -556,17 +574,19 @@ int main(int argc, char** argv) {
   const uint64_t mb = EnvNumber("CKPTDB_BENCH_MB", 256);
   const uint64_t bytes = mb << 20;
   const std::string size = "/" + std::to_string(mb) + "MB";
-  // Trained-like state in float32 only: its training step moves values by
-  // 1e-3 of themselves, which bfloat16 mostly rounds away (such saves are
-  // re-saves); the trajectory's bfloat16 rows are the real thing.
-  for (const std::string kind : {"trajectory", "trained"}) {
+  // Trained-like states ("trained": 4 MiB tensors; "layered": a small
+  // transformer's 1 KiB to 1 MiB ones) in float32 only: their training step
+  // moves values by 1e-3 of themselves, which bfloat16 mostly rounds away
+  // (such saves are re-saves); the trajectory's bfloat16 rows are the real
+  // thing.
+  for (const std::string kind : {"trajectory", "trained", "layered"}) {
     for (DType dtype : {DType::kFloat32, DType::kBFloat16}) {
-      if (kind == "trained" && dtype != DType::kFloat32) continue;
+      if (kind != "trajectory" && dtype != DType::kFloat32) continue;
       const std::string type = dtype == DType::kFloat32 ? "_f32" : "_bf16";
       Register("save/" + kind + type + size,
                [=](auto& s) { SaveRounds(s, kind, bytes, dtype, 0); });
       for (const std::string into : {"owned", "template"}) {
-        if (kind == "trained" && into != "owned") continue;
+        if (kind != "trajectory" && into != "owned") continue;
         Register("restore_" + into + "/" + kind + type + size,
                  [=](auto& s) { RestoreRounds(s, kind, bytes, dtype, into, 0); });
       }
