@@ -19,6 +19,7 @@
 #include "huge_pages.h"
 #include "parallel.h"
 #include "store.h"
+#include "tensor_arena.h"
 
 namespace ckptdb {
 
@@ -710,6 +711,7 @@ Status RestoreIntoTemplate(Store& store, const Manifest& manifest, Tree* state,
   // template's only once everything decoded.
   std::vector<DecodeTarget> targets;
   std::vector<std::pair<Tensor*, Tensor>> replacements;
+  TensorArena arena;  // the fresh tensors of a restore that does not donate
   for (size_t i = 0; i < stored->size(); ++i) {
     const ManifestNode& node = (*stored)[i];
     if (node.kind != Tree::Kind::kTensor) continue;
@@ -726,7 +728,7 @@ Status RestoreIntoTemplate(Store& store, const Manifest& manifest, Tree* state,
         targets.push_back({&node, tensor->mutable_data(), region});
         return true;
       }
-      Result<Tensor> fresh = Tensor::Allocate(node.dtype, tensor->shape());
+      Result<Tensor> fresh = arena.Allocate(node.dtype, tensor->shape());
       if (!fresh.ok()) {
         allocated = fresh.status().WithContext(node.path);
         return false;
@@ -764,8 +766,9 @@ Result<Tree> RestoreSubtree(Store& store, const Manifest& manifest, const std::s
   // Each tensor decodes into the buffer made for it (a tensor's buffer
   // stays where it is as the tree grows).
   std::vector<DecodeTarget> targets;
+  TensorArena arena;
   Result<Tree> tree = BuildTree(**subtree, [&](const ManifestNode& node) -> Result<Tensor> {
-    Result<Tensor> tensor = Tensor::Allocate(node.dtype, node.shape);
+    Result<Tensor> tensor = arena.Allocate(node.dtype, node.shape);
     if (tensor.ok()) targets.push_back({&node, tensor->mutable_data()});
     return tensor;
   });

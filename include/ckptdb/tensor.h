@@ -164,6 +164,9 @@ class CKPTDB_EXPORT Tensor {
   }
 
  private:
+  // Restores allocate their tensors through it (lib/tensor_arena.h).
+  friend class TensorArena;
+
   // A tensor with dtype, shape and size set and no buffer.
   static Result<Tensor> Shaped(DType dtype, std::vector<int64_t> shape);
   Status CheckElementType(DType wanted, bool writing) const;
