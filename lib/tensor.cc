@@ -153,17 +153,15 @@ Result<Tensor> Tensor::ConstView(DType dtype, std::vector<int64_t> shape, const 
 namespace {
 
 // Buffers from kMappedBytes on come straight from the kernel: their pages
-// are zero without a memset, and the decoders that write them fault them in
-// on every core while reads are in flight; from a huge page on, with
-// transparent huge pages, 2 MiB at a time instead of 4 KiB. A memset
-// instead faults every page in on the allocating thread before the first
-// read: a restore of 256 MiB into buffers from make_shared spent a fifth of
-// its time in page faults and zeroing; a cold restore of a small
-// transformer's 64 MiB (213 tensors of 1 KiB to 1 MiB) took 78-93 ms with
-// make_shared below a huge page, 52-61 ms with a mapping from 64 KiB on.
-// Smaller buffers are not worth a mapping (two system calls and a kernel
-// mapping each). Returns `bytes` zero bytes, owned by the returned pointer;
-// nullptr when memory is short.
+// are zero without a memset, and whoever writes them first faults them in
+// (a memset faults every page in before that: a restore of 256 MiB into
+// buffers from make_shared spent a fifth of its time in page faults and
+// zeroing). From a huge page on, transparent huge pages are advised: 2 MiB
+// a fault instead of 4 KiB. Smaller buffers are not worth a mapping (two
+// system calls and a kernel mapping each). Restores pack their tensors
+// below a huge page into shared blocks instead (TensorArena). Returns
+// `bytes` zero bytes, owned by the returned pointer; nullptr when memory is
+// short.
 constexpr size_t kMappedBytes = size_t{64} << 10;
 
 std::shared_ptr<std::byte[]> AllocateZeroed(size_t bytes) {
