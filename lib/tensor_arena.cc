@@ -1,7 +1,6 @@
 #include "tensor_arena.h"
 
 #include <new>
-#include <string>
 #include <utility>
 
 #include "huge_pages.h"
@@ -16,14 +15,14 @@ Result<Tensor> TensorArena::Allocate(DType dtype, std::vector<int64_t> shape) {
   size_t start = (used_ + kAlignment - 1) / kAlignment * kAlignment;
   if (block_ == nullptr || start + bytes > kBlockBytes) {
     std::byte* block = MapHugePages(kBlockBytes);
-    // No mapping to be had (the process may be at the kernel's limit of
-    // mappings): a buffer of its own, as Tensor::Allocate would make.
+    // No mapping, or no memory for its owner (the deleter has then unmapped
+    // it; the process may be at the kernel's limit of mappings): a buffer of
+    // its own, or Tensor::Allocate's error.
     if (block == nullptr) return Tensor::Allocate(dtype, std::move(shape));
     try {
       block_ = std::shared_ptr<std::byte[]>(block, [](std::byte* p) { UnmapPages(p, kBlockBytes); });
-    } catch (const std::bad_alloc&) {  // the deleter has unmapped it
-      return Status::InvalidArgument("cannot allocate a tensor of " + std::to_string(bytes) +
-                                     " bytes");
+    } catch (const std::bad_alloc&) {
+      return Tensor::Allocate(dtype, std::move(shape));
     }
     start = 0;
   }
